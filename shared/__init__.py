@@ -1,0 +1,1 @@
+"""What the router and the storage node both use: the wire schema, framing, units."""

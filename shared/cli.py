@@ -1,0 +1,56 @@
+"""The `ringcache` console script: one front door that hands each role its arguments.
+
+The roles are imported lazily so that `ringcache node` never imports the router.
+"""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: ringcache COMMAND [ARGS]
+
+roles:
+  up [-c topology.yaml]                  nodes on this host + one router (standalone)
+  router [-c topology.yaml]              one router
+  node --listen HOST:PORT [--max-memory SIZE]   one storage node
+
+clients of the router's HTTP port (--router URL):
+  get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
+  stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+"""
+
+ROLE_MODULES = {
+    "node": "storage_node.main",
+    "router": "router.main",
+    "up": "router.standalone",
+}
+CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
+
+
+def usage_error(message: str) -> int:
+    """One clear line on stderr and exit status 2, as every bad-input path must."""
+    print(f"ringcache: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command in ROLE_MODULES:
+        module_name = ROLE_MODULES[command]
+    elif command in CLIENT_COMMANDS:
+        module_name = "router.client"
+        rest = argv
+    else:
+        return usage_error(f"unknown command {command!r} (see ringcache --help)")
+    import importlib
+
+    module = importlib.import_module(module_name)
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

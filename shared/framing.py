@@ -1,0 +1,100 @@
+"""Sans-I/O length-prefixed framing for router <-> node traffic.
+
+A frame is a 4-byte big-endian unsigned length followed by that many bytes of payload
+(a serialized ``ringcache.Frame``).  The decoder holds no socket: feed it bytes with
+``receive_data`` and take whole payloads from ``next_frame`` until it returns None.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from shared import ringcache_pb2 as pb
+
+# Hard bound on one frame's payload: a peer announcing more is broken or hostile, and
+# buffering it would let one connection take the node's memory.
+MAX_FRAME = 64 * 1024 * 1024
+
+_HEADER = struct.Struct(">I")
+HEADER_SIZE = _HEADER.size
+
+
+class FrameError(Exception):
+    """The peer broke the framing protocol; the only safe answer is to close it."""
+
+
+def encode_frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
+    if len(payload) > max_frame:
+        # Our own bug (a batch too large), not the peer's: refuse before sending.
+        raise ValueError(f"frame of {len(payload)} bytes exceeds MAX_FRAME {max_frame}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+class FrameDecoder:
+    """Accumulates bytes and yields whole frame payloads."""
+
+    __slots__ = ("_buf", "_pos", "max_frame")
+
+    def __init__(self, max_frame: int = MAX_FRAME):
+        self._buf = bytearray()
+        self._pos = 0  # start of the first unconsumed byte in _buf
+        self.max_frame = max_frame
+
+    def receive_data(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_frame(self) -> bytes | None:
+        """The next whole payload, or None until more data arrives.
+
+        Raises FrameError when the announced length exceeds ``max_frame``.
+        """
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            self._compact()
+            return None
+        (length,) = _HEADER.unpack_from(buf, pos)
+        if length > self.max_frame:
+            raise FrameError(f"frame of {length} bytes exceeds the limit of {self.max_frame}")
+        end = pos + HEADER_SIZE + length
+        if len(buf) < end:
+            self._compact()
+            return None
+        payload = bytes(buf[pos + HEADER_SIZE:end])
+        self._pos = end
+        return payload
+
+    def frames(self):
+        """Every whole payload buffered so far."""
+        while (payload := self.next_frame()) is not None:
+            yield payload
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _compact(self) -> None:
+        # Drop consumed bytes only when we stop for more data: one memmove per read,
+        # not one per frame.
+        if self._pos:
+            del self._buf[:self._pos]
+            self._pos = 0
+
+
+def encode_batch(requests=(), responses=()) -> bytes:
+    """One length-prefixed frame holding a batch of requests and/or responses."""
+    frame = pb.Frame()
+    if requests:
+        frame.requests.extend(requests)
+    if responses:
+        frame.responses.extend(responses)
+    return encode_frame(frame.SerializeToString())
+
+
+def decode_payload(payload: bytes) -> pb.Frame:
+    """Parse one payload; a payload that is not a Frame is the peer's fault."""
+    frame = pb.Frame()
+    try:
+        frame.ParseFromString(payload)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes others
+        raise FrameError(f"undecodable frame: {exc}") from None
+    return frame

@@ -1,0 +1,1 @@
+"""The storage node: eviction cores behind a framed protobuf server. Knows no ring."""

@@ -1,0 +1,39 @@
+"""Eviction cores: the plugin registry and loader for `policy:` names."""
+
+from __future__ import annotations
+
+import importlib
+
+from storage_node.cores.lru import LRUCore
+
+CORES: dict[str, type] = {
+    "lru": LRUCore,
+}
+
+
+class PolicyError(ValueError):
+    """A `policy:` that names no core."""
+
+
+def load_core(policy: str) -> type:
+    """The core class for a policy name: a key of CORES or ``python:module:Class``."""
+    if policy in CORES:
+        return CORES[policy]
+    if policy.startswith("python:"):
+        spec = policy[len("python:"):]
+        module_name, sep, attr = spec.partition(":")
+        if not sep or not module_name or not attr:
+            raise PolicyError(f"policy {policy!r}: expected python:module:Class")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise PolicyError(f"policy {policy!r}: cannot import {module_name}: {exc}") from None
+        try:
+            cls = getattr(module, attr)
+        except AttributeError:
+            raise PolicyError(f"policy {policy!r}: {module_name} has no {attr}") from None
+        if not callable(cls):
+            raise PolicyError(f"policy {policy!r}: {attr} is not a class")
+        return cls
+    known = ", ".join(sorted(CORES))
+    raise PolicyError(f"unknown policy {policy!r} (known: {known}, or python:module:Class)")
