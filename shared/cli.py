@@ -5,6 +5,7 @@ The roles are imported lazily so that `ringcache node` never imports the router.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 USAGE = """usage: ringcache COMMAND [ARGS]
@@ -25,6 +26,22 @@ ROLE_MODULES = {
     "up": "router.standalone",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def start_logging(stream=None) -> None:
+    """Send twisted.logger events to stderr as text lines."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(stream or sys.stderr)],
+                                     redirectStandardIO=False)
 
 
 def usage_error(message: str) -> int:

@@ -1,0 +1,82 @@
+"""Running real ringcache processes in tests: free ports, start until ready, stop for sure."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The console script's code path without depending on where the script was installed.
+RINGCACHE = [sys.executable, "-m", "shared.cli"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+class Process(subprocess.Popen):
+    """A child whose stdout and stderr go to files, so they can be read at any time
+    without a full pipe ever blocking it."""
+
+    def __init__(self, args: list[str], **kwargs):
+        self._out = tempfile.TemporaryFile()
+        self._err = tempfile.TemporaryFile()
+        super().__init__(args, stdout=self._out, stderr=self._err, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+    def read_stdout(self) -> str:
+        return _read(self._out)
+
+    def read_stderr(self) -> str:
+        return _read(self._err)
+
+    def describe(self) -> str:
+        return f"{self.args!r} (exit {self.poll()})\n--- stdout\n{self.read_stdout()}--- stderr\n{self.read_stderr()}"
+
+
+def _read(file) -> str:
+    file.seek(0)
+    return file.read().decode(errors="replace")
+
+
+def start_process(args: list[str], ready_check: Callable[[], bool], timeout: float = 10.0, **kwargs) -> Process:
+    """Start ``args`` and wait until ``ready_check()`` is true; kill it and fail, showing
+    its output, if it exits or is not ready within ``timeout`` seconds."""
+    proc = Process(args, **kwargs)
+    deadline = time.monotonic() + timeout
+    while not ready_check():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise AssertionError(f"process never became ready: {proc.describe()}")
+        time.sleep(0.02)
+    return proc
+
+
+def stop_process(proc: Process, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+    """Send ``sig``, wait up to ``timeout`` seconds, then SIGKILL; the exit status
+    (negative when a signal ended it, e.g. -9 after the SIGKILL)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode

@@ -1,0 +1,608 @@
+"""Node logic driven directly, and NodeProtocol driven through StringTransport."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+
+from shared import ringcache_pb2 as pb
+from shared.framing import FrameDecoder, decode_payload, encode_batch
+from storage_node.node import DEFAULT_GROUP_BYTES, Node
+from storage_node.protocol import NodeFactory, NodeProtocol
+
+MiB = 1 << 20
+DICT_CORE = f"python:{__name__}:DictCore"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class DictCore:
+    """A user core as small as the contract allows: no touch(), no counters; charges
+    len(key) + len(value) and evicts the oldest entry to fit."""
+
+    def __init__(self, max_bytes, clock):
+        self.max_bytes, self.clock, self.nbytes = max_bytes, clock, 0
+        self.data: dict[bytes, tuple[bytes, float | None]] = {}
+
+    def get(self, key):
+        value, deadline = self.data.get(key, (None, None))
+        if deadline is not None and self.clock() >= deadline:
+            self.delete(key)
+            return None
+        return value
+
+    def set(self, key, value, ttl=None):
+        if len(key) + len(value) > self.max_bytes:
+            raise ValueError("too large")
+        self.delete(key)
+        while self.nbytes + len(key) + len(value) > self.max_bytes:
+            self.delete(next(iter(self.data)))
+        self.data[key] = (value, None if ttl is None else self.clock() + ttl)
+        self.nbytes += len(key) + len(value)
+
+    def delete(self, key):
+        if key not in self.data:
+            return False
+        self.nbytes -= len(key) + len(self.data.pop(key)[0])
+        return True
+
+    def clear(self):
+        self.data.clear()
+        self.nbytes = 0
+
+    def __len__(self):
+        return len(self.data)
+
+
+class CountingCore(DictCore):
+    """A user core that keeps the counters built-in cores keep."""
+
+    evictions = 3
+    expirations = 4
+
+
+class BrokenCore(DictCore):
+    def get(self, key):
+        raise RuntimeError("disk on fire")
+
+
+class RefusingCore(DictCore):
+    def __init__(self, max_bytes, clock):
+        raise TypeError("needs a config file")
+
+
+def req(op, key=b"", value=b"", id=1, group="g", **fields) -> pb.Request:
+    return pb.Request(id=id, op=op, group=group, key=key, value=value, **fields)
+
+
+def configure_request(*groups: tuple[str, str, int], id=1) -> pb.Request:
+    return pb.Request(
+        id=id,
+        op=pb.CONFIGURE,
+        groups=[pb.GroupConfig(name=n, policy=p, max_bytes=b) for n, p, b in groups],
+    )
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def logged():
+    return []
+
+
+@pytest.fixture
+def node(clock, logged):
+    """A node holding group "g" (lru, 1MiB) under a 16MiB cap."""
+    node = Node(16 * MiB, clock=clock, log=logged.append)
+    assert node.handle(configure_request(("g", "lru", MiB))).status == pb.OK
+    return node
+
+
+def stats(node: Node) -> pb.NodeStats:
+    return node.handle(pb.Request(id=9, op=pb.STATS)).stats
+
+
+def group_stats(node: Node, name: str) -> pb.GroupStats:
+    (found,) = [g for g in stats(node).groups if g.name == name]
+    return found
+
+
+# --- ops -------------------------------------------------------------------------------
+
+
+def test_set_then_get_returns_value_with_no_flags(node):
+    assert node.handle(req(pb.SET, b"k", b"v", id=1)) == pb.Response(id=1, status=pb.OK)
+    assert node.handle(req(pb.GET, b"k", id=2)) == pb.Response(id=2, status=pb.OK, value=b"v")
+
+
+@pytest.mark.parametrize("flags", [1, 0x12345678, 0xFFFFFFFF])
+def test_flags_round_trip(node, flags):
+    node.handle(req(pb.SET, b"k", b"\x00\x01value", flags=flags))
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"\x00\x01value", flags=flags)
+
+
+def test_empty_value_round_trips(node):
+    node.handle(req(pb.SET, b"k", b""))
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, status=pb.OK)
+    assert node.handle(req(pb.ADD, b"k", b"x")).status == pb.NOT_STORED
+
+
+def test_flags_wrapper_is_what_the_core_stores_and_charges(clock):
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("d", DICT_CORE, 1000)))
+    node.handle(req(pb.SET, b"a", b"plain", group="d"))
+    node.handle(req(pb.SET, b"b", b"flagged", group="d", flags=0x01020304))
+    core = node._groups["d"].core
+    assert core.data[b"a"] == (b"\x00plain", None)
+    assert core.data[b"b"] == (b"\x01\x01\x02\x03\x04flagged", None)
+    assert group_stats(node, "d").bytes == (1 + 1 + 5) + (1 + 5 + 7)
+
+
+def test_get_missing_is_not_found(node):
+    assert node.handle(req(pb.GET, b"nope", id=7)) == pb.Response(id=7, status=pb.NOT_FOUND)
+
+
+def test_set_overwrites_value_and_flags(node):
+    node.handle(req(pb.SET, b"k", b"one", flags=5))
+    node.handle(req(pb.SET, b"k", b"two"))
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"two")
+
+
+def test_add_stores_only_when_absent(node):
+    assert node.handle(req(pb.ADD, b"k", b"first", flags=1)).status == pb.OK
+    assert node.handle(req(pb.ADD, b"k", b"second", flags=2)).status == pb.NOT_STORED
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"first", flags=1)
+
+
+def test_replace_stores_only_when_present(node):
+    assert node.handle(req(pb.REPLACE, b"k", b"v")).status == pb.NOT_STORED
+    assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
+    node.handle(req(pb.SET, b"k", b"old", flags=1))
+    assert node.handle(req(pb.REPLACE, b"k", b"new", flags=2)).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"new", flags=2)
+
+
+def test_delete(node):
+    node.handle(req(pb.SET, b"k", b"v"))
+    assert node.handle(req(pb.DELETE, b"k", id=3)) == pb.Response(id=3, status=pb.OK)
+    assert node.handle(req(pb.DELETE, b"k", id=4)) == pb.Response(id=4, status=pb.NOT_FOUND)
+    assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
+
+
+def test_ttl_expires_and_zero_or_negative_ttl_never_does(node, clock):
+    node.handle(req(pb.SET, b"short", b"v", ttl=5))
+    node.handle(req(pb.SET, b"zero", b"v", ttl=0))
+    node.handle(req(pb.SET, b"negative", b"v", ttl=-1))
+    clock.now += 4.9
+    assert node.handle(req(pb.GET, b"short")).status == pb.OK
+    clock.now += 0.1
+    assert node.handle(req(pb.GET, b"short")).status == pb.NOT_FOUND
+    clock.now += 10**6
+    assert node.handle(req(pb.GET, b"zero")).status == pb.OK
+    assert node.handle(req(pb.GET, b"negative")).status == pb.OK
+
+
+@pytest.mark.parametrize("group", ["g", "d"], ids=["lru", "core-without-touch"])
+def test_touch_sets_a_new_ttl(node, clock, group):
+    node.handle(configure_request(("g", "lru", MiB), ("d", DICT_CORE, MiB)))
+    assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=5)).status == pb.NOT_FOUND
+    node.handle(req(pb.SET, b"k", b"v", group=group, ttl=5, flags=9))
+    clock.now += 4
+    assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=5)).status == pb.OK
+    clock.now += 4  # 8s after the SET, 4s after the TOUCH
+    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(id=1, value=b"v", flags=9)
+    assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=0)).status == pb.OK
+    clock.now += 10**6
+    assert node.handle(req(pb.GET, b"k", group=group)).status == pb.OK
+    node.handle(req(pb.TOUCH, b"k", group=group, ttl=1))
+    clock.now += 1
+    assert node.handle(req(pb.GET, b"k", group=group)).status == pb.NOT_FOUND
+
+
+def test_ping_needs_no_group(node):
+    assert node.handle(pb.Request(id=42, op=pb.PING)) == pb.Response(id=42, status=pb.OK)
+
+
+@pytest.mark.parametrize("op", [pb.OP_UNSPECIFIED, 10, 99])
+def test_unknown_op(node, op):
+    assert node.handle(pb.Request(id=5, op=op, group="g")) == pb.Response(
+        id=5, status=pb.UNKNOWN_OP, error=f"unknown op {op}"
+    )
+
+
+@pytest.mark.parametrize("op, old", [(pb.SET, b"old"), (pb.REPLACE, b"old"), (pb.ADD, None)])
+def test_too_large_is_refused_and_drops_the_old_value(clock, op, old):
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("small", "lru", 100)))
+    if old is not None:
+        node.handle(req(pb.SET, b"k", old, group="small"))
+    answer = node.handle(req(op, b"k", b"x" * 200, group="small"))
+    assert answer.status == pb.TOO_LARGE
+    assert answer.error == "key and value of 201 bytes do not fit group 'small' (budget 100 bytes)"
+    assert node.handle(req(pb.GET, b"k", group="small")).status == pb.NOT_FOUND
+
+
+def test_requests_of_one_frame_run_in_order(node):
+    frame = pb.Frame(
+        requests=[
+            req(pb.SET, b"k", b"v", id=1),
+            req(pb.GET, b"k", id=2),
+            req(pb.DELETE, b"k", id=3),
+            req(pb.GET, b"k", id=4),
+        ]
+    )
+    assert node.handle_frame(frame) == [
+        pb.Response(id=1),
+        pb.Response(id=2, value=b"v"),
+        pb.Response(id=3),
+        pb.Response(id=4, status=pb.NOT_FOUND),
+    ]
+
+
+def test_a_failing_core_answers_error_and_spares_the_rest_of_the_frame(clock, logged):
+    node = Node(MiB, clock=clock, log=logged.append)
+    node.handle(configure_request(("bad", f"python:{__name__}:BrokenCore", 100), ("g", "lru", 100)))
+    frame = pb.Frame(requests=[req(pb.GET, b"k", id=1, group="bad"), req(pb.PING, id=2)])
+    assert node.handle_frame(frame) == [
+        pb.Response(id=1, status=pb.ERROR, error="internal error: RuntimeError('disk on fire')"),
+        pb.Response(id=2),
+    ]
+    assert logged == ["GET on group 'bad' failed: RuntimeError('disk on fire')"]
+
+
+# --- groups and CONFIGURE --------------------------------------------------------------
+
+
+def test_before_configure_a_group_is_created_with_the_default(clock):
+    node = Node(1 << 30, clock=clock)
+    assert node.handle(req(pb.SET, b"k", b"v", group="fresh")).status == pb.OK
+    fresh = group_stats(node, "fresh")
+    assert (fresh.policy, fresh.max_bytes) == ("lru", DEFAULT_GROUP_BYTES)
+    assert not stats(node).configured
+
+
+def test_default_group_budget_is_capped_by_max_memory(clock):
+    node = Node(1000, clock=clock)
+    node.handle(req(pb.GET, b"k", group="fresh"))
+    assert group_stats(node, "fresh").max_bytes == 1000
+
+
+def test_after_configure_an_unlisted_group_is_unknown(node):
+    assert stats(node).configured
+    assert node.handle(req(pb.SET, b"k", b"v", id=3, group="other")) == pb.Response(
+        id=3, status=pb.UNKNOWN_GROUP, error="unknown group 'other'"
+    )
+    assert [g.name for g in stats(node).groups] == ["g"]
+
+
+def test_a_request_without_group_is_unknown_group_even_before_configure(clock):
+    node = Node(MiB, clock=clock)
+    assert node.handle(req(pb.GET, b"k", group="")) == pb.Response(
+        id=1, status=pb.UNKNOWN_GROUP, error="the request names no group"
+    )
+    assert list(stats(node).groups) == []
+
+
+def test_configure_keeps_unchanged_groups_and_their_data(node):
+    node.handle(req(pb.SET, b"k", b"v"))
+    assert node.handle(configure_request(("g", "lru", MiB), ("h", "lru", MiB))).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.SET, b"k", b"w", group="h")).status == pb.OK
+    assert group_stats(node, "g").hits == 1
+
+
+@pytest.mark.parametrize("changed", [("g", DICT_CORE, MiB), ("g", "lru", 2 * MiB)], ids=["policy", "budget"])
+def test_configure_gives_a_changed_group_a_fresh_core(node, changed):
+    node.handle(req(pb.SET, b"k", b"v"))
+    assert node.handle(configure_request(changed)).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
+    g = group_stats(node, "g")
+    assert (g.policy, g.max_bytes, g.items, g.sets) == (changed[1], changed[2], 0, 0)
+
+
+def test_configure_drops_unlisted_groups(node):
+    node.handle(req(pb.SET, b"k", b"v"))
+    assert node.handle(configure_request(("h", "lru", MiB))).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")).status == pb.UNKNOWN_GROUP
+    assert [g.name for g in stats(node).groups] == ["h"]
+    assert node.handle(configure_request()).status == pb.OK
+    assert list(stats(node).groups) == []
+
+
+@pytest.mark.parametrize(
+    "groups, error",
+    [
+        ([("bad", "nope", 10)], "group 'bad': unknown policy 'nope' (known: "),
+        ([("bad", "python:no_such_module_xyz:Core", 10)], "group 'bad': policy 'python:no_such_module_xyz:Core': cannot import"),
+        ([("bad", f"python:{__name__}:RefusingCore", 10)],
+         f"group 'bad': policy 'python:{__name__}:RefusingCore': TypeError('needs a config file')"),
+        ([("bad", "", 10)], "group 'bad': unknown policy ''"),
+        ([("", "lru", 10)], "a group has no name"),
+        ([("h", "lru", 10), ("h", "lru", 20)], "group 'h' is listed twice"),
+        ([("h", "lru", 0)], "group 'h': max_bytes must be positive"),
+    ],
+)
+def test_invalid_configure_changes_nothing(node, groups, error):
+    node.handle(req(pb.SET, b"k", b"v"))
+    # The valid entries first: they must not be applied either.
+    answer = node.handle(configure_request(("g", "lru", 2 * MiB), ("new", "lru", MiB), *groups, id=8))
+    assert (answer.id, answer.status) == (8, pb.ERROR)
+    assert answer.error.startswith("CONFIGURE refused: " + error), answer.error
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("g", MiB)]
+
+
+def test_invalid_first_configure_leaves_the_node_unconfigured(clock):
+    node = Node(MiB, clock=clock)
+    assert node.handle(configure_request(("g", "nope", 10))).status == pb.ERROR
+    assert not stats(node).configured
+    assert node.handle(req(pb.SET, b"k", b"v", group="any")).status == pb.OK
+
+
+# --- the node-wide memory cap ----------------------------------------------------------
+
+
+def test_budgets_above_max_memory_are_scaled_proportionally(clock, logged):
+    node = Node(1000, clock=clock, log=logged.append)
+    assert node.handle(configure_request(("a", DICT_CORE, 1000), ("b", DICT_CORE, 3000))).status == pb.OK
+    assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("a", 250), ("b", 750)]
+    assert logged == [
+        "group budgets sum to 4000 bytes, above max_memory 1000: "
+        "scaling every group to 25.0% of its max_bytes"
+    ]
+    for i in range(100):
+        for group in "ab":
+            node.handle(req(pb.SET, b"%03d" % i, b"x" * 20, group=group))
+    node_stats = stats(node)
+    # 24 bytes an entry (3 key, 1 wrapper, 20 value): 10 fit in 250, 31 in 750.
+    assert [(g.items, g.bytes) for g in node_stats.groups] == [(10, 240), (31, 744)]
+    assert node_stats.bytes == 984 <= node_stats.max_memory == 1000
+
+
+def test_a_refused_configure_logs_no_scaling(clock, logged):
+    node = Node(1000, clock=clock, log=logged.append)
+    assert node.handle(configure_request(("a", "lru", 2000), ("b", "nope", 10))).status == pb.ERROR
+    assert logged == []
+
+
+def test_budgets_within_max_memory_are_not_scaled(clock, logged):
+    node = Node(1000, clock=clock, log=logged.append)
+    node.handle(configure_request(("a", "lru", 400), ("b", "lru", 600)))
+    assert [g.max_bytes for g in stats(node).groups] == [400, 600]
+    assert logged == []
+
+
+def test_default_groups_are_scaled_when_they_outgrow_max_memory(clock, logged):
+    node = Node(100, clock=clock, log=logged.append)
+    node.handle(req(pb.SET, b"k", b"v", group="one"))
+    assert logged == []
+    node.handle(req(pb.SET, b"k", b"v", group="two"))
+    assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("one", 50), ("two", 50)]
+    assert len(logged) == 1
+
+
+def test_rescaling_keeps_groups_whose_budget_is_unchanged(clock):
+    node = Node(1000, clock=clock)
+    node.handle(configure_request(("a", "lru", 500), ("b", "lru", 500)))
+    node.handle(req(pb.SET, b"k", b"v", group="a"))
+    # Doubling every budget doubles the total: the scaled budgets stay 500 each.
+    node.handle(configure_request(("a", "lru", 1000), ("b", "lru", 1000)))
+    assert node.handle(req(pb.GET, b"k", group="a")).status == pb.OK
+
+
+# --- stats -----------------------------------------------------------------------------
+
+
+def test_stats_counts_exactly(clock):
+    node = Node(10_000, clock=clock)
+    node.handle(configure_request(("c", f"python:{__name__}:CountingCore", 1000), ("l", "lru", 2000)))
+    frame = pb.Frame(
+        requests=[
+            req(pb.SET, b"k1", b"v1", group="c"),
+            req(pb.ADD, b"k2", b"v2", group="c", flags=1),
+            req(pb.ADD, b"k2", b"v2", group="c"),
+            req(pb.REPLACE, b"k1", b"new", group="c"),
+            req(pb.GET, b"k1", group="c"),
+            req(pb.GET, b"k2", group="c"),
+            req(pb.GET, b"k3", group="c"),
+            req(pb.TOUCH, b"k1", group="c", ttl=5),
+            req(pb.DELETE, b"k2", group="c"),
+        ]
+    )
+    node.handle_frame(frame)
+    node.connections = 2
+    clock.now += 12.5
+    answer = node.handle(pb.Request(id=77, op=pb.STATS))
+    assert answer.id == 77
+    assert answer.stats == pb.NodeStats(
+        groups=[
+            # k1 -> "new": 2 + 1 + 3 bytes; k2 deleted.
+            pb.GroupStats(name="c", policy=f"python:{__name__}:CountingCore", items=1, bytes=6,
+                          max_bytes=1000, hits=2, misses=1, evictions=3, expirations=4, sets=3),
+            pb.GroupStats(name="l", policy="lru", max_bytes=2000),
+        ],
+        max_memory=10_000,
+        bytes=6,
+        uptime=12.5,
+        connections=2,
+        frames=1,
+        requests=11,  # CONFIGURE, 9 in the frame, this STATS
+        configured=True,
+    )
+
+
+def test_builtin_core_counters_reach_stats(clock):
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("l", "lru", 1000)))
+    node.handle(req(pb.SET, b"soon", b"v", group="l", ttl=1))
+    clock.now += 1
+    node.handle(req(pb.GET, b"soon", group="l"))
+    for i in range(100):
+        node.handle(req(pb.SET, b"%03d" % i, b"x" * 50, group="l"))
+    g = group_stats(node, "l")
+    assert g.expirations == 1
+    assert g.evictions == 100 - g.items > 0
+    assert g.bytes <= 1000
+
+
+# --- NodeProtocol over StringTransport ---------------------------------------------------
+
+
+class CountingTransport(StringTransport):
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+def connect(node: Node, max_frame: int | None = None) -> tuple[NodeProtocol, CountingTransport]:
+    factory = NodeFactory(node) if max_frame is None else NodeFactory(node, max_frame)
+    protocol = factory.buildProtocol(None)
+    transport = CountingTransport()
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def response_frames(transport: StringTransport) -> list[list[pb.Response]]:
+    decoder = FrameDecoder()
+    decoder.receive_data(transport.value())
+    frames = [list(decode_payload(payload).responses) for payload in decoder.frames()]
+    assert decoder.buffered == 0
+    return frames
+
+
+def test_a_batch_of_100_gets_is_answered_by_one_frame_in_one_write(node):
+    for i in range(0, 100, 2):
+        node.handle(req(pb.SET, b"key%d" % i, b"value%d" % i))
+    protocol, transport = connect(node)
+    protocol.dataReceived(encode_batch(requests=[req(pb.GET, b"key%d" % i, id=1000 + i) for i in range(100)]))
+    assert transport.writes == 1
+    (responses,) = response_frames(transport)
+    assert responses == [
+        pb.Response(id=1000 + i, value=b"value%d" % i) if i % 2 == 0
+        else pb.Response(id=1000 + i, status=pb.NOT_FOUND)
+        for i in range(100)
+    ]
+
+
+MIXED_FRAMES = [
+    encode_batch(requests=[req(pb.SET, b"k", b"v", id=1, flags=3), req(pb.GET, b"k", id=2)]),
+    encode_batch(requests=[req(pb.ADD, b"k", b"w", id=3), req(pb.GET, b"missing", id=4), req(pb.PING, id=5)]),
+    encode_batch(requests=[]),  # an empty batch is still answered, with an empty frame
+    encode_batch(requests=[req(pb.DELETE, b"k", id=6), req(99, id=7)]),
+]
+MIXED_ANSWERS = [
+    [pb.Response(id=1), pb.Response(id=2, value=b"v", flags=3)],
+    [pb.Response(id=3, status=pb.NOT_STORED), pb.Response(id=4, status=pb.NOT_FOUND), pb.Response(id=5)],
+    [],
+    [pb.Response(id=6), pb.Response(id=7, status=pb.UNKNOWN_OP, error="unknown op 99")],
+]
+
+
+def feed_in_chunks(chunks: list[bytes]) -> CountingTransport:
+    protocol, transport = connect(Node(MiB, clock=FakeClock()))
+    for chunk in chunks:
+        protocol.dataReceived(chunk)
+    return transport
+
+
+def test_frames_fed_whole_are_answered_one_frame_each():
+    transport = feed_in_chunks(MIXED_FRAMES)
+    assert response_frames(transport) == MIXED_ANSWERS
+    assert transport.writes == 4
+
+
+def test_frames_fed_byte_by_byte_are_answered_the_same():
+    data = b"".join(MIXED_FRAMES)
+    transport = feed_in_chunks([data[i:i + 1] for i in range(len(data))])
+    assert response_frames(transport) == MIXED_ANSWERS
+    assert transport.writes == 4
+
+
+def test_two_frames_in_one_write_get_two_response_frames():
+    transport = feed_in_chunks([MIXED_FRAMES[0] + MIXED_FRAMES[1]])
+    assert response_frames(transport) == MIXED_ANSWERS[:2]
+    assert transport.writes == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_frames_split_anywhere_are_answered_the_same(data):
+    stream = b"".join(MIXED_FRAMES)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1))))
+    edges = [0, *cuts, len(stream)]
+    transport = feed_in_chunks([stream[a:b] for a, b in zip(edges, edges[1:])])
+    assert response_frames(transport) == MIXED_ANSWERS
+
+
+def test_a_partial_frame_is_not_answered_until_complete(node):
+    protocol, transport = connect(node)
+    frame = encode_batch(requests=[pb.Request(id=1, op=pb.PING)])
+    protocol.dataReceived(frame[:-1])
+    assert transport.value() == b""
+    protocol.dataReceived(frame[-1:])
+    assert response_frames(transport) == [[pb.Response(id=1)]]
+
+
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (b"\xff\xff\xff\xff", "frame of 4294967295 bytes exceeds the limit of 67108864"),
+        (b"\x00\x00\x00\x08garbage!", "undecodable frame"),
+    ],
+    ids=["oversized-length", "garbage-payload"],
+)
+def test_a_framing_error_aborts_that_connection_only(node, bad, problem):
+    good, good_transport = connect(node)
+    broken, broken_transport = connect(node)
+    assert node.connections == 2
+    ping = encode_batch(requests=[pb.Request(id=1, op=pb.PING)])
+    with capturedLogs() as events:
+        broken.dataReceived(ping + bad + ping)
+    # The frame before the bad one was answered; nothing after it was.
+    assert response_frames(broken_transport) == [[pb.Response(id=1)]]
+    assert broken_transport.disconnected and broken_transport.disconnecting  # aborted
+    (event,) = events
+    assert formatEvent(event).startswith(f"closing connection from 192.168.1.1:54321: {problem}")
+    broken.connectionLost(None)
+    assert node.connections == 1
+
+    good.dataReceived(ping)
+    assert response_frames(good_transport) == [[pb.Response(id=1)]]
+    assert not good_transport.disconnecting
+    # And a connection made afterwards is served too.
+    fresh, fresh_transport = connect(node)
+    fresh.dataReceived(ping)
+    assert response_frames(fresh_transport) == [[pb.Response(id=1)]]
+
+
+def test_answers_too_big_for_one_frame_become_errors(clock):
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("g", "lru", MiB)))
+    for i in range(6):
+        node.handle(req(pb.SET, b"k%d" % i, b"x" * 300))
+    protocol, transport = connect(node, max_frame=1000)
+    protocol.dataReceived(encode_batch(requests=[req(pb.GET, b"k%d" % i, id=i) for i in range(6)]))
+    assert transport.writes == 1
+    assert len(transport.value()) <= 4 + 1000
+    (responses,) = response_frames(transport)
+    too_big = "the answers of this batch exceed one frame; ask for fewer keys at once"
+    assert [r.id for r in responses] == list(range(6))
+    assert [r.value for r in responses[:2]] == [b"x" * 300] * 2
+    assert responses[2:] == [pb.Response(id=i, status=pb.ERROR, error=too_big) for i in range(2, 6)]
+    assert not transport.disconnecting
