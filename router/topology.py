@@ -116,6 +116,10 @@ _PYTHON_SOURCE = re.compile(rf"{_DOTTED}:[A-Za-z_]\w*")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://.*")
 
 
+# /v1/where/{group}/{key} would shadow a group named "where".
+RESERVED_GROUP_NAMES = frozenset({"where"})
+
+
 class _Problem(Exception):
     """A problem at a key path; parse_topology adds the file name."""
 
@@ -131,6 +135,11 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{path}: cannot read: {exc}") from None
+    return parse_topology_text(text, path)
+
+
+def parse_topology_text(text: str, path: str) -> Topology:
+    """Validate a topology YAML document; ``path`` names it in errors and sets base_dir."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
@@ -177,6 +186,9 @@ def _topology(data: Any, path: str) -> Topology:
     groups = {}
     for name, block in groups_block.items():
         _check_name(name, f"groups.{name}", "group name", forbid=":")
+        if name in RESERVED_GROUP_NAMES:
+            raise _Problem(f"groups.{name}", f"{name!r} is reserved by the HTTP API "
+                           f"(/v1/{name}/...); choose another group name")
         groups[name] = _group(name, block, len(nodes))
     router = _router(router_block, groups)
     return Topology(

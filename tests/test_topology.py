@@ -228,6 +228,8 @@ BAD = [
     ("group name space", setitem("groups", "my group", {}), "groups.my group: group name 'my group' must not contain"),
     ("group name empty", setitem("groups", "", {}), "groups.: group name must be a non-empty string, got ''"),
     ("group name int", setitem("groups", 5, {}), "groups.5: group name must be a non-empty string, got 5"),
+    ("group name reserved", setitem("groups", "where", {}),
+     "groups.where: 'where' is reserved by the HTTP API (/v1/where/...); choose another group name"),
     ("group not mapping", setitem("groups", "sessions", "lru"),
      "groups.sessions: expected a mapping with keys policy, max_bytes, ttl, negative_ttl, replicas, source, got str 'lru'"),
     ("unknown group key", setitem("groups", "sessions", "warmup", "1s"),

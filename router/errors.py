@@ -1,0 +1,37 @@
+"""The errors the router's front ends translate into protocol answers."""
+
+
+class RingcacheError(Exception):
+    """Base of every error a client may be answered with."""
+
+
+class UnknownGroup(RingcacheError):
+    def __init__(self, group: str):
+        super().__init__(f"unknown group {group!r}")
+        self.group = group
+
+
+class NodeUnavailable(RingcacheError):
+    """The node owning a key cannot be reached or did not answer in time."""
+
+    def __init__(self, node: str, reason: str):
+        super().__init__(f"node {node} unavailable: {reason}")
+        self.node = node
+        self.reason = reason
+
+
+class NodeError(RingcacheError):
+    """The node answered, with an error status."""
+
+
+class SourceError(RingcacheError):
+    """The group's source failed to load a key (not cached)."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"source {source} failed: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class TooLarge(RingcacheError):
+    """A value above the item size limit."""

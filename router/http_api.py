@@ -1,0 +1,281 @@
+"""The router's HTTP front end: the REST API on values, plus health, metrics and admin."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from google.protobuf.json_format import MessageToDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.topology import TopologyError, parse_topology_text
+from shared.units import parse_duration
+
+log = Logger()
+
+JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+TEXT = b"text/plain; charset=utf-8"
+
+# How each router error reads over HTTP; anything else is our bug and answers 500.
+_ERROR_STATUS = (
+    (UnknownGroup, 404),
+    (TooLarge, 413),
+    (SourceError, 502),
+    (NodeError, 502),
+    (NodeUnavailable, 503),
+)
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    body: bytes = b""
+    content_type: bytes | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class HTTPError(Exception):
+    """A request we refuse with ``code`` and a JSON ``{"error": message}``."""
+
+    def __init__(self, code: int, message: str, headers: tuple = ()):
+        super().__init__(message)
+        self.code = code
+        self.headers = headers
+
+
+def json_reply(code: int, document) -> Reply:
+    return Reply(code, json.dumps(document).encode() + b"\n", JSON)
+
+
+def build_site(router) -> Site:
+    # Bodies are values and topology documents, never forms: keep them as sent even
+    # when a client (curl -d) labels them application/x-www-form-urlencoded.
+    site = Site(RouterResource(router), parsePOSTFormSubmission=False, reactor=router.reactor)
+    site.noisy = False
+    # No access log: a line per request would cost more than serving a cache hit;
+    # requests are counted in /metrics instead.
+    site.log = lambda request: None
+    return site
+
+
+class RouterResource(Resource):
+    """One leaf resource that routes on the raw path, so keys keep their '/' and %xx."""
+
+    isLeaf = True
+
+    def __init__(self, router):
+        super().__init__()
+        self.router = router
+        # path -> {method: handler(request)}; HEAD is served by GET's handler
+        self._fixed = {
+            b"/healthz": {b"GET": self._healthz},
+            b"/metrics": {b"GET": self._metrics},
+            b"/v1/stats": {b"GET": self._stats},
+            b"/v1/ring": {b"GET": self._ring},
+            b"/v1/reload": {b"POST": self._reload},
+            b"/v1/plan": {b"POST": self._plan},
+        }
+        # {method: handler(request, group, key)} under /v1/where/ and /v1/
+        self._where = {b"GET": self._owner}
+        self._values = {
+            b"GET": self._counted("get", self._get),
+            b"PUT": self._counted("set", self._set),
+            b"DELETE": self._counted("delete", self._delete),
+        }
+
+    def render(self, request):
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+        d = maybeDeferred(self._dispatch, request)
+        d.addErrback(self._error_reply, request)
+        d.addCallback(self._send, request, gone)
+        d.addErrback(lambda failure: log.failure("HTTP response not written", failure))
+        return NOT_DONE_YET
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _dispatch(self, request):
+        handlers, params = self._route(request.path)
+        # Twisted itself drops the body of a response to HEAD.
+        method = b"GET" if request.method == b"HEAD" else request.method
+        if method not in handlers:
+            allowed = sorted(handlers) + ([b"HEAD"] if b"GET" in handlers else [])
+            raise HTTPError(405, f"method {_text(request.method)} not allowed on "
+                                 f"{_text(request.path)}", ((b"Allow", b", ".join(allowed)),))
+        return handlers[method](request, *params)
+
+    def _route(self, path: bytes) -> tuple[dict, tuple]:
+        if path in self._fixed:
+            return self._fixed[path], ()
+        if path.startswith(b"/v1/where/"):
+            return self._where, _group_and_key(path[len(b"/v1/where/"):], path)
+        if path.startswith(b"/v1/"):
+            return self._values, _group_and_key(path[len(b"/v1/"):], path)
+        raise HTTPError(404, f"no such endpoint: {_text(path)}")
+
+    # -- values --------------------------------------------------------------------------
+
+    def _counted(self, op: str, handler):
+        def counted(request, group: str, key: bytes):
+            return maybeDeferred(handler, request, group, key).addBoth(self._count, op)
+        return counted
+
+    def _get(self, request, group: str, key: bytes):
+        return self.router.get(group, key).addCallback(_item_reply)
+
+    def _set(self, request, group: str, key: bytes):
+        ttl = _ttl(request)
+        value = request.content.read()
+        return self.router.set(group, key, value, ttl).addCallback(lambda _: Reply(204))
+
+    def _delete(self, request, group: str, key: bytes):
+        return self.router.delete(group, key).addCallback(lambda _: Reply(204))
+
+    def _count(self, result, op: str):
+        if isinstance(result, Failure):
+            outcome = "error"
+        elif op == "get":
+            outcome = "hit" if result.code == 200 else "miss"
+        else:
+            outcome = "ok"
+        self.router.stats.count("http", op, outcome)
+        return result
+
+    # -- health, metrics, admin ----------------------------------------------------------
+
+    def _healthz(self, request):
+        return Reply(200, b"ok\n", TEXT)
+
+    def _metrics(self, request):
+        return Reply(200, generate_latest(self.router.stats.registry),
+                     CONTENT_TYPE_LATEST.encode())
+
+    def _stats(self, request):
+        router, stats = self.router, self.router.stats
+        document = {
+            "router": {
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "loads": stats.loads,
+                "coalesced": router.flight.coalesced,
+                "inflight": len(router.flight),
+                "node_errors": stats.node_errors,
+                "failovers": stats.failovers,
+                "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
+            },
+            "config": router.config_status(),
+        }
+
+        def with_nodes(nodes):
+            document["nodes"] = {name: _node_stats(reply) for name, reply in nodes.items()}
+            return json_reply(200, document)
+
+        return router.node_stats().addCallback(with_nodes)
+
+    def _ring(self, request):
+        return json_reply(200, self.router.ring_info())
+
+    def _owner(self, request, group: str, key: bytes):
+        return json_reply(200, self.router.where(group, key))
+
+    def _reload(self, request):
+        def refused(failure):
+            # The core kept the old ring and recorded why; a python source that does not
+            # import is as much a refusal as a malformed file.
+            failure.trap(ValueError, ImportError)  # TopologyError is a ValueError
+            return json_reply(400, {"applied": False, "error": failure.getErrorMessage()})
+
+        d = maybeDeferred(self.router.reload)
+        return d.addCallbacks(lambda result: json_reply(200, result), refused)
+
+    def _plan(self, request):
+        name = request.args.get(b"name", [b"<posted topology>"])[-1].decode("utf-8", "replace")
+        topology = _posted_topology(request.content.read(), name)
+        return maybeDeferred(self.router.plan, topology).addCallback(
+            lambda result: json_reply(200, result))
+
+    # -- answering -----------------------------------------------------------------------
+
+    @staticmethod
+    def _error_reply(failure, request) -> Reply:
+        if failure.check(HTTPError):
+            exc = failure.value
+            return Reply(exc.code, _error_body(str(exc)), JSON, exc.headers)
+        for kind, code in _ERROR_STATUS:
+            if failure.check(kind):
+                return Reply(code, _error_body(failure.getErrorMessage()), JSON)
+        log.failure("HTTP {method} {path} failed", failure,
+                    method=_text(request.method), path=_text(request.path))
+        return Reply(500, _error_body("internal error"), JSON)
+
+    @staticmethod
+    def _send(reply: Reply, request, gone: list) -> None:
+        if gone:  # the client left; writing now would raise
+            return
+        request.setResponseCode(reply.code)
+        for name, value in reply.headers:
+            request.setHeader(name, value)
+        if reply.content_type is not None:
+            request.setHeader(b"Content-Type", reply.content_type)
+        if reply.code != 204:
+            request.setHeader(b"Content-Length", b"%d" % len(reply.body))
+            request.write(reply.body)
+        request.finish()
+
+
+def _group_and_key(rest: bytes, path: bytes) -> tuple[str, bytes]:
+    """Group and key from the raw ``{group}/{key}``; the key is everything after the first '/'."""
+    group, sep, key = rest.partition(b"/")
+    if not group or not key:
+        raise HTTPError(404, f"no such endpoint: {_text(path)} (expected /v1/GROUP/KEY)")
+    return unquote_to_bytes(group).decode("utf-8", "replace"), unquote_to_bytes(key)
+
+
+def _ttl(request) -> float | None:
+    values = request.args.get(b"ttl")
+    if not values:
+        return None
+    try:
+        return parse_duration(values[-1].decode("utf-8", "replace"))
+    except ValueError as exc:
+        raise HTTPError(400, f"ttl: {exc}") from None
+
+
+def _posted_topology(document: bytes, name: str):
+    """The Topology in a posted YAML document; ``name`` stands for its file in errors."""
+    try:
+        return parse_topology_text(document.decode("utf-8"), name)
+    except UnicodeDecodeError:
+        raise HTTPError(400, f"{name}: not UTF-8 text") from None
+    except TopologyError as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+def _item_reply(item) -> Reply:
+    if item is None:
+        return Reply(404, _error_body("not found"), JSON)
+    return Reply(200, item.value, OCTETS)
+
+
+def _node_stats(reply) -> dict:
+    if isinstance(reply, str):
+        return {"error": reply}
+    return MessageToDict(reply, preserving_proto_field_name=True,
+                         always_print_fields_with_no_presence=True,
+                         unquote_int64_if_possible=True)
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")

@@ -1,0 +1,104 @@
+"""`ringcache router`: one router process serving memcached and HTTP from a topology file."""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.logger import Logger
+
+from router.core import Router
+from router.topology import TopologyError, load_topology
+from shared.cli import ArgumentParser, start_logging
+
+log = Logger()
+
+
+def _endpoint(reactor, address):
+    host = address.host.strip("[]")
+    return endpoints.serverFromString(
+        reactor, f"tcp:{address.port}:interface={host.replace(':', chr(92) + ':')}")
+
+
+class RouterProcess:
+    """The running router: listeners, the core, the file watch, and signal handling."""
+
+    def __init__(self, router: Router, reactor):
+        from router.watch import FileWatch
+
+        self.router = router
+        self.reactor = reactor
+        self.ports = []
+        self.watch = FileWatch(router.topology.path, self.reload, reactor)
+
+    async def start(self) -> None:
+        from router.http_api import build_site
+        from router.memcache_server import MemcacheFactory
+
+        cfg = self.router.topology.router
+        self.router.stats.attach(self.router)
+        self.ports = await gatherResults([
+            _endpoint(self.reactor, cfg.memcache).listen(MemcacheFactory(self.router, self.reactor)),
+            _endpoint(self.reactor, cfg.http).listen(build_site(self.router)),
+        ], consumeErrors=True)
+        self.router.start()
+        self.watch.start()
+        print(f"ringcache router: memcached on {cfg.memcache}, HTTP on http://{cfg.http}, "
+              f"{len(self.router.clients)} nodes, ring digest {self.router.ring.digest}",
+              flush=True)
+
+    def reload(self):
+        try:
+            return self.router.reload()
+        except Exception:
+            return None  # refused: Router.reload logged it and recorded it for /v1/stats
+
+    async def stop(self) -> None:
+        self.watch.stop()
+        # Stop accepting first, then close node connections: reverse order of start.
+        await gatherResults([port.stopListening() for port in self.ports], consumeErrors=True)
+        self.router.stop()
+
+
+def main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ringcache router", description="Run one ringcache router.")
+    parser.add_argument("-c", "--config", default="topology.yaml", help="topology file")
+    args = parser.parse_args(argv)
+    try:
+        topology = load_topology(args.config)
+    except TopologyError as exc:
+        print(f"ringcache router: {exc}", file=sys.stderr)
+        return 2
+
+    from twisted.internet import reactor
+
+    start_logging()
+    try:
+        router = Router(topology, reactor)
+    except (ValueError, ImportError) as exc:
+        print(f"ringcache router: {exc}", file=sys.stderr)
+        return 2
+    process = RouterProcess(router, reactor)
+    status = {"code": 0}
+
+    def started_failed(failure):
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
+        print(f"ringcache router: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
+        status["code"] = 1
+        reactor.stop()
+
+    def startup():
+        Deferred.fromCoroutine(process.start()).addErrback(started_failed)
+
+    def on_hup(signum, frame):
+        reactor.callFromThread(process.reload)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: Deferred.fromCoroutine(process.stop()))
+    reactor.callWhenRunning(startup)
+    reactor.run()
+    return status["code"]

@@ -1,0 +1,281 @@
+"""A persistent, batching connection from the router to one storage node.
+
+Every request made within one reactor turn goes out in one frame; responses are matched
+to their Deferreds by request id. Each batch has one timer for the router's timeout, so
+a node that hangs costs a client at most ``timeout``. While the connection is down,
+requests fail at once (never queue behind a dead node) and the client reconnects with
+exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from router.errors import NodeUnavailable
+from shared import ringcache_pb2 as pb
+from shared.framing import FrameDecoder, FrameError, decode_payload, encode_frame
+
+log = Logger()
+
+CONNECTING, UP, DOWN, STOPPED = "connecting", "up", "down", "stopped"
+
+# A frame is flushed early once its values reach this many bytes, so one busy turn
+# cannot build a frame near the peer's MAX_FRAME.
+FLUSH_BYTES = 4 * 1024 * 1024
+
+
+class _NodeProtocol(Protocol):
+    def __init__(self, client: NodeClient):
+        self.client = client
+        self.decoder = FrameDecoder()
+
+    def connectionMade(self):
+        self.client._connected(self.transport)
+
+    def dataReceived(self, data: bytes):
+        decoder = self.decoder
+        decoder.receive_data(data)
+        try:
+            for payload in decoder.frames():
+                self.client._answered(decode_payload(payload).responses)
+        except FrameError as exc:
+            log.error("node {node}: {problem}; closing the connection",
+                      node=self.client.name, problem=exc)
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        self.client._lost(self.transport, reason.getErrorMessage())
+
+
+class NodeClient:
+    """Requests to one node; ``request`` answers a Deferred firing with a pb.Response."""
+
+    def __init__(self, name: str, host: str, port: int, reactor, timeout: float,
+                 configure: Callable[[], list] | None = None,
+                 backoff_initial: float = 0.1, backoff_max: float = 5.0,
+                 rng: random.Random | None = None,
+                 observe_latency: Callable[[float], None] | None = None):
+        self.name = name
+        self.host, self.port = host, port
+        self.reactor = reactor
+        self.timeout = timeout
+        # Returns the GroupConfig list to send as CONFIGURE on every (re)connect.
+        self._configure = configure
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._rng = rng or random.Random()
+        self.state = CONNECTING
+        self.down_reason = "not connected yet"
+        self._transport = None
+        self._attempts = 0
+        self._retry_call = None
+        self._next_id = 0
+        self._pending: dict[int, Deferred] = {}
+        self._frame = pb.Frame()
+        self._frame_bytes = 0
+        self._frame_ids: list[int] = []
+        self._flush_call = None
+        # Latency is sampled: one request id at a time is timed from flush to answer.
+        self._observe_latency = observe_latency
+        self._probe_id = None
+        self._probe_sent = 0.0
+        # Counters for stats.
+        self.requests = 0
+        self.timeouts = 0
+        self.frames_sent = 0
+        self.connects = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._connect()
+
+    def stop(self) -> None:
+        self.state = STOPPED
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+        transport, self._transport = self._transport, None
+        self._fail_all("router is shutting down")
+        if transport is not None:
+            transport.loseConnection()
+
+    def _connect(self) -> None:
+        self._retry_call = None
+        if self.state == STOPPED:
+            return
+        self.state = CONNECTING
+        endpoint = HostnameEndpoint(self.reactor, self.host, self.port,
+                                    timeout=max(self.timeout, 1.0))
+        d = endpoint.connect(Factory.forProtocol(lambda: _NodeProtocol(self)))
+        d.addErrback(self._connect_failed)
+
+    def _connect_failed(self, failure) -> None:
+        reason = failure.getErrorMessage()
+        if self.state == STOPPED:
+            return
+        self._mark_down(f"connect failed: {reason}")
+
+    def _mark_down(self, reason: str) -> None:
+        if self.state != DOWN:
+            log.warn("node {node} ({address}) is down: {reason}",
+                     node=self.name, address=self.address, reason=reason)
+        self.state = DOWN
+        self.down_reason = reason
+        self._fail_all(reason)
+        delay = min(self._backoff_max, self._backoff_initial * (2 ** self._attempts))
+        delay *= 0.5 + self._rng.random() / 2  # jitter: routers must not retry in step
+        self._attempts += 1
+        self._retry_call = self.reactor.callLater(delay, self._connect)
+
+    def _connected(self, transport) -> None:
+        if self.state == STOPPED:
+            transport.loseConnection()
+            return
+        if self.state == DOWN:
+            log.info("node {node} ({address}) is up", node=self.name, address=self.address)
+        self.state = UP
+        self.connects += 1
+        self._attempts = 0
+        self._transport = transport
+        if self._configure is not None:
+            # CONFIGURE goes first in the first frame, ahead of anything queued while
+            # connecting, so the node knows its groups before it serves them.
+            queued, self._frame = self._frame, pb.Frame()
+            self.configure()
+            self._frame.requests.extend(queued.requests)
+        self._schedule_flush()
+
+    def _lost(self, transport, reason: str) -> None:
+        if transport is not self._transport:
+            return
+        self._transport = None
+        if self.state != STOPPED:
+            self._mark_down(f"connection lost: {reason}")
+
+    # -- requests ----------------------------------------------------------------------
+
+    def configure(self) -> Deferred:
+        """Send CONFIGURE with the current group set (also done on every connect).
+
+        Fires with None. Nobody waits on it (connect, reload), so a refusal or a failure
+        is logged here rather than left as an unhandled error in a Deferred.
+        """
+        d = self.request(pb.CONFIGURE, groups=self._configure())
+        d.addBoth(self._configured)
+        return d
+
+    def _configured(self, result) -> None:
+        if isinstance(result, Failure):
+            problem = result.getErrorMessage()
+        elif result.status != pb.OK:
+            problem = result.error or pb.Status.Name(result.status)
+        else:
+            return
+        log.warn("node {node}: group configuration not applied: {problem}",
+                 node=self.name, problem=problem)
+
+    def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
+                ttl: float = 0.0, flags: int = 0, groups=None) -> Deferred:
+        state = self.state
+        if state is not UP and state is not CONNECTING:
+            return fail(NodeUnavailable(self.name, self.down_reason))
+        self._next_id += 1
+        rid = self._next_id
+        frame_ids = self._frame_ids
+        if not frame_ids:
+            # One timer per batch rather than per request: the batch's requests share
+            # a deadline, and a timer costs a heap operation.
+            self.reactor.callLater(self.timeout, self._expire, frame_ids)
+        req = self._frame.requests.add(id=rid, op=op, group=group, key=key, value=value,
+                                       ttl=ttl or 0.0, flags=flags)
+        if groups:
+            req.groups.extend(groups)
+        frame_ids.append(rid)
+        d = Deferred()
+        self._pending[rid] = d
+        self.requests += 1
+        self._frame_bytes += len(value) + len(key)
+        if self._frame_bytes >= FLUSH_BYTES and state is UP:
+            self._flush()
+        elif self._flush_call is None and state is UP:
+            self._schedule_flush()
+        return d
+
+    def _schedule_flush(self) -> None:
+        if self._flush_call is None and self._frame.requests:
+            self._flush_call = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        frame = self._frame
+        if not frame.requests or self._transport is None:
+            return
+        self._frame = pb.Frame()
+        self._frame_bytes = 0
+        self._frame_ids = []
+        self.frames_sent += 1
+        if self._probe_id is None and self._observe_latency is not None:
+            self._probe_id = frame.requests[0].id
+            self._probe_sent = self.reactor.seconds()
+        self._transport.write(encode_frame(frame.SerializeToString()))
+
+    def _answered(self, responses) -> None:
+        pending = self._pending
+        for response in responses:
+            d = pending.pop(response.id, None)
+            if d is not None:
+                d.callback(response)
+        if self._probe_id is not None and self._probe_id not in pending:
+            self._probe_id = None
+            self._observe_latency(self.reactor.seconds() - self._probe_sent)
+
+    def _expire(self, ids: list[int]) -> None:
+        pending = self._pending
+        if self._probe_id in ids:
+            self._probe_id = None
+        if ids is self._frame_ids:
+            # The batch never left (still connecting). Drop it: its callers are told
+            # "unavailable" now, so it must not be acted on later, and the next
+            # request must start a batch with a deadline of its own.
+            self._frame = pb.Frame()
+            self._frame_bytes = 0
+            self._frame_ids = []
+        expired = []
+        for rid in ids:
+            d = pending.pop(rid, None)
+            if d is not None:
+                expired.append(d)
+        if not expired:
+            return
+        self.timeouts += len(expired)
+        error = NodeUnavailable(self.name, f"no answer within {self.timeout * 1000:.0f}ms")
+        for d in expired:
+            d.errback(error)
+
+    def _fail_all(self, reason: str) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        self._frame = pb.Frame()
+        self._frame_bytes = 0
+        self._frame_ids = []
+        pending, self._pending = self._pending, {}
+        self._probe_id = None
+        error = NodeUnavailable(self.name, reason)
+        for d in pending.values():
+            d.errback(error)

@@ -1,0 +1,48 @@
+"""Data sources for read-through: the interface and the factory from a topology block.
+
+A source has one job, ``load(key) -> Deferred[bytes | None]``: the value, or None for
+"not found". Failures are errbacks carrying router.errors.SourceError. ``check()`` is a
+start-up connectivity probe (its failure is a warning, never a refusal to start) and
+``close()`` releases connections on reload or shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+from router.errors import SourceError
+
+DEFAULT_TIMEOUT = 3.0  # seconds; below the patience of common memcached clients
+
+
+class Source(Protocol):
+    name: str
+
+    def load(self, key: str) -> Deferred: ...
+
+    def check(self) -> Deferred: ...
+
+    def close(self) -> Deferred | None: ...
+
+
+def to_bytes(source_name: str, value) -> bytes | None:
+    """What a source returned, as the bytes to cache (None stays 'not found')."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise SourceError(source_name, f"returned {type(value).__name__}, expected bytes, str or None")
+
+
+def build_source(spec, reactor, base_dir: str) -> Source:
+    """The Source for a topology SourceSpec."""
+    timeout = spec.options.get("timeout") or DEFAULT_TIMEOUT
+    if spec.kind == "python":
+        from router.sources.python import PythonSource
+
+        return PythonSource(spec.target, reactor, base_dir, timeout)
+    raise ValueError(f"source kind {spec.kind!r} is not supported by this build")

@@ -1,0 +1,476 @@
+"""Router core with fake node clients and sources: read-through, singleflight, stores, reload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+
+from router import core
+from router.core import Item, Router
+from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.ring import HashRing
+from router.topology import parse_topology
+from shared import ringcache_pb2 as pb
+
+SCORES = {"ttl": "5m", "source": {"python": "fake:scores"}}
+
+
+@dataclass
+class Sent:
+    op: int
+    group: str
+    key: bytes
+    value: bytes
+    ttl: float
+    flags: int
+    d: Deferred
+
+    def answer(self, status=pb.OK, value=b"", flags=0, error=""):
+        self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error))
+
+    def fail(self, reason="connection refused"):
+        self.d.errback(NodeUnavailable("node", reason))
+
+
+class FakeClient:
+    """Stands in for NodeClient: records requests and answers Deferreds the test fires."""
+
+    made: list[FakeClient] = []
+
+    def __init__(self, name, host, port, reactor, timeout, configure=None, observe_latency=None):
+        self.name, self.host, self.port, self.timeout = name, host, port, timeout
+        self.address = f"{host}:{port}"
+        self.state = "connecting"
+        self.down_reason = "not connected yet"
+        self.starts = self.stops = self.configures = 0
+        self.sent: list[Sent] = []
+        self.made.append(self)
+
+    def start(self):
+        self.starts += 1
+        self.state = "up"
+
+    def stop(self):
+        self.stops += 1
+        self.state = "stopped"
+
+    def configure(self):
+        self.configures += 1
+        return succeed(None)
+
+    def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None):
+        d = Deferred()
+        self.sent.append(Sent(op, group, key, value, ttl, flags, d))
+        return d
+
+    def take(self) -> list[Sent]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class FakeSource:
+    def __init__(self, target):
+        self.name = f"python:{target}"
+        self.loads: list[tuple[str, Deferred]] = []
+        self.closed = False
+
+    def load(self, key):
+        d = Deferred()
+        self.loads.append((key, d))
+        return d
+
+    def check(self):
+        return succeed(None)
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture(autouse=True)
+def clients(monkeypatch):
+    monkeypatch.setattr(core, "NodeClient", FakeClient)
+    monkeypatch.setattr(FakeClient, "made", [])
+    return FakeClient.made
+
+
+@pytest.fixture(autouse=True)
+def sources(monkeypatch):
+    """Sources whose target module is ``fake`` are FakeSources; others are built for real."""
+    built = []
+    real = core.build_source
+
+    def build(spec, reactor, base_dir):
+        if not spec.target.startswith("fake:"):
+            return real(spec, reactor, base_dir)
+        source = FakeSource(spec.target)
+        built.append(source)
+        return source
+
+    monkeypatch.setattr(core, "build_source", build)
+    return built
+
+
+def topology(nodes=("node-a",), groups=None, **router):
+    """A parsed topology; ``nodes`` holds names (port 7001 on) or (name, port) pairs."""
+    node_list = []
+    for i, node in enumerate(nodes):
+        name, port = node if isinstance(node, tuple) else (node, 7001 + i)
+        node_list.append({"name": name, "address": f"127.0.0.1:{port}"})
+    data = {
+        "router": {"default_group": "scores", "item_size_max": "1KiB", **router},
+        "nodes": node_list,
+        "groups": groups if groups is not None else {"scores": SCORES, "sessions": {}},
+    }
+    return parse_topology(data, "t.yaml")
+
+
+def make_router(topo=None) -> Router:
+    router = Router(topo or topology(), Clock(), clock=lambda: 1000.0)
+    router.start()
+    return router
+
+
+def outcomes(d):
+    out = []
+    d.addBoth(out.append)
+    return out
+
+
+def node(router, name="node-a") -> FakeClient:
+    return router.clients[name]
+
+
+def test_hit_returns_the_item():
+    router = make_router()
+    got = outcomes(router.get("scores", b"k"))
+    [sent] = node(router).take()
+    assert (sent.op, sent.group, sent.key) == (pb.GET, "scores", b"k")
+    sent.answer(value=b"v", flags=7)
+    assert got == [Item(b"v", 7)]
+    assert (router.stats.hits, router.stats.loads) == (1, 0)
+
+
+def test_hundred_concurrent_misses_load_once():
+    router = make_router()
+    [source] = [g.source for g in router.groups.values() if g.source]
+    gets = [outcomes(router.get("scores", b"k")) for _ in range(100)]
+    for sent in node(router).take():
+        sent.answer(pb.NOT_FOUND)
+    # Inside the flight the node is asked once more before loading.
+    [recheck] = node(router).take()
+    assert (recheck.op, recheck.key) == (pb.GET, b"k")
+    assert source.loads == []
+    recheck.answer(pb.NOT_FOUND)
+    [(key, load)] = source.loads
+    assert key == "k"
+    load.callback(b"v")
+    # The value is stored, with the group's ttl, before any waiter is answered.
+    [fill] = node(router).take()
+    assert (fill.op, fill.group, fill.key, fill.value, fill.ttl) == (pb.SET, "scores", b"k",
+                                                                      b"v", 300.0)
+    assert all(g == [] for g in gets)
+    fill.answer()
+    assert all(g == [Item(b"v", 0)] for g in gets)
+    assert (router.stats.misses, router.stats.loads, router.flight.coalesced) == (100, 1, 99)
+    assert len(router.flight) == 0
+    # After the flight lands the next get hits without loading.
+    after = outcomes(router.get("scores", b"k"))
+    [sent] = node(router).take()
+    sent.answer(value=b"v")
+    assert after == [Item(b"v", 0)]
+    assert len(source.loads) == 1
+
+
+def test_recheck_inside_the_flight_can_hit():
+    router = make_router()
+    got = outcomes(router.get("scores", b"k"))
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    node(router).take()[0].answer(value=b"filled by another router")
+    assert got == [Item(b"filled by another router", 0)]
+    assert router.groups["scores"].source.loads == []
+    assert node(router).sent == []
+
+
+def test_source_without_value_is_none_and_not_cached():
+    router = make_router()
+    source = router.groups["scores"].source
+    for attempt in (1, 2):
+        got = outcomes(router.get("scores", b"k"))
+        node(router).take()[0].answer(pb.NOT_FOUND)
+        node(router).take()[0].answer(pb.NOT_FOUND)
+        source.loads[-1][1].callback(None)
+        assert got == [None]
+        assert node(router).sent == []  # no SET
+        assert len(source.loads) == attempt
+    assert router.stats.load_results[("scores", "not_found")] == 2
+
+
+@pytest.mark.parametrize("error, reason", [
+    (SourceError("python:fake:scores", "database is on fire"), "database is on fire"),
+    (RuntimeError("boom"), "boom"),
+])
+def test_source_error_reaches_every_waiter_and_is_not_cached(error, reason):
+    router = make_router()
+    source = router.groups["scores"].source
+    gets = [outcomes(router.get("scores", b"k")) for _ in range(3)]
+    for sent in node(router).take():
+        sent.answer(pb.NOT_FOUND)
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    source.loads[0][1].errback(error)
+    for [failure] in gets:
+        assert failure.check(SourceError)
+        assert str(failure.value) == f"source python:fake:scores failed: {reason}"
+    assert node(router).sent == []
+    assert router.stats.load_results[("scores", "error")] == 1
+    # Not cached: the next miss loads again.
+    router.get("scores", b"k")
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    assert len(source.loads) == 2
+
+
+def test_node_unavailable_without_source_is_an_error():
+    router = make_router()
+    got = outcomes(router.get("sessions", b"k"))
+    node(router).take()[0].fail()
+    assert got[0].check(NodeUnavailable)
+    assert (router.stats.node_errors, router.stats.failovers) == (1, 0)
+
+
+def test_node_unavailable_with_source_answers_from_the_source_without_set():
+    router = make_router()
+    source = router.groups["scores"].source
+    gets = [outcomes(router.get("scores", b"k")) for _ in range(5)]
+    for sent in node(router).take():
+        sent.fail()
+    [(key, load)] = source.loads
+    assert key == "k"
+    load.callback(b"v")
+    assert all(g == [Item(b"v", 0)] for g in gets)
+    assert node(router).sent == []
+    assert (router.stats.node_errors, router.stats.failovers, router.stats.loads) == (5, 5, 1)
+
+
+def test_fill_is_skipped_when_the_node_goes_away():
+    router = make_router()
+    got = outcomes(router.get("scores", b"k"))
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    node(router).take()[0].fail()  # the recheck
+    router.groups["scores"].source.loads[0][1].callback(b"v")
+    node(router).take()[0].fail()  # the SET
+    assert got == [Item(b"v", 0)]
+
+
+def test_node_error_status_is_not_a_miss():
+    router = make_router()
+    got = outcomes(router.get("scores", b"k"))
+    node(router).take()[0].answer(pb.UNKNOWN_GROUP, error="group scores is not configured")
+    assert got[0].check(NodeError)
+    assert str(got[0].value) == "group scores is not configured"
+    assert router.groups["scores"].source.loads == []
+
+
+def test_unknown_group():
+    router = make_router()
+    for d in (router.get("nope", b"k"), router.set("nope", b"k", b"v"),
+              router.add("nope", b"k", b"v"), router.delete("nope", b"k"),
+              router.touch("nope", b"k", 1.0)):
+        [failure] = outcomes(d)
+        assert failure.check(UnknownGroup)
+        assert str(failure.value) == "unknown group 'nope'"
+    with pytest.raises(UnknownGroup):
+        router.where("nope", b"k")
+    assert node(router).sent == []
+
+
+def test_value_over_item_size_max_is_refused_without_a_node_request():
+    router = make_router()
+    [failure] = outcomes(router.set("sessions", b"k", b"x" * 1025))
+    assert failure.check(TooLarge)
+    assert str(failure.value) == "value of 1025 bytes is over the item limit of 1024"
+    assert node(router).sent == []
+    router.set("sessions", b"k", b"x" * 1024)
+    assert [s.op for s in node(router).take()] == [pb.SET]
+
+
+@pytest.mark.parametrize("method, op", [("set", pb.SET), ("add", pb.ADD), ("replace", pb.REPLACE)])
+def test_store_requests_and_answers(method, op):
+    router = make_router()
+    results = []
+    for status in (pb.OK, pb.NOT_STORED):
+        results.append(outcomes(getattr(router, method)("sessions", b"k", b"v", 2.5, 9)))
+        [sent] = node(router).take()
+        assert (sent.op, sent.group, sent.key, sent.value, sent.ttl, sent.flags) == (
+            op, "sessions", b"k", b"v", 2.5, 9)
+        sent.answer(status)
+    assert results == [[True], [False]]
+    too_large = outcomes(getattr(router, method)("sessions", b"k", b"v"))
+    [sent] = node(router).take()
+    assert sent.ttl == 0.0  # no ttl: never expires
+    sent.answer(pb.TOO_LARGE, error="value of 1 bytes is over the group budget")
+    assert too_large[0].check(TooLarge)
+
+
+def test_delete_and_touch():
+    router = make_router()
+    found = outcomes(router.delete("sessions", b"a"))
+    missing = outcomes(router.touch("sessions", b"b", 9.0))
+    failed = outcomes(router.delete("sessions", b"c"))
+    deleted, touched, broken = node(router).take()
+    assert (deleted.op, touched.op, touched.ttl) == (pb.DELETE, pb.TOUCH, 9.0)
+    deleted.answer()
+    touched.answer(pb.NOT_FOUND)
+    broken.answer(pb.ERROR, error="disk on fire")
+    assert (found, missing) == ([True], [False])
+    assert str(failed[0].value) == "disk on fire"
+
+
+def test_get_many_answers_in_order():
+    router = make_router()
+    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
+    a, b = node(router).take()
+    b.answer(value=b"B")
+    a.answer(pb.NOT_FOUND)
+    assert got == [[None, Item(b"B", 0)]]
+
+
+def test_keys_go_to_their_ring_owner():
+    router = make_router(topology(nodes=("node-a", "node-b", "node-c")))
+    ring = HashRing([("node-a", 1.0), ("node-b", 1.0), ("node-c", 1.0)])
+    for i in range(30):
+        key = b"user-%d" % i
+        router.get("sessions", key)
+        owner = ring.owner(b"sessions:" + key)
+        assert router.owner("sessions", key) == owner
+        assert [s.key for s in node(router, owner).take()] == [key]
+
+
+def test_reload_keeps_unchanged_clients_and_replaces_the_rest(clients):
+    before = topology(nodes=("node-a", ("node-b", 7002), "node-c"))
+    router = make_router(before)
+    old = dict(router.clients)
+    old_ring = router.ring
+    after = topology(nodes=("node-a", ("node-b", 7102), ("node-d", 7004)),
+                     groups={"scores": SCORES, "sessions": {}, "carts": {}}, timeout="250ms")
+    result = router.reload(after)
+    new_ring = HashRing([("node-a", 1.0), ("node-b", 1.0), ("node-d", 1.0)])
+    assert result == {
+        "applied": True,
+        "digest": new_ring.digest,
+        "moved": old_ring.diff(new_ring),
+        "nodes_added": ["node-d"],
+        "nodes_removed": ["node-c"],
+        "nodes_changed": ["node-b"],
+        "groups_reconfigured": True,
+    }
+    assert 0 < result["moved"] < 1
+    assert router.clients["node-a"] is old["node-a"]
+    assert (old["node-a"].starts, old["node-a"].stops, old["node-a"].configures) == (1, 0, 1)
+    assert old["node-a"].timeout == 0.25
+    assert (old["node-b"].stops, old["node-c"].stops) == (1, 1)
+    for name in ("node-b", "node-d"):
+        assert router.clients[name] not in old.values()
+        assert router.clients[name].starts == 1
+    assert len(clients) == 5
+    assert router.ring.digest == new_ring.digest
+    assert router.config_status()["reloads"] == 1
+
+
+def test_reload_with_the_same_groups_does_not_reconfigure():
+    router = make_router()
+    source = router.groups["scores"].source
+    result = router.reload(topology())
+    assert result["moved"] == 0.0 and not result["groups_reconfigured"]
+    assert node(router).configures == 0
+    assert router.groups["scores"].source is source and not source.closed
+
+
+def test_reload_replaces_a_changed_source_and_closes_a_removed_one(sources):
+    router = make_router()
+    first = router.groups["scores"].source
+    router.reload(topology(groups={"scores": {"source": {"python": "fake:other"}},
+                                   "sessions": {}}))
+    second = router.groups["scores"].source
+    assert (second.name, first.closed) == ("python:fake:other", True)
+    router.reload(topology(groups={"sessions": {}}, default_group="sessions"))
+    assert second.closed
+    assert len(sources) == 2
+
+
+def test_invalid_reload_changes_nothing_and_is_reported():
+    router = make_router(topology(nodes=("node-a", "node-b")))
+    ring, groups, clients = router.ring, router.groups, dict(router.clients)
+    bad = topology(nodes=("node-a", "node-b", "node-c"),
+                   groups={"scores": {"source": {"python": "no_such_module_here:load"}}})
+    with pytest.raises(ValueError, match="python:no_such_module_here:load"):
+        router.reload(bad)
+    assert router.ring is ring and router.groups is groups and router.clients == clients
+    assert all(c.stops == 0 for c in clients.values())
+    assert router.groups["scores"].source.closed is False
+    status = router.config_status()
+    assert status["failures"] == 1 and status["reloads"] == 0
+    assert status["last_error"].startswith(
+        "source python:no_such_module_here:load: No module named 'no_such_module_here'")
+    assert status["digest"] == ring.digest
+    # A good reload afterwards clears the error.
+    router.reload(topology(nodes=("node-a", "node-b")))
+    status = router.config_status()
+    assert (status["failures"], status["reloads"], status["last_error"]) == (1, 1, None)
+
+
+def test_failed_reload_closes_the_sources_it_built(sources):
+    router = make_router()
+    bad = topology(groups={"scores": SCORES, "sessions": {},
+                           "a": {"source": {"python": "fake:new"}},
+                           "z": {"source": {"python": "no_such_module_here:load"}}})
+    with pytest.raises(ValueError):
+        router.reload(bad)
+    [kept, new] = sources
+    assert (kept.closed, new.closed) == (False, True)
+
+
+def test_plan_reports_moves_without_changing_anything():
+    router = make_router(topology(nodes=("node-a", "node-b", "node-c")))
+    ring, clients = router.ring, dict(router.clients)
+    plan = router.plan(topology(nodes=("node-a", "node-b", "node-c", "node-d")))
+    new_ring = HashRing([(n, 1.0) for n in ("node-a", "node-b", "node-c", "node-d")])
+    assert plan["moved"] == ring.diff(new_ring)
+    assert (plan["digest"], plan["new_digest"]) == (ring.digest, new_ring.digest)
+    # Adding a node only moves keys to it.
+    assert {m["to"] for m in plan["moves"]} == {"node-d"}
+    assert sum(m["share"] for m in plan["moves"]) == pytest.approx(plan["moved"])
+    assert plan["shares_after"] == new_ring.shares()
+    assert router.ring is ring and router.clients == clients
+    assert len(clients) == 3
+
+
+def test_config_status():
+    router = make_router()
+    assert router.config_status() == {
+        "path": "t.yaml", "digest": router.ring.digest, "loaded_at": 1000.0,
+        "age_seconds": 0.0, "reloads": 0, "failures": 0, "last_error": None,
+    }
+
+
+def test_stop_stops_clients_and_closes_sources():
+    router = make_router()
+    router.stop()
+    assert node(router).stops == 1
+    assert router.groups["scores"].source.closed
+
+
+@pytest.mark.parametrize("answer", ["miss", "down"])
+def test_group_removed_while_its_request_is_in_flight(answer):
+    router = make_router()
+    client = node(router)
+    got = outcomes(router.get("sessions", b"k"))
+    router.reload(topology(groups={"scores": SCORES}))
+    [sent] = client.take()
+    if answer == "miss":
+        sent.answer(pb.NOT_FOUND)
+    else:
+        sent.fail()
+    assert got[0].check(UnknownGroup)
