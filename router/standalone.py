@@ -1,0 +1,366 @@
+"""`ringcache up`: run this host's storage nodes and one router as supervised child processes."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+from twisted.web.client import Agent, readBody
+
+from router.topology import Address, NodeSpec, Topology, TopologyError, load_topology
+from shared.units import format_size
+
+DEFAULT_TOPOLOGY = "topology.yaml"
+LOG_PREFIX = "ringcache up: "
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Each child starts as this tiny program, which asks Linux to SIGTERM it when `up` dies
+# (even by SIGKILL, which no handler of ours can see) and then execs the real role, so
+# the pid we log is the role's. spawnProcess has no pre-exec hook, hence the detour.
+# Where prctl does not exist the child just execs: a SIGKILLed `up` may orphan it there.
+DIE_WITH_PARENT = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):  # `up` died before prctl took effect
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "shared.cli", *sys.argv[2:]])
+"""
+
+
+def resolve_addresses(host: str) -> list[IPAddress]:
+    """Every address ``host`` resolves to; none when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return []
+    return [ipaddress.ip_address(info[4][0].partition("%")[0]) for info in infos]
+
+
+def can_bind(address: IPAddress) -> bool:
+    """Whether ``address`` belongs to a local interface: the kernel lets us bind only to those."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((str(address), 0))
+    except OSError:
+        return False
+    return True
+
+
+def is_on_this_host(
+    host: str,
+    *,
+    hostname: str,
+    resolve: Callable[[str], list[IPAddress]] = resolve_addresses,
+    bindable: Callable[[IPAddress], bool] = can_bind,
+) -> bool:
+    """Whether ``host`` names this machine: loopback, its hostname, or an address of a local interface."""
+    if host.lower() in ("localhost", hostname.lower()):
+        return True
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        addresses = resolve(host)
+    return any(a.is_loopback or bindable(a) for a in addresses)
+
+
+def node_max_memory(topology: Topology) -> int:
+    """A node's --max-memory: every group's max_bytes, since each group has that budget on each node."""
+    return sum(group.max_bytes for group in topology.groups.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ChildSpec:
+    name: str  # node name or "router": the prefix of its relayed output
+    argv: tuple[str, ...]
+
+
+def plan_children(
+    topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool]
+) -> tuple[list[ChildSpec], list[NodeSpec]]:
+    """The children to start (this host's nodes, then the router) and the nodes left to other hosts.
+
+    ``launcher`` is the command that runs ``ringcache`` with the arguments appended.
+    """
+    memory = format_size(node_max_memory(topology))
+    local = [node for node in topology.nodes if on_this_host(node.address.host)]
+    remote = [node for node in topology.nodes if node not in local]
+    children = [
+        ChildSpec(node.name, (*launcher, "node", "--listen", str(node.address), "--max-memory", memory))
+        for node in local
+    ]
+    children.append(ChildSpec("router", (*launcher, "router", "-c", os.path.abspath(topology.path))))
+    return children, remote
+
+
+class Backoff:
+    """Restart delays: ``initial`` doubling up to ``maximum``, back to ``initial`` once a child stayed up ``reset_after``."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, reset_after: float = 10.0) -> None:
+        self.initial, self.maximum, self.reset_after = initial, maximum, reset_after
+        self._next = initial
+
+    def delay(self, uptime: float) -> float:
+        """The wait before restarting a child that ran for ``uptime`` seconds."""
+        if uptime >= self.reset_after:
+            self._next = self.initial
+        delay = self._next
+        self._next = min(delay * 2, self.maximum)
+        return delay
+
+
+class Child:
+    """One supervised child: spawned, its output relayed, restarted with backoff when it dies, stopped on request."""
+
+    def __init__(
+        self,
+        spec: ChildSpec,
+        reactor,
+        write: Callable[[str], None],
+        env: Mapping[str, str],
+        backoff: Backoff | None = None,
+        stop_timeout: float = 5.0,
+    ) -> None:
+        self.spec = spec
+        self.pid: int | None = None  # of the running process, None between runs
+        self._reactor = reactor
+        self._write = write
+        self._env = dict(env)
+        self._backoff = backoff or Backoff()
+        self._stop_timeout = stop_timeout
+        self._process = None
+        self._started_at = 0.0
+        self._restart = None  # the pending delayed start after a death
+        self._kill = None  # the pending SIGKILL while stopping
+        self._stopped: Deferred[None] | None = None  # set once stop() was called
+
+    def start(self) -> None:
+        self._restart = None
+        self._started_at = self._reactor.seconds()
+        argv = self.spec.argv
+        self._process = self._reactor.spawnProcess(_Relay(self), argv[0], argv, env=self._env)
+        self.pid = self._process.pid
+        self._write(f"{LOG_PREFIX}started {self.spec.name} (pid {self.pid})")
+
+    def signal(self, name: str) -> bool:
+        """Send signal ``name`` ("HUP", "TERM", ...) to the running process; False when none runs."""
+        if self._process is None:
+            return False
+        try:
+            self._process.signalProcess(name)
+        except ProcessExitedAlready:
+            return False
+        return True
+
+    def stop(self) -> Deferred[None]:
+        """SIGTERM, SIGKILL after ``stop_timeout``; fires once the process is gone. Call once."""
+        self._stopped = Deferred()
+        if self._restart is not None:
+            self._restart.cancel()
+            self._restart = None
+        if self.signal("TERM"):
+            self._kill = self._reactor.callLater(self._stop_timeout, self._force)
+        elif self._process is None:
+            self._stopped.callback(None)
+        return self._stopped
+
+    def relay(self, line: bytes) -> None:
+        self._write(f"[{self.spec.name}] {line.decode(errors='replace').rstrip()}")
+
+    def ended(self, reason) -> None:
+        pid, self._process, self.pid = self.pid, None, None
+        status = _describe_exit(reason.value)
+        if self._stopped is not None:
+            if self._kill is not None and self._kill.active():
+                self._kill.cancel()
+            self._write(f"{LOG_PREFIX}stopped {self.spec.name} (pid {pid}, {status})")
+            self._stopped.callback(None)
+            return
+        delay = self._backoff.delay(self._reactor.seconds() - self._started_at)
+        self._write(f"{LOG_PREFIX}{self.spec.name} (pid {pid}) {status}; restarting in {delay:g}s")
+        self._restart = self._reactor.callLater(delay, self.start)
+
+    def _force(self) -> None:
+        self._write(f"{LOG_PREFIX}{self.spec.name} (pid {self.pid}) ignored SIGTERM for {self._stop_timeout:g}s; killing it")
+        self.signal("KILL")
+
+
+class _Relay(ProcessProtocol):
+    """One run of a child: splits its stdout and stderr into lines and reports its end."""
+
+    def __init__(self, child: Child) -> None:
+        self._child = child
+        self._partial: dict[int, bytes] = {}  # per fd: the bytes after the last newline
+
+    def childDataReceived(self, fd: int, data: bytes) -> None:
+        *lines, self._partial[fd] = (self._partial.get(fd, b"") + data).split(b"\n")
+        for line in lines:
+            self._child.relay(line)
+
+    def processEnded(self, reason) -> None:
+        for rest in self._partial.values():
+            if rest:
+                self._child.relay(rest)
+        self._child.ended(reason)
+
+
+def _describe_exit(value) -> str:
+    if isinstance(value, ProcessTerminated) and value.signal is not None:
+        try:
+            name = f" ({signal.Signals(value.signal).name})"
+        except ValueError:
+            name = ""
+        return f"killed by signal {value.signal}{name}"
+    return f"exited with status {value.exitCode}"
+
+
+def _reachable(address: Address) -> str:
+    """``address`` as a client dials it: a wildcard listen address means loopback."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    return str(Address(host, address.port))
+
+
+async def wait_for_router(reactor, http: Address, interval: float = 0.2) -> str | None:
+    """Poll the router's /healthz until it answers 200; then its ring digest, None if /v1/ring has none."""
+    agent = Agent(reactor)
+    base = f"http://{_reachable(http)}"
+    while (await _get(reactor, agent, f"{base}/healthz"))[0] != 200:
+        await deferLater(reactor, interval)
+    code, body = await _get(reactor, agent, f"{base}/v1/ring")
+    try:
+        digest = json.loads(body)["digest"] if code == 200 else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return str(digest) if digest is not None else None
+
+
+async def _get(reactor, agent: Agent, url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """Status and body of GET ``url``; status 0 when there is no answer."""
+    request = agent.request(b"GET", url.encode())
+    request.addCallback(lambda response: readBody(response).addCallback(lambda body: (response.code, body)))
+    try:
+        return await request.addTimeout(timeout, reactor)
+    except Exception:  # refused, reset or timed out: the router is not up (yet)
+        return 0, b""
+
+
+def banner(topology: Topology, started_nodes: int, digest: str | None) -> str:
+    """What `up` prints once the router answers: where and how to connect."""
+    nodes = len(topology.nodes)
+    head = f"ringcache is up: {nodes} node{'s' if nodes != 1 else ''}"
+    if started_nodes != nodes:
+        head += f" ({started_nodes} on this host)"
+    if digest:
+        head += f", router digest {digest}"
+    memcache, http = _reachable(topology.router.memcache), _reachable(topology.router.http)
+    group = topology.router.default_group
+    host, _, port = memcache.rpartition(":")
+    return (
+        f"{head}\n"
+        f"  memcached:  {memcache}   (e.g. printf 'get {group}:42\\r\\n' | nc {host.strip('[]')} {port})\n"
+        f"  HTTP:       http://{http}/v1/{group}/42\n"
+        f"  stats:      http://{http}/v1/stats\n"
+        f"  stop:       Ctrl-C\n"
+    )
+
+
+class _UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # argparse would print the usage block and exit; the contract is one line.
+        raise _UsageError(message)
+
+
+def main(argv: list[str]) -> int:
+    parser = _Parser(prog="ringcache up", description="Run this host's nodes and one router.")
+    parser.add_argument("-c", "--config", default=DEFAULT_TOPOLOGY, metavar="FILE",
+                        help=f"topology file (default {DEFAULT_TOPOLOGY})")
+    try:
+        args = parser.parse_args(argv)
+        topology = load_topology(args.config)
+    except (_UsageError, TopologyError) as exc:
+        print(f"{LOG_PREFIX}{exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help printed its text
+        return exc.code or 0
+    hostname = socket.gethostname()
+    launcher = (sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()))
+    children, remote = plan_children(topology, launcher, lambda host: is_on_this_host(host, hostname=hostname))
+
+    # Imported only now: installing the reactor is the business of a process that serves.
+    from twisted.internet import reactor
+
+    return _serve(reactor, topology, children, remote)
+
+
+def _serve(reactor, topology: Topology, specs: list[ChildSpec], remote: list[NodeSpec]) -> int:
+    def write(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    # Only warnings and errors: a bug of ours must show, the HTTP polling's chatter need not.
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(LogLevel.warn)])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    for node in remote:
+        write(f"{LOG_PREFIX}{node.name} at {node.address} is not on this host; not starting it")
+    # Unbuffered, so a child's lines reach us as it writes them rather than at exit.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    children = [Child(spec, reactor, write, env) for spec in specs]
+    router = children[-1]
+    stopping = False
+
+    def stop() -> None:
+        # Once only: a second Ctrl-C while children stop must not stop a stopped reactor.
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            reactor.stop()
+
+    def reload() -> None:
+        if router.signal("HUP"):
+            write(f"{LOG_PREFIX}forwarded SIGHUP to the router (pid {router.pid}): reloading the topology")
+
+    def show_banner(digest: str | None) -> None:
+        print(banner(topology, len(specs) - 1, digest), end="", flush=True)
+
+    def started() -> None:
+        # Replace the reactor's SIGINT/SIGTERM handlers (installed at startup) with ones that
+        # act once. Children stay in our process group, so a terminal's Ctrl-C reaches them
+        # too; a child that exits before we stop it is restarted only after a delay, which
+        # the shutdown below cancels.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: reactor.callFromThread(stop))
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
+        for child in children:
+            child.start()
+        Deferred.fromCoroutine(wait_for_router(reactor, topology.router.http)).addCallback(show_banner)
+
+    # The reactor waits for this Deferred before it stops, so every child is gone when run() returns.
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList([c.stop() for c in children]))
+    reactor.callWhenRunning(started)
+    reactor.run()
+    return 0
