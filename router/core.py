@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
 from twisted.logger import Logger
 
 from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.nodeclient import NodeClient
+from router.nodeclient import UP, NodeClient
 from router.ring import HashRing, routing_key
 from router.singleflight import SingleFlight
 from router.sources import build_source
@@ -63,6 +63,12 @@ class Router:
         self.reload_failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        # Warm-up state: the ring before the last change, until when it is asked on a
+        # miss, and clients of nodes that left the ring, kept open for that window.
+        self.previous_ring: HashRing | None = None
+        self.warmup_until = 0.0
+        self.retired: dict[str, NodeClient] = {}
+        self._retire_call = None
         self._apply(topology)
 
     # -- topology ------------------------------------------------------------------------
@@ -123,21 +129,46 @@ class Router:
                     client.start()
                 elif configs_changed:
                     client.configure()
-        for name, client in old_clients.items():
-            if clients.get(name) is not client:
-                client.stop()
+        replaced = {name: c for name, c in old_clients.items() if clients.get(name) is not c}
+        moved = previous_ring.diff(ring) if previous_ring is not None else 0.0
+        self._start_warmup(previous_ring, moved, replaced, cfg.warmup)
         live_sources = {id(g.source) for g in groups.values()}
         for group in old_groups.values():
             if group.source is not None and id(group.source) not in live_sources:
                 group.source.close()
         return {
             "digest": ring.digest,
-            "moved": previous_ring.diff(ring) if previous_ring is not None else 0.0,
+            "moved": moved,
             "nodes_added": sorted(set(clients) - set(old_clients)),
             "nodes_removed": sorted(set(old_clients) - set(clients)),
             "nodes_changed": sorted(set(clients) & set(old_clients) - kept),
             "groups_reconfigured": configs_changed,
         }
+
+    def _start_warmup(self, previous_ring, moved: float, replaced: dict, warmup: float) -> None:
+        """Keep asking the previous owners for ``warmup`` seconds after keys moved."""
+        if self._retire_call is not None and self._retire_call.active():
+            self._retire_call.cancel()
+        self._retire_call = None
+        retired, self.retired = self.retired, {}
+        if previous_ring is not None and moved > 0 and warmup > 0:
+            self.previous_ring = previous_ring
+            self.warmup_until = self.reactor.seconds() + warmup
+            self.retired = replaced
+            self._retire_call = self.reactor.callLater(warmup, self._end_warmup)
+        else:
+            self.previous_ring = None
+            retired.update(replaced)
+        for client in retired.values():
+            if client not in self.clients.values():
+                client.stop()
+
+    def _end_warmup(self) -> None:
+        self._retire_call = None
+        self.previous_ring = None
+        retired, self.retired = self.retired, {}
+        for client in retired.values():
+            client.stop()
 
     def reload(self, topology=None) -> dict:
         """Load the topology file again (or apply ``topology``) and swap atomically.
@@ -225,20 +256,40 @@ class Router:
     def owner(self, group: str, key: bytes) -> str:
         return self.ring.owner(routing_key(group, key))
 
-    def _client(self, group: str, key: bytes) -> NodeClient:
-        return self.clients[self.ring.owner(routing_key(group, key))]
+    def _replicas(self, group: Group, key: bytes) -> list[NodeClient]:
+        """The clients holding (group, key): its owner, then ``replicas - 1`` successors.
+
+        With replicas, nodes known to be down go last, so a read or write never
+        waits on a node already marked down while a live copy exists.
+        """
+        rk = routing_key(group.name, key)
+        n = group.spec.replicas
+        if n == 1:
+            return [self.clients[self.ring.owner(rk)]]
+        clients = [self.clients[name] for name in self.ring.owners(rk, n)]
+        return ([c for c in clients if c.state == UP]
+                + [c for c in clients if c.state != UP])
 
     # -- reads ---------------------------------------------------------------------------
+    #
+    # Each step carries the Group object it started with, not its name: a reload may
+    # replace or remove the group while a request is out, and the request finishes
+    # with the configuration it began under.
 
     def get(self, group: str, key: bytes) -> Deferred:
         """Item or None; reads through the group's source on a miss."""
-        if group not in self.groups:
+        g = self.groups.get(group)
+        if g is None:
             return fail(UnknownGroup(group))
-        d = self._client(group, key).request(pb.GET, group, key)
-        d.addCallbacks(self._got, self._get_failed, (group, key), None, (group, key))
+        return self._read(g, key, self._replicas(g, key), 0)
+
+    def _read(self, g: Group, key: bytes, replicas: list, i: int) -> Deferred:
+        d = replicas[i].request(pb.GET, g.name, key)
+        d.addCallbacks(self._got, self._read_failed, (g, key, replicas[i]), None,
+                       (g, key, replicas, i))
         return d
 
-    def _got(self, response, group: str, key: bytes):
+    def _got(self, response, g: Group, key: bytes, owner: NodeClient):
         status = response.status
         if status == OK:
             self.stats.hits += 1
@@ -246,63 +297,77 @@ class Router:
         if status != NOT_FOUND:
             raise _node_failed(response)
         self.stats.misses += 1
-        # self.group(), not self.groups[...]: a reload may have removed the group
-        # while the request was out, which is UnknownGroup, not an internal error.
-        if self.group(group).source is None:
+        if response.negative:
+            self.stats.negative_hits += 1
             return None
-        return self.flight.do((group, key), lambda: self._load_and_fill(group, key))
+        if g.source is None:
+            previous = self._previous_owner(g, key, owner)
+            if previous is None:
+                return None
+            return Deferred.fromCoroutine(self._warm(g, key, previous))
+        return self.flight.do((g.name, key), lambda: Deferred.fromCoroutine(self._fill(g, key, owner)))
 
-    def _get_failed(self, failure, group: str, key: bytes):
-        # The owner is unreachable: a group with a source still answers, straight from
-        # the source and without caching; a plain cache group has nowhere else to look.
+    def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
         failure.trap(NodeUnavailable)
         self.stats.node_errors += 1
-        if self.group(group).source is None:
+        if i + 1 < len(replicas):
+            self.stats.failovers += 1
+            return self._read(g, key, replicas, i + 1)
+        # No copy reachable: a group with a source still answers, straight from the
+        # source and without caching; a plain cache group has nowhere else to look.
+        if g.source is None:
             return failure
         self.stats.failovers += 1
-        return self.flight.do((group, key), lambda: self._load(group, key))
+        return self.flight.do((g.name, key), lambda: self._load(g, key))
 
-    def _load_and_fill(self, group: str, key: bytes) -> Deferred:
-        return Deferred.fromCoroutine(self._fill(group, key))
-
-    async def _fill(self, group: str, key: bytes):
-        client = self._client(group, key)
+    async def _fill(self, g: Group, key: bytes, owner: NodeClient):
         # Look again inside the flight: a flight for this key may have landed between
         # our miss and the start of this one, and loading again would break the
         # promise of one load per miss.
         try:
-            again = await client.request(pb.GET, group, key)
+            again = await owner.request(pb.GET, g.name, key)
             if again.status == OK:
                 return Item(again.value, again.flags)
+            if again.negative:
+                return None
         except NodeUnavailable:
             pass
-        item = await self._load(group, key)
-        if item is None:
-            return None
-        ttl = self.group(group).spec.ttl or 0.0
+        previous = self._previous_owner(g, key, owner)
+        if previous is not None:
+            item = await self._warm(g, key, previous)
+            if item is not None:
+                return item
+        item = await self._load(g, key)
         # Fill before landing the flight, so a request arriving after it lands hits.
-        try:
-            stored = await client.request(pb.SET, group, key, item.value, ttl)
-            if stored.status != OK:
-                log.warn("group {group}: could not cache a loaded value: {why}",
-                         group=group, why=stored.error or pb.Status.Name(stored.status))
-        except NodeUnavailable as exc:
-            log.debug("fill skipped: {exc}", exc=exc)
+        if item is not None:
+            await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+        elif g.spec.negative_ttl:
+            await self._fill_replicas(g, key, b"", g.spec.negative_ttl, 0, negative=True)
         return item
 
-    def _load(self, group: str, key: bytes) -> Deferred:
-        source = self.group(group).source
+    async def _fill_replicas(self, g: Group, key: bytes, value: bytes, ttl: float | None,
+                             flags: int, negative: bool = False) -> None:
+        """Cache a loaded value on every live replica; failing to cache is not an error."""
+        ds = [c.request(pb.SET, g.name, key, value, ttl or 0.0, flags, negative=negative)
+              for c in self._replicas(g, key) if c.state == UP]
+        for ok, result in await DeferredList(ds, consumeErrors=True):
+            if ok and result.status != OK:
+                log.warn("group {group}: could not cache a loaded value: {why}",
+                         group=g.name, why=result.error or pb.Status.Name(result.status))
+
+    def _load(self, g: Group, key: bytes) -> Deferred:
+        source = g.source
         self.stats.loads += 1
         started = self.reactor.seconds()
         d = source.load(key.decode("utf-8", "surrogateescape"))
 
         def loaded(value):
-            self.stats.observe_load(group, self.reactor.seconds() - started, None,
+            self.stats.observe_load(g.name, self.reactor.seconds() - started, None,
                                     found=value is not None)
             return None if value is None else Item(value, 0)
 
         def failed(failure):
-            self.stats.observe_load(group, self.reactor.seconds() - started, failure)
+            self.stats.observe_load(g.name, self.reactor.seconds() - started, failure)
             if not failure.check(SourceError):
                 raise SourceError(source.name, failure.getErrorMessage())
             return failure
@@ -314,17 +379,58 @@ class Router:
         """Items (or None) for [(group, key), ...], in order; node batching is per turn."""
         return gatherResults([self.get(g, k) for g, k in pairs], consumeErrors=True)
 
+    # -- warm-up after a ring change -------------------------------------------------------
+    #
+    # For router.warmup seconds after a reload that moved keys, a miss on a key's new
+    # owner asks the owner under the previous ring before the source (mcrouter's
+    # WarmUpRoute), and copies what it finds to the new owner. Plain cache groups keep
+    # their data across a ring change this way, and sources are spared a stampede.
+
+    def _previous_owner(self, g: Group, key: bytes, owner: NodeClient) -> NodeClient | None:
+        if self.previous_ring is None or self.reactor.seconds() >= self.warmup_until:
+            return None
+        name = self.previous_ring.owner(routing_key(g.name, key))
+        if name == owner.name:
+            return None
+        client = self.clients.get(name) or self.retired.get(name)
+        return client if client is not None and client.state == UP else None
+
+    async def _warm(self, g: Group, key: bytes, previous: NodeClient):
+        try:
+            response = await previous.request(pb.GET, g.name, key)
+        except NodeUnavailable:
+            return None
+        if response.status != OK:
+            return None
+        self.stats.warmup_hits += 1
+        item = Item(response.value, response.flags)
+        # The old copy's remaining ttl is unknown here; the group ttl bounds it.
+        await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+        return item
+
     # -- writes --------------------------------------------------------------------------
 
     def _store(self, op: int, group: str, key: bytes, value: bytes, ttl: float | None,
                flags: int) -> Deferred:
-        if group not in self.groups:
+        g = self.groups.get(group)
+        if g is None:
             return fail(UnknownGroup(group))
         if len(value) > self.item_size_max:
             return fail(TooLarge(f"value of {len(value)} bytes is over the item limit "
                                  f"of {self.item_size_max}"))
-        d = self._client(group, key).request(op, group, key, value, ttl or 0.0, flags)
+        replicas = self._replicas(g, key)
+        d = replicas[0].request(op, group, key, value, ttl or 0.0, flags)
         d.addCallback(self._stored)
+        if len(replicas) > 1:
+            # The first live replica decides (add/replace are conditional there); the
+            # others follow with a plain SET of what it stored.
+            def follow(stored: bool):
+                if not stored:
+                    return False
+                return self._on_all(replicas[1:], pb.SET, group, key, value, ttl or 0.0,
+                                    flags).addCallback(lambda _: True)
+
+            d.addCallback(follow)
         return d
 
     @staticmethod
@@ -337,6 +443,20 @@ class Router:
             raise TooLarge(response.error)
         raise _node_failed(response)
 
+    def _on_all(self, clients, op, group, key, value=b"", ttl=0.0, flags=0) -> Deferred:
+        """Send one request to several replicas; fires with the list of responses that came
+        back (a replica that is down is skipped: it is refilled on its next miss)."""
+        ds = [c.request(op, group, key, value, ttl, flags) for c in clients]
+
+        def answered(results):
+            responses = [r for ok, r in results if ok]
+            if not responses:
+                return results[0][1]  # every replica failed: the first failure
+            self.stats.replica_errors += len(results) - len(responses)
+            return responses
+
+        return DeferredList(ds, consumeErrors=True).addCallback(answered)
+
     def set(self, group, key, value, ttl=None, flags=0) -> Deferred:
         return self._store(pb.SET, group, key, value, ttl, flags)
 
@@ -347,11 +467,14 @@ class Router:
         return self._store(pb.REPLACE, group, key, value, ttl, flags)
 
     def _keyed(self, op: int, group: str, key: bytes, ttl: float = 0.0) -> Deferred:
-        if group not in self.groups:
+        g = self.groups.get(group)
+        if g is None:
             return fail(UnknownGroup(group))
-        d = self._client(group, key).request(op, group, key, ttl=ttl)
-        d.addCallback(self._found)
-        return d
+        replicas = self._replicas(g, key)
+        if len(replicas) == 1:
+            return replicas[0].request(op, group, key, ttl=ttl).addCallback(self._found)
+        d = self._on_all(replicas, op, group, key, ttl=ttl)
+        return d.addCallback(lambda responses: any(self._found(r) for r in responses))
 
     @staticmethod
     def _found(response) -> bool:
@@ -384,11 +507,17 @@ class Router:
             client = self.clients[node.name]
             nodes.append({"name": node.name, "address": str(node.address),
                           "weight": node.weight, "share": shares.get(node.name, 0.0),
-                          "state": client.state, "healthy": client.state == "up",
+                          "state": client.state, "healthy": client.state == UP,
+                          "marked_down": client.marked_down, "timeouts": client.timeouts,
                           **({"down_reason": client.down_reason}
-                             if client.state != "up" else {})})
+                             if client.state != UP else {})})
+        warmup_left = max(0.0, self.warmup_until - self.reactor.seconds())
         return {"digest": self.ring.digest, "vnodes": self.topology.router.vnodes,
-                "nodes": nodes}
+                "nodes": nodes,
+                "warmup": {"active": self.previous_ring is not None and warmup_left > 0,
+                           "seconds_left": warmup_left if self.previous_ring else 0.0,
+                           "previous_digest": self.previous_ring.digest
+                           if self.previous_ring else None}}
 
     def node_stats(self) -> Deferred:
         """{node name: NodeStats message or an error string} from every node."""

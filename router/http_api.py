@@ -169,6 +169,12 @@ class RouterResource(Resource):
                 "inflight": len(router.flight),
                 "node_errors": stats.node_errors,
                 "failovers": stats.failovers,
+                "warmup_hits": stats.warmup_hits,
+                "negative_hits": stats.negative_hits,
+                "replica_errors": stats.replica_errors,
+                "health": {name: {"state": c.state, "marked_down": c.marked_down,
+                                  "timeouts": c.timeouts}
+                           for name, c in router.clients.items()},
                 "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
             },
             "config": router.config_status(),

@@ -24,7 +24,11 @@ from shared.framing import FrameDecoder, FrameError, decode_payload, encode_fram
 
 log = Logger()
 
-CONNECTING, UP, DOWN, STOPPED = "connecting", "up", "down", "stopped"
+CONNECTING, UP, PROBING, DOWN, STOPPED = "connecting", "up", "probing", "down", "stopped"
+
+# Batches in a row that time out before a node that still holds its connection open
+# (hung, SIGSTOPped, overloaded) is marked down and probed like a dead one.
+FAILURES_TO_MARK_DOWN = 3
 
 # A frame is flushed early once its values reach this many bytes, so one busy turn
 # cannot build a frame near the peer's MAX_FRAME.
@@ -84,13 +88,17 @@ class NodeClient:
         self._flush_call = None
         # Latency is sampled: one request id at a time is timed from flush to answer.
         self._observe_latency = observe_latency
-        self._probe_id = None
-        self._probe_sent = 0.0
+        self._sample_id = None
+        self._sample_sent = 0.0
         # Counters for stats.
         self.requests = 0
         self.timeouts = 0
         self.frames_sent = 0
         self.connects = 0
+        self.marked_down = 0
+        self.probes = 0
+        self._timeouts_in_a_row = 0
+        self._close_reason: str | None = None
 
     @property
     def address(self) -> str:
@@ -115,7 +123,6 @@ class NodeClient:
         self._retry_call = None
         if self.state == STOPPED:
             return
-        self.state = CONNECTING
         endpoint = HostnameEndpoint(self.reactor, self.host, self.port,
                                     timeout=max(self.timeout, 1.0))
         d = endpoint.connect(Factory.forProtocol(lambda: _NodeProtocol(self)))
@@ -128,7 +135,8 @@ class NodeClient:
         self._mark_down(f"connect failed: {reason}")
 
     def _mark_down(self, reason: str) -> None:
-        if self.state != DOWN:
+        if self.state in (UP, CONNECTING):
+            self.marked_down += 1
             log.warn("node {node} ({address}) is down: {reason}",
                      node=self.name, address=self.address, reason=reason)
         self.state = DOWN
@@ -143,26 +151,58 @@ class NodeClient:
         if self.state == STOPPED:
             transport.loseConnection()
             return
-        if self.state == DOWN:
-            log.info("node {node} ({address}) is up", node=self.name, address=self.address)
-        self.state = UP
         self.connects += 1
-        self._attempts = 0
         self._transport = transport
+        self._timeouts_in_a_row = 0
+        if self.state == CONNECTING:
+            # The first connection is trusted at once, and whatever queued while it
+            # was being made goes out right behind CONFIGURE.
+            self._up()
+            if self._configure is not None:
+                queued, self._frame = self._frame, pb.Frame()
+                self.configure()
+                self._frame.requests.extend(queued.requests)
+            self._schedule_flush()
+            return
+        # A node coming back must prove it answers: a stopped (SIGSTOP) process still
+        # accepts TCP connections through the kernel's backlog. CONFIGURE (PING for a
+        # client with no groups to configure) is the probe;
+        # requests keep failing fast until it is answered.
+        self.state = PROBING
+        self.probes += 1
         if self._configure is not None:
-            # CONFIGURE goes first in the first frame, ahead of anything queued while
-            # connecting, so the node knows its groups before it serves them.
-            queued, self._frame = self._frame, pb.Frame()
-            self.configure()
-            self._frame.requests.extend(queued.requests)
-        self._schedule_flush()
+            d = self._send(pb.CONFIGURE, groups=self._configure())
+        else:
+            d = self._send(pb.PING)
+        d.addCallbacks(self._probe_answered, self._probe_failed)
+        self._flush()
+
+    def _probe_answered(self, response) -> None:
+        if self.state != PROBING:
+            return
+        if response.status != pb.OK:
+            log.warn("node {node}: group configuration not applied: {problem}",
+                     node=self.name, problem=response.error or pb.Status.Name(response.status))
+        log.info("node {node} ({address}) is up", node=self.name, address=self.address)
+        self._up()
+
+    def _probe_failed(self, failure) -> None:
+        if self.state == PROBING and self._transport is not None:
+            self._close_reason = f"probe failed: {failure.getErrorMessage()}"
+            self._transport.abortConnection()
+
+    def _up(self) -> None:
+        self.state = UP
+        self._attempts = 0
+        self.down_reason = ""
 
     def _lost(self, transport, reason: str) -> None:
         if transport is not self._transport:
             return
         self._transport = None
         if self.state != STOPPED:
-            self._mark_down(f"connection lost: {reason}")
+            why, self._close_reason = self._close_reason, None
+            self._mark_down(why or f"connection lost: {reason}")
 
     # -- requests ----------------------------------------------------------------------
 
@@ -187,10 +227,15 @@ class NodeClient:
                  node=self.name, problem=problem)
 
     def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-                ttl: float = 0.0, flags: int = 0, groups=None) -> Deferred:
+                ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False) -> Deferred:
         state = self.state
         if state is not UP and state is not CONNECTING:
             return fail(NodeUnavailable(self.name, self.down_reason))
+        return self._send(op, group, key, value, ttl, flags, groups, negative)
+
+    def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
+              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False) -> Deferred:
+        state = self.state
         self._next_id += 1
         rid = self._next_id
         frame_ids = self._frame_ids
@@ -202,15 +247,18 @@ class NodeClient:
                                        ttl=ttl or 0.0, flags=flags)
         if groups:
             req.groups.extend(groups)
+        if negative:
+            req.negative = True
         frame_ids.append(rid)
         d = Deferred()
         self._pending[rid] = d
         self.requests += 1
         self._frame_bytes += len(value) + len(key)
-        if self._frame_bytes >= FLUSH_BYTES and state is UP:
-            self._flush()
-        elif self._flush_call is None and state is UP:
-            self._schedule_flush()
+        if state is UP or state is PROBING:
+            if self._frame_bytes >= FLUSH_BYTES:
+                self._flush()
+            elif self._flush_call is None:
+                self._schedule_flush()
         return d
 
     def _schedule_flush(self) -> None:
@@ -229,9 +277,9 @@ class NodeClient:
         self._frame_bytes = 0
         self._frame_ids = []
         self.frames_sent += 1
-        if self._probe_id is None and self._observe_latency is not None:
-            self._probe_id = frame.requests[0].id
-            self._probe_sent = self.reactor.seconds()
+        if self._sample_id is None and self._observe_latency is not None:
+            self._sample_id = frame.requests[0].id
+            self._sample_sent = self.reactor.seconds()
         self._transport.write(encode_frame(frame.SerializeToString()))
 
     def _answered(self, responses) -> None:
@@ -240,14 +288,15 @@ class NodeClient:
             d = pending.pop(response.id, None)
             if d is not None:
                 d.callback(response)
-        if self._probe_id is not None and self._probe_id not in pending:
-            self._probe_id = None
-            self._observe_latency(self.reactor.seconds() - self._probe_sent)
+        self._timeouts_in_a_row = 0
+        if self._sample_id is not None and self._sample_id not in pending:
+            self._sample_id = None
+            self._observe_latency(self.reactor.seconds() - self._sample_sent)
 
     def _expire(self, ids: list[int]) -> None:
         pending = self._pending
-        if self._probe_id in ids:
-            self._probe_id = None
+        if self._sample_id in ids:
+            self._sample_id = None
         if ids is self._frame_ids:
             # The batch never left (still connecting). Drop it: its callers are told
             # "unavailable" now, so it must not be acted on later, and the next
@@ -266,6 +315,11 @@ class NodeClient:
         error = NodeUnavailable(self.name, f"no answer within {self.timeout * 1000:.0f}ms")
         for d in expired:
             d.errback(error)
+        self._timeouts_in_a_row += 1
+        if (self._timeouts_in_a_row >= FAILURES_TO_MARK_DOWN and self.state == UP
+                and self._transport is not None):
+            self._close_reason = f"{self._timeouts_in_a_row} batches in a row timed out"
+            self._transport.abortConnection()
 
     def _fail_all(self, reason: str) -> None:
         if self._flush_call is not None and self._flush_call.active():
@@ -275,7 +329,7 @@ class NodeClient:
         self._frame_bytes = 0
         self._frame_ids = []
         pending, self._pending = self._pending, {}
-        self._probe_id = None
+        self._sample_id = None
         error = NodeUnavailable(self.name, reason)
         for d in pending.values():
             d.errback(error)

@@ -24,6 +24,9 @@ class RouterStats:
         self.loads = 0
         self.node_errors = 0
         self.failovers = 0
+        self.warmup_hits = 0
+        self.negative_hits = 0
+        self.replica_errors = 0
         # (protocol, op, result) -> count, e.g. ("memcache", "get", "hit")
         self.requests: Counter = Counter()
         # (group, result) -> count; result is "ok", "not_found" or "error"
@@ -72,7 +75,16 @@ class _RouterCollector:
              "Misses that waited on another caller's load (singleflight)"),
             ("ringcache_node_errors", stats.node_errors, "Requests whose node was unreachable"),
             ("ringcache_failovers", stats.failovers,
-             "Gets answered from the source because the owning node was down"),
+             "Gets answered by a replica or the source because a node was unreachable"),
+            ("ringcache_warmup_hits", stats.warmup_hits,
+             "Misses after a ring change answered by the key's previous owner"),
+            ("ringcache_negative_hits", stats.negative_hits,
+             "Gets answered 'not found' from a cached negative entry"),
+            ("ringcache_replica_errors", stats.replica_errors,
+             "Writes that reached some replicas but not all"),
+            ("ringcache_reloads", router.reloads, "Topology reloads applied"),
+            ("ringcache_reload_failures", router.reload_failures,
+             "Topology reloads refused as invalid"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         loads = CounterMetricFamily("ringcache_source_loads", "Source loads by group and result",
@@ -89,10 +101,17 @@ class _RouterCollector:
                                    labels=["node"])
         timeouts = CounterMetricFamily("ringcache_node_timeouts", "Requests a node did not answer in time",
                                        labels=["node"])
+        downs = CounterMetricFamily("ringcache_node_marked_down", "Times a node was marked down",
+                                    labels=["node"])
         for name, client in sorted(router.clients.items()):
             up.add_metric([name], 1.0 if client.state == "up" else 0.0)
             sent.add_metric([name], client.requests)
             timeouts.add_metric([name], client.timeouts)
+            downs.add_metric([name], client.marked_down)
         yield up
         yield sent
         yield timeouts
+        yield downs
+        age = GaugeMetricFamily("ringcache_config_age_seconds", "Seconds since the topology was loaded")
+        age.add_metric([], router.config_status()["age_seconds"])
+        yield age

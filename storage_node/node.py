@@ -18,14 +18,23 @@ DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 
 # Cores store plain bytes, so memcached flags ride inside the stored value: one byte
 # 0 for "no flags" (the common case costs one byte), or 1 followed by the 4-byte
-# big-endian flags.  The wrapper is part of what the core charges against its budget.
+# big-endian flags.  A lone byte 2 is a negative entry: the source had no value (the
+# router's negative_ttl).  The wrapper is part of what the core charges.
 _NO_FLAGS = b"\x00"
+_NEGATIVE = b"\x02"
 _WITH_FLAGS = struct.Struct(">BI")
 _FLAGS = struct.Struct(">I")
 
 
-def _wrap(value: bytes, flags: int) -> bytes:
-    return _WITH_FLAGS.pack(1, flags) + value if flags else _NO_FLAGS + value
+def _wrap(request: pb.Request) -> bytes:
+    if request.negative:
+        return _NEGATIVE
+    flags = request.flags
+    return _WITH_FLAGS.pack(1, flags) + request.value if flags else _NO_FLAGS + request.value
+
+
+def _present(stored: bytes | None) -> bool:
+    return stored is not None and stored != _NEGATIVE
 
 
 def _unwrap(stored: bytes) -> tuple[bytes, int]:
@@ -195,6 +204,8 @@ class Node:
             group.misses += 1
             return pb.Response(id=request.id, status=pb.NOT_FOUND)
         group.hits += 1
+        if stored == _NEGATIVE:
+            return pb.Response(id=request.id, status=pb.NOT_FOUND, negative=True)
         value, flags = _unwrap(stored)
         if flags:
             return pb.Response(id=request.id, value=value, flags=flags)
@@ -202,7 +213,7 @@ class Node:
 
     def _set(self, group: _Group, request: pb.Request) -> pb.Response:
         try:
-            group.core.set(request.key, _wrap(request.value, request.flags), _ttl(request))
+            group.core.set(request.key, _wrap(request), _ttl(request))
         except ValueError:
             # As memcached does: a refused store must not leave the old value readable,
             # or a client that overwrote the key would read what it replaced.
@@ -218,12 +229,12 @@ class Node:
         return pb.Response(id=request.id)
 
     def _add(self, group: _Group, request: pb.Request) -> pb.Response:
-        if group.core.get(request.key) is not None:
+        if _present(group.core.get(request.key)):
             return pb.Response(id=request.id, status=pb.NOT_STORED)
         return self._set(group, request)
 
     def _replace(self, group: _Group, request: pb.Request) -> pb.Response:
-        if group.core.get(request.key) is None:
+        if not _present(group.core.get(request.key)):
             return pb.Response(id=request.id, status=pb.NOT_STORED)
         return self._set(group, request)
 
@@ -232,7 +243,9 @@ class Node:
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
     def _touch(self, group: _Group, request: pb.Request) -> pb.Response:
-        found = group.touch(request.key, _ttl(request))
+        # A negative entry is an absence: touching it must answer NOT_FOUND.
+        found = (_present(group.core.get(request.key))
+                 and group.touch(request.key, _ttl(request)))
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
     # Node ops.

@@ -27,9 +27,11 @@ class Sent:
     ttl: float
     flags: int
     d: Deferred
+    negative: bool = False
 
-    def answer(self, status=pb.OK, value=b"", flags=0, error=""):
-        self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error))
+    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False):
+        self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
+                                    negative=negative))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -46,6 +48,7 @@ class FakeClient:
         self.state = "connecting"
         self.down_reason = "not connected yet"
         self.starts = self.stops = self.configures = 0
+        self.marked_down = self.timeouts = 0
         self.sent: list[Sent] = []
         self.made.append(self)
 
@@ -61,9 +64,10 @@ class FakeClient:
         self.configures += 1
         return succeed(None)
 
-    def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None):
+    def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
+                negative=False):
         d = Deferred()
-        self.sent.append(Sent(op, group, key, value, ttl, flags, d))
+        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative))
         return d
 
     def take(self) -> list[Sent]:
@@ -464,6 +468,8 @@ def test_stop_stops_clients_and_closes_sources():
 
 @pytest.mark.parametrize("answer", ["miss", "down"])
 def test_group_removed_while_its_request_is_in_flight(answer):
+    # The request finishes under the configuration it began with: a miss stays a
+    # miss and a node failure stays a node failure, never an internal error.
     router = make_router()
     client = node(router)
     got = outcomes(router.get("sessions", b"k"))
@@ -471,6 +477,193 @@ def test_group_removed_while_its_request_is_in_flight(answer):
     [sent] = client.take()
     if answer == "miss":
         sent.answer(pb.NOT_FOUND)
+        assert got == [None]
     else:
         sent.fail()
-    assert got[0].check(UnknownGroup)
+        assert got[0].check(NodeUnavailable)
+
+
+# -- negative caching, replicas, warm-up ---------------------------------------------------
+
+def test_negative_ttl_caches_not_found_and_spares_the_source():
+    groups = {"scores": {"negative_ttl": "30s", "source": {"python": "fake:scores"}}}
+    router = make_router(topology(groups=groups))
+    source = router.groups["scores"].source
+    got = outcomes(router.get("scores", b"nobody"))
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    node(router).take()[0].answer(pb.NOT_FOUND)  # the re-check inside the flight
+    source.loads[0][1].callback(None)
+    [fill] = node(router).take()
+    assert (fill.op, fill.key, fill.negative, fill.ttl) == (pb.SET, b"nobody", True, 30.0)
+    fill.answer()
+    assert got == [None]
+    # The node now answers "negative": not found, and no load.
+    again = outcomes(router.get("scores", b"nobody"))
+    node(router).take()[0].answer(pb.NOT_FOUND, negative=True)
+    assert again == [None]
+    assert len(source.loads) == 1
+    assert router.stats.negative_hits == 1
+
+
+def test_without_negative_ttl_not_found_is_not_cached():
+    router = make_router()
+    got = outcomes(router.get("scores", b"nobody"))
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    node(router).take()[0].answer(pb.NOT_FOUND)
+    router.groups["scores"].source.loads[0][1].callback(None)
+    assert got == [None]
+    assert node(router).sent == []
+
+
+def replicated(n_nodes=3, replicas=2):
+    groups = {"scores": {"source": {"python": "fake:scores"}}, "sessions": {"replicas": replicas}}
+    router = make_router(topology(nodes=[f"node-{i}" for i in range(n_nodes)], groups=groups))
+    owners = router.ring.owners(b"sessions:k", replicas)
+    return router, [router.clients[name] for name in owners]
+
+
+def test_replicated_set_goes_to_every_replica_in_ring_order():
+    router, (first, second) = replicated()
+    got = outcomes(router.set("sessions", b"k", b"v", 60, 3))
+    [primary] = first.take()
+    assert second.sent == []  # the primary decides first (add/replace are conditional)
+    primary.answer()
+    [follower] = second.take()
+    assert (follower.op, follower.value, follower.ttl, follower.flags) == (pb.SET, b"v", 60, 3)
+    follower.answer()
+    assert got == [True]
+    others = [c for c in router.clients.values() if c not in (first, second)]
+    assert all(c.sent == [] for c in others)
+
+
+def test_replicated_add_that_is_not_stored_is_not_copied():
+    router, (first, second) = replicated()
+    got = outcomes(router.add("sessions", b"k", b"v"))
+    first.take()[0].answer(pb.NOT_STORED)
+    assert second.sent == [] and got == [False]
+
+
+def test_read_fails_over_to_the_next_replica():
+    router, (first, second) = replicated()
+    got = outcomes(router.get("sessions", b"k"))
+    first.take()[0].fail("no answer within 500ms")
+    [read] = second.take()
+    assert read.op == pb.GET
+    read.answer(value=b"copy")
+    assert got == [Item(b"copy", 0)]
+    assert (router.stats.node_errors, router.stats.failovers) == (1, 1)
+
+
+def test_a_replica_known_to_be_down_is_asked_last():
+    router, (first, second) = replicated()
+    first.state = "down"
+    got = outcomes(router.get("sessions", b"k"))
+    assert first.sent == []
+    second.take()[0].answer(value=b"copy")
+    assert got == [Item(b"copy", 0)]
+
+
+def test_replicated_delete_reaches_every_replica_and_tolerates_one_down():
+    router, (first, second) = replicated()
+    got = outcomes(router.delete("sessions", b"k"))
+    first.take()[0].fail()
+    second.take()[0].answer(pb.OK)
+    assert got == [True]
+    assert router.stats.replica_errors == 1
+
+
+def test_every_replica_down_is_an_error():
+    router, (first, second) = replicated()
+    got = outcomes(router.delete("sessions", b"k"))
+    first.take()[0].fail()
+    second.take()[0].fail()
+    assert got[0].check(NodeUnavailable)
+
+
+def warmed_up(groups=None):
+    """A router that went from one node to two with warmup 30s; a key that moved."""
+    groups = groups or {"scores": {"ttl": "1m", "source": {"python": "fake:scores"}},
+                        "sessions": {}}
+    router = make_router(topology(nodes=["node-a"], groups=groups, warmup="30s"))
+    old = router.clients["node-a"]
+    result = router.reload(topology(nodes=["node-a", "node-b"], groups=groups, warmup="30s"))
+    new = router.clients["node-b"]
+    new.start()
+    key = next(b"k%d" % i for i in range(1000)
+               if router.owner("sessions", b"k%d" % i) == "node-b"
+               and router.owner("scores", b"k%d" % i) == "node-b")
+    return router, old, new, key, result
+
+
+def test_warmup_asks_the_previous_owner_and_fills_the_new_one():
+    router, old, new, key, result = warmed_up()
+    assert 0 < result["moved"] < 1
+    got = outcomes(router.get("sessions", key))
+    new.take()[0].answer(pb.NOT_FOUND)
+    [ask] = old.take()
+    assert (ask.op, ask.key) == (pb.GET, key)
+    ask.answer(value=b"kept", flags=5)
+    [fill] = new.take()
+    assert (fill.op, fill.value, fill.flags) == (pb.SET, b"kept", 5)
+    fill.answer()
+    assert got == [Item(b"kept", 5)]
+    assert router.stats.warmup_hits == 1
+    assert router.ring_info()["warmup"]["active"] is True
+
+
+def test_warmup_comes_before_the_source_inside_the_flight():
+    router, old, new, key, _ = warmed_up()
+    got = outcomes(router.get("scores", key))
+    new.take()[0].answer(pb.NOT_FOUND)
+    new.take()[0].answer(pb.NOT_FOUND)  # re-check inside the flight
+    old.take()[0].answer(value=b"from the old owner")
+    new.take()[0].answer()  # the fill, with the group ttl
+    assert got == [Item(b"from the old owner", 0)]
+    assert router.groups["scores"].source.loads == []
+
+
+def test_warmup_miss_on_the_previous_owner_goes_on_to_the_source():
+    router, old, new, key, _ = warmed_up()
+    got = outcomes(router.get("scores", key))
+    new.take()[0].answer(pb.NOT_FOUND)
+    new.take()[0].answer(pb.NOT_FOUND)
+    old.take()[0].answer(pb.NOT_FOUND)
+    [(_, load)] = router.groups["scores"].source.loads
+    load.callback(b"loaded")
+    new.take()[0].answer()
+    assert got == [Item(b"loaded", 0)]
+
+
+def test_warmup_ends_after_its_window():
+    router, old, new, key, _ = warmed_up()
+    router.reactor.advance(30)
+    got = outcomes(router.get("sessions", key))
+    new.take()[0].answer(pb.NOT_FOUND)
+    assert got == [None]
+    assert old.sent == []
+    assert router.ring_info()["warmup"]["active"] is False
+
+
+def test_a_removed_node_is_kept_for_warmup_then_stopped():
+    groups = {"scores": {"source": {"python": "fake:scores"}}, "sessions": {}}
+    router = make_router(topology(nodes=["node-a", "node-b"], groups=groups, warmup="10s"))
+    leaving = router.clients["node-b"]
+    router.reload(topology(nodes=["node-a"], groups=groups, warmup="10s"))
+    assert leaving.stops == 0 and router.retired == {"node-b": leaving}
+    key = next(b"k%d" % i for i in range(1000)
+               if router.previous_ring.owner(b"sessions:k%d" % i) == "node-b")
+    got = outcomes(router.get("sessions", key))
+    router.clients["node-a"].take()[0].answer(pb.NOT_FOUND)
+    leaving.take()[0].answer(value=b"saved")
+    router.clients["node-a"].take()[0].answer()
+    assert got == [Item(b"saved", 0)]
+    router.reactor.advance(10)
+    assert leaving.stops == 1 and router.retired == {}
+
+
+def test_without_warmup_a_removed_node_is_stopped_at_once():
+    router = make_router(topology(nodes=["node-a", "node-b"]))
+    leaving = router.clients["node-b"]
+    router.reload(topology(nodes=["node-a"]))
+    assert leaving.stops == 1
+    assert router.previous_ring is None

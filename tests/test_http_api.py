@@ -45,6 +45,7 @@ class FakeRouter:
         self.sets = []
         self.plans = []
         self.reload_answer = lambda: {"applied": True, "digest": "cd34", "moved": 0.25}
+        self.reloads = self.reload_failures = 0
 
     def get(self, group, key):
         if group not in self.groups:
@@ -319,6 +320,7 @@ def test_metrics_export_the_router_registry(router, client):
 def test_stats_reports_router_counters_nodes_and_config(router, client):
     router.stats.hits, router.stats.misses, router.stats.loads = 5, 2, 1
     router.stats.node_errors, router.stats.failovers = 3, 4
+    router.stats.warmup_hits, router.stats.negative_hits, router.stats.replica_errors = 8, 9, 10
     router.stats.count("memcache", "get", "hit", 5)
     router.flight.coalesced = 6
     router.flight.do("inflight", Deferred)
@@ -328,7 +330,8 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
              "hits": 7, "misses": 0, "evictions": 0, "expirations": 0, "sets": 0}
     assert r.json() == {
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
-                   "node_errors": 3, "failovers": 4, "requests": {"memcache/get/hit": 5}},
+                   "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
+                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5}},
         "config": CONFIG,
         "nodes": {
             "node-a": {"groups": [group], "max_memory": 4096, "bytes": 30, "uptime": 1.5,

@@ -166,6 +166,19 @@ def test_add_stores_only_when_absent(node):
     assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"first", flags=1)
 
 
+def test_negative_entry_reads_as_not_found_and_counts_as_absent(node, clock):
+    assert node.handle(req(pb.SET, b"k", negative=True, ttl=10)).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, status=pb.NOT_FOUND, negative=True)
+    # An absence for add/replace/touch, though the core holds it.
+    assert node.handle(req(pb.TOUCH, b"k", ttl=5)).status == pb.NOT_FOUND
+    assert node.handle(req(pb.REPLACE, b"k", b"v")).status == pb.NOT_STORED
+    assert node.handle(req(pb.ADD, b"k", b"v")).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    node.handle(req(pb.SET, b"n", negative=True, ttl=10))
+    clock.now += 10
+    assert node.handle(req(pb.GET, b"n")) == pb.Response(id=1, status=pb.NOT_FOUND)
+
+
 def test_replace_stores_only_when_present(node):
     assert node.handle(req(pb.REPLACE, b"k", b"v")).status == pb.NOT_STORED
     assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND

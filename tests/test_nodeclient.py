@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from router import nodeclient
 from router.errors import NodeUnavailable
-from router.nodeclient import CONNECTING, DOWN, STOPPED, UP, NodeClient
+from router.nodeclient import CONNECTING, DOWN, PROBING, STOPPED, UP, NodeClient
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 
@@ -287,9 +287,13 @@ def test_reconnect_backoff_grows_capped_with_jitter(reactor):
         attempts = len(reactor.tcpClients)
         reactor.advance(delay)
         assert len(reactor.tcpClients) == attempts + 1
-        assert client.state == CONNECTING
-    # A success resets the backoff: the next loss waits the initial delay again.
+        assert client.state == DOWN  # still failing fast while it reconnects
+    # A success (connected and the probe answered) resets the backoff: the next loss
+    # waits the initial delay again.
     peer = Peer(reactor)
+    [probe] = peer.frames()[0].requests
+    peer.answer(pb.Response(id=probe.id))
+    assert client.state == UP
     peer.lose()
     [retry] = [c for c in reactor.getDelayedCalls() if c.func == client._connect]
     assert retry.getTime() == reactor.seconds() + 0.25 * 0.75
@@ -363,3 +367,80 @@ def test_connection_made_after_stop_is_closed(reactor):
     peer = Peer(reactor)
     assert peer.transport.disconnecting
     assert client.state == STOPPED
+
+
+def lose_and_reconnect(reactor, client, peer) -> Peer:
+    """Drop ``peer``'s connection, let the backoff pass, and accept the reconnect."""
+    peer.lose()
+    assert client.state == DOWN
+    [retry] = [c for c in reactor.getDelayedCalls() if c.func == client._connect]
+    reactor.advance(retry.getTime() - reactor.seconds())
+    return Peer(reactor)
+
+
+def test_a_returning_node_must_answer_a_probe_before_taking_requests(reactor):
+    client = make_client(reactor, configure=lambda: GROUPS)
+    peer = Peer(reactor)
+    peer.frames()
+    peer = lose_and_reconnect(reactor, client, peer)
+    # TCP accepted (a SIGSTOPped node's kernel does that too): not up yet.
+    assert client.state == PROBING
+    [frame] = peer.frames()
+    [probe] = frame.requests
+    assert probe.op == pb.CONFIGURE and list(probe.groups) == GROUPS
+    refused = outcomes(client.request(pb.GET, "scores", b"k"))
+    assert refused[0].check(NodeUnavailable)
+    peer.answer(pb.Response(id=probe.id))
+    assert client.state == UP
+    served = outcomes(client.request(pb.GET, "scores", b"k"))
+    reactor.advance(0)
+    [request] = peer.frames()[0].requests
+    peer.answer(pb.Response(id=request.id, status=pb.NOT_FOUND))
+    assert served[0].status == pb.NOT_FOUND
+
+
+def test_an_unanswered_probe_drops_the_connection_and_backs_off(reactor, connected):
+    client, peer = connected
+    peer.frames()
+    peer = lose_and_reconnect(reactor, client, peer)
+    assert client.state == PROBING
+    [probe] = peer.frames()[0].requests
+    assert probe.op == pb.PING  # no groups to configure: a plain PING
+    reactor.advance(0.5)  # the probe's deadline
+    assert peer.transport.disconnecting or peer.transport.disconnected
+    peer.lose()
+    assert client.state == DOWN
+    assert client.down_reason.startswith("probe failed: node node-a unavailable: no answer")
+    assert [c for c in reactor.getDelayedCalls() if c.func == client._connect]
+
+
+def test_three_timed_out_batches_in_a_row_mark_a_hung_node_down(reactor, connected):
+    client, peer = connected
+    peer.frames()
+    for i in range(nodeclient.FAILURES_TO_MARK_DOWN):
+        assert client.state == UP
+        outcomes(client.request(pb.GET, "scores", b"k%d" % i))
+        reactor.advance(0)
+        reactor.advance(0.5)
+    assert peer.transport.disconnecting or peer.transport.disconnected
+    peer.lose()
+    assert client.state == DOWN
+    assert client.down_reason == "3 batches in a row timed out"
+    assert client.marked_down == 1
+
+
+def test_an_answer_resets_the_count_of_timeouts_in_a_row(reactor, connected):
+    client, peer = connected
+    peer.frames()
+    for round_ in range(3):
+        for i in range(nodeclient.FAILURES_TO_MARK_DOWN - 1):
+            outcomes(client.request(pb.GET, "scores", b"k"))
+            reactor.advance(0)
+            reactor.advance(0.5)
+        peer.frames()
+        answered = outcomes(client.request(pb.GET, "scores", b"k"))
+        reactor.advance(0)
+        [request] = peer.frames()[0].requests
+        peer.answer(pb.Response(id=request.id, status=pb.NOT_FOUND))
+        assert answered[0].status == pb.NOT_FOUND
+    assert client.state == UP
