@@ -418,20 +418,32 @@ class Router:
         if len(value) > self.item_size_max:
             return fail(TooLarge(f"value of {len(value)} bytes is over the item limit "
                                  f"of {self.item_size_max}"))
-        replicas = self._replicas(g, key)
-        d = replicas[0].request(op, group, key, value, ttl or 0.0, flags)
-        d.addCallback(self._stored)
-        if len(replicas) > 1:
-            # The first live replica decides (add/replace are conditional there); the
-            # others follow with a plain SET of what it stored.
-            def follow(stored: bool):
-                if not stored:
-                    return False
-                return self._on_all(replicas[1:], pb.SET, group, key, value, ttl or 0.0,
-                                    flags).addCallback(lambda _: True)
+        return self._write(op, g, key, value, ttl or 0.0, flags, self._replicas(g, key))
 
-            d.addCallback(follow)
-        return d
+    def _write(self, op: int, g: Group, key: bytes, value: bytes, ttl: float, flags: int,
+               replicas: list) -> Deferred:
+        d = replicas[0].request(op, g.name, key, value, ttl, flags)
+        d.addCallback(self._stored)
+        if len(replicas) == 1:
+            return d
+
+        # The first live replica decides (add/replace are conditional there); the
+        # others follow with a plain SET of what it stored.
+        def follow(stored: bool):
+            if not stored:
+                return False
+            d = self._on_all(replicas[1:], pb.SET, g.name, key, value, ttl, flags)
+            # The write stands once the deciding replica has it; a follower that is
+            # down is counted in replica_errors and refilled by later writes.
+            return d.addBoth(lambda _: True)
+
+        def next_decides(failure):
+            # The deciding replica went away mid-request: the next one decides.
+            failure.trap(NodeUnavailable)
+            self.stats.replica_errors += 1
+            return self._write(op, g, key, value, ttl, flags, replicas[1:])
+
+        return d.addCallbacks(follow, next_decides)
 
     @staticmethod
     def _stored(response) -> bool:
@@ -450,9 +462,9 @@ class Router:
 
         def answered(results):
             responses = [r for ok, r in results if ok]
+            self.stats.replica_errors += len(results) - len(responses)
             if not responses:
                 return results[0][1]  # every replica failed: the first failure
-            self.stats.replica_errors += len(results) - len(responses)
             return responses
 
         return DeferredList(ds, consumeErrors=True).addCallback(answered)

@@ -667,3 +667,23 @@ def test_without_warmup_a_removed_node_is_stopped_at_once():
     router.reload(topology(nodes=["node-a"]))
     assert leaving.stops == 1
     assert router.previous_ring is None
+
+
+def test_a_write_whose_deciding_replica_goes_away_is_decided_by_the_next():
+    router, (first, second) = replicated()
+    got = outcomes(router.set("sessions", b"k", b"v"))
+    first.take()[0].fail("connection lost")
+    [retry] = second.take()
+    assert (retry.op, retry.value) == (pb.SET, b"v")
+    retry.answer()
+    assert got == [True]
+    assert router.stats.replica_errors == 1
+
+
+def test_a_follower_that_is_down_does_not_fail_the_write():
+    router, (first, second) = replicated()
+    got = outcomes(router.set("sessions", b"k", b"v"))
+    first.take()[0].answer()
+    second.take()[0].fail()
+    assert got == [True]
+    assert router.stats.replica_errors == 1
