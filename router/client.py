@@ -208,13 +208,21 @@ def _ring(base: str, args) -> int:
 
 
 def ring_table(ring: dict) -> str:
-    """The ring as a table a person reads: one line per node with its share and state."""
-    rows = [("NAME", "ADDRESS", "WEIGHT", "SHARE", "STATE")]
+    """The ring as a table a person reads: one line per node with its share and health."""
+    rows = [("NAME", "ADDRESS", "WEIGHT", "SHARE", "STATE", "DOWNS", "TIMEOUTS")]
     for node in ring["nodes"]:
+        state = node["state"]
+        if node.get("down_reason"):
+            state += f" ({node['down_reason']})"
         rows.append((node["name"], node["address"], f"{node['weight']:g}",
-                     f"{node['share'] * 100:.1f}%", node["state"]))
+                     f"{node['share'] * 100:.1f}%", state, str(node.get("marked_down", 0)),
+                     str(node.get("timeouts", 0))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"ring {ring['digest']}, {ring['vnodes']} vnodes per unit of weight"]
+    warmup = ring.get("warmup") or {}
+    if warmup.get("active"):
+        lines.append(f"warming up from ring {warmup['previous_digest']}: "
+                     f"{warmup['seconds_left']:.0f}s left")
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines) + "\n"
 

@@ -16,10 +16,11 @@ from router.client import DEFAULT_ROUTER, main, router_url
 STATS = {"router": {"hits": 1, "misses": 0}, "nodes": {"node-a": {"error": "down"}}}
 RING = {"digest": "ab12", "vnodes": 160, "nodes": [
     {"name": "node-a", "address": "127.0.0.1:7001", "weight": 1.0, "share": 0.3334,
-     "state": "up", "healthy": True},
+     "state": "up", "healthy": True, "marked_down": 0, "timeouts": 0},
     {"name": "node-bb", "address": "127.0.0.1:17002", "weight": 2.5, "share": 0.6666,
-     "state": "down", "healthy": False, "down_reason": "refused"},
-]}
+     "state": "down", "healthy": False, "down_reason": "refused", "marked_down": 2,
+     "timeouts": 31},
+], "warmup": {"active": True, "seconds_left": 12.4, "previous_digest": "9f00"}}
 PLAN = {"moved": 0.25, "digest": "cd34"}
 REFUSED = "topology.yaml: nodes[0].address: expected HOST:PORT, got 'x'"
 
@@ -188,9 +189,10 @@ def test_a_non_json_error_reports_its_first_line(fake, capsysbinary):
 def test_ring_prints_a_table(fake, capsysbinary):
     assert run(fake, capsysbinary, "ring") == (0, (
         b"ring ab12, 160 vnodes per unit of weight\n"
-        b"NAME     ADDRESS          WEIGHT  SHARE  STATE\n"
-        b"node-a   127.0.0.1:7001   1       33.3%  up\n"
-        b"node-bb  127.0.0.1:17002  2.5     66.7%  down\n"), "")
+        b"warming up from ring 9f00: 12s left\n"
+        b"NAME     ADDRESS          WEIGHT  SHARE  STATE           DOWNS  TIMEOUTS\n"
+        b"node-a   127.0.0.1:7001   1       33.3%  up              0      0\n"
+        b"node-bb  127.0.0.1:17002  2.5     66.7%  down (refused)  2      31\n"), "")
 
 
 def test_ring_json(fake, capsysbinary):
