@@ -1,13 +1,15 @@
-"""Eviction cores: the plugin registry and loader for `policy:` names."""
+"""Eviction cores: the registry of built-in policies and the loader for `policy:` names."""
 
 from __future__ import annotations
 
 import importlib
 
+from storage_node.cores.lfu import LFUCore
 from storage_node.cores.lru import LRUCore
 
 CORES: dict[str, type] = {
     "lru": LRUCore,
+    "lfu": LFUCore,
 }
 
 
@@ -26,8 +28,10 @@ def load_core(policy: str) -> type:
             raise PolicyError(f"policy {policy!r}: expected python:module:Class")
         try:
             module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise PolicyError(f"policy {policy!r}: cannot import {module_name}: {exc}") from None
+        except Exception as exc:  # a user's module may fail at import in any way
+            raise PolicyError(
+                f"policy {policy!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             cls = getattr(module, attr)
         except AttributeError:

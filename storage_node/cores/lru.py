@@ -1,66 +1,64 @@
-"""Least-recently-used core (placeholder: to be replaced by the tuned implementation)."""
+"""Least-recently-used core: one OrderedDict, oldest first, every operation O(1)."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 
+from storage_node.cores.base import CoreBase, Expiring, stored
 
-class LRUCore:
+
+class LRUCore(CoreBase):
+    """Evicts the entry read or written longest ago.
+
+    ``_data`` maps key -> bytes, or -> Expiring when the entry has a ttl, in recency
+    order (front = least recent). OrderedDict keeps that order in C: move_to_end and
+    popitem(last=False) are O(1). Expired entries need no sweep here: untouched, they
+    drift to the front and are evicted like any idle entry (counted as expirations).
+    """
+
     name = "lru"
 
     def __init__(self, max_bytes: int, clock=time.monotonic):
-        self.max_bytes = max_bytes
-        self.clock = clock
-        self.nbytes = 0
-        self.evictions = 0
-        self.expirations = 0
-        self._data: OrderedDict[bytes, bytes] = OrderedDict()
-        self._expiry: dict[bytes, float] = {}
+        super().__init__(max_bytes, clock)
+        self._data: OrderedDict[bytes, bytes | Expiring] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._data)
 
     def get(self, key: bytes) -> bytes | None:
-        value = self._data.get(key)
-        if value is None:
+        entry = self._data.get(key)
+        if entry is None:
             return None
-        if self._expiry:
-            deadline = self._expiry.get(key)
-            if deadline is not None and self.clock() >= deadline:
-                self._remove(key)
-                self.expirations += 1
+        if type(entry) is Expiring:
+            if self._clock() >= entry:
+                self._drop(key)
                 return None
+            self._data.move_to_end(key)
+            return entry.value
         self._data.move_to_end(key)
-        return value
+        return entry
 
     def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
-        size = len(key) + len(value)
-        if size > self.max_bytes:
-            raise ValueError(f"value of {size} bytes exceeds the budget of {self.max_bytes}")
         if key in self._data:
-            self._remove(key)
+            self._drop(key)
+        if ttl is not None and ttl < 0:
+            return
+        size = self._refuse_oversized(key, value)
+        entry = stored(value, ttl, self._clock)
+        data = self._data
         while self.nbytes + size > self.max_bytes:
-            old, _ = next(iter(self._data.items()))
-            self._remove(old)
-            self.evictions += 1
-        self._data[key] = value
+            if self._uncharge(*data.popitem(last=False)):
+                self.evictions += 1
+        data[key] = entry
         self.nbytes += size
-        if ttl:
-            self._expiry[key] = self.clock() + ttl
 
     def delete(self, key: bytes) -> bool:
-        if key in self._data:
-            self._remove(key)
-            return True
-        return False
+        return key in self._data and self._drop(key)
 
     def clear(self) -> None:
         self._data.clear()
-        self._expiry.clear()
         self.nbytes = 0
 
-    def _remove(self, key: bytes) -> None:
-        value = self._data.pop(key)
-        self._expiry.pop(key, None)
-        self.nbytes -= len(key) + len(value)
+    def _drop(self, key: bytes) -> bool:
+        return self._uncharge(key, self._data.pop(key))
