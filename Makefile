@@ -4,7 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto bench clean
+.PHONY: install run test proto bench clean system-deps
+
+# Debian packages the integration tests run for real: origin servers for the sources.
+TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl
 
 install: $(STAMP)
 
@@ -18,8 +21,21 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/ringcache up -c topology.yaml
 
-test: install
-	$(BIN)/python -m pytest -q
+test: install system-deps
+	$(BIN)/python -m pytest -q --ignore=tests/deploy
+
+# Installs what is missing when run as root on Debian; otherwise names it (the tests
+# that need a package fail naming it too).
+system-deps:
+	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages for the tests:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	else \
+	  echo "the integration tests need these Debian packages:" $$missing; \
+	fi
 
 # Regenerate the wire module from its schema (tests/test_proto.py checks it is current).
 proto: install
@@ -30,3 +46,12 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
+
+# The container image, built with no image registry reachable (see deploy/build-image.sh).
+.PHONY: docker-image test-deploy
+docker-image:
+	PYTHON=$(PYTHON) bash deploy/build-image.sh
+
+# The compose cluster for real: builds the image, runs four containers, kills and cuts off nodes.
+test-deploy: install
+	$(BIN)/python -m pytest -q tests/deploy

@@ -45,4 +45,16 @@ def build_source(spec, reactor, base_dir: str) -> Source:
         from router.sources.python import PythonSource
 
         return PythonSource(spec.target, reactor, base_dir, timeout)
+    if spec.kind == "redis":
+        from router.sources.redis import RedisSource
+
+        return RedisSource(spec.target, reactor, timeout, spec.options.get("key", "{key}"))
+    if spec.kind == "sql":
+        from router.sources.sql import SQLSource
+
+        return SQLSource(spec.target, spec.options["query"], reactor, base_dir, timeout)
+    if spec.kind == "http":
+        from router.sources.http import HTTPSource
+
+        return HTTPSource(spec.target, reactor, timeout)
     raise ValueError(f"source kind {spec.kind!r} is not supported by this build")
