@@ -91,7 +91,10 @@ class Router:
                         spec.source is None or topology.base_dir == self.topology.base_dir):
                     source = old.source
                 elif spec.source is not None:
-                    source = build_source(spec.source, self.reactor, topology.base_dir)
+                    try:
+                        source = build_source(spec.source, self.reactor, topology.base_dir)
+                    except Exception as exc:
+                        raise ValueError(f"{topology.path}: groups.{name}.source: {exc}") from None
                     built.append(source)
                 else:
                     source = None

@@ -416,8 +416,9 @@ def test_invalid_reload_changes_nothing_and_is_reported():
     assert router.groups["scores"].source.closed is False
     status = router.config_status()
     assert status["failures"] == 1 and status["reloads"] == 0
-    assert status["last_error"].startswith(
-        "source python:no_such_module_here:load: No module named 'no_such_module_here'")
+    assert status["last_error"] == (
+        "t.yaml: groups.scores.source: source python:no_such_module_here:load: "
+        "No module named 'no_such_module_here'")
     assert status["digest"] == ring.digest
     # A good reload afterwards clears the error.
     router.reload(topology(nodes=("node-a", "node-b")))

@@ -164,8 +164,9 @@ groups:
     done = subprocess.run([*RINGCACHE, "router", "-c", str(topology)], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 2
-    assert done.stderr.startswith("ringcache router: source oracle://scott:***@db/orcl: "
-                                  "unsupported database 'oracle' (supported: sqlite, ")
+    assert done.stderr.startswith(
+        f"ringcache router: {topology}: groups.g.source: source oracle://scott:***@db/orcl: "
+        "unsupported database 'oracle' (supported: sqlite, ")
     assert "Traceback" not in done.stderr
 
 
