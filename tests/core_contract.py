@@ -301,3 +301,48 @@ class CoreContract(RequiredCoreContract):
         assert counters == (3, 1)
         core.clear()
         assert (core.evictions, core.expirations) == counters
+
+
+class FifoCore:
+    """A user core with only the SPEC interface: evicts the oldest write, expires lazily.
+
+    The smallest core the contract accepts, and a template for your own: it proves the
+    required contract assumes no policy, and the node tests use it as a plugin core."""
+
+    name = "fifo"
+
+    def __init__(self, max_bytes, clock):
+        self.max_bytes, self.clock, self.nbytes = max_bytes, clock, 0
+        self.data: dict[bytes, tuple[bytes, float | None]] = {}
+
+    def get(self, key):
+        value, deadline = self.data.get(key, (None, None))
+        if deadline is not None and self.clock() >= deadline:
+            self._pop(key)
+            return None
+        return value
+
+    def set(self, key, value, ttl=None):
+        self.delete(key)
+        if len(key) + len(value) > self.max_bytes:
+            raise ValueError("too large")
+        while self.nbytes + len(key) + len(value) > self.max_bytes:
+            self._pop(next(iter(self.data)))
+        self.data[key] = (value, self.clock() + ttl if ttl else None)
+        self.nbytes += len(key) + len(value)
+
+    def delete(self, key):
+        if self.get(key) is None:
+            return False
+        self._pop(key)
+        return True
+
+    def clear(self):
+        self.data.clear()
+        self.nbytes = 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def _pop(self, key):
+        self.nbytes -= len(key) + len(self.data.pop(key)[0])

@@ -80,3 +80,10 @@ def stop_process(proc: Process, sig: int = signal.SIGTERM, timeout: float = 5.0)
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def outcomes(d) -> list:
+    """A list that receives what Deferred ``d`` fires with (a result or a Failure)."""
+    out: list = []
+    d.addBoth(out.append)
+    return out

@@ -14,6 +14,7 @@ from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, Unk
 from router.ring import HashRing
 from router.topology import parse_topology
 from shared import ringcache_pb2 as pb
+from tests.helpers import outcomes
 
 SCORES = {"ttl": "5m", "source": {"python": "fake:scores"}}
 
@@ -135,12 +136,6 @@ def make_router(topo=None) -> Router:
     router = Router(topo or topology(), Clock(), clock=lambda: 1000.0)
     router.start()
     return router
-
-
-def outcomes(d):
-    out = []
-    d.addBoth(out.append)
-    return out
 
 
 def node(router, name="node-a") -> FakeClient:

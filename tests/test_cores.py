@@ -16,7 +16,7 @@ from storage_node.cores import CORES, PolicyError, load_core
 from storage_node.cores.base import Expiring
 from storage_node.cores.lfu import MAX_FREQUENCY, LFUCore
 from storage_node.cores.lru import LRUCore
-from tests.core_contract import CoreContract, FakeClock, RequiredCoreContract
+from tests.core_contract import CoreContract, FakeClock, FifoCore, RequiredCoreContract
 
 
 class TestLRUContract(CoreContract):
@@ -25,49 +25,6 @@ class TestLRUContract(CoreContract):
 
 class TestLFUContract(CoreContract):
     core_class = LFUCore
-
-
-class FifoCore:
-    """A user core with only the SPEC interface: evicts the oldest write, expires lazily.
-    It proves the required contract assumes no policy; ``load_core`` loads it below."""
-
-    name = "fifo"
-
-    def __init__(self, max_bytes, clock):
-        self.max_bytes, self.clock, self.nbytes = max_bytes, clock, 0
-        self.data: dict[bytes, tuple[bytes, float | None]] = {}
-
-    def get(self, key):
-        value, deadline = self.data.get(key, (None, None))
-        if deadline is not None and self.clock() >= deadline:
-            self._pop(key)
-            return None
-        return value
-
-    def set(self, key, value, ttl=None):
-        self.delete(key)
-        if len(key) + len(value) > self.max_bytes:
-            raise ValueError("too large")
-        while self.nbytes + len(key) + len(value) > self.max_bytes:
-            self._pop(next(iter(self.data)))
-        self.data[key] = (value, self.clock() + ttl if ttl else None)
-        self.nbytes += len(key) + len(value)
-
-    def delete(self, key):
-        if self.get(key) is None:
-            return False
-        self._pop(key)
-        return True
-
-    def clear(self):
-        self.data.clear()
-        self.nbytes = 0
-
-    def __len__(self):
-        return len(self.data)
-
-    def _pop(self, key):
-        self.nbytes -= len(key) + len(self.data.pop(key)[0])
 
 
 NOT_A_CLASS = 42
@@ -224,7 +181,7 @@ def test_builtin_policies():
 
 
 def test_a_user_class_by_module_and_name():
-    assert load_core("python:tests.test_cores:FifoCore") is FifoCore
+    assert load_core("python:tests.core_contract:FifoCore") is FifoCore
 
 
 @pytest.mark.parametrize("policy, message", [

@@ -12,55 +12,14 @@ from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 from storage_node.node import DEFAULT_GROUP_BYTES, Node
 from storage_node.protocol import NodeFactory, NodeProtocol
+from tests.core_contract import FakeClock, FifoCore
 
 MiB = 1 << 20
 DICT_CORE = f"python:{__name__}:DictCore"
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class DictCore:
-    """A user core as small as the contract allows: no touch(), no counters; charges
-    len(key) + len(value) and evicts the oldest entry to fit."""
-
-    def __init__(self, max_bytes, clock):
-        self.max_bytes, self.clock, self.nbytes = max_bytes, clock, 0
-        self.data: dict[bytes, tuple[bytes, float | None]] = {}
-
-    def get(self, key):
-        value, deadline = self.data.get(key, (None, None))
-        if deadline is not None and self.clock() >= deadline:
-            self.delete(key)
-            return None
-        return value
-
-    def set(self, key, value, ttl=None):
-        if len(key) + len(value) > self.max_bytes:
-            raise ValueError("too large")
-        self.delete(key)
-        while self.nbytes + len(key) + len(value) > self.max_bytes:
-            self.delete(next(iter(self.data)))
-        self.data[key] = (value, None if ttl is None else self.clock() + ttl)
-        self.nbytes += len(key) + len(value)
-
-    def delete(self, key):
-        if key not in self.data:
-            return False
-        self.nbytes -= len(key) + len(self.data.pop(key)[0])
-        return True
-
-    def clear(self):
-        self.data.clear()
-        self.nbytes = 0
-
-    def __len__(self):
-        return len(self.data)
+# A plugin core with no touch() and no counters, loaded by name below.
+DictCore = FifoCore
 
 
 class CountingCore(DictCore):

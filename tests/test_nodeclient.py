@@ -16,6 +16,7 @@ from router import nodeclient
 from router.errors import NodeUnavailable
 from router.nodeclient import CONNECTING, DOWN, PROBING, STOPPED, UP, NodeClient
 from shared import ringcache_pb2 as pb
+from tests.helpers import outcomes
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 
 # HostnameEndpoint tries one address per tick of this length and reports a refusal on
@@ -68,12 +69,6 @@ def make_client(reactor, **kwargs) -> NodeClient:
     client = NodeClient("node-a", "127.0.0.1", 7001, reactor, **kwargs)
     client.start()
     return client
-
-
-def outcomes(d):
-    out = []
-    d.addBoth(out.append)
-    return out
 
 
 def ops(frame: pb.Frame) -> list[tuple[int, int, bytes]]:
