@@ -5,43 +5,36 @@ from __future__ import annotations
 import signal
 import sys
 
-from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from router.core import Router
+from router.http_api import build_site
+from router.memcache_server import MemcacheFactory
 from router.topology import TopologyError, load_topology
+from router.watch import FileWatch
 from shared.cli import ArgumentParser, start_logging
+from shared.net import tcp_server
 
 log = Logger()
-
-
-def _endpoint(reactor, address):
-    host = address.host.strip("[]")
-    return endpoints.serverFromString(
-        reactor, f"tcp:{address.port}:interface={host.replace(':', chr(92) + ':')}")
 
 
 class RouterProcess:
     """The running router: listeners, the core, the file watch, and signal handling."""
 
     def __init__(self, router: Router, reactor):
-        from router.watch import FileWatch
-
         self.router = router
         self.reactor = reactor
         self.ports = []
         self.watch = FileWatch(router.topology.path, self.reload, reactor)
 
     async def start(self) -> None:
-        from router.http_api import build_site
-        from router.memcache_server import MemcacheFactory
-
         cfg = self.router.topology.router
         self.router.stats.attach(self.router)
         self.ports = await gatherResults([
-            _endpoint(self.reactor, cfg.memcache).listen(MemcacheFactory(self.router, self.reactor)),
-            _endpoint(self.reactor, cfg.http).listen(build_site(self.router)),
+            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port).listen(
+                MemcacheFactory(self.router, self.reactor)),
+            tcp_server(self.reactor, cfg.http.host, cfg.http.port).listen(build_site(self.router)),
         ], consumeErrors=True)
         self.router.start()
         self.watch.start()

@@ -50,16 +50,16 @@ def main(argv: list[str]) -> int:
 
     # Imported only now: installing the reactor is the business of a process that serves.
     from twisted.internet import reactor
-    from twisted.internet.endpoints import quoteStringArgument, serverFromString
     from twisted.logger import Logger
 
     from storage_node.node import Node
+    from shared.net import tcp_server
     from storage_node.protocol import NodeFactory
 
     log = Logger(namespace="ringcache.node")
     node = Node(args.max_memory, log=lambda text: log.warn("{text}", text=text))
     host, port = args.listen
-    endpoint = serverFromString(reactor, f"tcp:{port}:interface={quoteStringArgument(host)}")
+    endpoint = tcp_server(reactor, host, port)
     exit_code = 0
 
     def listening(listening_port) -> None:
