@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto bench clean system-deps
+.PHONY: install run test proto bench bench-vs-twemproxy clean system-deps
 
 # Debian packages the integration tests run for real: origin servers for the sources.
 TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl
@@ -43,6 +43,10 @@ proto: install
 
 bench: install
 	$(BIN)/python bench/cores.py
+
+# Side by side with twemproxy + memcached (installs them with apt-get when run as root).
+bench-vs-twemproxy: install
+	$(BIN)/python bench/vs_twemproxy.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

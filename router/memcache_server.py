@@ -2,7 +2,8 @@
 
 Pipelined commands are answered in request order even though their node answers come
 back in any order: each command takes a slot in a queue, and completed slots at the
-head of the queue are written together, once per reactor turn.
+head of the queue are written together, once per reactor turn, or at once when every
+command the client sent has its answer.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import os
 from collections import deque
 
 import mmh3
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from router import memcache_parser as mc
 from router.errors import RingcacheError, TooLarge
 from router.memcache_parser import EXPIRED, exptime_to_ttl
+from shared.net import write_now
 
 log = Logger()
 
@@ -42,6 +45,10 @@ def cas_token(value: bytes) -> int:
     return mmh3.hash64(value, signed=False)[0] or 1
 
 
+def _first_failure(failure):
+    return failure.value.subFailure  # get_many's FirstError -> the first key's own failure
+
+
 def _error_line(failure) -> bytes:
     exc = failure.value
     if isinstance(exc, TooLarge):
@@ -64,6 +71,10 @@ class MemcacheProtocol(Protocol):
         self._quitting = False
 
     def connectionMade(self):
+        if ITCPTransport.providedBy(self.transport):
+            # Answers are whole and written once per turn: Nagle would only hold them
+            # back until the client's delayed ACK, up to 40 ms.
+            self.transport.setTcpNoDelay(True)
         self.factory.connections += 1
         self.factory.total_connections += 1
 
@@ -77,8 +88,12 @@ class MemcacheProtocol(Protocol):
     def dataReceived(self, data: bytes):
         parser = self.parser
         parser.receive_data(data)
+        get = mc.Get
         while not self._quitting and (event := parser.next_event()) is not None:
-            self._dispatch(event)
+            if type(event) is get:
+                self._get(event)
+            else:
+                self._dispatch(event)
         self._flush()
         if len(self.slots) > MAX_OUTSTANDING and not self._paused:
             self._paused = True
@@ -98,7 +113,12 @@ class MemcacheProtocol(Protocol):
 
     def _fill(self, data: bytes, slot: _Slot) -> None:
         slot.data = data
-        if self._flush_call is None and self.transport is not None:
+        slots = self.slots
+        if slots and slots[-1].data is not None:
+            # Every command sent so far is answered: waiting for the end of the turn
+            # could batch nothing more (the common case of a client awaiting its answers).
+            self._flush()
+        elif self._flush_call is None and self.transport is not None:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
@@ -111,7 +131,7 @@ class MemcacheProtocol(Protocol):
         while slots and slots[0].data is not None:
             out.append(slots.popleft().data)
         if out:
-            self.transport.writeSequence(out)
+            write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
         if self._paused and len(slots) <= MAX_OUTSTANDING // 2:
             self._paused = False
             self.transport.resumeProducing()
@@ -130,9 +150,7 @@ class MemcacheProtocol(Protocol):
 
     def _dispatch(self, event) -> None:
         kind = type(event)
-        if kind is mc.Get:
-            self._get(event)
-        elif kind is mc.Store:
+        if kind is mc.Store:
             self._store(event)
         elif kind is mc.Delete:
             self._delete(event)
@@ -156,35 +174,49 @@ class MemcacheProtocol(Protocol):
             if not event.noreply:
                 self._answer(mc.server_error(event.message))
 
+    # The hot path: one slot and one pair of callbacks per get, no closures.
+
     def _get(self, event) -> None:
         router = self.router
-        resolve = router.resolve
-        with_cas = event.with_cas
         keys = event.keys
+        slot = _Slot()
+        self.slots.append(slot)
         if len(keys) == 1:
-            key = keys[0]
-            group, gkey = resolve(key)
-            self._later(router.get(group, gkey), lambda item: self._hits(keys, (item,), with_cas))
-            return
-        d = router.get_many([resolve(k) for k in keys])
-        d.addErrback(lambda f: f.value.subFailure)  # FirstError -> the first key's failure
-        self._later(d, lambda items: self._hits(keys, items, with_cas))
+            d = router.get(*router.resolve(keys[0]))
+        else:
+            resolve = router.resolve
+            d = router.get_many([resolve(k) for k in keys])
+            d.addErrback(_first_failure)
+        d.addCallbacks(self._hits, self._failed, (keys, event.with_cas, slot), None, (slot,))
 
-    def _hits(self, keys, items, with_cas: bool) -> bytes:
+    def _hits(self, items, keys, with_cas: bool, slot: _Slot) -> None:
+        """Fill ``slot`` with the answer to a get of ``keys``: ``items`` is one Item or None
+        for a single key, else a list of them."""
+        count = self.router.stats.count
+        if len(keys) == 1:
+            if items is None:
+                count("memcache", "get", "miss")
+                self._fill(mc.END, slot)
+            else:
+                count("memcache", "get", "hit")
+                cas = cas_token(items.value) if with_cas else None
+                self._fill(mc.value_line(keys[0], items.flags, items.value, cas) + mc.END, slot)
+            return
         parts = []
-        hits = 0
         for key, item in zip(keys, items):
             if item is not None:
-                hits += 1
                 cas = cas_token(item.value) if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
-        count = self.router.stats.count
+        hits = len(parts)
         if hits:
             count("memcache", "get", "hit", hits)
         if hits < len(keys):
             count("memcache", "get", "miss", len(keys) - hits)
         parts.append(mc.END)
-        return b"".join(parts)
+        self._fill(b"".join(parts), slot)
+
+    def _failed(self, failure, slot: _Slot) -> None:
+        self._fill(_error_line(failure), slot)
 
     def _store(self, event) -> None:
         router = self.router

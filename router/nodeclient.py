@@ -125,7 +125,9 @@ class NodeClient:
             return
         endpoint = HostnameEndpoint(self.reactor, self.host, self.port,
                                     timeout=max(self.timeout, 1.0))
-        d = endpoint.connect(Factory.forProtocol(lambda: _NodeProtocol(self)))
+        factory = Factory.forProtocol(lambda: _NodeProtocol(self))
+        factory.noisy = False  # a reconnecting client would log every attempt
+        d = endpoint.connect(factory)
         d.addErrback(self._connect_failed)
 
     def _connect_failed(self, failure) -> None:

@@ -1,4 +1,4 @@
-"""The TCP server endpoint both roles listen on, from a host (IPv4, IPv6 or name) and a port."""
+"""TCP plumbing both roles share: the listening endpoint, and writing without a turn's wait."""
 
 from __future__ import annotations
 
@@ -10,3 +10,23 @@ def tcp_server(reactor, host: str, port: int):
     # and with their colons quoted.
     return serverFromString(
         reactor, f"tcp:{port}:interface={quoteStringArgument(host.strip('[]'))}")
+
+
+def write_now(transport, data: bytes) -> None:
+    """Write ``data`` to a Twisted transport, sending it at once when nothing is queued.
+
+    ``transport.write`` only queues: the bytes leave on the next reactor turn, after an
+    epoll_ctl to watch for writability, one more poll and another epoll_ctl to stop.
+    Router and node write whole answers once per turn, so a connection that keeps up
+    takes them now; whatever the socket does not take is queued behind, in order.
+    Transports without a socket (tests' StringTransport) just get ``write``.
+    """
+    if (getattr(transport, "socket", None) is not None and transport.connected
+            and not transport.disconnecting and not transport.dataBuffer
+            and not transport._tempDataLen):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int):  # else the connection is lost; write() lets Twisted see it
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, decode_payload, encode_frame
+from shared.net import write_now
 from storage_node.node import Node
 
 log = Logger()
@@ -21,6 +23,10 @@ class NodeProtocol(Protocol):
         self._decoder = FrameDecoder(max_frame)
 
     def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            # One whole answer frame per request frame: Nagle would hold it until the
+            # router's delayed ACK (up to 40 ms) whenever an earlier answer is unacknowledged.
+            self.transport.setTcpNoDelay(True)
         self.node.connections += 1
 
     def connectionLost(self, reason) -> None:
@@ -31,7 +37,7 @@ class NodeProtocol(Protocol):
         try:
             for payload in self._decoder.frames():
                 responses = self.node.handle_frame(decode_payload(payload))
-                self.transport.write(encode_responses(responses, self.max_frame))
+                write_now(self.transport, encode_responses(responses, self.max_frame))
         except FrameError as exc:
             # Nothing after a framing error can be trusted: drop this connection now,
             # without flushing, and keep serving the others.

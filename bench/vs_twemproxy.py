@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""ringcache against twemproxy (nutcracker) + memcached: same keys, same C load generator, runs alternating.
+
+Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--floor] [--json FILE]
+
+Installs Debian's memcached and nutcracker when missing (as root), compiles
+bench/loadgen.c into bench/build/, and for each topology (ringcache router + N nodes
+against nutcracker + N memcached) preloads the same keys with 100-byte values and runs
+each scenario A B A B ...: memcached GET hits over 4 connections, not pipelined,
+pipelined 32 deep, and multi-gets of 10 keys. It prints ops/s (keys fetched per second)
+per side, the median of the per-round ratios ours/theirs, the CPU seconds the servers
+spend per 100k keys (router + nodes against nutcracker + memcached), and p50/p99 latency
+of single gets sent open-loop at a fixed moderate rate, with memcached alone as the floor.
+Every server runs on 127.0.0.1 and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.harness import (  # noqa: E402
+    RINGCACHE, Memcached, RingcacheCluster, TwemproxyCluster, TwistedFloor, build_loadgen,
+    cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path, preload)
+
+# name, load generator options, goal for the ratio ours/theirs
+SCENARIOS = [
+    ("serial get", {"conns": 4, "depth": 1, "multi": 1}, 0.6),
+    ("pipelined get x32", {"conns": 4, "depth": 32, "multi": 1}, 0.7),
+    ("multi-get 10 keys", {"conns": 4, "depth": 1, "multi": 10}, 0.8),
+]
+CPU_GOAL = 3.0  # ours may spend at most this many times their CPU per key
+ADDED_P99_GOAL_US = 1000.0
+LATENCY = {"conns": 4, "depth": 1, "multi": 1}
+
+
+def measure(servers, seconds: float, keys: int, **options) -> dict:
+    """One load generator run, with the CPU the servers spent during it."""
+    before = cpu_seconds(servers.pids)
+    result = loadgen(servers.port, seconds=seconds, keys=keys, **options)
+    cpu = cpu_seconds(servers.pids) - before
+    if result["errors"] or result["hits"] != result["ops"]:
+        raise RuntimeError(f"{servers.name}: not every get was a hit: {result}")
+    result["server_cpu_s"] = cpu
+    result["cpu_s_per_100k"] = cpu / result["ops"] * 1e5
+    return result
+
+
+def median(runs: list[dict], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def compare(ours, theirs, floor, args) -> dict:
+    """Every scenario A B A B ..., then open-loop latency A B C A B C ... (C: memcached alone).
+
+    ``floor`` (or None) is a third side in the throughput rounds: a byte-copying Twisted
+    proxy in front of memcached, the most any Twisted router could do here.
+    """
+    out = {"scenarios": {}, "latency": {}}
+    sides = {"ours": ours, "theirs": theirs}
+    if floor is not None:
+        sides["floor"] = floor
+    for name, options, goal in SCENARIOS:
+        for side in sides.values():  # warm-up: connections, caches, branch predictors
+            loadgen(side.port, seconds=1, keys=args.keys, **options)
+        rounds = {side: [] for side in sides}
+        for _ in range(args.rounds):
+            for side, servers in sides.items():
+                rounds[side].append(measure(servers, args.seconds, args.keys, **options))
+        ratios = [a["ops_per_s"] / b["ops_per_s"] for a, b in zip(rounds["ours"], rounds["theirs"])]
+        cpu_ratio = median(rounds["ours"], "cpu_s_per_100k") / median(rounds["theirs"], "cpu_s_per_100k")
+        out["scenarios"][name] = {"options": options, "goal": goal, "rounds": rounds,
+                                  "ratio": statistics.median(ratios), "cpu_ratio": cpu_ratio}
+        show_scenario(name, out["scenarios"][name])
+    with Memcached() as alone:
+        preload(alone.port, args.keys)
+        sides = {"ours": ours, "theirs": theirs, "memcached alone": alone}
+        runs = {side: [] for side in sides}
+        for _ in range(args.rounds):
+            for side, servers in sides.items():
+                runs[side].append(measure(servers, args.latency_seconds, args.keys,
+                                          rate=args.rate, **LATENCY))
+    for side, side_runs in runs.items():
+        out["latency"][side] = {"runs": side_runs, "p50_us": median(side_runs, "p50_us"),
+                                "p99_us": median(side_runs, "p99_us"),
+                                "cpu_s_per_100k": median(side_runs, "cpu_s_per_100k")}
+    out["added_p99_us"] = out["latency"]["ours"]["p99_us"] - out["latency"]["theirs"]["p99_us"]
+    show_latency(out, args.rate)
+    return out
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "MISSED"
+
+
+def show_scenario(name: str, s: dict) -> None:
+    ours, theirs = s["rounds"]["ours"], s["rounds"]["theirs"]
+    print(f"  {name:<18} {median(ours, 'ops_per_s'):>11,.0f} {median(theirs, 'ops_per_s'):>11,.0f}"
+          f" {s['ratio']:>6.2f} {'>=' + format(s['goal'], 'g'):>5} {verdict(s['ratio'] >= s['goal']):<6}"
+          f" {median(ours, 'cpu_s_per_100k'):>8.3f} {median(theirs, 'cpu_s_per_100k'):>8.3f}"
+          f" {s['cpu_ratio']:>5.1f}x {verdict(s['cpu_ratio'] <= CPU_GOAL)}", flush=True)
+    print("  " + " " * 18 + "   rounds ours/theirs ops/s: " + ", ".join(
+        f"{a['ops_per_s']:,.0f}/{b['ops_per_s']:,.0f}" for a, b in zip(ours, theirs)), flush=True)
+    if "floor" in s["rounds"]:
+        floor = s["rounds"]["floor"]
+        ratio = statistics.median(f["ops_per_s"] / b["ops_per_s"] for f, b in zip(floor, theirs))
+        print("  " + " " * 18 + f"   Twisted floor: {median(floor, 'ops_per_s'):,.0f} ops/s, "
+              f"ratio floor/theirs {ratio:.2f}, CPU {median(floor, 'cpu_s_per_100k'):.3f} s/100k"
+              " (byte-copying proxy + memcached)", flush=True)
+
+
+def show_latency(out: dict, rate: float) -> None:
+    print(f"  open-loop single gets at {rate:g} req/s, 4 connections (median of rounds):")
+    for side, lat in out["latency"].items():
+        print(f"    {side:<16} p50 {lat['p50_us']:>7.0f} us   p99 {lat['p99_us']:>7.0f} us"
+              f"   CPU {lat['cpu_s_per_100k']:.3f} s/100k")
+    added = out["added_p99_us"]
+    print(f"    added p99 (ours - theirs): {added:.0f} us, goal < {ADDED_P99_GOAL_US:.0f} us:"
+          f" {verdict(added < ADDED_P99_GOAL_US)}", flush=True)
+
+
+def versions() -> dict:
+    def first_line(cmd):
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        return (done.stdout or done.stderr).splitlines()[0]
+
+    return {
+        "memcached": first_line(["memcached", "-V"]),
+        "nutcracker": first_line([nutcracker_path(), "-V"]).removeprefix("This is "),
+        "python": first_line([RINGCACHE[0], "-VV"]),
+        "cpus": os.cpu_count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="A/B pairs per scenario")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one run")
+    parser.add_argument("--nodes", default="1,3", help="topologies: storage nodes (and memcacheds)")
+    parser.add_argument("--keys", type=int, default=10000, help="keys preloaded and read")
+    parser.add_argument("--rate", type=float, default=2000.0, help="open-loop requests per second")
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--json", type=Path, help="also write every figure to this file")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure bench/twisted_floor.py (1-node topology only)")
+    args = parser.parse_args()
+
+    ensure_packages()
+    build_loadgen()
+    info = versions()
+    print(f"ringcache vs twemproxy + memcached: {info['memcached']}, {info['nutcracker']}, "
+          f"{info['python'].split()[0]} {info['python'].split()[1]}")
+    print(f"NOTE: {info['cpus']} CPUs shared by the load generator and every server process; "
+          "the client takes CPU from the servers, so absolute figures are low and the ratios "
+          "are what to read.")
+    print(f"{args.keys} keys of 100 bytes, {args.rounds} rounds of {args.seconds:g}s per side, "
+          f"alternating; ops = keys fetched; CPU = server processes' user+sys per 100k keys;"
+          f" memcached: {' '.join(memcached_command(0)[-4:])}, else Debian's defaults (4 threads)")
+    results = {"versions": info, "args": {k: str(v) for k, v in vars(args).items()}, "topologies": {}}
+    for n in (int(x) for x in args.nodes.split(",")):
+        print(f"\nringcache router + {n} node{'s' * (n > 1)}  vs  nutcracker + {n} memcached")
+        print(f"  {'scenario':<18} {'ours ops/s':>11} {'theirs':>11} {'ratio':>6} {'goal':>5} {'':<6}"
+              f" {'CPU ours':>8} {'theirs':>8} {'x':>6} (goal <= {CPU_GOAL:g}x)")
+        with ExitStack() as stack:
+            ours = stack.enter_context(RingcacheCluster(n))
+            theirs = stack.enter_context(TwemproxyCluster(n))
+            floor = stack.enter_context(TwistedFloor()) if args.floor and n == 1 else None
+            for side in (ours, theirs, floor):
+                if side is not None:
+                    preload(side.port, args.keys)
+            results["topologies"][f"{n} node(s)"] = compare(ours, theirs, floor, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+        print(f"\nevery figure: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
