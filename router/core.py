@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 
 from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
@@ -42,6 +43,18 @@ class Group:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def _place(result, results: list, i: int) -> None:
+    """Put one key's outcome (a value, None or a Failure) in its place of a multi-get."""
+    results[i] = result
+
+
+def _first_error(results: list) -> list:
+    for i, result in enumerate(results):
+        if isinstance(result, Failure):
+            raise FirstError(result, i)
+    return results
 
 
 def _node_failed(response) -> NodeError:
@@ -379,8 +392,45 @@ class Router:
         return d
 
     def get_many(self, pairs) -> Deferred:
-        """Items (or None) for [(group, key), ...], in order; node batching is per turn."""
-        return gatherResults([self.get(g, k) for g, k in pairs], consumeErrors=True)
+        """Items (or None) for [(group, key), ...], in order, or FirstError for the first
+        key that failed. Keys of one group on one node go out as one batch."""
+        results: list = [None] * len(pairs)
+        batches: dict[tuple[str, str], tuple[NodeClient, Group, list]] = {}
+        ds = []
+        for i, (group, key) in enumerate(pairs):
+            g = self.groups.get(group)
+            if g is None or g.spec.replicas != 1:
+                ds.append(self.get(group, key).addBoth(_place, results, i))
+                continue
+            client = self.clients[self.ring.owner(routing_key(group, key))]
+            entry = batches.get((client.name, group))
+            if entry is None:
+                entry = batches[client.name, group] = (client, g, [])
+            entry[2].append((i, key))
+        for client, g, entries in batches.values():
+            d = client.request_many(pb.GET, g.name, [key for _, key in entries])
+            d.addCallbacks(self._got_many, self._read_many_failed, (g, client, entries, results),
+                           None, (g, client, entries, results))
+            ds.append(d)
+        return DeferredList(ds).addCallback(lambda _: _first_error(results))
+
+    def _got_many(self, responses, g: Group, client: NodeClient, entries, results):
+        later = []
+        for (i, key), response in zip(entries, responses):
+            try:
+                result = self._got(response, g, key, client)
+            except Exception:
+                result = Failure()
+            if isinstance(result, Deferred):
+                later.append(result.addBoth(_place, results, i))
+            else:
+                results[i] = result
+        return DeferredList(later) if later else None
+
+    def _read_many_failed(self, failure, g: Group, client: NodeClient, entries, results):
+        later = [maybeDeferred(self._read_failed, failure, g, key, [client], 0)
+                 .addBoth(_place, results, i) for i, key in entries]
+        return DeferredList(later)
 
     # -- warm-up after a ring change -------------------------------------------------------
     #

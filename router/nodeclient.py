@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,6 +22,7 @@ from twisted.python.failure import Failure
 from router.errors import NodeUnavailable
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, FrameError, decode_payload, encode_frame
+from shared.net import write_now
 
 log = Logger()
 
@@ -41,6 +43,10 @@ class _NodeProtocol(Protocol):
         self.decoder = FrameDecoder()
 
     def connectionMade(self):
+        if ITCPTransport.providedBy(self.transport):
+            # A frame is written whole, once per turn: Nagle would hold it until the
+            # node's delayed ACK whenever an earlier frame is still unacknowledged.
+            self.transport.setTcpNoDelay(True)
         self.client._connected(self.transport)
 
     def dataReceived(self, data: bytes):
@@ -56,6 +62,40 @@ class _NodeProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.client._lost(self.transport, reason.getErrorMessage())
+
+
+class _Batch:
+    """The responses of one request_many, fired together when the last is in."""
+
+    __slots__ = ("deferred", "responses", "left")
+
+    def __init__(self, n: int):
+        self.deferred = Deferred()
+        self.responses = [None] * n
+        self.left = n
+
+
+class _Part:
+    """One request of a batch, standing in for its Deferred in the pending table."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _Batch, index: int):
+        self.batch = batch
+        self.index = index
+
+    def callback(self, response) -> None:
+        batch = self.batch
+        batch.responses[self.index] = response
+        batch.left -= 1
+        if batch.left == 0:
+            batch.deferred.callback(batch.responses)
+
+    def errback(self, error) -> None:
+        batch = self.batch
+        if batch.left > 0:  # the batch fails once, at its first failed part
+            batch.left = -1
+            batch.deferred.errback(error)
 
 
 class NodeClient:
@@ -263,6 +303,34 @@ class NodeClient:
                 self._schedule_flush()
         return d
 
+    def request_many(self, op: int, group: str, keys: list) -> Deferred:
+        """``op`` on each of ``keys`` in this turn's frame: one Deferred firing with their
+        responses in order, or failing once with NodeUnavailable. A multi-get costs one
+        Deferred per node instead of one per key."""
+        state = self.state
+        if state is not UP and state is not CONNECTING:
+            return fail(NodeUnavailable(self.name, self.down_reason))
+        batch = _Batch(len(keys))
+        frame_ids = self._frame_ids
+        if not frame_ids:
+            self.reactor.callLater(self.timeout, self._expire, frame_ids)
+        add, pending, rid, size = self._frame.requests.add, self._pending, self._next_id, 0
+        for index, key in enumerate(keys):
+            rid += 1
+            add(id=rid, op=op, group=group, key=key)
+            frame_ids.append(rid)
+            pending[rid] = _Part(batch, index)
+            size += len(key)
+        self._next_id = rid
+        self.requests += len(keys)
+        self._frame_bytes += size
+        if state is UP or state is PROBING:
+            if self._frame_bytes >= FLUSH_BYTES:
+                self._flush()
+            elif self._flush_call is None:
+                self._schedule_flush()
+        return batch.deferred
+
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._frame.requests:
             self._flush_call = self.reactor.callLater(0, self._flush)
@@ -282,7 +350,7 @@ class NodeClient:
         if self._sample_id is None and self._observe_latency is not None:
             self._sample_id = frame.requests[0].id
             self._sample_sent = self.reactor.seconds()
-        self._transport.write(encode_frame(frame.SerializeToString()))
+        write_now(self._transport, encode_frame(frame.SerializeToString()))
 
     def _answered(self, responses) -> None:
         pending = self._pending

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.internet.task import Clock
 
 from router import core
@@ -70,6 +70,12 @@ class FakeClient:
         d = Deferred()
         self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative))
         return d
+
+    def request_many(self, op, group, keys):
+        # NodeClient's contract: the responses in order, or one NodeUnavailable.
+        ds = [self.request(op, group, key) for key in keys]
+        d = gatherResults(ds, consumeErrors=True)
+        return d.addErrback(lambda failure: failure.value.subFailure)
 
     def take(self) -> list[Sent]:
         sent, self.sent = self.sent, []
@@ -334,6 +340,43 @@ def test_get_many_answers_in_order():
     b.answer(value=b"B")
     a.answer(pb.NOT_FOUND)
     assert got == [[None, Item(b"B", 0)]]
+
+
+def test_get_many_batches_per_node_and_reads_through_misses():
+    router = make_router(topology(nodes=("node-a", "node-b")))
+    keys = [b"k%d" % i for i in range(12)]
+    got = outcomes(router.get_many([("scores", k) for k in keys]))
+    sent = {name: c.take() for name, c in router.clients.items()}
+    assert sorted(s.key for batch in sent.values() for s in batch) == sorted(keys)
+    assert all(sent.values())  # both nodes got a share
+    for batch in sent.values():
+        for s in batch:
+            if s.key == b"k3":
+                s.answer(pb.NOT_FOUND)
+            else:
+                s.answer(value=b"v-" + s.key)
+    # k3 missed: re-checked inside the flight, then loaded and filled.
+    owner = router.clients[router.owner("scores", b"k3")]
+    owner.take()[0].answer(pb.NOT_FOUND)
+    router.groups["scores"].source.loads[0][1].callback(b"loaded")
+    owner.take()[0].answer()
+    assert got == [[Item(b"loaded", 0) if k == b"k3" else Item(b"v-" + k, 0) for k in keys]]
+
+
+def test_get_many_with_a_node_down_fails_the_plain_group_and_reads_through_the_other():
+    router = make_router(topology(nodes=("node-a", "node-b")))
+    down = router.clients["node-b"]
+    on_b = next(b"k%d" % i for i in range(100) if router.owner("sessions", b"k%d" % i) == "node-b")
+    s_on_b = next(b"s%d" % i for i in range(100) if router.owner("scores", b"s%d" % i) == "node-b")
+    got = outcomes(router.get_many([("scores", s_on_b)]))
+    down.take()[0].fail()
+    router.groups["scores"].source.loads[0][1].callback(b"from source")
+    assert got == [[Item(b"from source", 0)]]
+    assert down.sent == []  # answered from the source without caching
+    plain = outcomes(router.get_many([("sessions", on_b)]))
+    down.take()[0].fail()
+    assert plain[0].check(FirstError)
+    assert plain[0].value.subFailure.check(NodeUnavailable)
 
 
 def test_keys_go_to_their_ring_owner():

@@ -439,3 +439,28 @@ def test_an_answer_resets_the_count_of_timeouts_in_a_row(reactor, connected):
         peer.answer(pb.Response(id=request.id, status=pb.NOT_FOUND))
         assert answered[0].status == pb.NOT_FOUND
     assert client.state == UP
+
+
+def test_request_many_is_one_deferred_for_a_batch_in_order(reactor, connected):
+    client, peer = connected
+    got = outcomes(client.request_many(pb.GET, "scores", [b"a", b"b", b"c"]))
+    reactor.advance(0)
+    [frame] = peer.frames()
+    ids = [r.id for r in frame.requests]
+    assert [r.key for r in frame.requests] == [b"a", b"b", b"c"]
+    peer.answer(pb.Response(id=ids[2], value=b"C"), pb.Response(id=ids[0], value=b"A"))
+    assert got == []
+    peer.answer(pb.Response(id=ids[1], status=pb.NOT_FOUND))
+    [responses] = got
+    assert [(r.status, r.value) for r in responses] == [(pb.OK, b"A"), (pb.NOT_FOUND, b""),
+                                                         (pb.OK, b"C")]
+
+
+def test_request_many_fails_once_when_its_batch_times_out(reactor, connected):
+    client, peer = connected
+    got = outcomes(client.request_many(pb.GET, "scores", [b"a", b"b"]))
+    reactor.advance(0)
+    [frame] = peer.frames()
+    peer.answer(pb.Response(id=frame.requests[0].id, value=b"A"))
+    reactor.advance(0.5)
+    assert len(got) == 1 and got[0].check(NodeUnavailable)
