@@ -393,7 +393,12 @@ class Router:
 
     def get_many(self, pairs) -> Deferred:
         """Items (or None) for [(group, key), ...], in order, or FirstError for the first
-        key that failed. Keys of one group on one node go out as one batch."""
+        key that failed."""
+        return self.read_many(pairs).addCallback(_first_error)
+
+    def read_many(self, pairs) -> Deferred:
+        """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
+        group on one node go out as one batch with one Deferred."""
         results: list = [None] * len(pairs)
         batches: dict[tuple[str, str], tuple[NodeClient, Group, list]] = {}
         ds = []
@@ -412,7 +417,7 @@ class Router:
             d.addCallbacks(self._got_many, self._read_many_failed, (g, client, entries, results),
                            None, (g, client, entries, results))
             ds.append(d)
-        return DeferredList(ds).addCallback(lambda _: _first_error(results))
+        return DeferredList(ds).addCallback(lambda _: results)
 
     def _got_many(self, responses, g: Group, client: NodeClient, entries, results):
         later = []

@@ -15,6 +15,7 @@ import mmh3
 from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from router import memcache_parser as mc
 from router.errors import RingcacheError, TooLarge
@@ -89,11 +90,17 @@ class MemcacheProtocol(Protocol):
         parser = self.parser
         parser.receive_data(data)
         get = mc.Get
+        run = []  # consecutive gets, sent to the router as one multi-key read
         while not self._quitting and (event := parser.next_event()) is not None:
             if type(event) is get:
-                self._get(event)
-            else:
-                self._dispatch(event)
+                run.append(event)
+                continue
+            if run:
+                self._gets(run)
+                run = []
+            self._dispatch(event)
+        if run:
+            self._gets(run)
         self._flush()
         if len(self.slots) > MAX_OUTSTANDING and not self._paused:
             self._paused = True
@@ -188,6 +195,38 @@ class MemcacheProtocol(Protocol):
             d = router.get_many([resolve(k) for k in keys])
             d.addErrback(_first_failure)
         d.addCallbacks(self._hits, self._failed, (keys, event.with_cas, slot), None, (slot,))
+
+    def _gets(self, events: list) -> None:
+        """Pipelined gets from one read: one router read for all their keys (one Deferred
+        per node batch, not per key), each command still answered in its own slot."""
+        if len(events) == 1:
+            self._get(events[0])
+            return
+        slots = []
+        for _ in events:
+            slot = _Slot()
+            self.slots.append(slot)
+            slots.append(slot)
+        resolve = self.router.resolve
+        d = self.router.read_many([resolve(k) for event in events for k in event.keys])
+        d.addCallbacks(self._run_answered, self._run_failed, (events, slots), None, (slots,))
+
+    def _run_answered(self, results: list, events: list, slots: list) -> None:
+        start = 0
+        for event, slot in zip(events, slots):
+            keys = event.keys
+            items = results[start:start + len(keys)]
+            start += len(keys)
+            failure = next((r for r in items if isinstance(r, Failure)), None)
+            if failure is not None:
+                self._fill(_error_line(failure), slot)
+            else:
+                self._hits(items[0] if len(keys) == 1 else items, keys, event.with_cas, slot)
+
+    def _run_failed(self, failure, slots: list) -> None:
+        line = _error_line(failure)
+        for slot in slots:
+            self._fill(line, slot)
 
     def _hits(self, items, keys, with_cas: bool, slot: _Slot) -> None:
         """Fill ``slot`` with the answer to a get of ``keys``: ``items`` is one Item or None

@@ -5,10 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
+from twisted.python.failure import Failure
 
 from router.core import Item
 from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
@@ -46,6 +47,12 @@ class FakeRouter:
 
     def get_many(self, pairs):
         return gatherResults([self.get(g, k) for g, k in pairs], consumeErrors=True)
+
+    def read_many(self, pairs):
+        # The core's contract: each key's Item, None or Failure, in order.
+        ds = [self.get(g, k) for g, k in pairs]
+        return DeferredList(ds, consumeErrors=True).addCallback(
+            lambda results: [result for _, result in results])
 
     def set(self, group, key, value, ttl=None, flags=0):
         return self._call("set", group, key, value, ttl, flags)
@@ -347,7 +354,11 @@ def test_stats(conn):
 
 
 def test_many_outstanding_answers_pause_the_client(conn):
-    conn.send(b"get k\r\n" * (MAX_OUTSTANDING + 1))
+    # One get per read, so each is its own router call and can be answered alone.
+    for _ in range(MAX_OUTSTANDING):
+        conn.send(b"get k\r\n")
+    assert conn.transport.producerState == "producing"
+    conn.send(b"get k\r\n")
     assert conn.transport.producerState == "paused"
     pending = conn.router.deferreds()
     assert len(pending) == MAX_OUTSTANDING + 1
@@ -373,3 +384,16 @@ def test_answers_after_the_connection_closed_are_dropped(conn):
     assert conn.factory.connections == 0
     conn.router.deferreds()[0].callback(Item(b"A"))
     assert conn.turn() == b""
+
+
+def test_gets_pipelined_in_one_read_share_one_router_read(conn):
+    calls = []
+    conn.router.read_many = lambda pairs: calls.append(pairs) or succeed(
+        [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"), Item(b"D", 2)])
+    conn.send(b"get a\r\nget b\r\nget x y\r\ngets d\r\n")
+    assert calls == [[("default", b"a"), ("default", b"b"), ("default", b"x"),
+                      ("default", b"y"), ("default", b"d")]]
+    # Each command is answered alone: the failed key fails only its own command.
+    assert conn.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n" b"END\r\n"
+                           b"SERVER_ERROR node node-b unavailable: down\r\n"
+                           b"VALUE d 2 1 %d\r\nD\r\nEND\r\n" % cas_token(b"D"))
