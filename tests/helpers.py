@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from twisted.internet.testing import StringTransport
+
 ROOT = Path(__file__).resolve().parent.parent
 # The console script's code path without depending on where the script was installed.
 RINGCACHE = [sys.executable, "-m", "shared.cli"]
@@ -87,3 +89,19 @@ def outcomes(d) -> list:
     out: list = []
     d.addBoth(out.append)
     return out
+
+
+class CountingTransport(StringTransport):
+    """A StringTransport that counts writes: one turn's answers should cost one."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+    def writeSequence(self, data):
+        self.writes += 1
+        super().write(b"".join(data))

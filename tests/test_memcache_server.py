@@ -7,7 +7,6 @@ from types import SimpleNamespace
 import pytest
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
@@ -15,6 +14,7 @@ from router.core import Item
 from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
 from router.memcache_server import MAX_OUTSTANDING, VERSION, MemcacheFactory, cas_token
 from router.stats import RouterStats
+from tests.helpers import CountingTransport
 
 NOW = 1_700_000_000.0  # the router's wall clock, for absolute exptimes
 
@@ -74,22 +74,6 @@ class FakeRouter:
 
     def deferreds(self):
         return [d for _, _, d in self.calls]
-
-
-class CountingTransport(StringTransport):
-    """Counts transport writes: one client turn should cost one."""
-
-    def __init__(self):
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data):
-        self.writes += 1
-        super().write(data)
-
-    def writeSequence(self, data):
-        self.writes += 1
-        super().write(b"".join(data))
 
 
 class Conn:

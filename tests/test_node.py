@@ -13,6 +13,7 @@ from shared.framing import FrameDecoder, decode_payload, encode_batch
 from storage_node.node import DEFAULT_GROUP_BYTES, Node
 from storage_node.protocol import NodeFactory, NodeProtocol
 from tests.core_contract import FakeClock, FifoCore
+from tests.helpers import CountingTransport
 
 MiB = 1 << 20
 DICT_CORE = f"python:{__name__}:DictCore"
@@ -430,16 +431,6 @@ def test_builtin_core_counters_reach_stats(clock):
 
 
 # --- NodeProtocol over StringTransport ---------------------------------------------------
-
-
-class CountingTransport(StringTransport):
-    def __init__(self):
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data):
-        self.writes += 1
-        super().write(data)
 
 
 def connect(node: Node, max_frame: int | None = None) -> tuple[NodeProtocol, CountingTransport]:
