@@ -52,9 +52,11 @@ def usage_error(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:
+        return usage_error("missing command (see ringcache --help)")
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
-        return 0 if argv else 2
+        return 0
     command, rest = argv[0], argv[1:]
     if command in ROLE_MODULES:
         module_name = ROLE_MODULES[command]
