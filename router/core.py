@@ -474,8 +474,10 @@ class Router:
         if g is None:
             return fail(UnknownGroup(group))
         if len(value) > self.item_size_max:
-            return fail(TooLarge(f"value of {len(value)} bytes is over the item limit "
-                                 f"of {self.item_size_max}"))
+            # As memcached does: a refused store must not leave the old value readable.
+            error = TooLarge(f"value of {len(value)} bytes is over the item limit "
+                             f"of {self.item_size_max}")
+            return self._keyed(pb.DELETE, group, key).addBoth(lambda _: fail(error))
         return self._write(op, g, key, value, ttl or 0.0, flags, self._replicas(g, key))
 
     def _write(self, op: int, g: Group, key: bytes, value: bytes, ttl: float, flags: int,

@@ -98,10 +98,14 @@ class ClientError:
 
 @dataclass(frozen=True, slots=True)
 class ServerError:
-    """Answer ``server_error(message)`` unless ``noreply``; the connection goes on."""
+    """Answer ``server_error(message)`` unless ``noreply``; the connection goes on.
+
+    ``key`` is set for a store refused as too large: memcached then drops the key's old
+    value, so a client that overwrote it never reads what it replaced."""
 
     message: str
     noreply: bool = False
+    key: bytes | None = None
 
 
 Event = Get | Store | Delete | Touch | Version | Stats | Quit | Unknown | ClientError | ServerError
@@ -280,7 +284,7 @@ class MemcacheParser:
             return ClientError(error, noreply)
         if nbytes > self.item_size_max:
             self._swallow = nbytes + 2
-            return ServerError("object too large for cache", noreply)
+            return ServerError("object too large for cache", noreply, tokens[1])
         self._header = _StoreHeader(command, tokens[1], flags, exptime, nbytes, noreply,
                                     cas_unique)
         return None

@@ -178,8 +178,15 @@ class MemcacheProtocol(Protocol):
                 self._answer(mc.client_error(event.message))
         elif kind is mc.ServerError:
             self.router.stats.count("memcache", "invalid", "error")
-            if not event.noreply:
-                self._answer(mc.server_error(event.message))
+            line = mc.server_error(event.message)
+            if event.key is None:
+                if not event.noreply:
+                    self._answer(line)
+                return
+            # A store refused as too large drops the old value first, as memcached does.
+            d = self.router.delete(*self.router.resolve(event.key))
+            d.addBoth(lambda _: line)
+            self._later(d, bytes, event.noreply)
 
     # The hot path: one slot and one pair of callbacks per get, no closures.
 

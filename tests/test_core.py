@@ -291,12 +291,15 @@ def test_unknown_group():
     assert node(router).sent == []
 
 
-def test_value_over_item_size_max_is_refused_without_a_node_request():
+def test_value_over_item_size_max_is_refused_and_drops_the_old_value():
     router = make_router()
-    [failure] = outcomes(router.set("sessions", b"k", b"x" * 1025))
+    got = outcomes(router.set("sessions", b"k", b"x" * 1025))
+    [delete] = node(router).take()  # no SET: only the old value is dropped
+    assert (delete.op, delete.key) == (pb.DELETE, b"k")
+    delete.answer()
+    [failure] = got
     assert failure.check(TooLarge)
     assert str(failure.value) == "value of 1025 bytes is over the item limit of 1024"
-    assert node(router).sent == []
     router.set("sessions", b"k", b"x" * 1024)
     assert [s.op for s in node(router).take()] == [pb.SET]
 

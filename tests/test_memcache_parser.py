@@ -191,7 +191,7 @@ def test_value_at_size_limit():
 @pytest.mark.parametrize("noreply", [False, True])
 def test_value_too_large_is_swallowed(noreply):
     header = b"set k 0 0 11" + (b" noreply" if noreply else b"") + b"\r\n"
-    assert_parses(header + b"v" * 9 + b"\r\n\r\n", [ServerError(TOO_LARGE, noreply)],
+    assert_parses(header + b"v" * 9 + b"\r\n\r\n", [ServerError(TOO_LARGE, noreply, b"k")],
                   item_size_max=10)
 
 
@@ -207,7 +207,7 @@ def test_value_too_large_is_counted_down_not_buffered():
     size = 3 * 1024 * 1024
     parser = MemcacheParser()
     parser.receive_data(b"set big 0 0 %d\r\n" % size)
-    assert list(parser.events()) == [ServerError(TOO_LARGE)]
+    assert list(parser.events()) == [ServerError(TOO_LARGE, key=b"big")]
     chunk = b"v" * 65536
     for _ in range(size // len(chunk)):
         parser.receive_data(chunk)
@@ -306,7 +306,7 @@ refused = st.sampled_from([
     (b"w" * 2100 + b"\r\n", [ClientError("line too long")]),
     (b"get " + KEY_251 + b"\r\n", [ClientError("key too long")]),
     (b"set " + KEY_251 + b" 0 0 5\r\nhello\r\n", [ClientError("key too long")]),
-    (b"set k 0 0 300\r\n" + b"v" * 300 + b"\r\n", [ServerError(TOO_LARGE)]),
+    (b"set k 0 0 300\r\n" + b"v" * 300 + b"\r\n", [ServerError(TOO_LARGE, key=b"k")]),
     (b"set k 0 0 2\r\nabcd\r\n", [ClientError("bad data chunk")]),
     (b"touch k x\r\n", [ClientError("invalid exptime argument")]),
 ])

@@ -140,12 +140,14 @@ def test_flags_round_trip_through_pymemcache_serde(cluster):
 
 
 def test_bad_input_errors_and_connection_goes_on(cluster):
+    cluster.memcache().set("sessions:big", b"old value", noreply=False)
     s = socket.create_connection(("127.0.0.1", cluster.memcache_port), timeout=5)
     try:
         s.sendall(b"bogus\r\n"
                   b"get " + b"k" * 251 + b"\r\n"
                   b"get bad\x01key\r\n"
                   b"set sessions:big 0 0 2000000\r\n" + b"x" * 2000000 + b"\r\n"
+                  b"get sessions:big\r\n"
                   b"version\r\n")
         data = b""
         while not data.endswith(b"VERSION ringcache-0.1.0\r\n"):
@@ -157,7 +159,8 @@ def test_bad_input_errors_and_connection_goes_on(cluster):
         assert lines[1].startswith(b"CLIENT_ERROR")
         assert lines[2].startswith(b"CLIENT_ERROR")
         assert lines[3] == b"SERVER_ERROR object too large for cache"
-        assert lines[4] == b"VERSION ringcache-0.1.0"
+        assert lines[4] == b"END"  # the refused store dropped the old value, as memcached does
+        assert lines[5] == b"VERSION ringcache-0.1.0"
     finally:
         s.close()
     client = cluster.memcache()
