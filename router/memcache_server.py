@@ -26,6 +26,10 @@ log = Logger()
 
 VERSION = "ringcache-0.1.0"
 
+# The ttl of an item stored already expired (memcached's negative exptime) where the
+# store must stay conditional.
+ALREADY_EXPIRED = 1e-6
+
 # Answers queued but not yet written, per connection; past this a pipelining client is
 # paused until the queue drains to half, so one client cannot fill the router's memory.
 MAX_OUTSTANDING = 4096
@@ -274,7 +278,11 @@ class MemcacheProtocol(Protocol):
             return
         group, key = router.resolve(event.key)
         ttl = exptime_to_ttl(event.exptime, self.router.clock())
-        if ttl is EXPIRED:
+        if ttl is EXPIRED and command == "add":
+            # add stays conditional: NOT_STORED if the key exists, else an item that is
+            # gone at once (a microsecond is less than any round trip to read it back).
+            d = router.add(group, key, event.value, ALREADY_EXPIRED, event.flags)
+        elif ttl is EXPIRED:
             # memcached stores an already-expired item, i.e. the key reads as absent;
             # a replace of a missing key is still NOT_STORED.
             d = router.delete(group, key)

@@ -12,7 +12,8 @@ from twisted.python.failure import Failure
 
 from router.core import Item
 from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.memcache_server import MAX_OUTSTANDING, VERSION, MemcacheFactory, cas_token
+from router.memcache_server import (ALREADY_EXPIRED, MAX_OUTSTANDING, VERSION, MemcacheFactory,
+                                    cas_token)
 from router.stats import RouterStats
 from tests.helpers import CountingTransport
 
@@ -285,6 +286,15 @@ def test_expired_exptime_on_replace_deletes_only_what_exists(conn, found, line):
     [(op, args, d)] = conn.router.calls
     assert (op, args) == ("delete", ("default", b"k"))
     d.callback(found)
+    assert conn.turn() == line
+
+
+@pytest.mark.parametrize("stored, line", [(True, b"STORED\r\n"), (False, b"NOT_STORED\r\n")])
+def test_expired_exptime_on_add_stays_conditional(conn, stored, line):
+    conn.send(b"add k 5 -1 1\r\nx\r\n")
+    [(op, args, d)] = conn.router.calls
+    assert (op, args) == ("add", ("default", b"k", b"x", ALREADY_EXPIRED, 5))
+    d.callback(stored)
     assert conn.turn() == line
 
 

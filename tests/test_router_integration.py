@@ -235,3 +235,12 @@ def test_node_down_fails_fast_or_reads_from_source(tmp_path):
         assert cluster.http("GET", f"/v1/sessions/{key}")[0] == 503
     finally:
         cluster.stop()
+
+
+def test_add_with_an_expired_exptime_is_still_conditional(cluster):
+    client = cluster.memcache()
+    client.set("sessions:keep", b"kept")
+    assert client.add("sessions:keep", b"other", expire=-1, noreply=False) is False
+    assert client.get("sessions:keep") == b"kept"
+    assert client.add("sessions:fresh", b"gone", expire=-1, noreply=False) is True
+    assert client.get("sessions:fresh") is None
