@@ -20,6 +20,7 @@ from router.ring import HashRing, routing_key
 from router.singleflight import SingleFlight
 from router.sources import build_source
 from router.stats import RouterStats
+from router.warmup import WarmUp
 from router.topology import load_topology
 from shared import ringcache_pb2 as pb
 
@@ -76,12 +77,7 @@ class Router:
         self.reload_failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
-        # Warm-up state: the ring before the last change, until when it is asked on a
-        # miss, and clients of nodes that left the ring, kept open for that window.
-        self.previous_ring: HashRing | None = None
-        self.warmup_until = 0.0
-        self.retired: dict[str, NodeClient] = {}
-        self._retire_call = None
+        self.warmup = WarmUp(reactor)
         self._apply(topology)
 
     # -- topology ------------------------------------------------------------------------
@@ -147,7 +143,7 @@ class Router:
                     client.configure()
         replaced = {name: c for name, c in old_clients.items() if clients.get(name) is not c}
         moved = previous_ring.diff(ring) if previous_ring is not None else 0.0
-        self._start_warmup(previous_ring, moved, replaced, cfg.warmup)
+        self.warmup.begin(previous_ring, moved, replaced, cfg.warmup, clients.values())
         live_sources = {id(g.source) for g in groups.values()}
         for group in old_groups.values():
             if group.source is not None and id(group.source) not in live_sources:
@@ -160,31 +156,6 @@ class Router:
             "nodes_changed": sorted(set(clients) & set(old_clients) - kept),
             "groups_reconfigured": configs_changed,
         }
-
-    def _start_warmup(self, previous_ring, moved: float, replaced: dict, warmup: float) -> None:
-        """Keep asking the previous owners for ``warmup`` seconds after keys moved."""
-        if self._retire_call is not None and self._retire_call.active():
-            self._retire_call.cancel()
-        self._retire_call = None
-        retired, self.retired = self.retired, {}
-        if previous_ring is not None and moved > 0 and warmup > 0:
-            self.previous_ring = previous_ring
-            self.warmup_until = self.reactor.seconds() + warmup
-            self.retired = replaced
-            self._retire_call = self.reactor.callLater(warmup, self._end_warmup)
-        else:
-            self.previous_ring = None
-            retired.update(replaced)
-        for client in retired.values():
-            if client not in self.clients.values():
-                client.stop()
-
-    def _end_warmup(self) -> None:
-        self._retire_call = None
-        self.previous_ring = None
-        retired, self.retired = self.retired, {}
-        for client in retired.values():
-            client.stop()
 
     def reload(self, topology=None) -> dict:
         """Load the topology file again (or apply ``topology``) and swap atomically.
@@ -437,20 +408,13 @@ class Router:
                  .addBoth(_place, results, i) for i, key in entries]
         return DeferredList(later)
 
-    # -- warm-up after a ring change -------------------------------------------------------
-    #
-    # For router.warmup seconds after a reload that moved keys, a miss on a key's new
-    # owner asks the owner under the previous ring before the source (mcrouter's
-    # WarmUpRoute), and copies what it finds to the new owner. Plain cache groups keep
-    # their data across a ring change this way, and sources are spared a stampede.
+    # -- warm-up after a ring change (router/warmup.py) ------------------------------------
 
     def _previous_owner(self, g: Group, key: bytes, owner: NodeClient) -> NodeClient | None:
-        if self.previous_ring is None or self.reactor.seconds() >= self.warmup_until:
+        name = self.warmup.previous_owner(routing_key(g.name, key))
+        if name is None or name == owner.name:
             return None
-        name = self.previous_ring.owner(routing_key(g.name, key))
-        if name == owner.name:
-            return None
-        client = self.clients.get(name) or self.retired.get(name)
+        client = self.clients.get(name) or self.warmup.retired.get(name)
         return client if client is not None and client.state == UP else None
 
     async def _warm(self, g: Group, key: bytes, previous: NodeClient):
@@ -583,13 +547,8 @@ class Router:
                           "marked_down": client.marked_down, "timeouts": client.timeouts,
                           **({"down_reason": client.down_reason}
                              if client.state != UP else {})})
-        warmup_left = max(0.0, self.warmup_until - self.reactor.seconds())
         return {"digest": self.ring.digest, "vnodes": self.topology.router.vnodes,
-                "nodes": nodes,
-                "warmup": {"active": self.previous_ring is not None and warmup_left > 0,
-                           "seconds_left": warmup_left if self.previous_ring else 0.0,
-                           "previous_digest": self.previous_ring.digest
-                           if self.previous_ring else None}}
+                "nodes": nodes, "warmup": self.warmup.info()}
 
     def node_stats(self) -> Deferred:
         """{node name: NodeStats message or an error string} from every node."""

@@ -691,16 +691,16 @@ def test_a_removed_node_is_kept_for_warmup_then_stopped():
     router = make_router(topology(nodes=["node-a", "node-b"], groups=groups, warmup="10s"))
     leaving = router.clients["node-b"]
     router.reload(topology(nodes=["node-a"], groups=groups, warmup="10s"))
-    assert leaving.stops == 0 and router.retired == {"node-b": leaving}
+    assert leaving.stops == 0 and router.warmup.retired == {"node-b": leaving}
     key = next(b"k%d" % i for i in range(1000)
-               if router.previous_ring.owner(b"sessions:k%d" % i) == "node-b")
+               if router.warmup.previous_ring.owner(b"sessions:k%d" % i) == "node-b")
     got = outcomes(router.get("sessions", key))
     router.clients["node-a"].take()[0].answer(pb.NOT_FOUND)
     leaving.take()[0].answer(value=b"saved")
     router.clients["node-a"].take()[0].answer()
     assert got == [Item(b"saved", 0)]
     router.reactor.advance(10)
-    assert leaving.stops == 1 and router.retired == {}
+    assert leaving.stops == 1 and router.warmup.retired == {}
 
 
 def test_without_warmup_a_removed_node_is_stopped_at_once():
@@ -708,7 +708,7 @@ def test_without_warmup_a_removed_node_is_stopped_at_once():
     leaving = router.clients["node-b"]
     router.reload(topology(nodes=["node-a"]))
     assert leaving.stops == 1
-    assert router.previous_ring is None
+    assert router.warmup.previous_ring is None
 
 
 def test_a_write_whose_deciding_replica_goes_away_is_decided_by_the_next():
