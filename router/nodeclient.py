@@ -296,11 +296,7 @@ class NodeClient:
         self._pending[rid] = d
         self.requests += 1
         self._frame_bytes += len(value) + len(key)
-        if state is UP or state is PROBING:
-            if self._frame_bytes >= FLUSH_BYTES:
-                self._flush()
-            elif self._flush_call is None:
-                self._schedule_flush()
+        self._queued(state)
         return d
 
     def request_many(self, op: int, group: str, keys: list) -> Deferred:
@@ -324,12 +320,17 @@ class NodeClient:
         self._next_id = rid
         self.requests += len(keys)
         self._frame_bytes += size
+        self._queued(state)
+        return batch.deferred
+
+    def _queued(self, state: str) -> None:
+        """Requests were added to this turn's frame: flush it now if it is big, else once
+        at the end of the turn. While connecting, the frame waits for the connection."""
         if state is UP or state is PROBING:
             if self._frame_bytes >= FLUSH_BYTES:
                 self._flush()
             elif self._flush_call is None:
                 self._schedule_flush()
-        return batch.deferred
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._frame.requests:
