@@ -122,7 +122,8 @@ class Router:
                 clients[node.name] = NodeClient(
                     node.name, node.address.host, node.address.port, self.reactor,
                     timeout=cfg.timeout, configure=self._group_configs,
-                    observe_latency=self.stats.node_latency.labels(node.name).observe)
+                    observe_latency=self.stats.node_latency.labels(node.name).observe,
+                    stale_on_return=self._replicated_groups)
         configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
                    for g in topology.groups.values()]
         configs_changed = configs != self._configure_groups
@@ -204,6 +205,11 @@ class Router:
             "failures": self.reload_failures,
             "last_error": self.last_error,
         }
+
+    def _replicated_groups(self) -> list[str]:
+        # A replica that was down missed the writes that went to the others meanwhile;
+        # when it returns it starts empty for those groups rather than serve stale copies.
+        return [g.name for g in self.groups.values() if g.spec.replicas > 1]
 
     def _group_configs(self) -> list:
         return self._configure_groups

@@ -105,13 +105,17 @@ class NodeClient:
                  configure: Callable[[], list] | None = None,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0,
                  rng: random.Random | None = None,
-                 observe_latency: Callable[[float], None] | None = None):
+                 observe_latency: Callable[[float], None] | None = None,
+                 stale_on_return: Callable[[], list[str]] | None = None):
         self.name = name
         self.host, self.port = host, port
         self.reactor = reactor
         self.timeout = timeout
         # Returns the GroupConfig list to send as CONFIGURE on every (re)connect.
         self._configure = configure
+        # Returns the groups whose entries on this node cannot be trusted after an
+        # outage (replicated groups: writes went to the other replicas meanwhile).
+        self._stale_on_return = stale_on_return
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rng = rng or random.Random()
@@ -217,6 +221,11 @@ class NodeClient:
         else:
             d = self._send(pb.PING)
         d.addCallbacks(self._probe_answered, self._probe_failed)
+        # Flushed in the probe's own frame: the node handles a frame in order before it
+        # answers, so by the time the probe's answer marks the node up, no stale copy
+        # is left to read.
+        for group in self._stale_on_return() if self._stale_on_return else ():
+            self._send(pb.FLUSH_GROUP, group).addErrback(lambda _: None)
         self._flush()
 
     def _probe_answered(self, response) -> None:

@@ -103,6 +103,7 @@ class Node:
             pb.REPLACE: self._replace,
             pb.DELETE: self._delete,
             pb.TOUCH: self._touch,
+            pb.FLUSH_GROUP: self._flush_group,
         }
         self._node_ops = {
             pb.PING: lambda request: pb.Response(id=request.id),
@@ -247,6 +248,10 @@ class Node:
         found = (_present(group.core.get(request.key))
                  and group.touch(request.key, _ttl(request)))
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
+
+    def _flush_group(self, group: _Group, request: pb.Request) -> pb.Response:
+        group.core.clear()
+        return pb.Response(id=request.id)
 
     # Node ops.
 

@@ -43,8 +43,10 @@ class FakeClient:
 
     made: list[FakeClient] = []
 
-    def __init__(self, name, host, port, reactor, timeout, configure=None, observe_latency=None):
+    def __init__(self, name, host, port, reactor, timeout, configure=None, observe_latency=None,
+                 stale_on_return=None):
         self.name, self.host, self.port, self.timeout = name, host, port, timeout
+        self.stale_on_return = stale_on_return
         self.address = f"{host}:{port}"
         self.state = "connecting"
         self.down_reason = "not connected yet"
@@ -729,3 +731,10 @@ def test_a_follower_that_is_down_does_not_fail_the_write():
     second.take()[0].fail()
     assert got == [True]
     assert router.stats.replica_errors == 1
+
+
+def test_replicated_groups_are_flushed_when_a_node_returns():
+    groups = {"scores": {"source": {"python": "fake:scores"}}, "sessions": {"replicas": 2},
+              "carts": {"replicas": 3}}
+    router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups))
+    assert router.clients["node-0"].stale_on_return() == ["sessions", "carts"]

@@ -139,6 +139,17 @@ def test_negative_entry_reads_as_not_found_and_counts_as_absent(node, clock):
     assert node.handle(req(pb.GET, b"n")) == pb.Response(id=1, status=pb.NOT_FOUND)
 
 
+def test_flush_group_drops_every_entry_of_that_group_only(node):
+    node.handle(configure_request(("g", "lru", MiB), ("other", "lru", MiB)))
+    node.handle(req(pb.SET, b"a", b"1"))
+    node.handle(req(pb.SET, b"b", b"2"))
+    node.handle(req(pb.SET, b"a", b"3", group="other"))
+    assert node.handle(req(pb.FLUSH_GROUP)) == pb.Response(id=1)
+    assert node.handle(req(pb.GET, b"a")).status == pb.NOT_FOUND
+    assert node.handle(req(pb.GET, b"b")).status == pb.NOT_FOUND
+    assert node.handle(req(pb.GET, b"a", group="other")).value == b"3"
+
+
 def test_replace_stores_only_when_present(node):
     assert node.handle(req(pb.REPLACE, b"k", b"v")).status == pb.NOT_STORED
     assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND

@@ -464,3 +464,19 @@ def test_request_many_fails_once_when_its_batch_times_out(reactor, connected):
     peer.answer(pb.Response(id=frame.requests[0].id, value=b"A"))
     reactor.advance(0.5)
     assert len(got) == 1 and got[0].check(NodeUnavailable)
+
+
+def test_a_returning_node_flushes_its_stale_groups_before_it_is_up(reactor):
+    client = make_client(reactor, configure=lambda: GROUPS, stale_on_return=lambda: ["sessions"])
+    peer = Peer(reactor)
+    reactor.advance(0)
+    [first] = peer.frames()
+    # The first connection is trusted: nothing is flushed.
+    assert [r.op for r in first.requests] == [pb.CONFIGURE]
+    peer = lose_and_reconnect(reactor, client, peer)
+    [frame] = peer.frames()
+    assert [(r.op, r.group) for r in frame.requests] == [(pb.CONFIGURE, ""),
+                                                          (pb.FLUSH_GROUP, "sessions")]
+    assert client.state == PROBING
+    peer.answer(*(pb.Response(id=r.id) for r in frame.requests))
+    assert client.state == UP
