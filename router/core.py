@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred, succeed
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 
@@ -22,6 +22,7 @@ from router.sources import build_source
 from router.stats import RouterStats
 from router.warmup import WarmUp
 from router.topology import load_topology
+from shared import entry
 from shared import ringcache_pb2 as pb
 
 log = Logger()
@@ -49,6 +50,26 @@ class Group:
 def _place(result, results: list, i: int) -> None:
     """Put one key's outcome (a value, None or a Failure) in its place of a multi-get."""
     results[i] = result
+
+
+def _gather(ds: list, results: list) -> Deferred:
+    """A Deferred firing with ``results`` once every one of ``ds`` (which place their
+    outcome in ``results`` and never fail) has fired: DeferredList without its per-result
+    bookkeeping, on the multi-get hot path."""
+    left = len(ds)
+    if left == 0:
+        return succeed(results)
+    done = Deferred()
+
+    def one(_):
+        nonlocal left
+        left -= 1
+        if left == 0:
+            done.callback(results)
+
+    for d in ds:
+        d.addBoth(one)
+    return done
 
 
 def _first_error(results: list) -> list:
@@ -289,8 +310,13 @@ class Router:
             return Item(response.value, response.flags)
         if status != NOT_FOUND:
             raise _node_failed(response)
+        return self._missed(g, key, owner, response.negative)
+
+    def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
+        """A key its node does not hold: None for a cached absence, else what the
+        previous owner (warm-up) or the source has, or a Deferred of it."""
         self.stats.misses += 1
-        if response.negative:
+        if negative:
             self.stats.negative_hits += 1
             return None
         if g.source is None:
@@ -375,44 +401,60 @@ class Router:
 
     def read_many(self, pairs) -> Deferred:
         """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
-        group on one node go out as one batch with one Deferred."""
+        group on one node go out as one GET_MANY request with one Deferred."""
         results: list = [None] * len(pairs)
-        batches: dict[tuple[str, str], tuple[NodeClient, Group, list]] = {}
+        batches: dict[tuple[str, str], tuple[NodeClient, Group, list, list]] = {}
         ds = []
+        groups, clients, owner = self.groups, self.clients, self.ring.owner
         for i, (group, key) in enumerate(pairs):
-            g = self.groups.get(group)
+            g = groups.get(group)
             if g is None or g.spec.replicas != 1:
                 ds.append(self.get(group, key).addBoth(_place, results, i))
                 continue
-            client = self.clients[self.ring.owner(routing_key(group, key))]
-            entry = batches.get((client.name, group))
-            if entry is None:
-                entry = batches[client.name, group] = (client, g, [])
-            entry[2].append((i, key))
-        for client, g, entries in batches.values():
-            d = client.request_many(pb.GET, g.name, [key for _, key in entries])
-            d.addCallbacks(self._got_many, self._read_many_failed, (g, client, entries, results),
-                           None, (g, client, entries, results))
+            client = clients[owner(routing_key(group, key))]
+            batch = batches.get((client.name, group))
+            if batch is None:
+                batch = batches[client.name, group] = (client, g, [], [])
+            batch[2].append(i)
+            batch[3].append(key)
+        for batch in batches.values():
+            client, g, indexes, keys = batch
+            d = client.request(pb.GET_MANY, g.name, keys=keys)
+            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results), None,
+                           (*batch, results))
             ds.append(d)
-        return DeferredList(ds).addCallback(lambda _: results)
+        return _gather(ds, results)
 
-    def _got_many(self, responses, g: Group, client: NodeClient, entries, results):
+    def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
+                  results: list):
+        values = response.values
+        if response.status != OK or len(values) != len(keys):
+            # A node without GET_MANY (UNKNOWN_OP, mid-upgrade) or answers too big for one
+            # frame (ERROR): ask key by key, so each key gets its own answer.
+            return DeferredList([self._read(g, key, [client], 0).addBoth(_place, results, i)
+                                 for i, key in zip(indexes, keys)])
+        hits = 0
         later = []
-        for (i, key), response in zip(entries, responses):
+        for i, key, stored in zip(indexes, keys, values):
+            if stored and stored != entry.NEGATIVE:
+                results[i] = Item(*entry.unpack(stored))
+                hits += 1
+                continue
             try:
-                result = self._got(response, g, key, client)
+                result = self._missed(g, key, client, stored == entry.NEGATIVE)
             except Exception:
                 result = Failure()
             if isinstance(result, Deferred):
                 later.append(result.addBoth(_place, results, i))
             else:
                 results[i] = result
+        self.stats.hits += hits
         return DeferredList(later) if later else None
 
-    def _read_many_failed(self, failure, g: Group, client: NodeClient, entries, results):
-        later = [maybeDeferred(self._read_failed, failure, g, key, [client], 0)
-                 .addBoth(_place, results, i) for i, key in entries]
-        return DeferredList(later)
+    def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
+                          keys: list, results: list):
+        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0)
+                             .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
 
     # -- warm-up after a ring change (router/warmup.py) ------------------------------------
 

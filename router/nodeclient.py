@@ -64,40 +64,6 @@ class _NodeProtocol(Protocol):
         self.client._lost(self.transport, reason.getErrorMessage())
 
 
-class _Batch:
-    """The responses of one request_many, fired together when the last is in."""
-
-    __slots__ = ("deferred", "responses", "left")
-
-    def __init__(self, n: int):
-        self.deferred = Deferred()
-        self.responses = [None] * n
-        self.left = n
-
-
-class _Part:
-    """One request of a batch, standing in for its Deferred in the pending table."""
-
-    __slots__ = ("batch", "index")
-
-    def __init__(self, batch: _Batch, index: int):
-        self.batch = batch
-        self.index = index
-
-    def callback(self, response) -> None:
-        batch = self.batch
-        batch.responses[self.index] = response
-        batch.left -= 1
-        if batch.left == 0:
-            batch.deferred.callback(batch.responses)
-
-    def errback(self, error) -> None:
-        batch = self.batch
-        if batch.left > 0:  # the batch fails once, at its first failed part
-            batch.left = -1
-            batch.deferred.errback(error)
-
-
 class NodeClient:
     """Requests to one node; ``request`` answers a Deferred firing with a pb.Response."""
 
@@ -278,14 +244,16 @@ class NodeClient:
                  node=self.name, problem=problem)
 
     def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-                ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False) -> Deferred:
+                ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
+                keys=None) -> Deferred:
         state = self.state
         if state is not UP and state is not CONNECTING:
             return fail(NodeUnavailable(self.name, self.down_reason))
-        return self._send(op, group, key, value, ttl, flags, groups, negative)
+        return self._send(op, group, key, value, ttl, flags, groups, negative, keys)
 
     def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False) -> Deferred:
+              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
+              keys=None) -> Deferred:
         state = self.state
         self._next_id += 1
         rid = self._next_id
@@ -300,6 +268,9 @@ class NodeClient:
             req.groups.extend(groups)
         if negative:
             req.negative = True
+        if keys:
+            req.keys.extend(keys)
+            self._frame_bytes += sum(map(len, keys))
         frame_ids.append(rid)
         d = Deferred()
         self._pending[rid] = d
@@ -307,30 +278,6 @@ class NodeClient:
         self._frame_bytes += len(value) + len(key)
         self._queued(state)
         return d
-
-    def request_many(self, op: int, group: str, keys: list) -> Deferred:
-        """``op`` on each of ``keys`` in this turn's frame: one Deferred firing with their
-        responses in order, or failing once with NodeUnavailable. A multi-get costs one
-        Deferred per node instead of one per key."""
-        state = self.state
-        if state is not UP and state is not CONNECTING:
-            return fail(NodeUnavailable(self.name, self.down_reason))
-        batch = _Batch(len(keys))
-        frame_ids = self._frame_ids
-        if not frame_ids:
-            self.reactor.callLater(self.timeout, self._expire, frame_ids)
-        add, pending, rid, size = self._frame.requests.add, self._pending, self._next_id, 0
-        for index, key in enumerate(keys):
-            rid += 1
-            add(id=rid, op=op, group=group, key=key)
-            frame_ids.append(rid)
-            pending[rid] = _Part(batch, index)
-            size += len(key)
-        self._next_id = rid
-        self.requests += len(keys)
-        self._frame_bytes += size
-        self._queued(state)
-        return batch.deferred
 
     def _queued(self, state: str) -> None:
         """Requests were added to this turn's frame: flush it now if it is big, else once

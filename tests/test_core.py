@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
-from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
+from twisted.internet.defer import Deferred, FirstError, succeed
 from twisted.internet.task import Clock
 
 from router import core
@@ -13,6 +13,7 @@ from router.core import Item, Router
 from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
 from router.ring import HashRing
 from router.topology import parse_topology
+from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes
 
@@ -29,10 +30,11 @@ class Sent:
     flags: int
     d: Deferred
     negative: bool = False
+    keys: list = ()
 
-    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False):
+    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=()):
         self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative))
+                                    negative=negative, values=values))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -68,16 +70,10 @@ class FakeClient:
         return succeed(None)
 
     def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
-                negative=False):
+                negative=False, keys=None):
         d = Deferred()
-        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative))
+        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ())))
         return d
-
-    def request_many(self, op, group, keys):
-        # NodeClient's contract: the responses in order, or one NodeUnavailable.
-        ds = [self.request(op, group, key) for key in keys]
-        d = gatherResults(ds, consumeErrors=True)
-        return d.addErrback(lambda failure: failure.value.subFailure)
 
     def take(self) -> list[Sent]:
         sent, self.sent = self.sent, []
@@ -341,10 +337,19 @@ def test_delete_and_touch():
 def test_get_many_answers_in_order():
     router = make_router()
     got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
-    a, b = node(router).take()
-    b.answer(value=b"B")
-    a.answer(pb.NOT_FOUND)
+    [many] = node(router).take()
+    assert (many.op, many.group, many.keys) == (pb.GET_MANY, "sessions", [b"a", b"b"])
+    many.answer(values=[b"", entry.pack(b"B")])
     assert got == [[None, Item(b"B", 0)]]
+
+
+def test_get_many_unpacks_flags_and_negative_entries():
+    router = make_router()
+    got = outcomes(router.get_many([("sessions", k) for k in (b"a", b"b", b"c")]))
+    [many] = node(router).take()
+    many.answer(values=[entry.pack(b"A", 7), entry.NEGATIVE, entry.pack(b"")])
+    assert got == [[Item(b"A", 7), None, Item(b"", 0)]]
+    assert (router.stats.hits, router.stats.misses, router.stats.negative_hits) == (2, 1, 1)
 
 
 def test_get_many_batches_per_node_and_reads_through_misses():
@@ -352,20 +357,35 @@ def test_get_many_batches_per_node_and_reads_through_misses():
     keys = [b"k%d" % i for i in range(12)]
     got = outcomes(router.get_many([("scores", k) for k in keys]))
     sent = {name: c.take() for name, c in router.clients.items()}
-    assert sorted(s.key for batch in sent.values() for s in batch) == sorted(keys)
-    assert all(sent.values())  # both nodes got a share
-    for batch in sent.values():
-        for s in batch:
-            if s.key == b"k3":
-                s.answer(pb.NOT_FOUND)
-            else:
-                s.answer(value=b"v-" + s.key)
+    # One GET_MANY per node, holding exactly the keys that node owns.
+    for name, [many] in sent.items():
+        assert many.op == pb.GET_MANY
+        assert many.keys == [k for k in keys if router.owner("scores", k) == name]
+    assert sorted(k for [many] in sent.values() for k in many.keys) == sorted(keys)
+    assert all(many.keys for [many] in sent.values())  # both nodes got a share
+    for [many] in sent.values():
+        many.answer(values=[b"" if k == b"k3" else entry.pack(b"v-" + k) for k in many.keys])
     # k3 missed: re-checked inside the flight, then loaded and filled.
     owner = router.clients[router.owner("scores", b"k3")]
     owner.take()[0].answer(pb.NOT_FOUND)
     router.groups["scores"].source.loads[0][1].callback(b"loaded")
     owner.take()[0].answer()
     assert got == [[Item(b"loaded", 0) if k == b"k3" else Item(b"v-" + k, 0) for k in keys]]
+
+
+@pytest.mark.parametrize("status", [pb.UNKNOWN_OP, pb.ERROR])
+def test_get_many_refused_is_asked_again_key_by_key(status):
+    # UNKNOWN_OP: a node of an older release, mid-upgrade; ERROR: the answers would not
+    # fit one frame. Either way each key is then read on its own.
+    router = make_router()
+    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
+    [many] = node(router).take()
+    many.answer(status, error="no")
+    a, b = node(router).take()
+    assert [(s.op, s.key) for s in (a, b)] == [(pb.GET, b"a"), (pb.GET, b"b")]
+    a.answer(value=b"A")
+    b.answer(pb.NOT_FOUND)
+    assert got == [[Item(b"A", 0), None]]
 
 
 def test_get_many_with_a_node_down_fails_the_plain_group_and_reads_through_the_other():
@@ -738,3 +758,7 @@ def test_replicated_groups_are_flushed_when_a_node_returns():
               "carts": {"replicas": 3}}
     router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups))
     assert router.clients["node-0"].stale_on_return() == ["sessions", "carts"]
+
+
+def test_get_many_of_no_keys_answers_at_once():
+    assert outcomes(make_router().get_many([])) == [[]]

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
+from shared import entry
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 from storage_node.node import DEFAULT_GROUP_BYTES, Node
@@ -137,6 +138,31 @@ def test_negative_entry_reads_as_not_found_and_counts_as_absent(node, clock):
     node.handle(req(pb.SET, b"n", negative=True, ttl=10))
     clock.now += 10
     assert node.handle(req(pb.GET, b"n")) == pb.Response(id=1, status=pb.NOT_FOUND)
+
+
+def test_get_many_answers_each_key_s_entry_in_order(node, clock):
+    node.handle(req(pb.SET, b"plain", b"v"))
+    node.handle(req(pb.SET, b"flagged", b"w", flags=0x01020304))
+    node.handle(req(pb.SET, b"absent", negative=True, ttl=10))
+    node.handle(req(pb.SET, b"brief", b"x", ttl=1))
+    clock.now += 1
+    keys = [b"plain", b"missing", b"flagged", b"absent", b"brief", b"plain"]
+    answer = node.handle(req(pb.GET_MANY, keys=keys, id=5))
+    assert answer == pb.Response(id=5, values=[
+        entry.pack(b"v"), b"", entry.pack(b"w", 0x01020304), entry.NEGATIVE, b"", entry.pack(b"v")])
+    assert [entry.unpack(v) for v in answer.values if entry.present(v or None)] == [
+        (b"v", 0), (b"w", 0x01020304), (b"v", 0)]
+    # A negative entry is held, so it counts as a hit, as it does for GET.
+    assert (group_stats(node, "g").hits, group_stats(node, "g").misses) == (4, 2)
+
+
+def test_get_many_of_an_unknown_group_or_a_failing_core_is_one_error(clock, logged):
+    node = Node(MiB, clock=clock, log=logged.append)
+    node.handle(configure_request(("bad", f"python:{__name__}:BrokenCore", 100)))
+    assert node.handle(req(pb.GET_MANY, group="nope", keys=[b"a"])) == pb.Response(
+        id=1, status=pb.UNKNOWN_GROUP, error="unknown group 'nope'")
+    assert node.handle(req(pb.GET_MANY, group="bad", keys=[b"a"])) == pb.Response(
+        id=1, status=pb.ERROR, error="internal error: RuntimeError('disk on fire')")
 
 
 def test_flush_group_drops_every_entry_of_that_group_only(node):
@@ -580,3 +606,17 @@ def test_answers_too_big_for_one_frame_become_errors(clock):
     assert [r.value for r in responses[:2]] == [b"x" * 300] * 2
     assert responses[2:] == [pb.Response(id=i, status=pb.ERROR, error=too_big) for i in range(2, 6)]
     assert not transport.disconnecting
+
+
+def test_a_get_many_too_big_for_one_frame_becomes_one_error(clock):
+    # The router then asks key by key, and gets what fits.
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("g", "lru", MiB)))
+    for i in range(6):
+        node.handle(req(pb.SET, b"k%d" % i, b"x" * 300))
+    protocol, transport = connect(node, max_frame=1000)
+    protocol.dataReceived(encode_batch(requests=[
+        req(pb.GET_MANY, keys=[b"k%d" % i for i in range(6)], id=3), req(pb.PING, id=4)]))
+    (responses,) = response_frames(transport)
+    too_big = "the answers of this batch exceed one frame; ask for fewer keys at once"
+    assert responses == [pb.Response(id=3, status=pb.ERROR, error=too_big), pb.Response(id=4)]

@@ -441,29 +441,18 @@ def test_an_answer_resets_the_count_of_timeouts_in_a_row(reactor, connected):
     assert client.state == UP
 
 
-def test_request_many_is_one_deferred_for_a_batch_in_order(reactor, connected):
+def test_a_multi_get_is_one_request_carrying_its_keys(reactor, connected):
     client, peer = connected
-    got = outcomes(client.request_many(pb.GET, "scores", [b"a", b"b", b"c"]))
+    got = outcomes(client.request(pb.GET_MANY, "scores", keys=[b"a", b"b", b"c"]))
+    single = outcomes(client.request(pb.GET, "scores", b"d"))
     reactor.advance(0)
     [frame] = peer.frames()
-    ids = [r.id for r in frame.requests]
-    assert [r.key for r in frame.requests] == [b"a", b"b", b"c"]
-    peer.answer(pb.Response(id=ids[2], value=b"C"), pb.Response(id=ids[0], value=b"A"))
-    assert got == []
-    peer.answer(pb.Response(id=ids[1], status=pb.NOT_FOUND))
-    [responses] = got
-    assert [(r.status, r.value) for r in responses] == [(pb.OK, b"A"), (pb.NOT_FOUND, b""),
-                                                         (pb.OK, b"C")]
-
-
-def test_request_many_fails_once_when_its_batch_times_out(reactor, connected):
-    client, peer = connected
-    got = outcomes(client.request_many(pb.GET, "scores", [b"a", b"b"]))
-    reactor.advance(0)
-    [frame] = peer.frames()
-    peer.answer(pb.Response(id=frame.requests[0].id, value=b"A"))
-    reactor.advance(0.5)
-    assert len(got) == 1 and got[0].check(NodeUnavailable)
+    many, one = frame.requests
+    assert (many.op, many.group, list(many.keys)) == (pb.GET_MANY, "scores", [b"a", b"b", b"c"])
+    assert (one.op, list(one.keys)) == (pb.GET, [])
+    peer.answer(pb.Response(id=many.id, values=[b"\x00A", b"", b"\x00C"]))
+    assert [list(r.values) for r in got] == [[b"\x00A", b"", b"\x00C"]]
+    assert single == []
 
 
 def test_a_returning_node_flushes_its_stale_groups_before_it_is_up(reactor):

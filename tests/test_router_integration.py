@@ -137,6 +137,9 @@ def test_flags_round_trip_through_pymemcache_serde(cluster):
     client.set("sessions:num", 42)
     assert client.get("sessions:obj") == {"a": [1, 2]}
     assert client.get("sessions:num") == 42
+    # A multi-get goes as one GET_MANY per node, entries unpacked by the router.
+    assert client.get_many(["sessions:obj", "sessions:num", "sessions:none"]) == {
+        "sessions:obj": {"a": [1, 2]}, "sessions:num": 42}
 
 
 def test_bad_input_errors_and_connection_goes_on(cluster):
