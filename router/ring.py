@@ -63,6 +63,9 @@ class HashRing:
         # Parallel lists: bisect on plain ints is the fast path of every request.
         self._hashes = [h for h, _ in points]
         self._owners = [name for _, name in points]
+        # Owners with the first repeated at the end: a key past the last point wraps to
+        # the first one without a test.
+        self._wrapped = self._owners + self._owners[:1]
 
     def __len__(self) -> int:
         return len(self.weights)
@@ -83,7 +86,7 @@ class HashRing:
         """The node that owns ``key``."""
         if not self._hashes:
             raise LookupError("the ring has no nodes")
-        return self._owners[self._index(key)]
+        return self._wrapped[bisect.bisect_left(self._hashes, self._hash(key))]
 
     def owners(self, key: bytes, n: int) -> list[str]:
         """The first ``n`` distinct nodes clockwise from ``key`` (fewer if the ring is smaller)."""
