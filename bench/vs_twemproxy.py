@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """ringcache against twemproxy (nutcracker) + memcached: same keys, same C load generator, runs alternating.
 
-Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--floor] [--json FILE]
+Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--floor] [--one-hop]
+                              [--json FILE]
 
 Installs Debian's memcached and nutcracker when missing (as root), compiles
 bench/loadgen.c into bench/build/, and for each topology (ringcache router + N nodes
@@ -28,8 +29,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (  # noqa: E402
-    RINGCACHE, Memcached, RingcacheCluster, TwemproxyCluster, TwistedFloor, build_loadgen,
-    cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path, preload)
+    RINGCACHE, Memcached, OneHop, RingcacheCluster, TwemproxyCluster, TwistedFloor,
+    build_loadgen, cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path,
+    preload)
 
 # name, load generator options, goal for the ratio ours/theirs
 SCENARIOS = [
@@ -40,6 +42,11 @@ SCENARIOS = [
 CPU_GOAL = 3.0  # ours may spend at most this many times their CPU per key
 ADDED_P99_GOAL_US = 1000.0
 LATENCY = {"conns": 4, "depth": 1, "multi": 1}
+# Extra sides of the 1-node rounds: what each is, for the printed line.
+EXTRAS = {
+    "floor": ("Twisted floor", "byte-copying proxy + memcached"),
+    "one-hop": ("one hop", "bench/one_hop.py: router + node in one process"),
+}
 
 
 def measure(servers, seconds: float, keys: int, **options) -> dict:
@@ -58,16 +65,15 @@ def median(runs: list[dict], field: str) -> float:
     return statistics.median(r[field] for r in runs)
 
 
-def compare(ours, theirs, floor, args) -> dict:
+def compare(ours, theirs, extras: dict, args) -> dict:
     """Every scenario A B A B ..., then open-loop latency A B C A B C ... (C: memcached alone).
 
-    ``floor`` (or None) is a third side in the throughput rounds: a byte-copying Twisted
-    proxy in front of memcached, the most any Twisted router could do here.
+    ``extras`` are more sides in the throughput rounds, named as in EXTRAS: "floor", a
+    byte-copying Twisted proxy in front of memcached (the most any Twisted router could
+    do here), and "one-hop", the one-process prototype, which also joins the latency runs.
     """
     out = {"scenarios": {}, "latency": {}}
-    sides = {"ours": ours, "theirs": theirs}
-    if floor is not None:
-        sides["floor"] = floor
+    sides = {"ours": ours, "theirs": theirs, **extras}
     for name, options, goal in SCENARIOS:
         for side in sides.values():  # warm-up: connections, caches, branch predictors
             loadgen(side.port, seconds=1, keys=args.keys, **options)
@@ -83,6 +89,8 @@ def compare(ours, theirs, floor, args) -> dict:
     with Memcached() as alone:
         preload(alone.port, args.keys)
         sides = {"ours": ours, "theirs": theirs, "memcached alone": alone}
+        if "one-hop" in extras:
+            sides["one-hop"] = extras["one-hop"]
         runs = {side: [] for side in sides}
         for _ in range(args.rounds):
             for side, servers in sides.items():
@@ -93,6 +101,9 @@ def compare(ours, theirs, floor, args) -> dict:
                                 "p99_us": median(side_runs, "p99_us"),
                                 "cpu_s_per_100k": median(side_runs, "cpu_s_per_100k")}
     out["added_p99_us"] = out["latency"]["ours"]["p99_us"] - out["latency"]["theirs"]["p99_us"]
+    if "one-hop" in runs:
+        out["one_hop_added_p99_us"] = (out["latency"]["one-hop"]["p99_us"]
+                                       - out["latency"]["theirs"]["p99_us"])
     show_latency(out, args.rate)
     return out
 
@@ -109,12 +120,15 @@ def show_scenario(name: str, s: dict) -> None:
           f" {s['cpu_ratio']:>5.1f}x {verdict(s['cpu_ratio'] <= CPU_GOAL)}", flush=True)
     print("  " + " " * 18 + "   rounds ours/theirs ops/s: " + ", ".join(
         f"{a['ops_per_s']:,.0f}/{b['ops_per_s']:,.0f}" for a, b in zip(ours, theirs)), flush=True)
-    if "floor" in s["rounds"]:
-        floor = s["rounds"]["floor"]
-        ratio = statistics.median(f["ops_per_s"] / b["ops_per_s"] for f, b in zip(floor, theirs))
-        print("  " + " " * 18 + f"   Twisted floor: {median(floor, 'ops_per_s'):,.0f} ops/s, "
-              f"ratio floor/theirs {ratio:.2f}, CPU {median(floor, 'cpu_s_per_100k'):.3f} s/100k"
-              " (byte-copying proxy + memcached)", flush=True)
+    for side, (label, what) in EXTRAS.items():
+        if side not in s["rounds"]:
+            continue
+        runs = s["rounds"][side]
+        ratio = statistics.median(r["ops_per_s"] / b["ops_per_s"] for r, b in zip(runs, theirs))
+        print("  " + " " * 18 + f"   {label}: {median(runs, 'ops_per_s'):,.0f} ops/s, "
+              f"ratio {side}/theirs {ratio:.2f}, CPU {median(runs, 'cpu_s_per_100k'):.3f} s/100k"
+              f" ({what}); rounds: " + ", ".join(f"{r['ops_per_s']:,.0f}" for r in runs),
+              flush=True)
 
 
 def show_latency(out: dict, rate: float) -> None:
@@ -125,6 +139,10 @@ def show_latency(out: dict, rate: float) -> None:
     added = out["added_p99_us"]
     print(f"    added p99 (ours - theirs): {added:.0f} us, goal < {ADDED_P99_GOAL_US:.0f} us:"
           f" {verdict(added < ADDED_P99_GOAL_US)}", flush=True)
+    if "one_hop_added_p99_us" in out:
+        added = out["one_hop_added_p99_us"]
+        print(f"    added p99 (one-hop - theirs): {added:.0f} us:"
+              f" {verdict(added < ADDED_P99_GOAL_US)}", flush=True)
 
 
 def versions() -> dict:
@@ -151,6 +169,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every figure to this file")
     parser.add_argument("--floor", action="store_true",
                         help="also measure bench/twisted_floor.py (1-node topology only)")
+    parser.add_argument("--one-hop", action="store_true",
+                        help="also measure bench/one_hop.py, router and node in one process "
+                             "(1-node topology only)")
     args = parser.parse_args()
 
     ensure_packages()
@@ -172,11 +193,14 @@ def main() -> None:
         with ExitStack() as stack:
             ours = stack.enter_context(RingcacheCluster(n))
             theirs = stack.enter_context(TwemproxyCluster(n))
-            floor = stack.enter_context(TwistedFloor()) if args.floor and n == 1 else None
-            for side in (ours, theirs, floor):
-                if side is not None:
-                    preload(side.port, args.keys)
-            results["topologies"][f"{n} node(s)"] = compare(ours, theirs, floor, args)
+            extras = {}
+            if n == 1 and args.floor:
+                extras["floor"] = stack.enter_context(TwistedFloor())
+            if n == 1 and args.one_hop:
+                extras["one-hop"] = stack.enter_context(OneHop())
+            for side in (ours, theirs, *extras.values()):
+                preload(side.port, args.keys)
+            results["topologies"][f"{n} node(s)"] = compare(ours, theirs, extras, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
         print(f"\nevery figure: {args.json}")
