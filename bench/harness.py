@@ -192,6 +192,25 @@ class TwistedFloor(Servers):
         return port
 
 
+class EpollFloor(Servers):
+    """bench/epoll_floor.py (a byte-copying proxy on a bare epoll loop) in front of one memcached.
+
+    ``parse`` adds its --parse mode: get lines split and their keys hashed before forwarding.
+    """
+
+    def __init__(self, parse: bool = False):
+        self.parse = parse
+        self.name = "epoll-parse" if parse else "epoll-floor"
+        super().__init__()
+
+    def _start(self) -> int:
+        backend, port = free_port(), free_port()
+        self._spawn(memcached_command(backend), backend)
+        self._spawn([RINGCACHE[0], str(ROOT / "bench" / "epoll_floor.py"), str(port),
+                     str(backend), *(["--parse"] if self.parse else [])], port)
+        return port
+
+
 class OneHop(Servers):
     """bench/one_hop.py: a router with its one node in the same process (a prototype)."""
 

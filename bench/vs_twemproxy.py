@@ -2,7 +2,7 @@
 """ringcache against twemproxy (nutcracker) + memcached: same keys, same C load generator, runs alternating.
 
 Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--floor] [--one-hop]
-                              [--json FILE]
+                              [--epoll-floor] [--json FILE]
 
 Installs Debian's memcached and nutcracker when missing (as root), compiles
 bench/loadgen.c into bench/build/, and for each topology (ringcache router + N nodes
@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (  # noqa: E402
-    RINGCACHE, Memcached, OneHop, RingcacheCluster, TwemproxyCluster, TwistedFloor,
+    RINGCACHE, EpollFloor, Memcached, OneHop, RingcacheCluster, TwemproxyCluster, TwistedFloor,
     build_loadgen, cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path,
     preload)
 
@@ -46,6 +46,8 @@ LATENCY = {"conns": 4, "depth": 1, "multi": 1}
 EXTRAS = {
     "floor": ("Twisted floor", "byte-copying proxy + memcached"),
     "one-hop": ("one hop", "bench/one_hop.py: router + node in one process"),
+    "epoll-floor": ("epoll floor", "bench/epoll_floor.py: byte-copying proxy on bare epoll"),
+    "epoll-parse": ("epoll + parse", "bench/epoll_floor.py --parse: get keys hashed too"),
 }
 
 
@@ -70,7 +72,9 @@ def compare(ours, theirs, extras: dict, args) -> dict:
 
     ``extras`` are more sides in the throughput rounds, named as in EXTRAS: "floor", a
     byte-copying Twisted proxy in front of memcached (the most any Twisted router could
-    do here), and "one-hop", the one-process prototype, which also joins the latency runs.
+    do here), "one-hop", the one-process prototype, which also joins the latency runs, and
+    "epoll-floor"/"epoll-parse", the byte-copying proxy on a bare epoll loop, without and
+    with a router's least parsing.
     """
     out = {"scenarios": {}, "latency": {}}
     sides = {"ours": ours, "theirs": theirs, **extras}
@@ -172,6 +176,9 @@ def main() -> None:
     parser.add_argument("--one-hop", action="store_true",
                         help="also measure bench/one_hop.py, router and node in one process "
                              "(1-node topology only)")
+    parser.add_argument("--epoll-floor", action="store_true",
+                        help="also measure bench/epoll_floor.py, a byte-copying proxy without "
+                             "Twisted, plain and with --parse (1-node topology only)")
     args = parser.parse_args()
 
     ensure_packages()
@@ -198,6 +205,9 @@ def main() -> None:
                 extras["floor"] = stack.enter_context(TwistedFloor())
             if n == 1 and args.one_hop:
                 extras["one-hop"] = stack.enter_context(OneHop())
+            if n == 1 and args.epoll_floor:
+                extras["epoll-floor"] = stack.enter_context(EpollFloor())
+                extras["epoll-parse"] = stack.enter_context(EpollFloor(parse=True))
             for side in (ours, theirs, *extras.values()):
                 preload(side.port, args.keys)
             results["topologies"][f"{n} node(s)"] = compare(ours, theirs, extras, args)
