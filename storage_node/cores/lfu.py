@@ -48,7 +48,7 @@ class LFUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry:
+            if self._clock() >= entry.deadline:
                 self._remove(key)
                 return None
             value = entry.value
@@ -93,7 +93,7 @@ class LFUCore(CoreBase):
         aged = levels[hand]
         if aged:
             key, entry = next(iter(aged.items()))
-            if type(entry) is Expiring and self._clock() >= entry:
+            if type(entry) is Expiring and self._clock() >= entry.deadline:
                 self._remove(key)
                 return
             self._unlink(aged, key)

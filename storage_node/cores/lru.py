@@ -31,7 +31,7 @@ class LRUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry:
+            if self._clock() >= entry.deadline:
                 self._drop(key)
                 return None
             self._data.move_to_end(key)
