@@ -128,19 +128,52 @@ class RingcacheCluster(Servers):
         super().__init__()
 
     def _start(self) -> int:
-        node_ports = [free_port() for _ in range(self.nodes)]
+        memcache_port, topology = self._topology()
+        self._start_nodes()
+        self._spawn([*RINGCACHE, "router", "-c", str(topology)], memcache_port)
+        return memcache_port
+
+    def _topology(self) -> tuple[int, Path]:
+        """Write the bench topology (group ``bench``, ``nodes`` nodes on free ports); its memcache port and path."""
+        self.node_ports = [free_port() for _ in range(self.nodes)]
         memcache_port, http_port = free_port(), free_port()
         node_lines = "\n".join(f"  - {{name: node-{i}, address: 127.0.0.1:{p}}}"
-                               for i, p in enumerate(node_ports))
+                               for i, p in enumerate(self.node_ports))
         (self.dir / "topology.yaml").write_text(
             f"router:\n  memcache: 127.0.0.1:{memcache_port}\n"
             f"  http: 127.0.0.1:{http_port}\n  default_group: bench\n"
             f"nodes:\n{node_lines}\n"
             "groups:\n  bench: {max_bytes: 512MiB}\n")
-        for port in node_ports:
+        return memcache_port, self.dir / "topology.yaml"
+
+    def _start_nodes(self) -> None:
+        for port in self.node_ports:
             self._spawn([*RINGCACHE, "node", "--listen", f"127.0.0.1:{port}",
                          "--max-memory", "1GiB"], port)
-        self._spawn([*RINGCACHE, "router", "-c", str(self.dir / "topology.yaml")], memcache_port)
+
+
+class LeanCluster(RingcacheCluster):
+    """bench/lean_router.py (the epoll data-plane prototype) in front of ``nodes`` storage nodes.
+
+    The topology is RingcacheCluster's. The nodes are ``ringcache node`` processes, or
+    with ``lean_nodes`` bench/lean_node.py (the same Node on a bare epoll loop).
+    """
+
+    def __init__(self, nodes: int = 1, lean_nodes: bool = False):
+        self.lean_nodes = lean_nodes
+        self.name = "lean-router-lean-nodes" if lean_nodes else "lean-router"
+        super().__init__(nodes)
+
+    def _start(self) -> int:
+        memcache_port, topology = self._topology()
+        if self.lean_nodes:
+            for port in self.node_ports:
+                self._spawn([RINGCACHE[0], str(ROOT / "bench" / "lean_node.py"), "--listen",
+                             f"127.0.0.1:{port}"], port)
+        else:
+            self._start_nodes()
+        self._spawn([RINGCACHE[0], str(ROOT / "bench" / "lean_router.py"), str(topology)],
+                    memcache_port)
         return memcache_port
 
 

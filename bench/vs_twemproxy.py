@@ -2,7 +2,7 @@
 """ringcache against twemproxy (nutcracker) + memcached: same keys, same C load generator, runs alternating.
 
 Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--floor] [--one-hop]
-                              [--epoll-floor] [--json FILE]
+                              [--epoll-floor] [--lean] [--json FILE]
 
 Installs Debian's memcached and nutcracker when missing (as root), compiles
 bench/loadgen.c into bench/build/, and for each topology (ringcache router + N nodes
@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import (  # noqa: E402
-    RINGCACHE, EpollFloor, Memcached, OneHop, RingcacheCluster, TwemproxyCluster, TwistedFloor,
-    build_loadgen, cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path,
+    RINGCACHE, EpollFloor, LeanCluster, Memcached, OneHop, RingcacheCluster, TwemproxyCluster,
+    TwistedFloor, build_loadgen, cpu_seconds, ensure_packages, loadgen, memcached_command, nutcracker_path,
     preload)
 
 # name, load generator options, goal for the ratio ours/theirs
@@ -42,12 +42,15 @@ SCENARIOS = [
 CPU_GOAL = 3.0  # ours may spend at most this many times their CPU per key
 ADDED_P99_GOAL_US = 1000.0
 LATENCY = {"conns": 4, "depth": 1, "multi": 1}
-# Extra sides of the 1-node rounds: what each is, for the printed line.
+# Extra sides of the throughput rounds (lean ones in every topology, the rest with 1 node):
+# what each is, for the printed line.
 EXTRAS = {
     "floor": ("Twisted floor", "byte-copying proxy + memcached"),
     "one-hop": ("one hop", "bench/one_hop.py: router + node in one process"),
     "epoll-floor": ("epoll floor", "bench/epoll_floor.py: byte-copying proxy on bare epoll"),
     "epoll-parse": ("epoll + parse", "bench/epoll_floor.py --parse: get keys hashed too"),
+    "lean": ("lean router", "bench/lean_router.py on bare epoll + ringcache nodes"),
+    "lean-nodes": ("lean router + lean nodes", "bench/lean_router.py + bench/lean_node.py"),
 }
 
 
@@ -74,7 +77,8 @@ def compare(ours, theirs, extras: dict, args) -> dict:
     byte-copying Twisted proxy in front of memcached (the most any Twisted router could
     do here), "one-hop", the one-process prototype, which also joins the latency runs, and
     "epoll-floor"/"epoll-parse", the byte-copying proxy on a bare epoll loop, without and
-    with a router's least parsing.
+    with a router's least parsing, and "lean"/"lean-nodes", the data-plane prototype on a
+    bare epoll loop in front of ringcache nodes or of nodes on a bare epoll loop too.
     """
     out = {"scenarios": {}, "latency": {}}
     sides = {"ours": ours, "theirs": theirs, **extras}
@@ -129,8 +133,10 @@ def show_scenario(name: str, s: dict) -> None:
             continue
         runs = s["rounds"][side]
         ratio = statistics.median(r["ops_per_s"] / b["ops_per_s"] for r, b in zip(runs, theirs))
+        cpu = median(runs, "cpu_s_per_100k")
         print("  " + " " * 18 + f"   {label}: {median(runs, 'ops_per_s'):,.0f} ops/s, "
-              f"ratio {side}/theirs {ratio:.2f}, CPU {median(runs, 'cpu_s_per_100k'):.3f} s/100k"
+              f"ratio {side}/theirs {ratio:.2f}, CPU {cpu:.3f} s/100k"
+              f" ({cpu / median(theirs, 'cpu_s_per_100k'):.1f}x theirs)"
               f" ({what}); rounds: " + ", ".join(f"{r['ops_per_s']:,.0f}" for r in runs),
               flush=True)
 
@@ -179,6 +185,10 @@ def main() -> None:
     parser.add_argument("--epoll-floor", action="store_true",
                         help="also measure bench/epoll_floor.py, a byte-copying proxy without "
                              "Twisted, plain and with --parse (1-node topology only)")
+    parser.add_argument("--lean", action="store_true",
+                        help="also measure bench/lean_router.py, a router data plane on a bare "
+                             "epoll loop, in front of ringcache nodes and of bench/lean_node.py "
+                             "nodes (every topology)")
     args = parser.parse_args()
 
     ensure_packages()
@@ -208,6 +218,9 @@ def main() -> None:
             if n == 1 and args.epoll_floor:
                 extras["epoll-floor"] = stack.enter_context(EpollFloor())
                 extras["epoll-parse"] = stack.enter_context(EpollFloor(parse=True))
+            if args.lean:
+                extras["lean"] = stack.enter_context(LeanCluster(n))
+                extras["lean-nodes"] = stack.enter_context(LeanCluster(n, lean_nodes=True))
             for side in (ours, theirs, *extras.values()):
                 preload(side.port, args.keys)
             results["topologies"][f"{n} node(s)"] = compare(ours, theirs, extras, args)
