@@ -7,6 +7,8 @@
  * answers, and latency counts from the scheduled send time, so a stalled server
  * cannot hide its queueing (no coordinated omission).
  * --set preloads: every key once, VALUE_SIZE bytes, DEPTH sets in flight per connection.
+ * The value of key <prefix><k> is "<k>:" then 'v's, and every hit is checked against it:
+ * a value of the wrong size or of another key counts as an error, not a hit.
  *
  * Build: gcc -O2 -pthread -o loadgen bench/loadgen.c
  * Run:   loadgen --port P [--conns 4] [--depth 1] [--multi 1] [--seconds 5]
@@ -81,6 +83,18 @@ static void write_all(int fd, const char *p, size_t n) {
 
 #define RBUF (1 << 20)
 
+/* Whether a hit's data is what --set stored under this key: "<k>:" then 'v's. */
+static int value_matches(const char *key, size_t key_len, const char *data, long n) {
+    size_t plen = strlen(prefix);
+    if (n != value_size || key_len <= plen || memcmp(key, prefix, plen)) return 0;
+    size_t digits = key_len - plen;
+    if (digits >= (size_t)n) return memcmp(data, key + plen, n) == 0;
+    if (memcmp(data, key + plen, digits) || data[digits] != ':') return 0;
+    for (long i = digits + 1; i < n; i++)
+        if (data[i] != 'v') return 0;
+    return 1;
+}
+
 /* Length of the first whole answer in buf (0 if incomplete); counts its hits and errors. */
 static size_t answer_len(const char *buf, size_t len, uint64_t *hits, uint64_t *errors) {
     size_t pos = 0, h = 0;
@@ -90,16 +104,19 @@ static size_t answer_len(const char *buf, size_t len, uint64_t *hits, uint64_t *
         size_t line = nl - (buf + pos), next = pos + line + 2;
         if (line > 6 && !memcmp(buf + pos, "VALUE ", 6)) {
             /* VALUE <key> <flags> <bytes> [<cas>] */
-            const char *p = buf + pos + 6, *e = nl;
+            const char *p = buf + pos + 6, *e = nl, *key = p, *key_end = e;
             int field = 0; long n = -1;
             while (p < e && field < 3) {
                 const char *sp = memchr(p, ' ', e - p);
                 if (!sp) sp = e;
-                if (++field == 3) n = strtol(p, NULL, 10);
+                if (++field == 1) key_end = sp;
+                if (field == 3) n = strtol(p, NULL, 10);
                 p = sp + 1;
             }
             if (n < 0 || next + n + 2 > len) return 0;
-            pos = next + n + 2; h++;
+            if (value_matches(key, key_end - key, buf + next, n)) h++;
+            else (*errors)++;  /* a value that is not this key's: as bad as an error */
+            pos = next + n + 2;
             continue;
         }
         if (line == 3 && !memcmp(buf + pos, "END", 3)) { *hits += h; return next; }
@@ -165,7 +182,12 @@ static void *preload(void *arg) {
         size_t n = 0; int batch = 0;
         for (; batch < depth && k < hi; batch++, k++) {
             n += sprintf(out + n, "set %s%llu 0 0 %d\r\n", prefix, (unsigned long long)k, value_size);
-            memset(out + n, 'v', value_size); n += value_size;
+            /* The value names its key ("<k>:vvv..."), so a get can check it got its own. */
+            char tag[32];
+            int t = snprintf(tag, sizeof tag, "%llu:", (unsigned long long)k);
+            memset(out + n, 'v', value_size);
+            memcpy(out + n, tag, t < value_size ? t : value_size);
+            n += value_size;
             memcpy(out + n, "\r\n", 2); n += 2;
         }
         write_all(c->fd, out, n);
