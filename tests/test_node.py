@@ -591,32 +591,34 @@ def test_a_framing_error_aborts_that_connection_only(node, bad, problem):
     assert response_frames(fresh_transport) == [[pb.Response(id=1)]]
 
 
-def test_answers_too_big_for_one_frame_become_errors(clock):
+TOO_BIG = "the answers of this batch exceed one frame; ask for fewer keys at once"
+
+
+def six_values_over_a_small_frame(clock):
+    """A connection whose frames hold 1000 bytes, to a node holding k0..k5 of 300 bytes each."""
     node = Node(MiB, clock=clock)
     node.handle(configure_request(("g", "lru", MiB)))
     for i in range(6):
         node.handle(req(pb.SET, b"k%d" % i, b"x" * 300))
-    protocol, transport = connect(node, max_frame=1000)
+    return connect(node, max_frame=1000)
+
+
+def test_answers_too_big_for_one_frame_become_errors(clock):
+    protocol, transport = six_values_over_a_small_frame(clock)
     protocol.dataReceived(encode_batch(requests=[req(pb.GET, b"k%d" % i, id=i) for i in range(6)]))
     assert transport.writes == 1
     assert len(transport.value()) <= 4 + 1000
     (responses,) = response_frames(transport)
-    too_big = "the answers of this batch exceed one frame; ask for fewer keys at once"
     assert [r.id for r in responses] == list(range(6))
     assert [r.value for r in responses[:2]] == [b"x" * 300] * 2
-    assert responses[2:] == [pb.Response(id=i, status=pb.ERROR, error=too_big) for i in range(2, 6)]
+    assert responses[2:] == [pb.Response(id=i, status=pb.ERROR, error=TOO_BIG) for i in range(2, 6)]
     assert not transport.disconnecting
 
 
 def test_a_get_many_too_big_for_one_frame_becomes_one_error(clock):
     # The router then asks key by key, and gets what fits.
-    node = Node(MiB, clock=clock)
-    node.handle(configure_request(("g", "lru", MiB)))
-    for i in range(6):
-        node.handle(req(pb.SET, b"k%d" % i, b"x" * 300))
-    protocol, transport = connect(node, max_frame=1000)
+    protocol, transport = six_values_over_a_small_frame(clock)
     protocol.dataReceived(encode_batch(requests=[
         req(pb.GET_MANY, keys=[b"k%d" % i for i in range(6)], id=3), req(pb.PING, id=4)]))
     (responses,) = response_frames(transport)
-    too_big = "the answers of this batch exceed one frame; ask for fewer keys at once"
-    assert responses == [pb.Response(id=3, status=pb.ERROR, error=too_big), pb.Response(id=4)]
+    assert responses == [pb.Response(id=3, status=pb.ERROR, error=TOO_BIG), pb.Response(id=4)]
