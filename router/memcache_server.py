@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from router import memcache_parser as mc
 from router.errors import RingcacheError, TooLarge
 from router.memcache_parser import EXPIRED, exptime_to_ttl
-from shared.net import write_now
+from shared.net import cancel_call, write_now
 
 log = Logger()
 
@@ -85,8 +85,7 @@ class MemcacheProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.factory.connections -= 1
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
+        cancel_call(self._flush_call)
         self._flush_call = None
         self.slots.clear()
 
@@ -133,10 +132,8 @@ class MemcacheProtocol(Protocol):
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+        cancel_call(self._flush_call)
+        self._flush_call = None
         slots = self.slots
         out = []
         while slots and slots[0].data is not None:

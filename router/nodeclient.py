@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from router.errors import NodeUnavailable
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, FrameError, decode_payload, encode_frame
-from shared.net import write_now
+from shared.net import cancel_call, write_now
 
 log = Logger()
 
@@ -121,8 +121,7 @@ class NodeClient:
 
     def stop(self) -> None:
         self.state = STOPPED
-        if self._retry_call is not None and self._retry_call.active():
-            self._retry_call.cancel()
+        cancel_call(self._retry_call)
         self._retry_call = None
         transport, self._transport = self._transport, None
         self._fail_all("router is shutting down")
@@ -300,10 +299,8 @@ class NodeClient:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
-        if self._flush_call is not None:
-            if self._flush_call.active():
-                self._flush_call.cancel()
-            self._flush_call = None
+        cancel_call(self._flush_call)
+        self._flush_call = None
         frame = self._frame
         if not frame.requests or self._transport is None:
             return
@@ -356,8 +353,7 @@ class NodeClient:
             self._transport.abortConnection()
 
     def _fail_all(self, reason: str) -> None:
-        if self._flush_call is not None and self._flush_call.active():
-            self._flush_call.cancel()
+        cancel_call(self._flush_call)
         self._flush_call = None
         self._frame = pb.Frame()
         self._frame_bytes = 0

@@ -26,6 +26,7 @@ from twisted.logger import (
 from twisted.web.client import Agent, readBody
 
 from router.topology import Address, NodeSpec, Topology, TopologyError, load_topology
+from shared.net import cancel_call
 from shared.units import format_size
 
 DEFAULT_TOPOLOGY = "topology.yaml"
@@ -192,8 +193,7 @@ class Child:
         pid, self._process, self.pid = self.pid, None, None
         status = _describe_exit(reason.value)
         if self._stopped is not None:
-            if self._kill is not None and self._kill.active():
-                self._kill.cancel()
+            cancel_call(self._kill)
             self._write(f"{LOG_PREFIX}stopped {self.spec.name} (pid {pid}, {status})")
             self._stopped.callback(None)
             return

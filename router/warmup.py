@@ -8,6 +8,8 @@ stampede. Clients of nodes that left the ring are kept open for the window, then
 
 from __future__ import annotations
 
+from shared.net import cancel_call
+
 
 class WarmUp:
     def __init__(self, reactor):
@@ -20,8 +22,7 @@ class WarmUp:
     def begin(self, previous_ring, moved: float, replaced: dict, seconds: float,
               live_clients) -> None:
         """A new ring is in force; ``replaced`` maps names to clients it no longer uses."""
-        if self._end_call is not None and self._end_call.active():
-            self._end_call.cancel()
+        cancel_call(self._end_call)
         self._end_call = None
         retiring, self.retired = self.retired, {}
         if previous_ring is not None and moved > 0 and seconds > 0:

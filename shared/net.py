@@ -1,4 +1,5 @@
-"""TCP plumbing both roles share: the listening endpoint, and writing without a turn's wait."""
+"""Reactor plumbing both roles share: the listening endpoint, writing without a turn's wait,
+and cancelling a call that may already have run."""
 
 from __future__ import annotations
 
@@ -30,3 +31,9 @@ def write_now(transport, data: bytes) -> None:
                 return
             data = data[sent:]
     transport.write(data)
+
+
+def cancel_call(call) -> None:
+    """Cancel a reactor DelayedCall unless it is None, already ran or already cancelled."""
+    if call is not None and call.active():
+        call.cancel()
