@@ -244,21 +244,23 @@ class EpollFloor(Servers):
         return port
 
 
-class OneHop(Servers):
-    """bench/one_hop.py: a router with its one node in the same process (a prototype)."""
+class OneHop(RingcacheCluster):
+    """bench/one_hop.py: a router with its one node in the same process (a prototype).
+
+    The topology is RingcacheCluster's with one node, whose address is never dialled:
+    the node is joined in memory.
+    """
 
     name = "one-hop"
 
+    def __init__(self):
+        super().__init__(nodes=1)
+
     def _start(self) -> int:
-        port = free_port()
-        # The node's address is never dialled: the node is joined in memory.
-        (self.dir / "topology.yaml").write_text(
-            f"router:\n  memcache: 127.0.0.1:{port}\n  default_group: bench\n"
-            f"nodes:\n  - {{name: node-0, address: 127.0.0.1:{free_port()}}}\n"
-            "groups:\n  bench: {max_bytes: 512MiB}\n")
-        self._spawn([RINGCACHE[0], str(ROOT / "bench" / "one_hop.py"),
-                     str(self.dir / "topology.yaml")], port)
-        return port
+        memcache_port, topology = self._topology()
+        self._spawn([RINGCACHE[0], str(ROOT / "bench" / "one_hop.py"), str(topology)],
+                    memcache_port)
+        return memcache_port
 
 
 class Memcached(Servers):
