@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -43,6 +44,16 @@ class Address:
         return f"{host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class TLSFiles:
+    """A listener's or a peer's TLS identity: PEM files, absolute paths. With ``ca`` the
+    other side must present a certificate that CA signed."""
+
+    cert: str
+    key: str
+    ca: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RouterConfig:
     memcache: Address = Address("127.0.0.1", 11211)
@@ -52,6 +63,49 @@ class RouterConfig:
     default_group: str
     warmup: float = 0.0
     item_size_max: int = 1 << 20
+    workers: int = 1  # router processes sharing the memcached port ("auto": the cores, capped)
+    memcache_tls: TLSFiles | None = None  # TLS on the client port, as memcached's -Z
+    http_tls: TLSFiles | None = None  # HTTPS for the HTTP API
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityConfig:
+    """Who may talk to whom. Paths are absolute (relative ones are taken from the topology
+    file's directory); secrets themselves are read by whoever uses them."""
+
+    # Router <-> node mutual TLS: the cluster CA and the router's own certificate.
+    node_tls: TLSFiles | None = None
+    # Router <-> node shared secret (HMAC challenge at connect), for plaintext networks.
+    # The file's contents are the secret; RINGCACHE_SECRET in the environment also works.
+    secret_file: str | None = None
+    # Bearer token for the HTTP admin API (reload, plan, writes); RINGCACHE_ADMIN_TOKEN too.
+    token_file: str | None = None
+    protect_reads: bool = False  # the token is required for HTTP reads as well
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitsConfig:
+    """Bounds that keep one client from exhausting a router process (per process)."""
+
+    max_connections: int = 4096  # per client listener; past it new ones are refused
+    idle_timeout: float = 0.0  # close a client connection idle this long (0: never, as memcached)
+    command_timeout: float = 30.0  # a started command line or data block must finish in this
+    output_buffer: int = 4 << 20  # answer bytes queued per connection before its reading pauses
+    reloads_per_minute: int = 30  # reload/plan requests over HTTP; more are answered 429
+
+
+# Ring and document bounds: a topology past them is refused rather than frozen on.
+MAX_NODES = 1024
+MAX_GROUPS = 1024
+MAX_WEIGHT = 100
+MAX_RING_POINTS = 1_000_000  # vnodes x total weight: ~1 s to build, ~40 MB
+MAX_WORKERS = 64
+AUTO_WORKERS_CAP = 16
+# YAML: aliases are refused past this many (an alias bomb is a few hundred bytes that
+# expand to gigabytes), and nesting past this depth (the loader recurses).
+MAX_YAML_ALIASES = 100
+MAX_YAML_DEPTH = 32
+MAX_YAML_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +120,8 @@ class SourceSpec:
     kind: str  # python | redis | sql | http
     target: str  # the value of the kind's key: module:function, a URL
     options: Mapping[str, Any]  # the block's other keys (key, query), timeout in seconds
+    concurrency: int = 16  # loads of this group in flight at once, per router process
+    queue: int = 256  # loads waiting for a free slot; past it a miss fails at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +142,8 @@ class Topology:
     groups: Mapping[str, GroupSpec]
     path: str
     base_dir: str  # directory of the file; python sources import from it
+    security: SecurityConfig = SecurityConfig()
+    limits: LimitsConfig = LimitsConfig()
     _prefixes: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -100,14 +158,20 @@ class Topology:
         return group, rest
 
 
-_ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max")
+_ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
+                "workers", "memcache_tls", "http_tls")
+_SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
+_LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer",
+                "reloads_per_minute")
+_TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
 _GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source")
+_LOAD_KEYS = ("timeout", "concurrency", "queue")
 _SOURCE_KEYS = {
-    "python": ("python", "timeout"),
-    "redis": ("redis", "key", "timeout"),
-    "sql": ("sql", "query", "timeout"),
-    "http": ("http", "timeout"),
+    "python": ("python", *_LOAD_KEYS),
+    "redis": ("redis", "key", *_LOAD_KEYS),
+    "sql": ("sql", "query", *_LOAD_KEYS),
+    "http": ("http", *_LOAD_KEYS),
 }
 _POLICIES = ("lru", "lfu")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
@@ -140,6 +204,9 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
 
 def parse_topology_text(text: str, path: str) -> Topology:
     """Validate a topology YAML document; ``path`` names it in errors and sets base_dir."""
+    if len(text) > MAX_YAML_BYTES:
+        raise TopologyError(f"{path}: the document is {len(text)} bytes, over the limit of "
+                            f"{MAX_YAML_BYTES}")
     try:
         data = yaml.load(text, Loader=_StrictLoader)
     except yaml.MarkedYAMLError as exc:
@@ -160,7 +227,33 @@ def parse_topology(data: Any, path: str) -> Topology:
 
 
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping instead of keeping the last."""
+    """SafeLoader that refuses a key given twice in one mapping instead of keeping the last,
+    and documents that would cost more to load than they say: more than MAX_YAML_ALIASES
+    aliases (the "billion laughs" bomb) or nesting deeper than MAX_YAML_DEPTH."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_YAML_ALIASES} aliases (*name); "
+                    "a topology needs none", mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -177,12 +270,15 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _topology(data: Any, path: str) -> Topology:
-    top = _mapping(data, "", ("router", "nodes", "groups"))
+    base_dir = os.path.dirname(os.path.abspath(path))
+    top = _mapping(data, "", ("router", "nodes", "groups", "security", "limits"))
     router_block = _mapping(_required(top, "router", ""), "router", _ROUTER_KEYS)
     nodes = _nodes(_required(top, "nodes", ""))
     groups_block = _required(top, "groups", "")
     if not isinstance(groups_block, dict):
         raise _Problem("groups", f"expected a mapping of group names, got {_kind(groups_block)}")
+    if len(groups_block) > MAX_GROUPS:
+        raise _Problem("groups", f"{len(groups_block)} groups, over the limit of {MAX_GROUPS}")
     groups = {}
     for name, block in groups_block.items():
         _check_name(name, f"groups.{name}", "group name", forbid=":")
@@ -190,17 +286,26 @@ def _topology(data: Any, path: str) -> Topology:
             raise _Problem(f"groups.{name}", f"{name!r} is reserved by the HTTP API "
                            f"(/v1/{name}/...); choose another group name")
         groups[name] = _group(name, block, len(nodes))
-    router = _router(router_block, groups)
+    router = _router(router_block, groups, base_dir)
+    # The ring places max(1, round(vnodes * weight)) points per node (router/ring.py).
+    points = sum(max(1, round(router.vnodes * n.weight)) for n in nodes)
+    if points > MAX_RING_POINTS:
+        raise _Problem("router.vnodes", f"{router.vnodes} vnodes x the nodes' weights make "
+                       f"{points} ring points, over the limit of {MAX_RING_POINTS}")
+    security = _security(top.get("security") or {}, base_dir)
+    limits = _limits(top.get("limits") or {})
     return Topology(
         router=router,
         nodes=nodes,
         groups=MappingProxyType(groups),
         path=path,
-        base_dir=os.path.dirname(os.path.abspath(path)),
+        base_dir=base_dir,
+        security=security,
+        limits=limits,
     )
 
 
-def _router(block: dict, groups: Mapping[str, GroupSpec]) -> RouterConfig:
+def _router(block: dict, groups: Mapping[str, GroupSpec], base_dir: str) -> RouterConfig:
     default_group = _required(block, "default_group", "router")
     if not isinstance(default_group, str) or default_group not in groups:
         known = ", ".join(groups) or "none"
@@ -217,12 +322,88 @@ def _router(block: dict, groups: Mapping[str, GroupSpec]) -> RouterConfig:
         kwargs["warmup"] = _convert(parse_duration, block["warmup"], "router.warmup")
     if "item_size_max" in block:
         kwargs["item_size_max"] = _positive(parse_size, block["item_size_max"], "router.item_size_max")
+    if "workers" in block:
+        kwargs["workers"] = _workers(block["workers"])
+    for key in ("memcache_tls", "http_tls"):
+        if block.get(key) is not None:
+            kwargs[key] = _tls(block[key], f"router.{key}", base_dir)
     return RouterConfig(**kwargs)
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return max(1, min(os.cpu_count() or 1, AUTO_WORKERS_CAP))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_WORKERS:
+        raise _Problem("router.workers", f"expected auto or a whole number from 1 to "
+                       f"{MAX_WORKERS}, got {value!r}")
+    return value
+
+
+def _path(value: Any, where: str, base_dir: str) -> str:
+    """A file the topology names: absolute, and there to be read."""
+    if not isinstance(value, str) or not value:
+        raise _Problem(where, f"expected a file path, got {_kind(value)}")
+    path = os.path.join(base_dir, value)
+    if not os.path.isfile(path):
+        raise _Problem(where, f"no such file: {path}")
+    return path
+
+
+def _tls(block: Any, where: str, base_dir: str) -> TLSFiles:
+    block = _mapping(block, where, _TLS_KEYS)
+    cert = _path(_required(block, "cert", where), f"{where}.cert", base_dir)
+    key = _path(_required(block, "key", where), f"{where}.key", base_dir)
+    ca = _path(block["ca"], f"{where}.ca", base_dir) if block.get("ca") is not None else None
+    return TLSFiles(cert, key, ca)
+
+
+def _security(block: Any, base_dir: str) -> SecurityConfig:
+    block = _mapping(block, "security", _SECURITY_KEYS)
+    kwargs: dict[str, Any] = {}
+    tls = [k for k in ("ca", "cert", "key") if block.get(k) is not None]
+    if tls and len(tls) != 3:
+        missing = ", ".join(k for k in ("ca", "cert", "key") if k not in tls)
+        raise _Problem("security", f"mutual TLS with the nodes needs ca, cert and key "
+                       f"together; missing {missing}")
+    if tls:
+        kwargs["node_tls"] = TLSFiles(
+            _path(block["cert"], "security.cert", base_dir),
+            _path(block["key"], "security.key", base_dir),
+            _path(block["ca"], "security.ca", base_dir))
+    for key in ("secret_file", "token_file"):
+        if block.get(key) is not None:
+            kwargs[key] = _path(block[key], f"security.{key}", base_dir)
+    if "protect_reads" in block:
+        if not isinstance(block["protect_reads"], bool):
+            raise _Problem("security.protect_reads",
+                           f"expected true or false, got {_kind(block['protect_reads'])}")
+        kwargs["protect_reads"] = block["protect_reads"]
+    return SecurityConfig(**kwargs)
+
+
+def _limits(block: Any) -> LimitsConfig:
+    block = _mapping(block, "limits", _LIMITS_KEYS)
+    kwargs: dict[str, Any] = {}
+    for key in ("max_connections", "reloads_per_minute"):
+        if key in block:
+            kwargs[key] = _positive_int(block[key], f"limits.{key}")
+    if "idle_timeout" in block:
+        kwargs["idle_timeout"] = _not_negative(parse_duration, block["idle_timeout"],
+                                               "limits.idle_timeout")
+    if "command_timeout" in block:
+        kwargs["command_timeout"] = _positive(parse_duration, block["command_timeout"],
+                                              "limits.command_timeout")
+    if "output_buffer" in block:
+        kwargs["output_buffer"] = _positive(parse_size, block["output_buffer"],
+                                            "limits.output_buffer")
+    return LimitsConfig(**kwargs)
 
 
 def _nodes(items: Any) -> tuple[NodeSpec, ...]:
     if not isinstance(items, list) or not items:
         raise _Problem("nodes", f"expected a list of at least one node, got {_kind(items)}")
+    if len(items) > MAX_NODES:
+        raise _Problem("nodes", f"{len(items)} nodes, over the limit of {MAX_NODES}")
     nodes: list[NodeSpec] = []
     names: dict[str, int] = {}
     addresses: dict[Address, int] = {}
@@ -240,9 +421,10 @@ def _nodes(items: Any) -> tuple[NodeSpec, ...]:
             )
         weight = block.get("weight", 1.0)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
-            math.isfinite(weight) and weight > 0
+            math.isfinite(weight) and 0 < weight <= MAX_WEIGHT
         ):
-            raise _Problem(f"{where}.weight", f"expected a positive number, got {weight!r}")
+            raise _Problem(f"{where}.weight",
+                           f"expected a positive number up to {MAX_WEIGHT}, got {weight!r}")
         names[name], addresses[address] = i, i
         nodes.append(NodeSpec(name, address, float(weight)))
     return tuple(nodes)
@@ -299,6 +481,8 @@ def _source(block: Any, where: str) -> SourceSpec:
     options: dict[str, Any] = {}
     if "timeout" in block:
         options["timeout"] = _positive(parse_duration, block["timeout"], f"{where}.timeout")
+    bounds = {key: _positive_int(block[key], f"{where}.{key}")
+              for key in ("concurrency", "queue") if key in block}
     if kind == "redis" and "key" in block:
         key = block["key"]
         if not isinstance(key, str) or "{key}" not in key:
@@ -309,7 +493,7 @@ def _source(block: Any, where: str) -> SourceSpec:
         if not isinstance(query, str) or query.count("?") != 1:
             raise _Problem(f"{where}.query", f"expected SQL with exactly one ? placeholder, got {query!r}")
         options["query"] = query
-    return SourceSpec(kind, target, MappingProxyType(options))
+    return SourceSpec(kind, target, MappingProxyType(options), **bounds)
 
 
 def _mapping(value: Any, where: str, allowed: tuple[str, ...], what: str = "") -> dict:
@@ -353,11 +537,27 @@ def _positive(parse, value: Any, where: str) -> Any:
     return result
 
 
+def _not_negative(parse, value: Any, where: str) -> Any:
+    result = _convert(parse, value, where)
+    if result < 0:
+        raise _Problem(where, f"must not be negative, got {value!r}")
+    return result
+
+
 def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise _Problem(where, f"expected a positive integer, got {value!r}")
     return value
 
 
+# Values quoted in errors are cut short: a value reached through aliases can be a
+# billion elements that repr() would spell out in full.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 4, 4, 80
+
+
 def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+    if value is None:
+        return "nothing"
+    text = _SHORT.repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 120 else text[:117] + '...'}"

@@ -10,6 +10,10 @@ import pytest
 import yaml
 
 from router.topology import (
+    AUTO_WORKERS_CAP,
+    LimitsConfig,
+    SecurityConfig,
+    TLSFiles,
     Address,
     NodeSpec,
     RouterConfig,
@@ -177,13 +181,13 @@ class TestValidDocuments:
 
 BAD = [
     # (id, edit of GOOD, expected "<key.path>: <problem>")
-    ("unknown top key", setitem("extra", 1), "extra: unknown key (allowed: router, nodes, groups)"),
+    ("unknown top key", setitem("extra", 1), "extra: unknown key (allowed: router, nodes, groups, security, limits)"),
     ("no router", delitem("router"), "router: required key is missing"),
     ("no nodes", delitem("nodes"), "nodes: required key is missing"),
     ("no groups", delitem("groups"), "groups: required key is missing"),
     ("router not mapping", setitem("router", "x"), "router: expected a mapping with keys memcache"),
     ("unknown router key", setitem("router", "vnode", 10),
-     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max)"),
+     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max, workers, memcache_tls, http_tls)"),
     ("no default group", delitem("router", "default_group"), "router.default_group: required key is missing"),
     ("undefined default group", setitem("router", "default_group", "users"),
      "router.default_group: 'users' is not a defined group (groups: scores, sessions)"),
@@ -218,10 +222,10 @@ BAD = [
     ("duplicate address", setitem("nodes", 1, "address", "127.0.0.1:7001"),
      "nodes[1].address: duplicate node address '127.0.0.1:7001' (also nodes[0])"),
     ("bad address", setitem("nodes", 1, "address", "127.0.0.1"), "nodes[1].address: expected HOST:PORT, got '127.0.0.1'"),
-    ("weight negative", setitem("nodes", 0, "weight", -1), "nodes[0].weight: expected a positive number, got -1"),
-    ("weight zero", setitem("nodes", 0, "weight", 0), "nodes[0].weight: expected a positive number, got 0"),
-    ("weight string", setitem("nodes", 0, "weight", "heavy"), "nodes[0].weight: expected a positive number, got 'heavy'"),
-    ("weight inf", setitem("nodes", 0, "weight", float("inf")), "nodes[0].weight: expected a positive number, got inf"),
+    ("weight negative", setitem("nodes", 0, "weight", -1), "nodes[0].weight: expected a positive number up to 100, got -1"),
+    ("weight zero", setitem("nodes", 0, "weight", 0), "nodes[0].weight: expected a positive number up to 100, got 0"),
+    ("weight string", setitem("nodes", 0, "weight", "heavy"), "nodes[0].weight: expected a positive number up to 100, got 'heavy'"),
+    ("weight inf", setitem("nodes", 0, "weight", float("inf")), "nodes[0].weight: expected a positive number up to 100, got inf"),
     ("groups list", setitem("groups", ["scores"]), "groups: expected a mapping of group names, got list ['scores']"),
     ("group name colon", setitem("groups", "a:b", {}),
      "groups.a:b: group name 'a:b' must not contain whitespace, control characters or ':'"),
@@ -254,7 +258,7 @@ BAD = [
     ("source two kinds", source({"redis": "redis://h/0", "http": "http://h/{key}"}),
      "groups.scores.source: expected exactly one of python, redis, sql, http, got redis and http"),
     ("source unknown key", source({"python": "m:f", "query": "SELECT ?"}),
-     "groups.scores.source.query: unknown key for a python source (allowed: python, timeout)"),
+     "groups.scores.source.query: unknown key for a python source (allowed: python, timeout, concurrency, queue)"),
     ("python target", source({"python": "examples.demo"}),
      "groups.scores.source.python: expected module:function, got 'examples.demo'"),
     ("python target int", source({"python": 3}), "groups.scores.source.python: expected a string, got int 3"),
@@ -265,7 +269,7 @@ BAD = [
     ("redis key", source({"redis": "redis://h/0", "key": "prefix"}),
      "groups.scores.source.key: expected a template containing {key}, got 'prefix'"),
     ("redis unknown", source({"redis": "redis://h/0", "db": 1}),
-     "groups.scores.source.db: unknown key for a redis source (allowed: redis, key, timeout)"),
+     "groups.scores.source.db: unknown key for a redis source (allowed: redis, key, timeout, concurrency, queue)"),
     ("sql url", source({"sql": "rows.db", "query": "SELECT v FROM t WHERE k = ?"}),
      "groups.scores.source.sql: expected a SQLAlchemy URL like sqlite:///app.db, got 'rows.db'"),
     ("sql no query", source({"sql": "sqlite:///rows.db"}), "groups.scores.source.query: required key is missing"),
@@ -295,8 +299,8 @@ def test_bad_document(tmp_path, edit, expected):
         ("router: {default_group: x\nnodes: []\n", "line 2, column 6: "),
         ("router:\n  vnodes: 1\n  vnodes: 2\n", "line 3, column 3: duplicate key 'vnodes'"),
         ("router: [\n", "line 2, column 1: expected the node content"),
-        ("", "expected a mapping with keys router, nodes, groups, got nothing"),
-        ("- router\n", "expected a mapping with keys router, nodes, groups, got list ['router']"),
+        ("", "expected a mapping with keys router, nodes, groups, security, limits, got nothing"),
+        ("- router\n", "expected a mapping with keys router, nodes, groups, security, limits, got list ['router']"),
     ],
 )
 def test_bad_yaml_names_file_and_line(tmp_path, text, expected):
@@ -321,3 +325,162 @@ def test_error_is_a_value_error():
 def test_base_dir_is_the_files_directory(tmp_path):
     topology = load_topology(write(tmp_path, GOOD))
     assert topology.base_dir == os.fspath(tmp_path)
+
+
+# -- security, limits and the bounds that keep a hostile document from freezing a router ---
+
+
+def test_security_and_limits_default_to_open_and_bounded(tmp_path):
+    topology = load_topology(write(tmp_path, GOOD))
+    assert topology.security == SecurityConfig()
+    assert topology.security.node_tls is None and topology.security.token_file is None
+    assert topology.limits == LimitsConfig()
+    assert topology.router.workers == 1
+    assert topology.groups["scores"].source.concurrency == 16
+    assert topology.groups["scores"].source.queue == 256
+
+
+def test_security_files_are_taken_from_the_topology_directory(tmp_path):
+    for name in ("ca.pem", "router.pem", "router.key", "secret", "token", "client.pem", "client.key"):
+        (tmp_path / name).write_text("x")
+    doc = edited(setitem("security", {"ca": "ca.pem", "cert": "router.pem", "key": "router.key",
+                                      "secret_file": "secret", "token_file": "token",
+                                      "protect_reads": True}))
+    doc["router"]["memcache_tls"] = {"cert": "client.pem", "key": "client.key"}
+    doc["router"]["http_tls"] = {"cert": "client.pem", "key": "client.key", "ca": "ca.pem"}
+    topology = load_topology(write(tmp_path, doc))
+    security = topology.security
+    assert security.node_tls == TLSFiles(str(tmp_path / "router.pem"), str(tmp_path / "router.key"),
+                                         str(tmp_path / "ca.pem"))
+    assert security.secret_file == str(tmp_path / "secret")
+    assert security.token_file == str(tmp_path / "token")
+    assert security.protect_reads is True
+    assert topology.router.memcache_tls == TLSFiles(str(tmp_path / "client.pem"),
+                                                    str(tmp_path / "client.key"), None)
+    assert topology.router.http_tls.ca == str(tmp_path / "ca.pem")
+
+
+def test_limits_are_read(tmp_path):
+    doc = edited(setitem("limits", {"max_connections": 10, "idle_timeout": "5m",
+                                    "command_timeout": "2s", "output_buffer": "1MiB",
+                                    "reloads_per_minute": 3}))
+    doc["groups"]["scores"]["source"].update(concurrency=2, queue=5)
+    doc["router"]["workers"] = 4
+    topology = load_topology(write(tmp_path, doc))
+    assert topology.limits == LimitsConfig(max_connections=10, idle_timeout=300.0,
+                                           command_timeout=2.0, output_buffer=1 << 20,
+                                           reloads_per_minute=3)
+    assert (topology.groups["scores"].source.concurrency, topology.groups["scores"].source.queue) == (2, 5)
+    assert topology.router.workers == 4
+
+
+def test_workers_auto_is_the_cores_capped(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 96)
+    topology = load_topology(write(tmp_path, edited(setitem("router", "workers", "auto"))))
+    assert topology.router.workers == AUTO_WORKERS_CAP
+
+
+BAD_SECURITY = [
+    ("tls half", setitem("security", {"ca": "ca.pem"}),
+     "security: mutual TLS with the nodes needs ca, cert and key together; missing cert, key"),
+    ("missing file", setitem("security", {"token_file": "nope"}), "security.token_file: no such file: "),
+    ("unknown key", setitem("security", {"password": "x"}),
+     "security.password: unknown key (allowed: ca, cert, key, secret_file, token_file, protect_reads)"),
+    ("protect_reads string", setitem("security", {"protect_reads": "yes"}),
+     "security.protect_reads: expected true or false, got str 'yes'"),
+    ("limits unknown", setitem("limits", {"max_conns": 1}), "limits.max_conns: unknown key"),
+    ("limits zero", setitem("limits", {"max_connections": 0}),
+     "limits.max_connections: expected a positive integer, got 0"),
+    ("idle negative", setitem("limits", {"idle_timeout": -1}),
+     "limits.idle_timeout: duration must not be negative, got -1"),
+    ("workers zero", setitem("router", "workers", 0),
+     "router.workers: expected auto or a whole number from 1 to 64, got 0"),
+    ("workers many", setitem("router", "workers", 65), "router.workers: expected auto or a whole number"),
+    ("memcache tls no key", setitem("router", "memcache_tls", {"cert": "c.pem"}),
+     "router.memcache_tls.cert: no such file"),
+    ("source concurrency", setitem("groups", "scores", "source", "concurrency", 0),
+     "groups.scores.source.concurrency: expected a positive integer, got 0"),
+    ("vnodes huge", setitem("router", "vnodes", 1_000_000),
+     "router.vnodes: 1000000 vnodes x the nodes' weights make 3000000 ring points, over the limit of 1000000"),
+    ("weight huge", setitem("nodes", 0, "weight", 1000), "nodes[0].weight: expected a positive number up to 100"),
+    ("too many nodes", setitem("nodes", [{"name": f"n{i}", "address": f"10.0.{i // 250}.{i % 250}:7001"}
+                                         for i in range(1025)]),
+     "nodes: 1025 nodes, over the limit of 1024"),
+    ("too many groups", setitem("groups", {f"g{i}": {} for i in range(1025)}),
+     "groups: 1025 groups, over the limit of 1024"),
+]
+
+
+@pytest.mark.parametrize("edit, expected", [case[1:] for case in BAD_SECURITY],
+                         ids=[case[0] for case in BAD_SECURITY])
+def test_bad_security_and_limits(tmp_path, edit, expected):
+    path = write(tmp_path, edited(edit))
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+# The "billion laughs": nine levels of nine aliases, 9**9 strings if anything expands it.
+ALIAS_BOMB = """\
+x-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+x-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+x-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+x-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+x-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+x-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+x-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+x-h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+x-i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def test_an_alias_bomb_in_a_value_is_refused_without_expanding_it(tmp_path):
+    # The anchors sit in a list where the topology wants a string, the last one the bomb.
+    text = (
+        "router: {default_group: s}\nnodes: [{name: a, address: '127.0.0.1:1'}]\ngroups:\n"
+        "  s:\n    source:\n      python:\n"
+        + "".join("        - " + line.split(": ", 1)[1] + "\n"
+                  for line in ALIAS_BOMB.splitlines()))
+    path = write(tmp_path, text)
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: groups.s.source.python: expected a string, got list [")
+    assert len(message) < len(str(path)) + 300
+
+
+def test_more_aliases_than_a_topology_needs_are_refused(tmp_path):
+    text = "router: &r {default_group: s}\nx: [" + ", ".join(["*r"] * 101) + "]\n"
+    path = write(tmp_path, text)
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+    assert "more than 100 aliases (*name); a topology needs none" in str(caught.value)
+
+
+def test_a_few_aliases_are_fine(tmp_path):
+    text = """\
+router: {default_group: scores, timeout: &t 300ms, vnodes: 10}
+nodes: [{name: a, address: "127.0.0.1:7001"}]
+groups:
+  scores: &plain {max_bytes: 1MiB}
+  sessions: *plain
+limits: {command_timeout: *t}
+"""
+    topology = load_topology(write(tmp_path, text))
+    assert topology.groups["sessions"].max_bytes == 1 << 20
+    assert topology.limits.command_timeout == 0.3
+
+
+@pytest.mark.parametrize("text", ["[" * 10_000 + "]" * 10_000, "a:\n" + "".join(
+    " " * i + f"k{i}:\n" for i in range(1, 200)) + " " * 200 + "v: 1\n"])
+def test_deep_nesting_is_refused_not_a_crash(tmp_path, text):
+    path = write(tmp_path, text)
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+    assert "nested deeper than 32 levels" in str(caught.value)
+
+
+def test_a_huge_document_is_refused(tmp_path):
+    path = write(tmp_path, "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(TopologyError, match=r"the document is \d+ bytes, over the limit of 1048576"):
+        load_topology(path)
