@@ -20,6 +20,16 @@ class NodeUnavailable(RingcacheError):
         self.reason = reason
 
 
+class NodeTimeout(NodeUnavailable):
+    """The node did not answer within the router's timeout. Unlike a refused connection,
+    a write it was sent may still be applied (a stopped node resumes and applies it), so
+    a front end must say the outcome is unknown, not that the write failed."""
+
+    def __init__(self, node: str, timeout: float):
+        super().__init__(node, f"no answer within {timeout * 1000:.0f}ms")
+        self.timeout = timeout
+
+
 class NodeError(RingcacheError):
     """The node answered, with an error status."""
 

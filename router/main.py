@@ -14,6 +14,7 @@ from router.memcache_server import MemcacheFactory
 from router.topology import TopologyError, load_topology
 from router.watch import FileWatch
 from shared.cli import ArgumentParser, start_logging
+from shared.connections import fd_headroom
 from shared.net import tcp_server
 
 log = Logger()
@@ -26,14 +27,16 @@ class RouterProcess:
         self.router = router
         self.reactor = reactor
         self.ports = []
+        self.memcache = None
         self.watch = FileWatch(router.topology.path, self.reload, reactor)
 
     async def start(self) -> None:
         cfg = self.router.topology.router
         self.router.stats.attach(self.router)
+        self.memcache = MemcacheFactory(self.router, self.reactor, self.router.topology.limits,
+                                        fd_headroom())
         self.ports = await gatherResults([
-            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port).listen(
-                MemcacheFactory(self.router, self.reactor)),
+            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port).listen(self.memcache),
             tcp_server(self.reactor, cfg.http.host, cfg.http.port).listen(build_site(self.router)),
         ], consumeErrors=True)
         self.router.start()
@@ -44,9 +47,12 @@ class RouterProcess:
 
     def reload(self):
         try:
-            return self.router.reload()
+            result = self.router.reload()
         except Exception:
             return None  # refused: Router.reload logged it and recorded it for /v1/stats
+        if self.memcache is not None:
+            self.memcache.apply_limits(self.router.topology.limits)
+        return result
 
     async def stop(self) -> None:
         self.watch.stop()

@@ -179,6 +179,13 @@ class MemcacheParser:
             yield event
 
     @property
+    def mid_command(self) -> bool:
+        """Whether a command has begun and not ended: part of a line, a data block still
+        to come, or a refused one still being discarded."""
+        return (len(self._buf) > self._pos or self._header is not None or self._swallow > 0
+                or self._skip_line)
+
+    @property
     def buffered(self) -> int:
         """Bytes held for an unfinished command: at most one line or one value, plus a read."""
         return len(self._buf) - self._pos

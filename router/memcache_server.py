@@ -12,14 +12,17 @@ import os
 from collections import deque
 
 import mmh3
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from router import memcache_parser as mc
-from router.errors import RingcacheError, TooLarge
+from router.errors import NodeTimeout, RingcacheError, TooLarge
 from router.memcache_parser import EXPIRED, exptime_to_ttl
+from router.topology import LimitsConfig
+from shared.connections import ConnectionGate, Refusal
 from shared.net import cancel_call, write_now
 
 log = Logger()
@@ -30,9 +33,21 @@ VERSION = "ringcache-0.1.0"
 # store must stay conditional.
 ALREADY_EXPIRED = 1e-6
 
-# Answers queued but not yet written, per connection; past this a pipelining client is
-# paused until the queue drains to half, so one client cannot fill the router's memory.
-MAX_OUTSTANDING = 4096
+# Commands read but not yet answered, per connection; past this a pipelining client is
+# not read from until the queue drains to half. With the answer bytes bound below
+# (limits.output_buffer) this is what keeps one client from filling the router's memory.
+MAX_OUTSTANDING = 1024
+
+# One get's answer is built whole before it is written; past this it is refused with
+# memcached's own words for an answer it cannot hold.
+MAX_GET_ANSWER = 64 * 1024 * 1024
+TOO_BIG_ANSWER = mc.server_error("out of memory writing get response")
+
+TOO_MANY_CONNECTIONS = mc.server_error("too many connections")
+
+# Distinct keys one get may name: each is a node read and maybe a source load.
+MAX_KEYS_PER_GET = 4096
+TOO_MANY_KEYS = mc.client_error(f"too many keys in one get (at most {MAX_KEYS_PER_GET})")
 
 
 class _Slot:
@@ -50,6 +65,12 @@ def cas_token(value: bytes) -> int:
     return mmh3.hash64(value, signed=False)[0] or 1
 
 
+def _spread(results: list, distinct: list, keys) -> list:
+    """Results for ``distinct`` keys, placed at every position of ``keys`` they hold."""
+    by_key = dict(zip(distinct, results))
+    return [by_key[k] for k in keys]
+
+
 def _first_failure(failure):
     return failure.value.subFailure  # get_many's FirstError -> the first key's own failure
 
@@ -58,13 +79,29 @@ def _error_line(failure) -> bytes:
     exc = failure.value
     if isinstance(exc, TooLarge):
         return mc.server_error("object too large for cache")
+    if isinstance(exc, NodeTimeout):
+        return mc.server_error(f"node {exc.node} timed out: {exc.reason}")
     if isinstance(exc, RingcacheError):
         return mc.server_error(str(exc))
     log.failure("unexpected error answering a memcached command", failure)
     return mc.server_error("internal error")
 
 
+def _write_error_line(failure) -> bytes:
+    """A write's error: a timeout is not a failure, since the node may still apply it."""
+    exc = failure.value
+    if isinstance(exc, NodeTimeout):
+        return mc.server_error(f"node {exc.node} timed out ({exc.reason}): the outcome "
+                               "is unknown, the write may yet be applied")
+    return _error_line(failure)
+
+
+@implementer(IHalfCloseableProtocol, IPushProducer)
 class MemcacheProtocol(Protocol):
+    """One client connection. It is also the producer of what the client is sent: when
+    the transport's buffer holds ``output_buffer`` bytes the client is not read from until
+    they drain, so a client that pipelines without reading its answers stays bounded."""
+
     def __init__(self, factory: MemcacheFactory):
         self.router = factory.router
         self.factory = factory
@@ -72,26 +109,93 @@ class MemcacheProtocol(Protocol):
         self.parser = mc.MemcacheParser(item_size_max=factory.router.item_size_max)
         self.slots: deque[_Slot] = deque()
         self._flush_call = None
-        self._paused = False
+        # Why this client is not read from, if it is not: too many answers outstanding,
+        # it does not read what we send, or other clients' unfinished values fill the
+        # listener's input budget while it too is in the middle of one.
+        self._paused = self._blocked = self._starved = False
+        self._reading = True
+        self._held = 0  # bytes of an unfinished command its parser holds
         self._quitting = False
+        self._read_closed = False
+        # For the listener's timeout sweep (shared/connections.py).
+        self.last_active = self.reactor.seconds()
+        self.partial_since: float | None = None
 
     def connectionMade(self):
         if ITCPTransport.providedBy(self.transport):
             # Answers are whole and written once per turn: Nagle would only hold them
             # back until the client's delayed ACK, up to 40 ms.
             self.transport.setTcpNoDelay(True)
+        self.transport.bufferSize = self.factory.limits.output_buffer
+        self.transport.registerProducer(self, True)
         self.factory.connections += 1
         self.factory.total_connections += 1
+        self.factory.gate.opened(self)
 
     def connectionLost(self, reason):
         self.factory.connections -= 1
+        self.factory.gate.closed(self)
+        self.factory.hold(self, 0)
         cancel_call(self._flush_call)
         self._flush_call = None
         self.slots.clear()
 
+    # -- half-close: the client sent everything and shut its side (nc, printf | ...) -----
+
+    def readConnectionLost(self):
+        # Every command already received is still answered; then the connection closes.
+        self._read_closed = True
+        self.partial_since = None
+        self._quitting = True
+        self._update_reading()
+        if not self.slots:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        self.transport.loseConnection()
+
+    # -- bounds ------------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        return bool(self.slots)
+
+    def timed_out(self, why: str) -> None:
+        if self.partial_since is not None:
+            self._answer(mc.client_error(why))
+        self.partial_since = None
+        self._quitting = True
+        self._flush()
+        if not self.slots:
+            self.transport.loseConnection()
+
+    def pauseProducing(self):
+        self._blocked = True
+        self._update_reading()
+
+    def resumeProducing(self):
+        self._blocked = False
+        self._update_reading()
+
+    def starve(self, starved: bool) -> None:
+        self._starved = starved
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        reading = not (self._paused or self._blocked or self._starved or self._read_closed)
+        if reading != self._reading:
+            self._reading = reading
+            if reading:
+                self.transport.resumeProducing()
+            elif not self._read_closed:
+                self.transport.pauseProducing()
+
+    def stopProducing(self):
+        pass
+
     def dataReceived(self, data: bytes):
         parser = self.parser
         parser.receive_data(data)
+        self.last_active = now = self.reactor.seconds()
         get = mc.Get
         run = []  # consecutive gets, sent to the router as one multi-key read
         while not self._quitting and (event := parser.next_event()) is not None:
@@ -104,10 +208,17 @@ class MemcacheProtocol(Protocol):
             self._dispatch(event)
         if run:
             self._gets(run)
+        if parser.mid_command and not self._quitting:
+            if self.partial_since is None:
+                self.partial_since = now
+        else:
+            self.partial_since = None
+        if parser.buffered != self._held:
+            self.factory.hold(self, parser.buffered)
         self._flush()
         if len(self.slots) > MAX_OUTSTANDING and not self._paused:
             self._paused = True
-            self.transport.pauseProducing()
+            self._update_reading()
 
     # -- answer ordering --------------------------------------------------------------
 
@@ -139,17 +250,18 @@ class MemcacheProtocol(Protocol):
         while slots and slots[0].data is not None:
             out.append(slots.popleft().data)
         if out:
+            self.last_active = self.reactor.seconds()
             write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
         if self._paused and len(slots) <= MAX_OUTSTANDING // 2:
             self._paused = False
-            self.transport.resumeProducing()
+            self._update_reading()
         if self._quitting and not slots:
             self.transport.loseConnection()
 
-    def _later(self, d, on_result, noreply: bool = False) -> None:
+    def _later(self, d, on_result, noreply: bool = False, errors=_write_error_line) -> None:
         """Answer from Deferred ``d`` via ``on_result(result) -> bytes`` in this slot."""
         slot = self._pending()
-        d.addCallbacks(on_result, _error_line)
+        d.addCallbacks(on_result, errors)
         if noreply:
             d.addBoth(lambda _: b"")
         d.addCallback(self._fill, slot)
@@ -199,16 +311,26 @@ class MemcacheProtocol(Protocol):
         if len(keys) == 1:
             d = router.get(*router.resolve(keys[0]))
         else:
+            distinct = list(dict.fromkeys(keys))
+            if len(distinct) > MAX_KEYS_PER_GET:
+                self.router.stats.count("memcache", "get", "error")
+                slot.data = TOO_MANY_KEYS
+                return
             resolve = router.resolve
-            d = router.get_many([resolve(k) for k in keys])
+            d = router.get_many([resolve(k) for k in distinct])
             d.addErrback(_first_failure)
+            if len(distinct) < len(keys):
+                # A key named twice is fetched once and answered twice, as memcached does.
+                d.addCallback(_spread, distinct, keys)
         d.addCallbacks(self._hits, self._failed, (keys, event.with_cas, slot), None, (slot,))
 
     def _gets(self, events: list) -> None:
         """Pipelined gets from one read: one router read for all their keys (one Deferred
         per node batch, not per key), each command still answered in its own slot."""
-        if len(events) == 1:
-            self._get(events[0])
+        keys = [k for event in events for k in event.keys]
+        if len(events) == 1 or len(keys) > MAX_KEYS_PER_GET:
+            for event in events:
+                self._get(event)
             return
         slots = []
         for _ in events:
@@ -216,7 +338,10 @@ class MemcacheProtocol(Protocol):
             self.slots.append(slot)
             slots.append(slot)
         resolve = self.router.resolve
-        d = self.router.read_many([resolve(k) for event in events for k in event.keys])
+        distinct = list(dict.fromkeys(keys))
+        d = self.router.read_many([resolve(k) for k in distinct])
+        if len(distinct) < len(keys):
+            d.addCallback(_spread, distinct, keys)
         d.addCallbacks(self._run_answered, self._run_failed, (events, slots), None, (slots,))
 
     def _run_answered(self, results: list, events: list, slots: list) -> None:
@@ -248,6 +373,10 @@ class MemcacheProtocol(Protocol):
                 count("memcache", "get", "hit")
                 cas = cas_token(items.value) if with_cas else None
                 self._fill(mc.value_line(keys[0], items.flags, items.value, cas) + mc.END, slot)
+            return
+        if sum(len(item.value) for item in items if item is not None) > MAX_GET_ANSWER:
+            count("memcache", "get", "error")
+            self._fill(TOO_BIG_ANSWER, slot)
             return
         parts = []
         for key, item in zip(keys, items):
@@ -347,12 +476,60 @@ class MemcacheProtocol(Protocol):
 
 
 class MemcacheFactory(Factory):
-    def __init__(self, router, reactor):
+    """Builds a protocol per client, within ``limits``: past ``max_connections`` (lowered
+    to what the file descriptor limit allows, when given) a client is told why and closed."""
+
+    noisy = False
+
+    def __init__(self, router, reactor, limits: LimitsConfig = LimitsConfig(),
+                 fd_limit: int | None = None):
         self.router = router
         self.reactor = reactor
         self.connections = 0
         self.total_connections = 0
         self.started = reactor.seconds()
+        self.fd_limit = fd_limit
+        self.held = 0  # bytes of unfinished commands over every connection
+        self.starved: set[MemcacheProtocol] = set()
+        self.gate = ConnectionGate(reactor, 0, what="memcached clients",
+                                   log=lambda text: log.warn("{text}", text=text))
+        self.apply_limits(limits)
+
+    def apply_limits(self, limits: LimitsConfig) -> None:
+        """Take ``limits`` (at start and on reload); open connections keep going."""
+        self.limits = limits
+        cap = limits.max_connections
+        if self.fd_limit is not None and self.fd_limit < cap:
+            cap = self.fd_limit
+            log.warn("limits.max_connections {wanted} lowered to {cap}: the process may open "
+                     "only so many files (raise `ulimit -n`)", wanted=limits.max_connections,
+                     cap=cap)
+        self.gate.reconfigure(cap, limits.idle_timeout, limits.command_timeout)
+
+    def hold(self, protocol: MemcacheProtocol, held: int) -> None:
+        """``protocol``'s parser now holds ``held`` bytes of an unfinished command.
+
+        Past the input budget a connection in the middle of a value waits (unless it alone
+        holds them all: one value must always be able to finish), and the waiting resume
+        once the total is back under three quarters of the budget."""
+        self.held += held - protocol._held
+        protocol._held = held
+        budget = self.limits.input_buffer
+        if held and self.held > budget and held < self.held:
+            self.starved.add(protocol)
+            protocol.starve(True)
+        elif self.starved and self.held <= budget * 3 // 4:
+            starved, self.starved = self.starved, set()
+            for waiting in starved:
+                waiting.starve(False)
+        if not held and protocol in self.starved:
+            self.starved.discard(protocol)
+            protocol.starve(False)
 
     def buildProtocol(self, addr):
+        if not self.gate.admit():
+            return Refusal(TOO_MANY_CONNECTIONS)
         return MemcacheProtocol(self)
+
+    def stopFactory(self):
+        self.gate.stop()

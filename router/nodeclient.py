@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.errors import NodeUnavailable
+from router.errors import NodeTimeout, NodeUnavailable
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, FrameError, decode_payload, encode_frame
 from shared.net import cancel_call, write_now
@@ -343,7 +343,7 @@ class NodeClient:
         if not expired:
             return
         self.timeouts += len(expired)
-        error = NodeUnavailable(self.name, f"no answer within {self.timeout * 1000:.0f}ms")
+        error = NodeTimeout(self.name, self.timeout)
         for d in expired:
             d.errback(error)
         self._timeouts_in_a_row += 1

@@ -91,6 +91,9 @@ class LimitsConfig:
     idle_timeout: float = 0.0  # close a client connection idle this long (0: never, as memcached)
     command_timeout: float = 30.0  # a started command line or data block must finish in this
     output_buffer: int = 4 << 20  # answer bytes queued per connection before its reading pauses
+    # Bytes of unfinished commands (a value still arriving) held over all client connections;
+    # past it, connections in the middle of a value are not read until others finish.
+    input_buffer: int = 64 << 20
     reloads_per_minute: int = 30  # reload/plan requests over HTTP; more are answered 429
 
 
@@ -161,7 +164,7 @@ class Topology:
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
                 "workers", "memcache_tls", "http_tls")
 _SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
-_LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer",
+_LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer", "input_buffer",
                 "reloads_per_minute")
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
@@ -393,9 +396,9 @@ def _limits(block: Any) -> LimitsConfig:
     if "command_timeout" in block:
         kwargs["command_timeout"] = _positive(parse_duration, block["command_timeout"],
                                               "limits.command_timeout")
-    if "output_buffer" in block:
-        kwargs["output_buffer"] = _positive(parse_size, block["output_buffer"],
-                                            "limits.output_buffer")
+    for key in ("output_buffer", "input_buffer"):
+        if key in block:
+            kwargs[key] = _positive(parse_size, block[key], f"limits.{key}")
     return LimitsConfig(**kwargs)
 
 

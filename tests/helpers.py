@@ -105,3 +105,12 @@ class CountingTransport(StringTransport):
     def writeSequence(self, data):
         self.writes += 1
         super().write(b"".join(data))
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` now, from /proc."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")

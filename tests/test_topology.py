@@ -362,13 +362,13 @@ def test_security_files_are_taken_from_the_topology_directory(tmp_path):
 
 def test_limits_are_read(tmp_path):
     doc = edited(setitem("limits", {"max_connections": 10, "idle_timeout": "5m",
-                                    "command_timeout": "2s", "output_buffer": "1MiB",
+                                    "command_timeout": "2s", "output_buffer": "1MiB", "input_buffer": "8MiB",
                                     "reloads_per_minute": 3}))
     doc["groups"]["scores"]["source"].update(concurrency=2, queue=5)
     doc["router"]["workers"] = 4
     topology = load_topology(write(tmp_path, doc))
     assert topology.limits == LimitsConfig(max_connections=10, idle_timeout=300.0,
-                                           command_timeout=2.0, output_buffer=1 << 20,
+                                           command_timeout=2.0, output_buffer=1 << 20, input_buffer=8 << 20,
                                            reloads_per_minute=3)
     assert (topology.groups["scores"].source.concurrency, topology.groups["scores"].source.queue) == (2, 5)
     assert topology.router.workers == 4

@@ -1,0 +1,148 @@
+"""A listener's bounds: a cap on open connections with a clear refusal, and one sweep that
+closes connections idle too long or stuck halfway through a command.
+
+A timer per connection would cost a heap operation on every read; one sweep per listener
+looks at each connection's two timestamps instead, so the hot path only stores a time.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Callable
+
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import LoopingCall
+
+# Descriptors kept back from the client cap for node connections, sources, the HTTP port
+# and logs, so a router full of clients can still reach a restarted node.
+RESERVED_FDS = 128
+
+
+class RateLimitedLog:
+    """Logs the first event at once, then at most one summary line per ``interval``: a
+    flood (refused connections, EMFILE) must not become a flood of log lines."""
+
+    def __init__(self, reactor, emit: Callable[[str], None], interval: float = 10.0):
+        self.reactor = reactor
+        self.emit = emit
+        self.interval = interval
+        self._quiet_until = 0.0
+        self._held = 0
+        self._message = ""
+
+    def __call__(self, message: str) -> None:
+        now = self.reactor.seconds()
+        if now >= self._quiet_until:
+            self.emit(message)
+            self._quiet_until = now + self.interval
+            self.reactor.callLater(self.interval, self._summary)
+        else:
+            self._held += 1
+            self._message = message
+
+    def _summary(self) -> None:
+        if self._held:
+            self.emit(f"{self._message} ({self._held} more like it in the last "
+                      f"{self.interval:g}s)")
+            self._held = 0
+
+
+class Refusal(Protocol):
+    """Says why in one line, then closes: what a client past the connection cap gets."""
+
+    def __init__(self, line: bytes):
+        self.line = line
+
+    def connectionMade(self):
+        self.transport.write(self.line)
+        self.transport.loseConnection()
+
+
+def fd_headroom() -> int:
+    """Raise this process's open-file soft limit to its hard limit and say how many client
+    connections fit under it with RESERVED_FDS kept back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return max(1, soft - RESERVED_FDS)
+
+
+class ConnectionGate:
+    """Counts a listener's connections, refuses past ``limit``, and sweeps its timeouts.
+
+    A connection registers itself with ``opened``/``closed`` and keeps two attributes the
+    sweep reads: ``last_active`` (the last time it read or wrote) and ``partial_since``
+    (when a half-received command began, else None); the sweep calls its ``timed_out(why)``.
+    ``busy()`` says it is waiting on answers, so it is not idle.
+    """
+
+    def __init__(self, reactor, limit: int, idle_timeout: float = 0.0,
+                 command_timeout: float = 0.0, what: str = "connections",
+                 log: Callable[[str], None] | None = None):
+        self.reactor = reactor
+        self.limit = limit
+        self.idle_timeout = idle_timeout
+        self.command_timeout = command_timeout
+        self.what = what
+        self.open: set = set()
+        self.refused = 0
+        self.timed_out = 0
+        self._log = RateLimitedLog(reactor, log or (lambda message: None))
+        self._sweep = None
+
+    def __len__(self) -> int:
+        return len(self.open)
+
+    def admit(self) -> bool:
+        if len(self.open) < self.limit:
+            return True
+        self.refused += 1
+        self._log(f"refused a new connection: {len(self.open)} {self.what} open, the limit")
+        return False
+
+    def reconfigure(self, limit: int, idle_timeout: float, command_timeout: float) -> None:
+        self.limit = limit
+        if (idle_timeout, command_timeout) != (self.idle_timeout, self.command_timeout):
+            self.idle_timeout, self.command_timeout = idle_timeout, command_timeout
+            self.stop()
+            self._start_sweep()
+
+    def opened(self, conn) -> None:
+        self.open.add(conn)
+        self._start_sweep()
+
+    def _start_sweep(self) -> None:
+        if self._sweep is None and self.open and (self.idle_timeout or self.command_timeout):
+            self._sweep = LoopingCall(self.sweep)
+            self._sweep.clock = self.reactor
+            self._sweep.start(self._sweep_interval(), now=False)
+
+    def closed(self, conn) -> None:
+        self.open.discard(conn)
+
+    def stop(self) -> None:
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
+        self._sweep = None
+
+    def _sweep_interval(self) -> float:
+        # A quarter of the shortest timeout, so one fires at most 25% late; at most 1 s.
+        timeouts = [t for t in (self.idle_timeout, self.command_timeout) if t]
+        return min(1.0, min(timeouts) / 4)
+
+    def sweep(self) -> None:
+        now = self.reactor.seconds()
+        command, idle = self.command_timeout, self.idle_timeout
+        for conn in list(self.open):
+            since = conn.partial_since
+            if command and since is not None and now - since >= command:
+                self.timed_out += 1
+                conn.timed_out(f"command not completed within {command:g}s")
+            elif idle and since is None and not conn.busy() and now - conn.last_active >= idle:
+                self.timed_out += 1
+                conn.timed_out(f"idle for {idle:g}s")
