@@ -10,6 +10,7 @@ exponential backoff and jitter.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail
@@ -21,8 +22,10 @@ from twisted.python.failure import Failure
 
 from router.errors import NodeTimeout, NodeUnavailable
 from shared import ringcache_pb2 as pb
-from shared.framing import FrameDecoder, FrameError, decode_payload, encode_frame
+from shared.codec import append_prepared, append_request, decode_responses
+from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError
 from shared.net import cancel_call, write_now
+from shared.wire import WireError, encode_groups
 
 log = Logger()
 
@@ -54,8 +57,8 @@ class _NodeProtocol(Protocol):
         decoder.receive_data(data)
         try:
             for payload in decoder.frames():
-                self.client._answered(decode_payload(payload).responses)
-        except FrameError as exc:
+                self.client._answered(payload)
+        except (FrameError, WireError) as exc:
             log.error("node {node}: {problem}; closing the connection",
                       node=self.client.name, problem=exc)
             self.transport.abortConnection()
@@ -91,10 +94,17 @@ class NodeClient:
         self._attempts = 0
         self._retry_call = None
         self._next_id = 0
+        # Request id -> what waits for its answer: a Deferred, or a fast-path waiter with
+        # the same callback(response) / errback(error) methods.
         self._pending: dict[int, Deferred] = {}
-        self._frame = pb.Frame()
-        self._frame_bytes = 0
+        # This turn's frame, encoded as requests are made: a length prefix to fill in,
+        # then Frame.requests elements (shared/codec.py).
+        self._frame = bytearray(HEADER_SIZE)
         self._frame_ids: list[int] = []
+        # Each frame's deadline, in the order frames were begun (so in deadline order);
+        # one timer for the earliest rather than one per frame.
+        self._deadlines: deque[tuple[float, list[int]]] = deque()
+        self._expiry_call = None
         self._flush_call = None
         # Latency is sampled: one request id at a time is timed from flush to answer.
         self._observe_latency = observe_latency
@@ -170,9 +180,9 @@ class NodeClient:
             # was being made goes out right behind CONFIGURE.
             self._up()
             if self._configure is not None:
-                queued, self._frame = self._frame, pb.Frame()
+                queued, self._frame = self._frame, bytearray(HEADER_SIZE)
                 self.configure()
-                self._frame.requests.extend(queued.requests)
+                self._frame += memoryview(queued)[HEADER_SIZE:]
             self._schedule_flush()
             return
         # A node coming back must prove it answers: a stopped (SIGSTOP) process still
@@ -250,38 +260,43 @@ class NodeClient:
             return fail(NodeUnavailable(self.name, self.down_reason))
         return self._send(op, group, key, value, ttl, flags, groups, negative, keys)
 
-    def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-              keys=None) -> Deferred:
+    def send_prepared(self, body: bytes, waiter) -> bool:
+        """Send a request whose fields after the id are already encoded (a GetRun's
+        GET_MANY); its answer goes to ``waiter.callback(response)`` or its failure to
+        ``waiter.errback(error)``. False, sending nothing, while the node is down."""
         state = self.state
+        if state is not UP and state is not CONNECTING:
+            return False
+        rid = self._begin()
+        append_prepared(self._frame, rid, body)
+        self._pending[rid] = waiter
+        self._queued(state)
+        return True
+
+    def _begin(self) -> int:
+        """A new request id in this turn's frame (whose deadline starts with its first)."""
         self._next_id += 1
         rid = self._next_id
         frame_ids = self._frame_ids
         if not frame_ids:
-            # One timer per batch rather than per request: the batch's requests share
-            # a deadline, and a timer costs a heap operation.
-            self.reactor.callLater(self.timeout, self._expire, frame_ids)
-        # Only the fields set: each keyword costs the add as much as an assignment, and
-        # a GET, the hot path, has none of the rest.
-        req = self._frame.requests.add(id=rid, op=op, group=group, key=key)
-        if value:
-            req.value = value
-        if ttl:
-            req.ttl = ttl
-        if flags:
-            req.flags = flags
-        if groups:
-            req.groups.extend(groups)
-        if negative:
-            req.negative = True
-        if keys:
-            req.keys.extend(keys)
-            self._frame_bytes += sum(map(len, keys))
+            # One deadline per batch rather than per request: the batch's requests share
+            # it, and every batch's timeout is the same, so deadlines come in order.
+            self._deadlines.append((self.reactor.seconds() + self.timeout, frame_ids))
+            if self._expiry_call is None:
+                self._expiry_call = self.reactor.callLater(self.timeout, self._expire_due)
         frame_ids.append(rid)
+        self.requests += 1
+        return rid
+
+    def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
+              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
+              keys=None) -> Deferred:
+        state = self.state
+        rid = self._begin()
+        append_request(self._frame, rid, op, group, key, value, ttl, flags, negative, keys,
+                       encode_groups(groups) if groups else b"")
         d = Deferred()
         self._pending[rid] = d
-        self.requests += 1
-        self._frame_bytes += len(value) + len(key)
         self._queued(state)
         return d
 
@@ -289,40 +304,49 @@ class NodeClient:
         """Requests were added to this turn's frame: flush it now if it is big, else once
         at the end of the turn. While connecting, the frame waits for the connection."""
         if state is UP or state is PROBING:
-            if self._frame_bytes >= FLUSH_BYTES:
+            if len(self._frame) >= FLUSH_BYTES:
                 self._flush()
             elif self._flush_call is None:
-                self._schedule_flush()
+                self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _schedule_flush(self) -> None:
-        if self._flush_call is None and self._frame.requests:
+        if self._flush_call is None and self._frame_ids:
             self._flush_call = self.reactor.callLater(0, self._flush)
 
     def _flush(self) -> None:
         cancel_call(self._flush_call)
         self._flush_call = None
         frame = self._frame
-        if not frame.requests or self._transport is None:
+        if not self._frame_ids or self._transport is None:
             return
-        self._frame = pb.Frame()
-        self._frame_bytes = 0
+        if self._sample_id is None and self._observe_latency is not None:
+            self._sample_id = self._frame_ids[0]
+            self._sample_sent = self.reactor.seconds()
+        self._frame = bytearray(HEADER_SIZE)
         self._frame_ids = []
         self.frames_sent += 1
-        if self._sample_id is None and self._observe_latency is not None:
-            self._sample_id = frame.requests[0].id
-            self._sample_sent = self.reactor.seconds()
-        write_now(self._transport, encode_frame(frame.SerializeToString()))
+        _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE)
+        write_now(self._transport, frame)
 
-    def _answered(self, responses) -> None:
+    def _answered(self, payload: bytes) -> None:
         pending = self._pending
-        for response in responses:
-            d = pending.pop(response.id, None)
-            if d is not None:
-                d.callback(response)
+        for response in decode_responses(payload):
+            waiter = pending.pop(response.id, None)
+            if waiter is not None:
+                waiter.callback(response)
         self._timeouts_in_a_row = 0
         if self._sample_id is not None and self._sample_id not in pending:
             self._sample_id = None
             self._observe_latency(self.reactor.seconds() - self._sample_sent)
+
+    def _expire_due(self) -> None:
+        self._expiry_call = None
+        deadlines = self._deadlines
+        now = self.reactor.seconds()
+        while deadlines and deadlines[0][0] <= now:
+            self._expire(deadlines.popleft()[1])
+        if deadlines and self._expiry_call is None:
+            self._expiry_call = self.reactor.callLater(deadlines[0][0] - now, self._expire_due)
 
     def _expire(self, ids: list[int]) -> None:
         pending = self._pending
@@ -332,20 +356,19 @@ class NodeClient:
             # The batch never left (still connecting). Drop it: its callers are told
             # "unavailable" now, so it must not be acted on later, and the next
             # request must start a batch with a deadline of its own.
-            self._frame = pb.Frame()
-            self._frame_bytes = 0
+            self._frame = bytearray(HEADER_SIZE)
             self._frame_ids = []
         expired = []
         for rid in ids:
-            d = pending.pop(rid, None)
-            if d is not None:
-                expired.append(d)
+            waiter = pending.pop(rid, None)
+            if waiter is not None:
+                expired.append(waiter)
         if not expired:
             return
         self.timeouts += len(expired)
         error = NodeTimeout(self.name, self.timeout)
-        for d in expired:
-            d.errback(error)
+        for waiter in expired:
+            waiter.errback(error)
         self._timeouts_in_a_row += 1
         if (self._timeouts_in_a_row >= FAILURES_TO_MARK_DOWN and self.state == UP
                 and self._transport is not None):
@@ -355,11 +378,13 @@ class NodeClient:
     def _fail_all(self, reason: str) -> None:
         cancel_call(self._flush_call)
         self._flush_call = None
-        self._frame = pb.Frame()
-        self._frame_bytes = 0
+        cancel_call(self._expiry_call)
+        self._expiry_call = None
+        self._deadlines.clear()
+        self._frame = bytearray(HEADER_SIZE)
         self._frame_ids = []
         pending, self._pending = self._pending, {}
         self._sample_id = None
         error = NodeUnavailable(self.name, reason)
-        for d in pending.values():
-            d.errback(error)
+        for waiter in pending.values():
+            waiter.errback(error)

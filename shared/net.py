@@ -13,7 +13,7 @@ def tcp_server(reactor, host: str, port: int):
         reactor, f"tcp:{port}:interface={quoteStringArgument(host.strip('[]'))}")
 
 
-def write_now(transport, data: bytes) -> None:
+def write_now(transport, data: bytes | bytearray) -> None:
     """Write ``data`` to a Twisted transport, sending it at once when nothing is queued.
 
     ``transport.write`` only queues: the bytes leave on the next reactor turn, after an
@@ -29,8 +29,9 @@ def write_now(transport, data: bytes) -> None:
         if isinstance(sent, int):  # else the connection is lost; write() lets Twisted see it
             if sent == len(data):
                 return
-            data = data[sent:]
-    transport.write(data)
+            data = memoryview(data)[sent:]
+    # Twisted's write() takes bytes only; a bytearray or the unsent rest is copied once.
+    transport.write(data if type(data) is bytes else bytes(data))
 
 
 def cancel_call(call) -> None:

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 
 from shared import entry
 from shared import ringcache_pb2 as pb
+from shared.codec import append_get_many, append_response, decode_requests
+from shared.framing import _HEADER, HEADER_SIZE, MAX_FRAME
+from shared.wire import varint
 from storage_node.cores import PolicyError, load_core
 
 # A group seen in a request before any CONFIGURE gets this policy and (at most) this
@@ -91,31 +94,64 @@ class Node:
             pb.CONFIGURE: self._configure,
         }
 
-    def handle_frame(self, frame: pb.Frame) -> list[pb.Response]:
-        """Answers to every request of one frame, handled in order."""
+    def handle_payload(self, payload: bytes, max_frame: int = MAX_FRAME) -> bytearray:
+        """One request frame's payload in, its answer frame out (length prefix first).
+
+        Requests are handled in order and each is answered once. The answers' values may
+        fill the frame up to ``max_frame``; a GET or GET_MANY past that is answered
+        TOO_LARGE instead, before any of its values is copied, so a peer asking for a
+        gigabyte in one frame costs the node what fits in one frame. Raises WireError
+        (the peer's fault) for a payload that is not a Frame.
+        """
+        requests = decode_requests(payload)
         self.frames += 1
-        return [self.handle(request) for request in frame.requests]
+        return self._answer(requests, max_frame)
 
     def handle(self, request: pb.Request) -> pb.Response:
+        """Answer one request (for tests and tools; the wire path is handle_payload)."""
+        out = self._answer([request], MAX_FRAME)
+        (response,) = pb.Frame.FromString(bytes(out[HEADER_SIZE:])).responses
+        return response
+
+    def _answer(self, requests: list, max_frame: int) -> bytearray:
+        out = bytearray(HEADER_SIZE)
+        # A generous bound on each answer's own fields (id, status, an error text).
+        self._room = max_frame - HEADER_SIZE - _ANSWER_OVERHEAD * len(requests)
+        for request in requests:
+            self._handle(request, out)
+        _HEADER.pack_into(out, 0, len(out) - HEADER_SIZE)
+        return out
+
+    def _handle(self, request, out: bytearray) -> None:
         self.requests += 1
         op = request.op
+        start = len(out)
         try:
             group_op = self._group_ops.get(op)
             if group_op is not None:
                 name = request.group
                 group = self._groups.get(name) or self._default_group(name)
                 if group is None:
-                    return _error(request, pb.UNKNOWN_GROUP, _unknown_group(name))
-                return group_op(group, request)
-            node_op = self._node_ops.get(op)
-            if node_op is not None:
-                return node_op(request)
+                    response = _error(request, pb.UNKNOWN_GROUP, _unknown_group(name))
+                else:
+                    response = group_op(group, request, out)
+            else:
+                node_op = self._node_ops.get(op)
+                if node_op is not None:
+                    response = node_op(request)
+                else:
+                    response = _error(request, pb.UNKNOWN_OP, f"unknown op {op}")
         except Exception as exc:
             # A broken user core must cost one answer, not the connection and with it
             # every other request of the frame.
-            self.log(f"{pb.Op.Name(op)} on group {request.group!r} failed: {exc!r}")
-            return _error(request, pb.ERROR, f"internal error: {exc!r}")
-        return _error(request, pb.UNKNOWN_OP, f"unknown op {op}")
+            del out[start:]
+            self.log(f"{_op_name(op)} on group {request.group!r} failed: {exc!r}")
+            response = _error(request, pb.ERROR, f"internal error: {exc!r}")
+        # The hot ops append their answer themselves and return None; the rest answer a
+        # message, serialized here.
+        if response is not None:
+            message = response.SerializeToString()
+            out += b"\x12" + varint(len(message)) + message
 
     def configure(self, specs: list[GroupSpec]) -> None:
         """Hold exactly ``specs``; raises ConfigError, changing nothing, if any is invalid.
@@ -179,30 +215,37 @@ class Node:
 
     # Group ops: each takes the group and the request and returns the response.
 
-    def _get(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _get(self, group: _Group, request, out: bytearray) -> None:
         stored = group.core.get(request.key)
         if stored is None:
             group.misses += 1
-            return pb.Response(id=request.id, status=pb.NOT_FOUND)
+            append_response(out, request.id, pb.NOT_FOUND)
+            return
         group.hits += 1
         if stored == entry.NEGATIVE:
-            return pb.Response(id=request.id, status=pb.NOT_FOUND, negative=True)
+            append_response(out, request.id, pb.NOT_FOUND, negative=True)
+            return
         value, flags = entry.unpack(stored)
-        if flags:
-            return pb.Response(id=request.id, value=value, flags=flags)
-        return pb.Response(id=request.id, value=value)  # a field less to set: the hot path
+        if len(value) > self._room:
+            append_response(out, request.id, pb.TOO_LARGE, error=_TOO_BIG)
+            return
+        self._room -= len(value)
+        append_response(out, request.id, value=value, flags=flags)
 
-    def _get_many(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _get_many(self, group: _Group, request, out: bytearray) -> None:
         # The multi-get hot path: entries go back as stored (never empty), b"" for a
         # miss, so the loop is the core's get and nothing else.
-        get = group.core.get
-        values = [get(key) or b"" for key in request.keys]
-        misses = values.count(b"")
-        group.misses += misses
-        group.hits += len(values) - misses
-        return pb.Response(id=request.id, values=values)
+        keys = request.keys
+        answered = append_get_many(out, request.id, group.core.get, keys, self._room)
+        if answered is None:
+            append_response(out, request.id, pb.TOO_LARGE, error=_TOO_BIG)
+            return
+        hits, size = answered
+        self._room -= size
+        group.hits += hits
+        group.misses += len(keys) - hits
 
-    def _set(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _set(self, group: _Group, request, out: bytearray | None = None) -> pb.Response | None:
         try:
             group.core.set(request.key, _wrap(request), _ttl(request))
         except ValueError:
@@ -217,29 +260,32 @@ class Node:
                 f"(budget {group.budget} bytes)",
             )
         group.sets += 1
-        return pb.Response(id=request.id)
+        if out is None:
+            return pb.Response(id=request.id)
+        append_response(out, request.id)
+        return None
 
-    def _add(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _add(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         if entry.present(group.core.get(request.key)):
             return pb.Response(id=request.id, status=pb.NOT_STORED)
-        return self._set(group, request)
+        return self._set(group, request, out)
 
-    def _replace(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _replace(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         if not entry.present(group.core.get(request.key)):
             return pb.Response(id=request.id, status=pb.NOT_STORED)
-        return self._set(group, request)
+        return self._set(group, request, out)
 
-    def _delete(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _delete(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         found = group.core.delete(request.key)
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
-    def _touch(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _touch(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         # A negative entry is an absence: touching it must answer NOT_FOUND.
         found = (entry.present(group.core.get(request.key))
                  and group.touch(request.key, _ttl(request)))
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
-    def _flush_group(self, group: _Group, request: pb.Request) -> pb.Response:
+    def _flush_group(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         group.core.clear()
         return pb.Response(id=request.id)
 
@@ -281,6 +327,20 @@ class Node:
         return pb.Response(id=request.id, stats=stats)
 
 
+# Bytes an answer may take beyond its values: the frame field's tag and length, the id,
+# the status and an error text such as _TOO_BIG (error texts are cut to _ERROR_MAX).
+_ANSWER_OVERHEAD = 256
+_ERROR_MAX = 200
+_TOO_BIG = "the answers of this frame exceed one frame; ask for fewer keys at once"
+
+
+def _op_name(op: int) -> str:
+    try:
+        return pb.Op.Name(op)
+    except ValueError:
+        return f"op {op}"
+
+
 def _ttl(request: pb.Request) -> float | None:
     return request.ttl if request.ttl > 0 else None
 
@@ -290,4 +350,6 @@ def _unknown_group(name: str) -> str:
 
 
 def _error(request: pb.Request, status: int, text: str) -> pb.Response:
+    if len(text) > _ERROR_MAX:
+        text = text[:_ERROR_MAX - 3] + "..."
     return pb.Response(id=request.id, status=status, error=text)

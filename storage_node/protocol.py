@@ -6,9 +6,9 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from shared import ringcache_pb2 as pb
-from shared.framing import MAX_FRAME, FrameDecoder, FrameError, decode_payload, encode_frame
+from shared.framing import MAX_FRAME, FrameDecoder, FrameError
 from shared.net import write_now
+from shared.wire import WireError
 from storage_node.node import Node
 
 log = Logger()
@@ -36,9 +36,8 @@ class NodeProtocol(Protocol):
         self._decoder.receive_data(data)
         try:
             for payload in self._decoder.frames():
-                responses = self.node.handle_frame(decode_payload(payload))
-                write_now(self.transport, encode_responses(responses, self.max_frame))
-        except FrameError as exc:
+                write_now(self.transport, self.node.handle_payload(payload, self.max_frame))
+        except (FrameError, WireError) as exc:
             # Nothing after a framing error can be trusted: drop this connection now,
             # without flushing, and keep serving the others.
             peer = self.transport.getPeer()
@@ -58,37 +57,3 @@ class NodeFactory(Factory):
 
     def buildProtocol(self, addr) -> NodeProtocol:
         return NodeProtocol(self.node, self.max_frame)
-
-
-def encode_responses(responses: list[pb.Response], max_frame: int = MAX_FRAME) -> bytes:
-    """One frame answering every response, even when their values would overflow it.
-
-    A batch of GETs can ask for more bytes than one frame may carry.  The answers that
-    do not fit become ERRORs saying to ask again in smaller batches, so every id is
-    still answered and the connection stays open.
-    """
-    payload = pb.Frame(responses=responses).SerializeToString()
-    if len(payload) > max_frame:
-        payload = _fit(responses, max_frame).SerializeToString()
-    return encode_frame(payload, max_frame)
-
-
-_TOO_BIG = "the answers of this batch exceed one frame; ask for fewer keys at once"
-# Bytes one response adds to a Frame at most: its tag, a length varint and the body.
-_ENVELOPE = 1 + 5
-_ERROR_SIZE = _ENVELOPE + pb.Response(id=2**64 - 1, status=pb.ERROR, error=_TOO_BIG).ByteSize()
-
-
-def _fit(responses: list[pb.Response], max_frame: int) -> pb.Frame:
-    # Every response is first charged as the error it may become, so the errors are
-    # sure to fit; a response kept whole costs only what it adds beyond that.
-    room = max_frame - _ERROR_SIZE * len(responses)
-    frame = pb.Frame()
-    for response in responses:
-        extra = _ENVELOPE + response.ByteSize() - _ERROR_SIZE
-        if extra <= room:
-            room -= extra
-            frame.responses.append(response)
-        else:
-            frame.responses.add(id=response.id, status=pb.ERROR, error=_TOO_BIG)
-    return frame

@@ -1,0 +1,74 @@
+"""The node wire's hot operations in pure Python: the twin of the compiled shared._codec.
+
+shared/codec.py picks the compiled module when it is built and this one otherwise (or when
+RINGCACHE_PURE_PYTHON is set); tests/test_codec.py runs every test against both. Requests
+are encoded by hand (shared/wire.py: cheaper than a message object per request), the rest
+through the protobuf library, whose parser is compiled.
+"""
+
+from __future__ import annotations
+
+from shared import ringcache_pb2 as pb
+from shared.wire import REQUESTS, RESPONSES, WireError, encode_request, varint
+
+COMPILED = False
+
+
+def append_request(buf: bytearray, rid: int, op: int, group: str = "", key: bytes = b"",
+                   value: bytes = b"", ttl: float = 0.0, flags: int = 0, negative: bool = False,
+                   keys=None, groups: bytes = b"") -> None:
+    """Add one Request to the Frame being built in ``buf`` (Frame.requests element)."""
+    message = encode_request(rid, op, group.encode(), key, value, ttl, flags, negative, keys,
+                             groups)
+    buf += b"\x0a" + varint(len(message)) + message
+
+
+def append_prepared(buf: bytearray, rid: int, body: bytes) -> None:
+    """Add a Request whose fields after the id are already encoded (a GetRun's GET_MANY)."""
+    head = b"\x08" + varint(rid)
+    buf += b"\x0a" + varint(len(head) + len(body)) + head + body
+
+
+def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"",
+                    error: str = "", flags: int = 0, stats: bytes = b"", negative: bool = False,
+                    values=None) -> None:
+    """Add one Response to the Frame being built in ``buf`` (Frame.responses element)."""
+    response = pb.Response(id=rid, status=status, value=value, error=error, flags=flags,
+                           negative=negative, values=values)
+    if stats:
+        response.stats.ParseFromString(stats)
+    message = response.SerializeToString()
+    buf += b"\x12" + varint(len(message)) + message
+
+
+def append_get_many(buf: bytearray, rid: int, get, keys, room: int):
+    """Answer a GET_MANY from ``get(key) -> entry | None`` into ``buf``: (hits, bytes
+    added), or None, adding nothing, when the entries would take more than ``room``."""
+    values = [get(key) or b"" for key in keys]
+    size = sum(map(len, values))
+    if size > room:
+        return None
+    start = len(buf)
+    append_response(buf, rid, values=values)
+    return len(values) - values.count(b""), len(buf) - start
+
+
+def _frame(payload: bytes) -> pb.Frame:
+    frame = pb.Frame()
+    try:
+        frame.ParseFromString(payload)
+    except Exception as exc:  # protobuf raises DecodeError, sometimes others
+        raise WireError(f"undecodable frame: {exc}") from None
+    return frame
+
+
+def decode_requests(payload: bytes) -> list:
+    return list(_frame(payload).requests)
+
+
+def decode_responses(payload: bytes) -> list:
+    return list(_frame(payload).responses)
+
+
+__all__ = ["COMPILED", "REQUESTS", "RESPONSES", "append_get_many", "append_prepared",
+           "append_request", "append_response", "decode_requests", "decode_responses"]
