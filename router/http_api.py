@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
+                           UnknownGroup)
 from router.topology import TopologyError, parse_topology_text
 from shared.units import parse_duration
 
@@ -29,6 +30,7 @@ _ERROR_STATUS = (
     (UnknownGroup, 404),
     (TooLarge, 413),
     (SourceError, 502),
+    (SourceBusy, 503),  # the group's loads are at their bound: try again shortly
     (NodeError, 502),
     (NodeUnavailable, 503),
 )

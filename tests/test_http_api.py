@@ -16,7 +16,8 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from router.core import Item
-from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
+                           UnknownGroup)
 from router.http_api import build_site
 from router.singleflight import SingleFlight
 from router.stats import RouterStats
@@ -184,6 +185,8 @@ def test_get_unknown_group_is_404_naming_it(router, client):
     (NodeError("UNKNOWN_GROUP"), 502, "UNKNOWN_GROUP"),
     (NodeUnavailable("node-a", "connection refused"), 503,
      "node node-a unavailable: connection refused"),
+    (SourceBusy("python:demo:score", 16, 256), 503,
+     "source python:demo:score busy: 16 loads running, 256 waiting"),
 ])
 def test_get_errors_map_to_gateway_statuses(router, client, error, code, message):
     router.failures[b"k"] = error
