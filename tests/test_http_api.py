@@ -21,7 +21,7 @@ from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, 
 from router.http_api import build_site
 from router.singleflight import SingleFlight
 from router.stats import RouterStats
-from router.topology import TopologyError
+from router.topology import TopologyError, parse_topology
 from shared import ringcache_pb2 as pb
 
 RING = {"digest": "ab12", "vnodes": 160,
@@ -29,6 +29,11 @@ RING = {"digest": "ab12", "vnodes": 160,
                    "share": 1.0, "state": "up", "healthy": True}]}
 CONFIG = {"path": "topology.yaml", "digest": "ab12", "loaded_at": 1.0, "age_seconds": 2.0,
           "reloads": 0, "failures": 0, "last_error": None}
+
+
+TOPOLOGY = {"router": {"default_group": "scores"},
+            "nodes": [{"name": "node-a", "address": "127.0.0.1:7001"}],
+            "groups": {"scores": {}, "sessions": {}}}
 
 
 class FakeRouter:
@@ -47,6 +52,8 @@ class FakeRouter:
         self.plans = []
         self.reload_answer = lambda: {"applied": True, "digest": "cd34", "moved": 0.25}
         self.reloads = self.reload_failures = 0
+        self.topology = parse_topology(TOPOLOGY, "topology.yaml")
+        self.item_size_max = self.topology.router.item_size_max
 
     def get(self, group, key):
         if group not in self.groups:
@@ -128,8 +135,8 @@ def router():
 class Client:
     """One HTTP connection to the Site, over a StringTransport."""
 
-    def __init__(self, router):
-        self.site = build_site(router)
+    def __init__(self, router, environ=None):
+        self.site = build_site(router, {} if environ is None else environ)
         self.transport = StringTransport()
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.protocol.makeConnection(self.transport)
