@@ -15,10 +15,11 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from router.core import Item
+from router.core import Group, Item
 from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
                            UnknownGroup)
 from router.http_api import build_site
+from router.loads import LoadLimiter
 from router.singleflight import SingleFlight
 from router.stats import RouterStats
 from router.topology import TopologyError, parse_topology
@@ -44,7 +45,7 @@ class FakeRouter:
         self.stats = RouterStats()
         self.flight = SingleFlight()
         self.clients = {}
-        self.groups = {"scores", "sessions"}
+        self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
         self.items: dict[tuple[str, bytes], bytes] = {}
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
         self.pending: Deferred | None = None  # when set, get() answers this
@@ -334,6 +335,9 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     router.stats.count("memcache", "get", "hit", 5)
     router.flight.coalesced = 6
     router.flight.do("inflight", Deferred)
+    loads = router.groups["scores"].loads = LoadLimiter("s", concurrency=1, queue=1)
+    for _ in range(4):  # one runs, one waits, two are refused
+        loads.run(lambda: (Deferred(),) * 2).addErrback(lambda failure: None)
     r = call(client, "GET", "/v1/stats")
     assert r.code == 200
     group = {"name": "scores", "policy": "lru", "items": 3, "bytes": 30, "max_bytes": 1024,
@@ -341,7 +345,8 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     assert r.json() == {
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
                    "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
-                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5}},
+                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5},
+                   "loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
         "config": CONFIG,
         "nodes": {
             "node-a": {"groups": [group], "max_memory": 4096, "bytes": 30, "uptime": 1.5,
