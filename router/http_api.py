@@ -82,11 +82,15 @@ def protection(method: bytes, path: bytes) -> str:
         return OPEN
     if path in RATED:
         return ADMIN
-    is_value = path.startswith(b"/v1/") and not path.startswith(b"/v1/where/") and path not in (
-        b"/v1/stats", b"/v1/ring")
-    if is_value and method not in (b"GET", b"HEAD"):
+    if _is_value(path) and method not in (b"GET", b"HEAD"):
         return ADMIN
     return READ  # values, stats, ring, where, metrics; unknown paths too (they are 404s)
+
+
+def _is_value(path: bytes) -> bool:
+    """Whether ``path`` is /v1/{group}/{key} (or an attempt at it), as RouterResource routes."""
+    return (path.startswith(b"/v1/") and not path.startswith(b"/v1/where/")
+            and path not in (b"/v1/stats", b"/v1/ring", *RATED))
 
 
 class Admission:
@@ -134,7 +138,7 @@ class Admission:
                             ((b"Retry-After", b"%d" % seconds),))
 
     def _body_limit(self, method: bytes, path: bytes) -> BodyLimit:
-        if method == b"PUT" and protection(method, path) == ADMIN:
+        if method == b"PUT" and _is_value(path):
             return BodyLimit(self.router.item_size_max, "value", "item limit")
         if path == b"/v1/plan":
             return BodyLimit(MAX_YAML_BYTES, "topology document")

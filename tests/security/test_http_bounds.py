@@ -4,7 +4,6 @@ through the real Site over StringTransport with a fake clock (no sockets, no sle
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 from twisted.internet.address import IPv4Address

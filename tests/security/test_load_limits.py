@@ -8,10 +8,10 @@ from twisted.internet.defer import Deferred, fail
 from router.errors import SourceBusy, SourceError
 from router.loads import LoadLimiter
 from router.sources.python import PythonSource
+from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes
 from tests.test_core import clients, make_router, node, sources, topology  # noqa: F401 (fixtures)
 from tests.test_python_source import FakeReactor, SyncPool
-from shared import ringcache_pb2 as pb
 
 HERE = "tests.test_python_source"  # its module-level functions are the sources below
 
