@@ -119,7 +119,7 @@ def test_a_request_that_sends_less_than_its_content_length_is_408_after_the_time
                  + b"h" * 10)
     status, headers, body = read_response(sock)
     waited = time.monotonic() - started
-    assert COMMAND_TIMEOUT <= waited < COMMAND_TIMEOUT + 1.0
+    assert COMMAND_TIMEOUT <= waited < COMMAND_TIMEOUT + 1.5
     assert status == 408 and headers["connection"] == "close"
     assert json.loads(body) == {"error": "the request was not complete within 1s"}
     assert closed_within(sock, 3)
@@ -134,7 +134,7 @@ def test_a_slow_loris_head_is_closed_after_the_timeout(cluster):
         sock.sendall(b"X")  # a header trickled a byte at a time
         time.sleep(0.2)
     assert read_response(sock)[0] == 408
-    assert COMMAND_TIMEOUT <= time.monotonic() - started < COMMAND_TIMEOUT + 1.0
+    assert COMMAND_TIMEOUT <= time.monotonic() - started < COMMAND_TIMEOUT + 1.5
     assert closed_within(sock, 3)
 
 

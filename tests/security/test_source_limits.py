@@ -149,7 +149,7 @@ def test_a_multiget_of_10000_misses_starts_at_most_concurrency_plus_queue_loads(
         # Meanwhile another client's miss in the group fails at once, naming the bound ...
         message, seconds = timed_error(lambda: cluster.memcache().get("gated:other-client"))
         assert message == BUSY
-        assert seconds < 0.5
+        assert seconds < 1.0  # at once: not after the 30 s source timeout
         # ... and a miss in another group is served as usual.
         assert cluster.memcache().get("scores:unbothered") == b"value-of-unbothered"
         assert len(gated_loads(cluster, "m")) == CONCURRENCY  # the queued have not started
@@ -186,7 +186,7 @@ def test_an_http_load_that_times_out_has_its_connection_closed_at_the_origin(clu
     assert message.endswith("failed: no answer within 0.5s")
     assert origin.accepted == 2
     assert wait_for(lambda: len(origin.closed) == 2, timeout=2)
-    assert origin.closed[1] - timed_out < 0.5
+    assert origin.closed[1] - timed_out < 1.0
     # The next load opens a new connection: the cancelled one was not put back in the pool.
     timed_error(lambda: cluster.memcache().get("silent:k2"))
     assert origin.accepted == 3
@@ -221,7 +221,7 @@ groups:
             # "a" answered its timeout long ago, yet still holds the one slot.
             message, seconds = timed_error(lambda: cluster.memcache().get("stuck:c"))
             assert message.endswith(" busy: 1 loads running, 1 waiting")
-            assert seconds < 0.5
+            assert seconds < 1.0
         finally:
             thread.join(10)
         # "b" ran once the statement timeout freed the slot (~1.5 s), then timed out itself.
