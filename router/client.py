@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import yaml
 
+from router.admin_token import ENV as TOKEN_ENV, TokenUnavailable, read_token
 from router.topology import Address
 from shared.cli import ArgumentParser
 from shared.units import parse_duration
@@ -47,6 +49,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
                              f"else {DEFAULT_ROUTER})")
     parser.add_argument("-c", "--config", metavar="PATH",
                         help=f"topology file naming the router (default: ./{DEFAULT_CONFIG})")
+    parser.add_argument("--token-file", metavar="PATH",
+                        help=f"file holding the router's admin token (default: ${TOKEN_ENV}, "
+                             "else security.token_file of the topology)")
     if command in ("get", "set", "delete", "where"):
         parser.add_argument("group", metavar="GROUP")
         parser.add_argument("key", metavar="KEY")
@@ -77,11 +82,16 @@ def main(argv: list[str]) -> int:
     parser = _parser(command)
     args = parser.parse_args(argv[1:])
     try:
-        return COMMANDS[command](router_url(args.router, args.config), args)
+        base = router_url(args.router, args.config)
+        args.token = admin_token(args.token_file, args.router, args.config, os.environ)
+        return COMMANDS[command](base, args)
     except UsageError as exc:
         parser.error(str(exc))
     except RouterError as exc:
-        print(f"ringcache {command}: {exc} (HTTP {exc.code})", file=sys.stderr)
+        hint = ""
+        if exc.code == 401:
+            hint = f"; pass --token-file, set {TOKEN_ENV}, or name security.token_file in -c FILE"
+        print(f"ringcache {command}: {exc} (HTTP {exc.code}{hint})", file=sys.stderr)
         return 1
     except Unreachable as exc:
         print(f"ringcache: {exc}", file=sys.stderr)
@@ -96,24 +106,11 @@ def router_url(explicit: str | None, config: str | None) -> str:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--router: expected a URL like {DEFAULT_ROUTER}, got {explicit!r}")
         return url.rstrip("/")
-    path = config or DEFAULT_CONFIG
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        if config is None:
-            return DEFAULT_ROUTER
-        raise UsageError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: cannot read: {exc}") from None
-    # Only router.http is read, and leniently: `ringcache reload` must still reach the
-    # router after an edit broke some other part of the file, so the router can say what.
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-    router = data.get("router") if isinstance(data, dict) else None
-    http = router.get("http") if isinstance(router, dict) else None
+    document = _topology(config)
+    if document is None:
+        return DEFAULT_ROUTER
+    data, path = document
+    http = _setting(data, "router", "http")
     if http is None:
         return DEFAULT_ROUTER
     try:
@@ -122,12 +119,61 @@ def router_url(explicit: str | None, config: str | None) -> str:
         raise UsageError(f"{path}: router.http: {exc}") from None
 
 
+def admin_token(token_file: str | None, router: str | None, config: str | None,
+                environ) -> bytes | None:
+    """The admin token to send: --token-file, else $RINGCACHE_ADMIN_TOKEN, else the
+    security.token_file of the topology (of -c, or of ./topology.yaml when it also names
+    the router: a token is never sent to a --router the file does not describe)."""
+    try:
+        if token_file is not None:
+            return read_token(token_file, environ)
+        token = read_token(None, environ)
+        if token is not None or (router is not None and config is None):
+            return token
+        document = _topology(config)
+        named = _setting(document[0], "security", "token_file") if document else None
+        if not isinstance(named, str):
+            return None
+        return read_token(os.path.join(os.path.dirname(os.path.abspath(document[1])), named),
+                          environ)
+    except TokenUnavailable as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _topology(config: str | None) -> tuple[object, str] | None:
+    """The topology document and its path, or None when no -c was given and there is no
+    ./topology.yaml. Read leniently: `ringcache reload` must still reach the router
+    after an edit broke some other part of the file, so the router can say what."""
+    path = config or DEFAULT_CONFIG
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        if config is None:
+            return None
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read: {exc}") from None
+    try:
+        return yaml.safe_load(text), path
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def _setting(data, block: str, key: str):
+    section = data.get(block) if isinstance(data, dict) else None
+    return section.get(key) if isinstance(section, dict) else None
+
+
 # -- HTTP ----------------------------------------------------------------------------------
 
-def _call(method: str, base: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def _call(method: str, base: str, path: str, token: bytes | None,
+          body: bytes | None = None) -> tuple[int, bytes]:
     request = urllib.request.Request(base + path, data=body, method=method)
     if body is not None:
         request.add_header("Content-Type", "application/octet-stream")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token.decode('latin-1')}")
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return response.status, response.read()
@@ -167,7 +213,7 @@ def _print_json(body: bytes) -> None:
 # -- commands ------------------------------------------------------------------------------
 
 def _get(base: str, args) -> int:
-    value = _ok(*_call("GET", base, f"/v1/{_key_path(args)}"))
+    value = _ok(*_call("GET", base, f"/v1/{_key_path(args)}", args.token))
     sys.stdout.buffer.write(value)
     sys.stdout.buffer.flush()
     return 0
@@ -179,27 +225,27 @@ def _set(base: str, args) -> int:
     else:
         value = args.value.encode("utf-8", "surrogateescape")
     query = "" if args.ttl is None else f"?ttl={quote(args.ttl, safe='')}"
-    _ok(*_call("PUT", base, f"/v1/{_key_path(args)}{query}", value))
+    _ok(*_call("PUT", base, f"/v1/{_key_path(args)}{query}", args.token, value))
     return 0
 
 
 def _delete(base: str, args) -> int:
-    _ok(*_call("DELETE", base, f"/v1/{_key_path(args)}"))
+    _ok(*_call("DELETE", base, f"/v1/{_key_path(args)}", args.token))
     return 0
 
 
 def _stats(base: str, args) -> int:
-    _print_json(_ok(*_call("GET", base, "/v1/stats")))
+    _print_json(_ok(*_call("GET", base, "/v1/stats", args.token)))
     return 0
 
 
 def _where(base: str, args) -> int:
-    _print_json(_ok(*_call("GET", base, f"/v1/where/{_key_path(args)}")))
+    _print_json(_ok(*_call("GET", base, f"/v1/where/{_key_path(args)}", args.token)))
     return 0
 
 
 def _ring(base: str, args) -> int:
-    body = _ok(*_call("GET", base, "/v1/ring"))
+    body = _ok(*_call("GET", base, "/v1/ring", args.token))
     if args.json:
         _print_json(body)
     else:
@@ -228,7 +274,7 @@ def ring_table(ring: dict) -> str:
 
 
 def _reload(base: str, args) -> int:
-    code, body = _call("POST", base, "/v1/reload", b"")
+    code, body = _call("POST", base, "/v1/reload", args.token, b"")
     if code == 400:
         print(f"ringcache reload: refused: {_error_message(body)}", file=sys.stderr)
         return 1
@@ -243,7 +289,7 @@ def _plan(base: str, args) -> int:
     except OSError as exc:
         raise UsageError(f"{args.topology}: cannot read: {exc.strerror}") from None
     name = quote(args.topology, safe="")
-    code, body = _call("POST", base, f"/v1/plan?name={name}", document)
+    code, body = _call("POST", base, f"/v1/plan?name={name}", args.token, document)
     if code == 400:  # the router found the new topology invalid: bad input to this command
         raise UsageError(_error_message(body))
     _print_json(_ok(code, body))

@@ -18,7 +18,8 @@ from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, Unk
 from router.nodeclient import UP, NodeClient
 from router.ring import HashRing, routing_key
 from router.singleflight import SingleFlight
-from router.sources import build_source
+from router.loads import LoadLimiter
+from router.sources import build_source, start_load
 from router.stats import RouterStats
 from router.warmup import WarmUp
 from router.topology import load_topology
@@ -41,6 +42,7 @@ class Group:
 
     spec: object  # router.topology.GroupSpec
     source: object | None  # router.sources.Source
+    loads: LoadLimiter | None = None  # bounds the source's loads (router/loads.py)
 
     @property
     def name(self) -> str:
@@ -119,16 +121,17 @@ class Router:
                 old = old_groups.get(name)
                 if old is not None and old.spec.source == spec.source and (
                         spec.source is None or topology.base_dir == self.topology.base_dir):
-                    source = old.source
+                    source, loads = old.source, old.loads
                 elif spec.source is not None:
                     try:
                         source = build_source(spec.source, self.reactor, topology.base_dir)
                     except Exception as exc:
                         raise ValueError(f"{topology.path}: groups.{name}.source: {exc}") from None
                     built.append(source)
+                    loads = LoadLimiter(source.name, spec.source.concurrency, spec.source.queue)
                 else:
-                    source = None
-                groups[name] = Group(spec, source)
+                    source = loads = None
+                groups[name] = Group(spec, source, loads)
         except Exception:
             for source in built:
                 source.close()
@@ -375,10 +378,19 @@ class Router:
                          group=g.name, why=result.error or pb.Status.Name(result.status))
 
     def _load(self, g: Group, key: bytes) -> Deferred:
+        """The source's answer, through the group's bounds: a SourceBusy failure at once
+        when as many loads as allowed are running and waiting."""
         source = g.source
-        self.stats.loads += 1
-        started = self.reactor.seconds()
-        d = source.load(key.decode("utf-8", "surrogateescape"))
+        started = None
+
+        def start():
+            # Counted and timed from when the load runs, not from when it queued.
+            nonlocal started
+            self.stats.loads += 1
+            started = self.reactor.seconds()
+            answer, finished = start_load(source, key.decode("utf-8", "surrogateescape"))
+            answer.addCallbacks(loaded, failed)
+            return answer, finished
 
         def loaded(value):
             self.stats.observe_load(g.name, self.reactor.seconds() - started, None,
@@ -391,8 +403,7 @@ class Router:
                 raise SourceError(source.name, failure.getErrorMessage())
             return failure
 
-        d.addCallbacks(loaded, failed)
-        return d
+        return g.loads.run(start)
 
     def get_many(self, pairs) -> Deferred:
         """Items (or None) for [(group, key), ...], in order, or FirstError for the first

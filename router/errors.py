@@ -45,3 +45,13 @@ class SourceError(RingcacheError):
 
 class TooLarge(RingcacheError):
     """A value above the item size limit."""
+
+
+class SourceBusy(RingcacheError):
+    """A miss refused at once because its group already has as many source loads
+    running and waiting as it allows (topology: source.concurrency and source.queue)."""
+
+    def __init__(self, source: str, running: int, waiting: int):
+        super().__init__(f"source {source} busy: {running} loads running, {waiting} waiting")
+        self.source = source
+

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
+import os
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
@@ -14,8 +17,12 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.topology import TopologyError, parse_topology_text
+from router.admin_token import AdminToken, TokenUnavailable, bearer
+from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
+                           UnknownGroup)
+from router.http_bounds import BodyLimit, BoundedSite, HTTPError, error_body
+from router.token_bucket import TokenBucket
+from router.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
 from shared.units import parse_duration
 
 log = Logger()
@@ -29,6 +36,7 @@ _ERROR_STATUS = (
     (UnknownGroup, 404),
     (TooLarge, 413),
     (SourceError, 502),
+    (SourceBusy, 503),  # the group's loads are at their bound: try again shortly
     (NodeError, 502),
     (NodeUnavailable, 503),
 )
@@ -42,28 +50,120 @@ class Reply:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
-class HTTPError(Exception):
-    """A request we refuse with ``code`` and a JSON ``{"error": message}``."""
-
-    def __init__(self, code: int, message: str, headers: tuple = ()):
-        super().__init__(message)
-        self.code = code
-        self.headers = headers
-
-
 def json_reply(code: int, document) -> Reply:
     return Reply(code, json.dumps(document).encode() + b"\n", JSON)
 
 
-def build_site(router) -> Site:
+def build_site(router, environ=os.environ) -> Site:
+    admission = Admission(router, environ)
+    admission.warn_if_open(router.topology)
     # Bodies are values and topology documents, never forms: keep them as sent even
     # when a client (curl -d) labels them application/x-www-form-urlencoded.
-    site = Site(RouterResource(router), parsePOSTFormSubmission=False, reactor=router.reactor)
+    site = BoundedSite(RouterResource(router), admit=admission,
+                       limits=lambda: router.topology.limits, reactor=router.reactor,
+                       parsePOSTFormSubmission=False)
     site.noisy = False
     # No access log: a line per request would cost more than serving a cache hit;
     # requests are counted in /metrics instead.
     site.log = lambda request: None
     return site
+
+
+# Bodies past these are refused on the request's head (413); a value's is item_size_max.
+MAX_OTHER_BODY = 64 << 10  # bytes; routes that ignore their body
+RATED = (b"/v1/reload", b"/v1/plan")  # POSTs counted against limits.reloads_per_minute
+OPEN, READ, ADMIN = "open", "read", "admin"
+
+
+def protection(method: bytes, path: bytes) -> str:
+    """Who may call ``method`` on ``path`` once an admin token is configured: anyone
+    (OPEN), token holders (ADMIN), or token holders when security.protect_reads (READ)."""
+    if path == b"/healthz":
+        return OPEN
+    if path in RATED:
+        return ADMIN
+    if _is_value(path) and method not in (b"GET", b"HEAD"):
+        return ADMIN
+    return READ  # values, stats, ring, where, metrics; unknown paths too (they are 404s)
+
+
+def _is_value(path: bytes) -> bool:
+    """Whether ``path`` is /v1/{group}/{key} (or an attempt at it), as RouterResource routes."""
+    return (path.startswith(b"/v1/") and not path.startswith(b"/v1/where/")
+            and path not in (b"/v1/stats", b"/v1/ring", *RATED))
+
+
+class Admission:
+    """What the API decides on a request's head, before its body is read
+    (router/http_bounds.py): the admin token, the reload rate, the body's limit."""
+
+    def __init__(self, router, environ):
+        self.router = router
+        self.token = AdminToken(environ)
+        self.reloads = TokenBucket(router.reactor.seconds)
+
+    def __call__(self, method: bytes, uri: bytes, headers, length: int | None) -> BodyLimit:
+        path = uri.partition(b"?")[0]
+        topology = self.router.topology
+        need = protection(method, path)
+        if need == ADMIN or (need == READ and topology.security.protect_reads):
+            self._authorize(topology.security, headers.getRawHeaders(b"Authorization", [None])[-1])
+        # Rated after the token, so requests without it cannot spend the admins' quota.
+        if method == b"POST" and path in RATED:
+            self._rate(topology.limits.reloads_per_minute)
+        limit = self._body_limit(method, path)
+        if length is not None:
+            limit.check(length)
+        return limit
+
+    def _authorize(self, security, authorization: bytes | None) -> None:
+        try:
+            token = self.token.required(security)
+        except TokenUnavailable as exc:
+            raise HTTPError(503, f"admin token unavailable: {exc}") from None
+        if token is None or self.token.matches(token, authorization):
+            return
+        if bearer(authorization) is None:
+            raise HTTPError(401, "this needs the admin token: send Authorization: Bearer TOKEN",
+                            ((b"WWW-Authenticate", b'Bearer realm="ringcache"'),))
+        raise HTTPError(401, "wrong admin token", (
+            (b"WWW-Authenticate", b'Bearer realm="ringcache", error="invalid_token"'),))
+
+    def _rate(self, per_minute: int) -> None:
+        wait = self.reloads.take(per_minute)
+        if wait:
+            seconds = max(1, math.ceil(wait))
+            raise HTTPError(429, f"more than {per_minute} reloads and plans a minute "
+                                 f"(limits.reloads_per_minute); retry in {seconds}s",
+                            ((b"Retry-After", b"%d" % seconds),))
+
+    def _body_limit(self, method: bytes, path: bytes) -> BodyLimit:
+        if method == b"PUT" and _is_value(path):
+            return BodyLimit(self.router.item_size_max, "value", "item limit")
+        if path == b"/v1/plan":
+            return BodyLimit(MAX_YAML_BYTES, "topology document")
+        return BodyLimit(MAX_OTHER_BODY)
+
+    def warn_if_open(self, topology) -> None:
+        """Say so at start when the admin API is reachable beyond this host without a token."""
+        try:
+            token = self.token.required(topology.security)
+        except TokenUnavailable as exc:
+            log.error("HTTP admin API: {problem}; reloads, plans and writes are refused until "
+                      "it is fixed", problem=exc)
+            return
+        host = topology.router.http.host
+        if token is None and not _loopback(host):
+            log.warn("HTTP admin API on {address} has no token: anyone who reaches it can reload, "
+                     "write and delete (set security.token_file or RINGCACHE_ADMIN_TOKEN)",
+                     address=str(topology.router.http))
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class RouterResource(Resource):
@@ -176,6 +276,10 @@ class RouterResource(Resource):
                                   "timeouts": c.timeouts}
                            for name, c in router.clients.items()},
                 "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
+                # Source loads per group against their bounds (router/loads.py).
+                "loads": {name: {"running": g.loads.running, "waiting": g.loads.waiting,
+                                 "refused": g.loads.refused}
+                          for name, g in router.groups.items() if g.loads is not None},
             },
             "config": router.config_status(),
         }
@@ -214,13 +318,13 @@ class RouterResource(Resource):
     def _error_reply(failure, request) -> Reply:
         if failure.check(HTTPError):
             exc = failure.value
-            return Reply(exc.code, _error_body(str(exc)), JSON, exc.headers)
+            return Reply(exc.code, error_body(str(exc)), JSON, exc.headers)
         for kind, code in _ERROR_STATUS:
             if failure.check(kind):
-                return Reply(code, _error_body(failure.getErrorMessage()), JSON)
+                return Reply(code, error_body(failure.getErrorMessage()), JSON)
         log.failure("HTTP {method} {path} failed", failure,
                     method=_text(request.method), path=_text(request.path))
-        return Reply(500, _error_body("internal error"), JSON)
+        return Reply(500, error_body("internal error"), JSON)
 
     @staticmethod
     def _send(reply: Reply, request, gone: list) -> None:
@@ -267,7 +371,7 @@ def _posted_topology(document: bytes, name: str):
 
 def _item_reply(item) -> Reply:
     if item is None:
-        return Reply(404, _error_body("not found"), JSON)
+        return Reply(404, error_body("not found"), JSON)
     return Reply(200, item.value, OCTETS)
 
 
@@ -277,10 +381,6 @@ def _node_stats(reply) -> dict:
     return MessageToDict(reply, preserving_proto_field_name=True,
                          always_print_fields_with_no_presence=True,
                          unquote_int64_if_possible=True)
-
-
-def _error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode() + b"\n"
 
 
 def _text(raw: bytes) -> str:

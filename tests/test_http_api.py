@@ -15,12 +15,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from router.core import Item
-from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.core import Group, Item
+from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
+                           UnknownGroup)
 from router.http_api import build_site
+from router.loads import LoadLimiter
 from router.singleflight import SingleFlight
 from router.stats import RouterStats
-from router.topology import TopologyError
+from router.topology import TopologyError, parse_topology
 from shared import ringcache_pb2 as pb
 
 RING = {"digest": "ab12", "vnodes": 160,
@@ -28,6 +30,11 @@ RING = {"digest": "ab12", "vnodes": 160,
                    "share": 1.0, "state": "up", "healthy": True}]}
 CONFIG = {"path": "topology.yaml", "digest": "ab12", "loaded_at": 1.0, "age_seconds": 2.0,
           "reloads": 0, "failures": 0, "last_error": None}
+
+
+TOPOLOGY = {"router": {"default_group": "scores"},
+            "nodes": [{"name": "node-a", "address": "127.0.0.1:7001"}],
+            "groups": {"scores": {}, "sessions": {}}}
 
 
 class FakeRouter:
@@ -38,7 +45,7 @@ class FakeRouter:
         self.stats = RouterStats()
         self.flight = SingleFlight()
         self.clients = {}
-        self.groups = {"scores", "sessions"}
+        self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
         self.items: dict[tuple[str, bytes], bytes] = {}
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
         self.pending: Deferred | None = None  # when set, get() answers this
@@ -46,6 +53,8 @@ class FakeRouter:
         self.plans = []
         self.reload_answer = lambda: {"applied": True, "digest": "cd34", "moved": 0.25}
         self.reloads = self.reload_failures = 0
+        self.topology = parse_topology(TOPOLOGY, "topology.yaml")
+        self.item_size_max = self.topology.router.item_size_max
 
     def get(self, group, key):
         if group not in self.groups:
@@ -127,8 +136,8 @@ def router():
 class Client:
     """One HTTP connection to the Site, over a StringTransport."""
 
-    def __init__(self, router):
-        self.site = build_site(router)
+    def __init__(self, router, environ=None):
+        self.site = build_site(router, {} if environ is None else environ)
         self.transport = StringTransport()
         self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
         self.protocol.makeConnection(self.transport)
@@ -184,6 +193,8 @@ def test_get_unknown_group_is_404_naming_it(router, client):
     (NodeError("UNKNOWN_GROUP"), 502, "UNKNOWN_GROUP"),
     (NodeUnavailable("node-a", "connection refused"), 503,
      "node node-a unavailable: connection refused"),
+    (SourceBusy("python:demo:score", 16, 256), 503,
+     "source python:demo:score busy: 16 loads running, 256 waiting"),
 ])
 def test_get_errors_map_to_gateway_statuses(router, client, error, code, message):
     router.failures[b"k"] = error
@@ -324,6 +335,9 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     router.stats.count("memcache", "get", "hit", 5)
     router.flight.coalesced = 6
     router.flight.do("inflight", Deferred)
+    loads = router.groups["scores"].loads = LoadLimiter("s", concurrency=1, queue=1)
+    for _ in range(4):  # one runs, one waits, two are refused
+        loads.run(lambda: (Deferred(),) * 2).addErrback(lambda failure: None)
     r = call(client, "GET", "/v1/stats")
     assert r.code == 200
     group = {"name": "scores", "policy": "lru", "items": 3, "bytes": 30, "max_bytes": 1024,
@@ -331,7 +345,8 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     assert r.json() == {
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
                    "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
-                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5}},
+                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5},
+                   "loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
         "config": CONFIG,
         "nodes": {
             "node-a": {"groups": [group], "max_memory": 4096, "bytes": 30, "uptime": 1.5,

@@ -4,6 +4,12 @@ A source has one job, ``load(key) -> Deferred[bytes | None]``: the value, or Non
 "not found". Failures are errbacks carrying router.errors.SourceError. ``check()`` is a
 start-up connectivity probe (its failure is a warning, never a refusal to start) and
 ``close()`` releases connections on reload or shutdown.
+
+A load that times out is cancelled where the driver allows it (the Deferred's canceller
+closes the HTTP connection, drops the Redis reply). Work that cannot be cancelled (a
+function or a query running in a thread) may outlive its answer; such a source also has
+``start(key) -> (answer, finished)``, ``finished`` firing when the thread has returned,
+so that router.loads keeps the load's slot taken until then.
 """
 
 from __future__ import annotations
@@ -25,6 +31,28 @@ class Source(Protocol):
     def check(self) -> Deferred: ...
 
     def close(self) -> Deferred | None: ...
+
+
+def start_load(source: Source, key: str) -> tuple[Deferred, Deferred]:
+    """(answer, finished) of one load: ``finished`` fires when its work has ended."""
+    start = getattr(source, "start", None)
+    if start is not None:
+        return start(key)
+    d = source.load(key)
+    return d, d
+
+
+def detached(work: Deferred) -> Deferred:
+    """A Deferred with ``work``'s outcome that may time out while ``work`` carries on (a
+    thread cannot be stopped). ``work`` then fires with None, a late outcome dropped."""
+    answer = Deferred()
+
+    def settle(result):
+        if not answer.called:  # else the answer timed out and nobody waits for this
+            answer.callback(result)
+
+    work.addBoth(settle)
+    return answer
 
 
 def to_bytes(source_name: str, value) -> bytes | None:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, ma
 from twisted.internet.threads import deferToThreadPool
 
 from router.errors import SourceError
-from router.sources import to_bytes
+from router.sources import detached, to_bytes
 
 
 def _runs_in_reactor(fn) -> bool:
@@ -53,14 +53,21 @@ class PythonSource:
         self._in_reactor = _runs_in_reactor(self.fn)
 
     def load(self, key: str) -> Deferred:
+        return self.start(key)[0]
+
+    def start(self, key: str) -> tuple[Deferred, Deferred]:
+        """The answer, and when the function has really returned: a thread cannot be
+        stopped, so a plain function that times out keeps running (and its load keeps
+        its slot, router/loads.py) until it returns. A coroutine or Deferred is cancelled."""
         if self._in_reactor:
-            d = maybeDeferred(self.fn, key)
-            d.addCallback(self._awaited)
+            answer = finished = maybeDeferred(self.fn, key)
+            answer.addCallback(self._awaited)
         else:
-            d = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.fn, key)
-        d.addTimeout(self.timeout, self.reactor)
-        d.addCallbacks(lambda value: to_bytes(self.name, value), self._failed)
-        return d
+            finished = deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self.fn, key)
+            answer = detached(finished)
+        answer.addTimeout(self.timeout, self.reactor)
+        answer.addCallbacks(lambda value: to_bytes(self.name, value), self._failed)
+        return answer, finished
 
     @staticmethod
     def _awaited(result):

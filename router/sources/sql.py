@@ -18,6 +18,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 
 from router.errors import SourceError
+from router.sources import detached
 from router.sources.urls import masked
 
 POOL_SIZE = 4  # connections (and threads) per source
@@ -154,10 +155,16 @@ class SQLSource:
             cp_openfun=_postgres_session(timeout) if database.module.startswith("psycopg") else None)
 
     def load(self, key: str) -> Deferred:
-        d = self.pool.runInteraction(_first_column, self.query, key)
-        d.addTimeout(self.timeout, self.reactor)
-        d.addCallbacks(as_bytes, self._failed)
-        return d
+        return self.start(key)[0]
+
+    def start(self, key: str) -> tuple[Deferred, Deferred]:
+        """The answer, and when the pool's thread is done with the query: after a timeout
+        that is when the driver gives up (the timeout plus DRIVER_GRACE, see above)."""
+        finished = self.pool.runInteraction(_first_column, self.query, key)
+        answer = detached(finished)
+        answer.addTimeout(self.timeout, self.reactor)
+        answer.addCallbacks(as_bytes, self._failed)
+        return answer, finished
 
     def _failed(self, failure):
         if failure.check(DeferredTimeout):
