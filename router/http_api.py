@@ -18,8 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from router.admin_token import AdminToken, TokenUnavailable, bearer
-from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
-                           UnknownGroup)
+from router.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
+                           TooLarge, UnknownGroup)
 from router.http_bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.token_bucket import TokenBucket
 from router.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -38,6 +38,7 @@ _ERROR_STATUS = (
     (SourceError, 502),
     (SourceBusy, 503),  # the group's loads are at their bound: try again shortly
     (NodeError, 502),
+    (NodeTimeout, 504),  # a write may still be applied: its outcome is unknown
     (NodeUnavailable, 503),
 )
 
@@ -321,7 +322,10 @@ class RouterResource(Resource):
             return Reply(exc.code, error_body(str(exc)), JSON, exc.headers)
         for kind, code in _ERROR_STATUS:
             if failure.check(kind):
-                return Reply(code, error_body(failure.getErrorMessage()), JSON)
+                message = failure.getErrorMessage()
+                if kind is NodeTimeout and request.method in (b"PUT", b"DELETE"):
+                    message += "; the outcome is unknown, the write may yet be applied"
+                return Reply(code, error_body(message), JSON)
         log.failure("HTTP {method} {path} failed", failure,
                     method=_text(request.method), path=_text(request.path))
         return Reply(500, error_body("internal error"), JSON)

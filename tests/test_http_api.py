@@ -16,8 +16,8 @@ from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from router.core import Group, Item
-from router.errors import (NodeError, NodeUnavailable, SourceBusy, SourceError, TooLarge,
-                           UnknownGroup)
+from router.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
+                           TooLarge, UnknownGroup)
 from router.http_api import build_site
 from router.loads import LoadLimiter
 from router.singleflight import SingleFlight
@@ -69,6 +69,8 @@ class FakeRouter:
     def set(self, group, key, value, ttl=None, flags=0):
         if group not in self.groups:
             return fail(UnknownGroup(group))
+        if key in self.failures:
+            return fail(self.failures[key])
         if len(value) > 10:
             return fail(TooLarge(f"value of {len(value)} bytes is over the item limit of 10"))
         self.sets.append((group, key, value, ttl))
@@ -202,6 +204,20 @@ def test_get_errors_map_to_gateway_statuses(router, client, error, code, message
     assert r.code == code
     assert r.json() == {"error": message}
     assert router.stats.requests == {("http", "get", "error"): 1}
+
+
+def test_a_read_that_timed_out_is_504(router, client):
+    router.failures[b"k"] = NodeTimeout("node-a", 0.5)
+    r = call(client, "GET", "/v1/scores/k")
+    assert (r.code, r.json()) == (504, {"error": "node node-a unavailable: no answer within 500ms"})
+
+
+def test_a_write_that_timed_out_is_504_with_its_outcome_unknown(router, client):
+    router.failures[b"k"] = NodeTimeout("node-a", 0.5)
+    r = call(client, "PUT", "/v1/sessions/k", b"v")
+    assert r.code == 504
+    assert r.json() == {"error": "node node-a unavailable: no answer within 500ms; the outcome "
+                                 "is unknown, the write may yet be applied"}
 
 
 def test_unexpected_error_is_500_and_logged(router, client):
