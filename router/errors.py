@@ -55,3 +55,7 @@ class SourceBusy(RingcacheError):
         super().__init__(f"source {source} busy: {running} loads running, {waiting} waiting")
         self.source = source
 
+
+
+class AnswerTooLarge(RingcacheError):
+    """A get whose answer would be too big to hold (a node's answer past one frame)."""

@@ -278,9 +278,10 @@ class RouterResource(Resource):
                            for name, c in router.clients.items()},
                 "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
                 # Source loads per group against their bounds (router/loads.py).
-                "loads": {name: {"running": g.loads.running, "waiting": g.loads.waiting,
-                                 "refused": g.loads.refused}
-                          for name, g in router.groups.items() if g.loads is not None},
+                "source_loads": {name: {"running": g.loads.running,
+                                        "waiting": g.loads.waiting,
+                                        "refused": g.loads.refused}
+                                 for name, g in router.groups.items() if g.loads is not None},
             },
             "config": router.config_status(),
         }

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal, NamedTuple
 
+from router.getrun import take_gets
+
 KEY_MAX_LENGTH = 250
 ITEM_SIZE_MAX = 1024 * 1024
 # A command line longer than this (without its line end) is refused. memcached closes the
@@ -172,6 +174,19 @@ class MemcacheParser:
             if event is not None:
                 return event
             # None: a storage command line was accepted; its data block follows.
+
+    def take_gets(self, table, max_keys: int, answer_max: int):
+        """Every complete plain ``get`` line at the head of the buffer, routed at once by
+        router/getrun.py (``table``: a RouteTable), or None when the next command is
+        anything else, is not complete, or this parser is in the middle of one."""
+        if self._header is not None or self._swallow or self._skip_line:
+            return None
+        pos, run = take_gets(self._buf, self._pos, table, self.max_get_line, max_keys,
+                             answer_max)
+        if run is not None:
+            self._pos = pos
+            self._scanned = 0
+        return run
 
     def events(self) -> Iterator[Event]:
         """Every event the bytes received so far complete."""

@@ -88,6 +88,10 @@ class HashRing:
             raise LookupError("the ring has no nodes")
         return self._wrapped[bisect.bisect_left(self._hashes, self._hash(key))]
 
+    def points(self) -> tuple[list[int], list[str]]:
+        """The ring's point hashes, ascending, and the node owning each."""
+        return list(self._hashes), list(self._owners)
+
     def owners(self, key: bytes, n: int) -> list[str]:
         """The first ``n`` distinct nodes clockwise from ``key`` (fewer if the ring is smaller)."""
         n = min(n, len(self.weights))

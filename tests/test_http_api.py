@@ -362,7 +362,7 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
                    "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
                    "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5},
-                   "loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
+                   "source_loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
         "config": CONFIG,
         "nodes": {
             "node-a": {"groups": [group], "max_memory": 4096, "bytes": 30, "uptime": 1.5,

@@ -119,7 +119,7 @@ def gated_loads(cluster, prefix: str) -> list[str]:
 
 
 def load_state(cluster) -> dict:
-    return cluster.http_json("GET", "/v1/stats")["router"]["loads"]["gated"]
+    return cluster.http_json("GET", "/v1/stats")["router"]["source_loads"]["gated"]
 
 
 def flood(cluster, keys: list[str], outcome: dict) -> threading.Thread:
@@ -218,7 +218,7 @@ groups:
         thread = threading.Thread(target=second)
         thread.start()
         try:
-            assert wait_for(lambda: cluster.http_json("GET", "/v1/stats")["router"]["loads"]
+            assert wait_for(lambda: cluster.http_json("GET", "/v1/stats")["router"]["source_loads"]
                             ["stuck"]["waiting"] == 1, timeout=2)
             # "a" answered its timeout long ago, yet still holds the one slot.
             message, seconds = timed_error(lambda: cluster.memcache().get("stuck:c"))

@@ -1,0 +1,224 @@
+"""Pipelined and multi-key gets routed a batch at a time: the pure-Python twin of router._getrun.
+
+``take_gets`` reads every complete plain ``get`` line at the head of a client's buffer (one
+read's worth of pipelined gets, or one multi-get) and routes all their keys at once: each
+distinct key is placed on the ring, and the keys of one group on one node become one
+GET_MANY request body. The ``GetRun`` it returns is filled with each node's answer and
+renders the client's whole answer (VALUE lines, END) in one go. Anything else -- a miss, a
+node that failed, a group with replicas -- is left ``unresolved`` for the router's slow
+path, which answers it with ``resolve`` or ``resolve_error`` before ``render``.
+
+router/getrun.py picks the compiled module when it is built; tests/test_getrun.py runs the
+same tests against both.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+import mmh3
+
+from shared import ringcache_pb2 as pb
+from shared.wire import varint
+
+COMPILED = False
+
+KEY_MAX_LENGTH = 250
+_NEGATIVE = b"\x02"
+_FLAGS = struct.Struct(">I")
+_GET_MANY = b"\x10" + varint(pb.GET_MANY)
+END = b"END\r\n"
+ANSWER_TOO_BIG = b"SERVER_ERROR out of memory writing get response\r\n"
+# A plain get line: keys of legal bytes and length, single spaces, then the line end.
+_PLAIN_GET = re.compile(rb"get((?: [^\x00-\x20\x7f]{1,%d})+)\r?\n" % KEY_MAX_LENGTH)
+
+
+class RouteTable:
+    """What routing a key needs, as plain numbers: groups by index, the ring's points.
+
+    ``prefixes`` maps a group name (bytes) to its index; ``default`` is the index of the
+    group for keys without a known ``GROUP:`` prefix; ``names`` the groups' names; ``fast``
+    whether a group is served here (a group with replicas is not: each of its keys is
+    left unresolved). ``hashes`` are the ring's sorted point hashes and ``owners`` the node
+    index of each point.
+    """
+
+    __slots__ = ("prefixes", "default", "names", "fast", "hashes", "owners", "_default_prefix",
+                 "_groups")
+
+    def __init__(self, prefixes: dict, default: int, names: list, fast: list, hashes: list,
+                 owners: list):
+        self.prefixes = dict(prefixes)
+        self.default = default
+        self.names = list(names)
+        self.fast = list(fast)
+        self.hashes = list(hashes)
+        self.owners = list(owners) + list(owners[:1])  # past the last point: the first
+        self._default_prefix = self.names[default].encode() + b":"
+        self._groups = [b"\x1a" + varint(len(n.encode())) + n.encode() for n in self.names]
+
+    def place(self, key: bytes) -> tuple[int, bytes, int]:
+        """(group index, the key within its group, node index or -1) of a memcached key."""
+        prefix, sep, rest = key.partition(b":")
+        group = self.prefixes.get(prefix) if sep else None
+        if group is None:
+            group, rest, routing = self.default, key, self._default_prefix + key
+        else:
+            routing = key  # "GROUP:KEY" is its own routing key
+        if not self.fast[group]:
+            return group, rest, -1
+        point = _bisect_left(self.hashes, mmh3.hash(routing, 0, signed=False))
+        return group, rest, self.owners[point]
+
+
+def _bisect_left(hashes: list, h: int) -> int:
+    lo, hi = 0, len(hashes)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if hashes[mid] < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+class GetRun:
+    """The gets of one client read: where each key went, and what came back."""
+
+    __slots__ = ("commands", "slots", "batches", "entries", "errors", "left", "hits", "misses",
+                 "nslots", "ncommands", "_bodies", "_answer_max")
+
+    def __init__(self, answer_max: int):
+        self.commands: list[tuple[list, list]] = []  # per command: (slot per key, keys)
+        self.slots: list[list] = []  # [group, node, key, batch, index in batch]
+        self.batches: list[tuple[int, bytes]] = []  # (node, GET_MANY body) once built
+        self.entries: list = []  # per slot: None, or the entry its node (or resolve) gave
+        self.errors: dict[int, bytes] = {}  # slot -> the error line its command answers
+        self.left = 0  # batches not yet filled or failed
+        self.nslots = 0  # distinct keys
+        self.ncommands = 0
+        self.hits = self.misses = 0  # counted over the keys of every command, by render
+        self._bodies: list[tuple[int, int, list, list]] = []  # (node, group, keys, slots)
+        self._answer_max = answer_max
+
+    def fill(self, batch: int, values) -> int:
+        """Node answered ``batch`` with one entry per key (b"" for a miss); batches left."""
+        _, _, keys, slots = self._bodies[batch]
+        if len(values) != len(keys):
+            raise ValueError(f"{len(values)} answers for {len(keys)} keys")
+        entries = self.entries
+        for slot, value in zip(slots, values):
+            entries[slot] = value
+        self.left -= 1
+        return self.left
+
+    def fail(self, batch: int) -> int:
+        """``batch`` got no usable answer: its keys stay unresolved. Batches left."""
+        self.left -= 1
+        return self.left
+
+    def unresolved(self) -> list[tuple[int, int, int, int, bytes, bytes | None]]:
+        """(slot, group, node, batch, key, entry) of every key the fast path could not
+        answer: entry None (its batch failed, or its group is not served here), b"" (a
+        miss) or the negative entry (a cached absence)."""
+        out = []
+        for i, (group, node, key, batch, _) in enumerate(self.slots):
+            stored = self.entries[i]
+            if i not in self.errors and (not stored or stored == _NEGATIVE):
+                out.append((i, group, node, batch, key, stored))
+        return out
+
+    def resolve(self, slot: int, stored: bytes) -> None:
+        """The slow path's answer for ``slot``: an entry as a node stores it, b"" for none."""
+        self.entries[slot] = stored
+
+    def resolve_error(self, slot: int, line: bytes) -> None:
+        """``slot`` failed: each command naming it answers ``line`` instead."""
+        self.errors[slot] = line
+
+    def render(self) -> bytes:
+        """The answers to every command of the run, in order."""
+        out = []
+        entries, errors = self.entries, self.errors
+        hits = misses = 0
+        for slots, keys in self.commands:
+            error = next((errors[s] for s in slots if s in errors), None)
+            if error is not None:
+                out.append(error)
+                continue
+            parts = []
+            size = 0
+            for slot, key in zip(slots, keys):
+                stored = entries[slot]
+                if not stored or stored == _NEGATIVE:
+                    misses += 1
+                    continue
+                hits += 1
+                if stored[0] == 0:
+                    flags, value = 0, stored[1:]
+                else:
+                    flags, value = _FLAGS.unpack_from(stored, 1)[0], stored[5:]
+                size += len(value)
+                parts.append(b"VALUE %b %d %d\r\n%b\r\n" % (key, flags, len(value), value))
+            if size > self._answer_max:
+                out.append(ANSWER_TOO_BIG)
+                continue
+            parts.append(END)
+            out.append(b"".join(parts))
+        self.hits, self.misses = hits, misses
+        return b"".join(out)
+
+
+def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_keys: int,
+              answer_max: int) -> tuple[int, GetRun | None]:
+    """Route every complete plain get line from ``buf[pos:]``: (where they end, the run),
+    or (pos, None) when the first line is not one (the general parser takes it)."""
+    run = GetRun(answer_max)
+    placed: dict[tuple[int, bytes], int] = {}
+    batches: dict[tuple[int, int], int] = {}
+    slots = run.slots
+    end = len(buf)
+    while pos < end:
+        nl = buf.find(b"\n", pos, pos + max_line + 2)
+        if nl < 0:
+            break
+        match = _PLAIN_GET.fullmatch(buf, pos, nl + 1)
+        if match is None:
+            break
+        keys = match[1][1:].split(b" ")
+        if len(keys) > max_keys and len(set(keys)) > max_keys:
+            break  # the general path refuses it
+        command_slots = []
+        for key in keys:
+            group, rest, node = table.place(key)
+            slot = placed.get((group, rest))
+            if slot is None:
+                slot = placed[group, rest] = len(slots)
+                if node < 0:
+                    slots.append([group, node, rest, -1, 0])
+                else:
+                    batch = batches.get((node, group))
+                    if batch is None:
+                        batch = batches[node, group] = len(run._bodies)
+                        run._bodies.append((node, group, [], []))
+                    _, _, members, member_slots = run._bodies[batch]
+                    slots.append([group, node, rest, batch, len(members)])
+                    members.append(rest)
+                    member_slots.append(slot)
+            command_slots.append(slot)
+        run.commands.append((command_slots, keys))
+        pos = nl + 1
+    if not run.commands:
+        return pos, None
+    run.entries = [None] * len(slots)
+    run.nslots = len(slots)
+    run.ncommands = len(run.commands)
+    run.batches = [(node, _GET_MANY + table._groups[group]
+                    + b"".join(b"\x52" + varint(len(k)) + k for k in keys))
+                   for node, group, keys, _ in run._bodies]
+    run.left = len(run.batches)
+    return pos, run
+
+
+__all__ = ["ANSWER_TOO_BIG", "COMPILED", "GetRun", "RouteTable", "take_gets"]

@@ -1,0 +1,26 @@
+"""What the router's read and write paths pass around: a cached item, and a group as served."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from router.loads import LoadLimiter
+
+
+class Item(NamedTuple):
+    value: bytes
+    flags: int = 0
+
+
+@dataclass
+class Group:
+    """A group as the router serves it: its spec and its live source (or None)."""
+
+    spec: object  # router.topology.GroupSpec
+    source: object | None  # router.sources.Source
+    loads: LoadLimiter | None = None  # bounds the source's loads (router/loads.py)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name

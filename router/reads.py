@@ -1,0 +1,283 @@
+"""The router's read path: a key's owner, then a replica, a previous owner (warm-up) or
+the group's source, with one load per key at a time (singleflight).
+
+Each step carries the Group object it started with, not its name: a reload may replace or
+remove the group while a request is out, and the request finishes with the configuration
+it began under. The data plane (router/dataplane.py) serves cached keys without this
+module and hands it what the nodes did not answer: ``missed``, ``read_failed``, ``read``.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from router.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
+from router.items import Group, Item
+from router.nodeclient import UP, NodeClient
+from router.ring import routing_key
+from router.sources import start_load
+from shared import entry
+from shared import ringcache_pb2 as pb
+
+log = Logger()
+
+OK, NOT_FOUND = pb.OK, pb.NOT_FOUND
+
+
+def _place(result, results: list, i: int) -> None:
+    """Put one key's outcome (a value, None or a Failure) in its place of a multi-get."""
+    results[i] = result
+
+
+def _gather(ds: list, results: list) -> Deferred:
+    """A Deferred firing with ``results`` once every one of ``ds`` (which place their
+    outcome in ``results`` and never fail) has fired: DeferredList without its per-result
+    bookkeeping, on the multi-get hot path."""
+    left = len(ds)
+    if left == 0:
+        return succeed(results)
+    done = Deferred()
+
+    def one(_):
+        nonlocal left
+        left -= 1
+        if left == 0:
+            done.callback(results)
+
+    for d in ds:
+        d.addBoth(one)
+    return done
+
+
+def _first_error(results: list) -> list:
+    for i, result in enumerate(results):
+        if isinstance(result, Failure):
+            raise FirstError(result, i)
+    return results
+
+
+
+def node_failed(response) -> NodeError:
+    return NodeError(response.error or pb.Status.Name(response.status))
+
+
+class Reads:
+    """The read half of Router (router/core.py), which supplies groups, clients, the
+    ring, the singleflight table, stats and warm-up."""
+
+    #
+    # Each step carries the Group object it started with, not its name: a reload may
+    # replace or remove the group while a request is out, and the request finishes
+    # with the configuration it began under.
+
+    def read(self, g: Group, key: bytes, replicas: list | None = None) -> Deferred:
+        """Item or None for ``key`` of ``g``, from ``replicas`` (default: its copies in ring
+        order) and, on a miss, its previous owner or source."""
+        return self._read(g, key, replicas or self._replicas(g, key), 0)
+
+    def missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
+        """A key its node ``owner`` did not have (``negative``: a cached absence): None, or
+        what the previous owner (warm-up) or the source has, or a Deferred of it."""
+        return self._missed(g, key, owner, negative)
+
+    def read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
+        """``replicas[i]`` failed to answer for ``key``: the next replica, or the source."""
+        return self._read_failed(failure, g, key, replicas, i)
+
+    def get(self, group: str, key: bytes) -> Deferred:
+        """Item or None; reads through the group's source on a miss."""
+        g = self.groups.get(group)
+        if g is None:
+            return fail(UnknownGroup(group))
+        return self._read(g, key, self._replicas(g, key), 0)
+
+    def _read(self, g: Group, key: bytes, replicas: list, i: int) -> Deferred:
+        d = replicas[i].request(pb.GET, g.name, key)
+        d.addCallbacks(self._got, self._read_failed, (g, key, replicas[i]), None,
+                       (g, key, replicas, i))
+        return d
+
+    def _got(self, response, g: Group, key: bytes, owner: NodeClient):
+        status = response.status
+        if status == OK:
+            self.stats.hits += 1
+            return Item(response.value, response.flags)
+        if status != NOT_FOUND:
+            raise node_failed(response)
+        return self._missed(g, key, owner, response.negative)
+
+    def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
+        """A key its node does not hold: None for a cached absence, else what the
+        previous owner (warm-up) or the source has, or a Deferred of it."""
+        self.stats.misses += 1
+        if negative:
+            self.stats.negative_hits += 1
+            return None
+        if g.source is None:
+            previous = self._previous_owner(g, key, owner)
+            if previous is None:
+                return None
+            return Deferred.fromCoroutine(self._warm(g, key, previous))
+        return self.flight.do((g.name, key), lambda: Deferred.fromCoroutine(self._fill(g, key, owner)))
+
+    def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
+        failure.trap(NodeUnavailable)
+        self.stats.node_errors += 1
+        if i + 1 < len(replicas):
+            self.stats.failovers += 1
+            return self._read(g, key, replicas, i + 1)
+        # No copy reachable: a group with a source still answers, straight from the
+        # source and without caching; a plain cache group has nowhere else to look.
+        if g.source is None:
+            return failure
+        self.stats.failovers += 1
+        return self.flight.do((g.name, key), lambda: self._load(g, key))
+
+    async def _fill(self, g: Group, key: bytes, owner: NodeClient):
+        # Look again inside the flight: a flight for this key may have landed between
+        # our miss and the start of this one, and loading again would break the
+        # promise of one load per miss.
+        try:
+            again = await owner.request(pb.GET, g.name, key)
+            if again.status == OK:
+                return Item(again.value, again.flags)
+            if again.negative:
+                return None
+        except NodeUnavailable:
+            pass
+        previous = self._previous_owner(g, key, owner)
+        if previous is not None:
+            item = await self._warm(g, key, previous)
+            if item is not None:
+                return item
+        item = await self._load(g, key)
+        # Fill before landing the flight, so a request arriving after it lands hits.
+        if item is not None:
+            await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+        elif g.spec.negative_ttl:
+            await self._fill_replicas(g, key, b"", g.spec.negative_ttl, 0, negative=True)
+        return item
+
+    async def _fill_replicas(self, g: Group, key: bytes, value: bytes, ttl: float | None,
+                             flags: int, negative: bool = False) -> None:
+        """Cache a loaded value on every live replica; failing to cache is not an error."""
+        ds = [c.request(pb.SET, g.name, key, value, ttl or 0.0, flags, negative=negative)
+              for c in self._replicas(g, key) if c.state == UP]
+        for ok, result in await DeferredList(ds, consumeErrors=True):
+            if ok and result.status != OK:
+                log.warn("group {group}: could not cache a loaded value: {why}",
+                         group=g.name, why=result.error or pb.Status.Name(result.status))
+
+    def _load(self, g: Group, key: bytes) -> Deferred:
+        """The source's answer, through the group's bounds: a SourceBusy failure at once
+        when as many loads as allowed are running and waiting."""
+        source = g.source
+        started = None
+
+        def start():
+            # Counted and timed from when the load runs, not from when it queued.
+            nonlocal started
+            self.stats.loads += 1
+            started = self.reactor.seconds()
+            answer, finished = start_load(source, key.decode("utf-8", "surrogateescape"))
+            answer.addCallbacks(loaded, failed)
+            return answer, finished
+
+        def loaded(value):
+            self.stats.observe_load(g.name, self.reactor.seconds() - started, None,
+                                    found=value is not None)
+            return None if value is None else Item(value, 0)
+
+        def failed(failure):
+            self.stats.observe_load(g.name, self.reactor.seconds() - started, failure)
+            if not failure.check(SourceError):
+                raise SourceError(source.name, failure.getErrorMessage())
+            return failure
+
+        return g.loads.run(start)
+
+    def get_many(self, pairs) -> Deferred:
+        """Items (or None) for [(group, key), ...], in order, or FirstError for the first
+        key that failed."""
+        return self.read_many(pairs).addCallback(_first_error)
+
+    def read_many(self, pairs) -> Deferred:
+        """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
+        group on one node go out as one GET_MANY request with one Deferred."""
+        results: list = [None] * len(pairs)
+        batches: dict[tuple[str, str], tuple[NodeClient, Group, list, list]] = {}
+        ds = []
+        groups, clients, owner = self.groups, self.clients, self.ring.owner
+        for i, (group, key) in enumerate(pairs):
+            g = groups.get(group)
+            if g is None or g.spec.replicas != 1:
+                ds.append(self.get(group, key).addBoth(_place, results, i))
+                continue
+            client = clients[owner(routing_key(group, key))]
+            batch = batches.get((client.name, group))
+            if batch is None:
+                batch = batches[client.name, group] = (client, g, [], [])
+            batch[2].append(i)
+            batch[3].append(key)
+        for batch in batches.values():
+            client, g, indexes, keys = batch
+            d = client.request(pb.GET_MANY, g.name, keys=keys)
+            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results), None,
+                           (*batch, results))
+            ds.append(d)
+        return _gather(ds, results)
+
+    def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
+                  results: list):
+        values = response.values
+        if response.status != OK or len(values) != len(keys):
+            # A node without GET_MANY (UNKNOWN_OP, mid-upgrade) or answers too big for one
+            # frame (ERROR): ask key by key, so each key gets its own answer.
+            return DeferredList([self._read(g, key, [client], 0).addBoth(_place, results, i)
+                                 for i, key in zip(indexes, keys)])
+        hits = 0
+        later = []
+        for i, key, stored in zip(indexes, keys, values):
+            if stored and stored != entry.NEGATIVE:
+                results[i] = Item(*entry.unpack(stored))
+                hits += 1
+                continue
+            try:
+                result = self._missed(g, key, client, stored == entry.NEGATIVE)
+            except Exception:
+                result = Failure()
+            if isinstance(result, Deferred):
+                later.append(result.addBoth(_place, results, i))
+            else:
+                results[i] = result
+        self.stats.hits += hits
+        return DeferredList(later) if later else None
+
+    def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
+                          keys: list, results: list):
+        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0)
+                             .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
+
+    # -- warm-up after a ring change (router/warmup.py) ------------------------------------
+
+    def _previous_owner(self, g: Group, key: bytes, owner: NodeClient) -> NodeClient | None:
+        name = self.warmup.previous_owner(routing_key(g.name, key))
+        if name is None or name == owner.name:
+            return None
+        client = self.clients.get(name) or self.warmup.retired.get(name)
+        return client if client is not None and client.state == UP else None
+
+    async def _warm(self, g: Group, key: bytes, previous: NodeClient):
+        try:
+            response = await previous.request(pb.GET, g.name, key)
+        except NodeUnavailable:
+            return None
+        if response.status != OK:
+            return None
+        self.stats.warmup_hits += 1
+        item = Item(response.value, response.flags)
+        # The old copy's remaining ttl is unknown here; the group ttl bounds it.
+        await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+        return item
