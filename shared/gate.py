@@ -134,22 +134,26 @@ class _Gate(Protocol):
         cancel_call(self._deadline)
         why = self._failed
         if why is None:
-            if not self._heard and reason.check(ConnectionDone, ConnectionLost):
-                why = ""  # connected and left (a port probe): nothing to report
-            else:
+            if not reason.check(ConnectionDone, ConnectionLost):
                 why = _describe(reason)
+            elif self._heard and f.role == NODE:
+                why = "closed the connection before authenticating"
+            else:
+                # A port probe that connected and left is not worth a line; a node that
+                # refuses a router just hangs up, and the router's message says so.
+                why = ""
         f.failed(self.addr, why)
 
 
 def _describe(reason) -> str:
-    """Why a connection ended before authenticating, OpenSSL's error lists as their reasons."""
+    """Why a connection failed before authenticating, OpenSSL's error lists as their reasons."""
     if reason.check(SSL.Error):
         errors = reason.value.args[0] if reason.value.args else None
         if isinstance(errors, list):
             return "TLS handshake failed: " + "; ".join(str(e[-1]) for e in errors if e)
     if reason.check(VerificationError):  # the certificate names another host
         return f"TLS handshake failed: the certificate does not name this host ({reason.value})"
-    return f"closed before authenticating: {reason.getErrorMessage()}"
+    return f"failed before authenticating: {reason.getErrorMessage()}"
 
 
 class _GateFactory(Factory):
@@ -220,8 +224,10 @@ class GatedEndpoint:
             ready.callback(inner)
 
         def failed(addr, why: str) -> None:
-            ready.errback(AuthenticationFailed(
-                f"the node did not authenticate: {why or 'closed the connection'}"))
+            # A node that refuses us just closes (it tells a stranger nothing).
+            ready.errback(AuthenticationFailed("authentication with the node failed: " + (
+                why or "it closed the connection (does it have the same secret, or trust "
+                       "the same CA?)")))
 
         gate = _GateFactory(factory, self._reactor, ROUTER, self._secret, self._tls,
                             self._timeout, opened, failed, self._random_bytes)

@@ -179,7 +179,7 @@ def test_the_router_refuses_a_node_that_does_not_know_the_secret():
     endpoint.protocol.connectionLost(Failure(ConnectionAborted()))
     [failure] = ready
     assert failure.check(AuthenticationFailed)
-    assert failure.getErrorMessage() == "the node did not authenticate: wrong shared secret"
+    assert failure.getErrorMessage() == "authentication with the node failed: wrong shared secret"
     assert built == []
 
 
@@ -187,4 +187,6 @@ def test_the_router_gives_up_on_a_node_that_closes_without_a_word():
     reactor, endpoint, built, ready = gated()
     endpoint.protocol.connectionLost(Failure(ConnectionDone()))
     [failure] = ready
-    assert failure.getErrorMessage() == "the node did not authenticate: closed the connection"
+    assert failure.getErrorMessage() == ("authentication with the node failed: it closed the "
+                                         "connection (does it have the same secret, or trust "
+                                         "the same CA?)")
