@@ -25,24 +25,19 @@ def _listen_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _max_memory(text: str) -> int:
-    try:
-        size = parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 bytes, got {text!r}")
-    return size
+def _positive(parse, unit: str = ""):
+    """An argparse type: ``parse`` (a size, a duration) refusing what is not above 0."""
 
+    def convert(text: str):
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0{unit}, got {text!r}")
+        return value
 
-def _positive_duration(text: str) -> float:
-    try:
-        seconds = parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return seconds
+    return convert
 
 
 def _positive_int(text: str) -> int:
@@ -61,15 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="ringcache node", description="Run one ringcache storage node.")
     parser.add_argument("--listen", required=True, type=_listen_address, metavar="HOST:PORT",
                         help="address to serve routers on")
-    parser.add_argument("--max-memory", type=_max_memory, default=DEFAULT_MAX_MEMORY,
-                        metavar="SIZE", help=f"cap on all groups' bytes (default {DEFAULT_MAX_MEMORY})")
+    parser.add_argument("--max-memory", type=_positive(parse_size, " bytes"),
+                        default=DEFAULT_MAX_MEMORY, metavar="SIZE",
+                        help=f"cap on all groups' bytes (default {DEFAULT_MAX_MEMORY})")
     auth = parser.add_argument_group("authentication of routers (either, or both)")
     auth.add_argument("--tls-ca", metavar="FILE", help="mutual TLS: CA that signed the routers' certificates")
     auth.add_argument("--tls-cert", metavar="FILE", help="mutual TLS: this node's certificate")
     auth.add_argument("--tls-key", metavar="FILE", help="mutual TLS: this node's private key")
     auth.add_argument("--secret-file", metavar="FILE",
                       help="shared secret the routers must prove they know (or RINGCACHE_SECRET)")
-    auth.add_argument("--handshake-timeout", type=_positive_duration, metavar="DURATION",
+    auth.add_argument("--handshake-timeout", type=_positive(parse_duration), metavar="DURATION",
                       default=DEFAULT_HANDSHAKE_TIMEOUT,
                       help=f"a peer must authenticate within this (default {DEFAULT_HANDSHAKE_TIMEOUT})")
     parser.add_argument("--allow-policy", action="append", type=_policy, default=[],
@@ -143,9 +139,7 @@ def main(argv: list[str]) -> int:
     from twisted.logger import Logger
 
     from shared.net import format_address, is_loopback, tcp_server
-    from shared.throttle import LogThrottle
     from storage_node.node import Node
-    from storage_node.protocol import ConnectionCap, NodeFactory
 
     log = Logger(namespace="ringcache.node")
 
@@ -153,19 +147,7 @@ def main(argv: list[str]) -> int:
         log.warn("{text}", text=text)
 
     node = Node(args.max_memory, log=warn, allowed_policies=allowed)
-    factory = NodeFactory(node)
-    gate = None
-    if secret is not None or tls is not None:
-        from shared.gate import server_factory
-
-        refusals = LogThrottle(warn, reactor.seconds, REFUSALS_LOGGED_EVERY)
-        factory, gate = server_factory(
-            factory, reactor, secret=secret, tls=tls, timeout=args.handshake_timeout,
-            refused=lambda peer, why: refusals(f"refused {peer}: {why}"))
-    factory = ConnectionCap(
-        factory, args.max_connections,
-        count=lambda: node.connections + (gate.pending if gate is not None else 0),
-        refused=LogThrottle(warn, reactor.seconds, REFUSALS_LOGGED_EVERY), answer=gate is None)
+    factory = _factory(node, reactor, args, secret, tls, warn)
     host, port = args.listen
     endpoint = tcp_server(reactor, host, port)
     exit_code = 0
@@ -198,3 +180,23 @@ def main(argv: list[str]) -> int:
     )
     reactor.run()
     return exit_code
+
+
+def _factory(node, reactor, args, secret, tls, warn):
+    """What the node port serves, outside in: the connection cap, then (with a secret or
+    TLS) the authentication gate, then the frame protocol."""
+    from shared.throttle import LogThrottle
+    from storage_node.protocol import ConnectionCap, NodeFactory
+
+    factory, gate = NodeFactory(node), None
+    if secret is not None or tls is not None:
+        from shared.gate import server_factory
+
+        refusals = LogThrottle(warn, reactor.seconds, REFUSALS_LOGGED_EVERY)
+        factory, gate = server_factory(
+            factory, reactor, secret=secret, tls=tls, timeout=args.handshake_timeout,
+            refused=lambda peer, why: refusals(f"refused {peer}: {why}"))
+    return ConnectionCap(
+        factory, args.max_connections,
+        count=lambda: node.connections + (gate.pending if gate is not None else 0),
+        refused=LogThrottle(warn, reactor.seconds, REFUSALS_LOGGED_EVERY), answer=gate is None)
