@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from router.core import Router
 from router.http_api import build_site
 from router.memcache_server import MemcacheFactory
+from router.security import secure
 from router.topology import TopologyError, load_topology
 from router.watch import FileWatch
 from shared.cli import ArgumentParser, start_logging
@@ -36,8 +37,10 @@ class RouterProcess:
         self.memcache = MemcacheFactory(self.router, self.reactor, self.router.topology.limits,
                                         fd_headroom())
         self.ports = await gatherResults([
-            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port).listen(self.memcache),
-            tcp_server(self.reactor, cfg.http.host, cfg.http.port).listen(build_site(self.router)),
+            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port,
+                       cfg.memcache_tls).listen(self.memcache),
+            tcp_server(self.reactor, cfg.http.host, cfg.http.port, cfg.http_tls).listen(
+                build_site(self.router)),
         ], consumeErrors=True)
         self.router.start()
         self.watch.start()
@@ -76,6 +79,7 @@ def main(argv: list[str]) -> int:
     start_logging()
     try:
         router = Router(topology, reactor)
+        secure(router, reactor, lambda line: log.warn("{line}", line=line))
     except (ValueError, ImportError) as exc:
         print(f"ringcache router: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,12 @@ class _NodeProtocol(Protocol):
 class NodeClient:
     """Requests to one node; ``request`` answers a Deferred firing with a pb.Response."""
 
+    # How connections to nodes authenticate: None is plain TCP (the demo on 127.0.0.1,
+    # unit tests); else an object whose wrap(endpoint, host) answers the endpoint to
+    # connect through, firing only once the node is authenticated. The router's main
+    # sets it for every client from topology.security (router.security.NodeCredentials).
+    credentials = None
+
     def __init__(self, name: str, host: str, port: int, reactor, timeout: float,
                  configure: Callable[[], list] | None = None,
                  backoff_initial: float = 0.1, backoff_max: float = 5.0,
@@ -144,6 +150,8 @@ class NodeClient:
             return
         endpoint = HostnameEndpoint(self.reactor, self.host, self.port,
                                     timeout=max(self.timeout, 1.0))
+        if self.credentials is not None:
+            endpoint = self.credentials.wrap(endpoint, self.host)
         factory = Factory.forProtocol(lambda: _NodeProtocol(self))
         factory.noisy = False  # a reconnecting client would log every attempt
         d = endpoint.connect(factory)

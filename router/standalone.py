@@ -23,7 +23,10 @@ from twisted.logger import (
     globalLogBeginner,
     textFileLogObserver,
 )
+from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, readBody
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from router.topology import Address, NodeSpec, Topology, TopologyError, load_topology
 from shared.net import cancel_call
@@ -107,12 +110,35 @@ def plan_children(
     memory = format_size(node_max_memory(topology))
     local = [node for node in topology.nodes if on_this_host(node.address.host)]
     remote = [node for node in topology.nodes if node not in local]
+    trust = node_trust_args(topology)
     children = [
-        ChildSpec(node.name, (*launcher, "node", "--listen", str(node.address), "--max-memory", memory))
+        ChildSpec(node.name, (*launcher, "node", "--listen", str(node.address), "--max-memory", memory,
+                              *trust))
         for node in local
     ]
     children.append(ChildSpec("router", (*launcher, "router", "-c", os.path.abspath(topology.path))))
     return children, remote
+
+
+def node_trust_args(topology: Topology) -> tuple[str, ...]:
+    """What this host's nodes need to accept its router and to build its groups: the
+    topology's shared secret, the node certificate `ringcache certs` writes beside the
+    router's (node.pem, node.key), and each python: policy the groups name (a node imports
+    only those its command line allows)."""
+    security, args = topology.security, []
+    if security.secret_file:
+        args += ["--secret-file", security.secret_file]
+    if security.node_tls:
+        cert, key = node_certificate(topology)
+        args += ["--tls-ca", security.node_tls.ca, "--tls-cert", cert, "--tls-key", key]
+    for policy in sorted({g.policy for g in topology.groups.values() if g.policy.startswith("python:")}):
+        args += ["--allow-policy", policy]
+    return tuple(args)
+
+
+def node_certificate(topology: Topology) -> tuple[str, str]:
+    directory = os.path.dirname(topology.security.node_tls.cert)
+    return os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
 
 
 class Backoff:
@@ -241,10 +267,20 @@ def _reachable(address: Address) -> str:
     return str(Address(host, address.port))
 
 
-async def wait_for_router(reactor, http: Address, interval: float = 0.2) -> str | None:
+@implementer(IPolicyForHTTPS)
+class _OwnRouter:
+    """HTTPS to the router `up` itself started on this host, only to learn that it is up and
+    its digest: its certificate, which may name another host, is not checked."""
+
+    def creatorForNetloc(self, hostname, port):
+        return CertificateOptions()
+
+
+async def wait_for_router(reactor, http: Address, interval: float = 0.2,
+                          https: bool = False) -> str | None:
     """Poll the router's /healthz until it answers 200; then its ring digest, None if /v1/ring has none."""
-    agent = Agent(reactor)
-    base = f"http://{_reachable(http)}"
+    agent = Agent(reactor, _OwnRouter()) if https else Agent(reactor)
+    base = f"{'https' if https else 'http'}://{_reachable(http)}"
     while (await _get(reactor, agent, f"{base}/healthz"))[0] != 200:
         await deferLater(reactor, interval)
     code, body = await _get(reactor, agent, f"{base}/v1/ring")
@@ -274,13 +310,14 @@ def banner(topology: Topology, started_nodes: int, digest: str | None) -> str:
     if digest:
         head += f", router digest {digest}"
     memcache, http = _reachable(topology.router.memcache), _reachable(topology.router.http)
+    scheme = "https" if topology.router.http_tls else "http"
     group = topology.router.default_group
     host, _, port = memcache.rpartition(":")
     return (
         f"{head}\n"
         f"  memcached:  {memcache}   (e.g. printf 'get {group}:42\\r\\n' | nc {host.strip('[]')} {port})\n"
-        f"  HTTP:       http://{http}/v1/{group}/42\n"
-        f"  stats:      http://{http}/v1/stats\n"
+        f"  HTTP:       {scheme}://{http}/v1/{group}/42\n"
+        f"  stats:      {scheme}://{http}/v1/stats\n"
         f"  stop:       Ctrl-C\n"
     )
 
@@ -302,6 +339,12 @@ def main(argv: list[str]) -> int:
     try:
         args = parser.parse_args(argv)
         topology = load_topology(args.config)
+        if topology.security.node_tls:
+            missing = [f for f in node_certificate(topology) if not os.path.isfile(f)]
+            if missing:
+                raise _UsageError(f"security: mutual TLS needs this host's nodes' certificate "
+                                  f"too: no {missing[0]} (ringcache certs writes node.pem and "
+                                  f"node.key beside router.pem)")
     except (_UsageError, TopologyError) as exc:
         print(f"{LOG_PREFIX}{exc}", file=sys.stderr)
         return 2
@@ -357,7 +400,8 @@ def _serve(reactor, topology: Topology, specs: list[ChildSpec], remote: list[Nod
         signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
         for child in children:
             child.start()
-        Deferred.fromCoroutine(wait_for_router(reactor, topology.router.http)).addCallback(show_banner)
+        Deferred.fromCoroutine(wait_for_router(
+            reactor, topology.router.http, https=topology.router.http_tls is not None)).addCallback(show_banner)
 
     # The reactor waits for this Deferred before it stops, so every child is gone when run() returns.
     reactor.addSystemEventTrigger("before", "shutdown", lambda: DeferredList([c.stop() for c in children]))

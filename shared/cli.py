@@ -14,6 +14,11 @@ roles:
   up [-c topology.yaml]                  nodes on this host + one router (standalone)
   router [-c topology.yaml]              one router
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
+       [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
+       [--allow-policy python:module:Class] [--max-connections N]
+
+tools:
+  certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
 
 clients of the router's HTTP port (--router URL):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
@@ -24,6 +29,7 @@ ROLE_MODULES = {
     "node": "storage_node.main",
     "router": "router.main",
     "up": "router.standalone",
+    "certs": "shared.certs",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
 

@@ -3,14 +3,41 @@ and cancelling a call that may already have run."""
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
+from twisted.internet.tcp import Connection
 
 
-def tcp_server(reactor, host: str, port: int):
+def tcp_server(reactor, host: str, port: int, tls=None):
+    """A TCP server endpoint on host:port; with ``tls`` (an object with ``cert``, ``key``
+    and optional ``ca`` paths, as topology.TLSFiles), its connections speak TLS and, when
+    ``ca`` is set, must show a client certificate that CA signed."""
     # IPv6 literals arrive bracketed from "[::1]:7001"; the endpoint string wants them bare
     # and with their colons quoted.
-    return serverFromString(
+    endpoint = serverFromString(
         reactor, f"tcp:{port}:interface={quoteStringArgument(host.strip('[]'))}")
+    if tls is None:
+        return endpoint
+    from shared.tls import TLSServerEndpoint, server_options  # pyOpenSSL only when used
+
+    return TLSServerEndpoint(endpoint, server_options(tls.cert, tls.key, tls.ca))
+
+
+def format_address(host: str, port) -> str:
+    """``host:port`` as people write it: an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` can only be this machine: localhost or a loopback address. A wildcard
+    (0.0.0.0, ::) or any other name may be reachable from elsewhere."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def write_now(transport, data: bytes | bytearray) -> None:
@@ -20,9 +47,10 @@ def write_now(transport, data: bytes | bytearray) -> None:
     epoll_ctl to watch for writability, one more poll and another epoll_ctl to stop.
     Router and node write whole answers once per turn, so a connection that keeps up
     takes them now; whatever the socket does not take is queued behind, in order.
-    Transports without a socket (tests' StringTransport) just get ``write``.
+    Any other transport (TLS, whose wrapper would hand out the raw socket beneath it;
+    tests' StringTransport) just gets ``write``.
     """
-    if (getattr(transport, "socket", None) is not None and transport.connected
+    if (isinstance(transport, Connection) and transport.connected
             and not transport.disconnecting and not transport.dataBuffer
             and not transport._tempDataLen):
         sent = transport.writeSomeData(data)

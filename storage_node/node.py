@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from shared import entry
@@ -68,10 +68,14 @@ class Node:
         max_memory: int,
         clock: Callable[[], float] = time.monotonic,
         log: Callable[[str], None] = logging.getLogger(__name__).warning,
+        allowed_policies: Collection[str] = (),
     ):
         self.max_memory = max_memory
         self.clock = clock
         self.log = log
+        # The python:module:Class policies this node may import: from its own command
+        # line, never from a peer (a CONFIGURE naming any other is refused).
+        self.allowed_policies = frozenset(allowed_policies)
         self.configured = False  # after the first CONFIGURE, unknown groups are errors
         self.connections = 0  # open connections, kept by the protocol
         self.frames = 0
@@ -159,7 +163,11 @@ class Node:
         A group whose policy and effective budget are unchanged keeps its core and data.
         Any other group gets a fresh core: its entries are dropped, since the core
         interface has no way to list them for moving.  Groups not in ``specs`` go.
+        Whatever is dropped is logged.  An empty ``specs`` is refused: the router always
+        sends its topology's groups, and a topology has at least its default group.
         """
+        if not specs:
+            raise ConfigError("no group named (a topology always has its default group)")
         names = set()
         for spec in specs:
             if not spec.name:
@@ -181,12 +189,26 @@ class Node:
                 groups[spec.name] = old
             else:
                 groups[spec.name] = _Group(spec, budget, self._new_core(spec, budget))
+        self._log_dropped(groups)
         self._groups = groups
         if total > self.max_memory:
             self.log(
                 f"group budgets sum to {total} bytes, above max_memory {self.max_memory}: "
                 f"scaling every group to {self.max_memory / total:.1%} of its max_bytes"
             )
+
+    def _log_dropped(self, new: dict[str, _Group]) -> None:
+        for name, old in self._groups.items():
+            kept = new.get(name)
+            if kept is old:
+                continue
+            items = len(old.core)
+            held = f"it held {items} {'entry' if items == 1 else 'entries'}, {old.core.nbytes} bytes"
+            if kept is None:
+                self.log(f"dropping group {name!r} ({held}): it is not in the new configuration")
+            else:
+                self.log(f"emptying group {name!r} ({held}): policy {old.spec.policy} -> "
+                         f"{kept.spec.policy}, budget {old.budget} -> {kept.budget} bytes")
 
     def _budget(self, spec: GroupSpec, total: int) -> int:
         """The bytes the group's core may hold: its max_bytes, scaled down if all
@@ -199,7 +221,7 @@ class Node:
 
     def _new_core(self, spec: GroupSpec, budget: int):
         try:
-            return load_core(spec.policy)(budget, self.clock)
+            return load_core(spec.policy, self.allowed_policies)(budget, self.clock)
         except PolicyError as exc:  # its text names the policy already
             raise ConfigError(f"group {spec.name!r}: {exc}") from None
         except Exception as exc:  # whatever a user core's module or constructor raises

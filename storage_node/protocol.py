@@ -2,31 +2,45 @@
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import ITCPTransport
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from shared.framing import MAX_FRAME, FrameDecoder, FrameError
-from shared.net import write_now
+from shared import ringcache_pb2 as pb
+from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
+from shared.net import format_address, write_now
 from shared.wire import WireError
 from storage_node.node import Node
 
 log = Logger()
 
 
+@implementer(IPushProducer)
 class NodeProtocol(Protocol):
-    """One router connection: frames of requests in, one frame of responses each out."""
+    """One router connection: frames of requests in, one frame of responses each out.
+
+    Answers are bounded per connection: the protocol is its transport's producer, so once
+    the answers queued for a peer that does not read pass the transport's buffer size,
+    no further frame is handled (not even ones already read) and the socket is not read
+    until that peer has taken what is queued. One peer can cost the node one answer frame,
+    never all the answers it asks for, and the others are served meanwhile.
+    """
 
     def __init__(self, node: Node, max_frame: int = MAX_FRAME):
         self.node = node
         self.max_frame = max_frame
         self._decoder = FrameDecoder(max_frame)
+        self._paused = False
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             # One whole answer frame per request frame: Nagle would hold it until the
             # router's delayed ACK (up to 40 ms) whenever an earlier answer is unacknowledged.
             self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
         self.node.connections += 1
 
     def connectionLost(self, reason) -> None:
@@ -34,8 +48,27 @@ class NodeProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self._decoder.receive_data(data)
+        self._serve()
+
+    # IPushProducer: the transport pauses us when its write buffer is full, resumes when drained.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self.transport.pauseProducing()  # stop reading this peer's socket
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._serve()  # the frames read before the pause come first
+        if not self._paused:
+            self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self._paused = True
+
+    def _serve(self) -> None:
+        decoder = self._decoder
         try:
-            for payload in self._decoder.frames():
+            while not self._paused and (payload := decoder.next_frame()) is not None:
                 write_now(self.transport, self.node.handle_payload(payload, self.max_frame))
         except (FrameError, WireError) as exc:
             # Nothing after a framing error can be trusted: drop this connection now,
@@ -57,3 +90,58 @@ class NodeFactory(Factory):
 
     def buildProtocol(self, addr) -> NodeProtocol:
         return NodeProtocol(self.node, self.max_frame)
+
+
+class ConnectionCap(Factory):
+    """At most ``limit`` connections at once on the node port; past it a new connection is
+    closed at once (on an open node, after one error frame saying why), and the refusals
+    are logged through ``refused``, which the caller rate-limits.
+
+    ``count`` says how many connections are open: Node.connections plus those still
+    authenticating at the gate, so an unauthenticated flood cannot run the node out of
+    file descriptors either.
+    """
+
+    noisy = False
+
+    def __init__(self, factory, limit: int, count: Callable[[], int],
+                 refused: Callable[[str], None], answer: bool = True):
+        self.factory = factory
+        self.limit = limit
+        self.count = count
+        self.refused = refused
+        self.answer = answer  # False when peers must authenticate: strangers get no byte
+        self.refusals = 0
+
+    def buildProtocol(self, addr):
+        if self.count() < self.limit:
+            return self.factory.buildProtocol(addr)
+        self.refusals += 1
+        self.refused(f"refused a connection from {format_address(addr.host, addr.port)}: {self.limit} connections are "
+                     f"open, the most allowed (--max-connections)")
+        return _Refusal(too_many_connections(self.limit) if self.answer else b"")
+
+    def doStart(self) -> None:
+        self.factory.doStart()
+
+    def doStop(self) -> None:
+        self.factory.doStop()
+
+
+def too_many_connections(limit: int) -> bytes:
+    """The one frame a connection past the cap gets: an error, with id 0 (no request's)."""
+    error = pb.Response(id=0, status=pb.ERROR, error=f"too many connections (limit {limit})")
+    return encode_frame(pb.Frame(responses=[error]).SerializeToString())
+
+
+class _Refusal(Protocol):
+    def __init__(self, answer: bytes):
+        self.answer = answer
+
+    def connectionMade(self) -> None:
+        if self.answer:
+            self.transport.write(self.answer)
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+

@@ -56,8 +56,16 @@ class Cluster:
     """Nodes named node-0.. and one router, all real processes, from one topology file."""
 
     def __init__(self, directory: Path, nodes: int = 3, timeout: str = "500ms",
-                 groups: str = GROUPS):
+                 groups: str = GROUPS, node_args: tuple[str, ...] = (), security: str = "",
+                 router_extra: str = "", https=None):
+        """``node_args`` go to every node (e.g. --secret-file); ``security`` is the
+        topology's security block and ``router_extra`` more router keys, as YAML lines;
+        ``https`` is the ssl context to reach an HTTP API that router_extra put on TLS."""
         self.dir = directory
+        self.node_args = tuple(node_args)
+        self.security = security
+        self.router_extra = router_extra
+        self.https = https
         self.node_names = [f"node-{i}" for i in range(nodes)]
         self.node_ports = {name: free_port() for name in self.node_names}
         self.memcache_port = free_port()
@@ -81,8 +89,8 @@ class Cluster:
               http: 127.0.0.1:{self.http_port}
               timeout: {self.timeout}
               default_group: scores
-            """) + extra_router
-        return f"{router}nodes:\n{nodes}\n{self.groups}"
+            """) + self.router_extra + extra_router
+        return f"{router}nodes:\n{nodes}\n{self.groups}{self.security}"
 
     def write_topology(self, names, extra_router: str = "") -> None:
         self.topology.write_text(self.topology_text(names, extra_router))
@@ -98,7 +106,7 @@ class Cluster:
 
     def start_node(self, name: str) -> Process:
         port = self.node_ports[name]
-        proc = start_process([*RINGCACHE, "node", "--listen", f"127.0.0.1:{port}"],
+        proc = start_process([*RINGCACHE, "node", "--listen", f"127.0.0.1:{port}", *self.node_args],
                              lambda: port_open(port))
         self.nodes[name] = proc
         return proc
@@ -134,12 +142,12 @@ class Cluster:
 
     @property
     def http_base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.https else 'http'}://127.0.0.1:{self.http_port}"
 
     def http(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         request = urllib.request.Request(self.http_base + path, data=body, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.https) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

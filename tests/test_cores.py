@@ -180,8 +180,19 @@ def test_builtin_policies():
     assert all(cls.name == name for name, cls in CORES.items())
 
 
-def test_a_user_class_by_module_and_name():
-    assert load_core("python:tests.core_contract:FifoCore") is FifoCore
+def test_a_user_class_by_module_and_name_when_allowed():
+    name = "python:tests.core_contract:FifoCore"
+    assert load_core(name, allowed=[name]) is FifoCore
+
+
+def test_a_user_class_not_allowed_is_refused_before_any_import(monkeypatch):
+    def import_module(name):
+        raise AssertionError(f"imported {name}")
+
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    with pytest.raises(PolicyError, match=r"^policy 'python:signal:signal' is not allowed on this "
+                                          r"node \(start it with --allow-policy python:signal:signal\)$"):
+        load_core("python:signal:signal", allowed=["python:tests.core_contract:FifoCore"])
 
 
 @pytest.mark.parametrize("policy, message", [
@@ -199,7 +210,7 @@ def test_a_user_class_by_module_and_name():
 ])
 def test_a_bad_policy_names_the_problem(policy, message):
     with pytest.raises(PolicyError) as raised:
-        load_core(policy)
+        load_core(policy, allowed=[policy])
     assert message in str(raised.value)
     assert isinstance(raised.value, ValueError)
 
@@ -211,7 +222,7 @@ def test_a_module_that_fails_on_import_is_a_policy_error(monkeypatch):
     monkeypatch.setattr(importlib, "import_module", import_module)
     with pytest.raises(PolicyError, match=r"^policy 'python:mycores:Core': cannot import mycores: "
                                           r"SyntaxError: invalid syntax \(cores.py, line 3\)$"):
-        load_core("python:mycores:Core")
+        load_core("python:mycores:Core", allowed=["python:mycores:Core"])
 
 
 # --- against a reference model --------------------------------------------------------

@@ -18,6 +18,9 @@ from tests.helpers import CountingTransport
 
 MiB = 1 << 20
 DICT_CORE = f"python:{__name__}:DictCore"
+# The plugin cores these tests name, allowed as `ringcache node --allow-policy` would.
+PLUGINS = [f"python:{__name__}:{name}" for name in ("DictCore", "CountingCore", "BrokenCore",
+                                                     "RefusingCore")] + ["python:no_such_module_xyz:Core"]
 
 
 # A plugin core with no touch() and no counters, loaded by name below.
@@ -66,7 +69,7 @@ def logged():
 @pytest.fixture
 def node(clock, logged):
     """A node holding group "g" (lru, 1MiB) under a 16MiB cap."""
-    node = Node(16 * MiB, clock=clock, log=logged.append)
+    node = Node(16 * MiB, clock=clock, log=logged.append, allowed_policies=PLUGINS)
     assert node.handle(configure_request(("g", "lru", MiB))).status == pb.OK
     return node
 
@@ -101,7 +104,7 @@ def test_empty_value_round_trips(node):
 
 
 def test_flags_wrapper_is_what_the_core_stores_and_charges(clock):
-    node = Node(MiB, clock=clock)
+    node = Node(MiB, clock=clock, allowed_policies=PLUGINS)
     node.handle(configure_request(("d", DICT_CORE, 1000)))
     node.handle(req(pb.SET, b"a", b"plain", group="d"))
     node.handle(req(pb.SET, b"b", b"flagged", group="d", flags=0x01020304))
@@ -157,7 +160,7 @@ def test_get_many_answers_each_key_s_entry_in_order(node, clock):
 
 
 def test_get_many_of_an_unknown_group_or_a_failing_core_is_one_error(clock, logged):
-    node = Node(MiB, clock=clock, log=logged.append)
+    node = Node(MiB, clock=clock, log=logged.append, allowed_policies=PLUGINS)
     node.handle(configure_request(("bad", f"python:{__name__}:BrokenCore", 100)))
     assert node.handle(req(pb.GET_MANY, group="nope", keys=[b"a"])) == pb.Response(
         id=1, status=pb.UNKNOWN_GROUP, error="unknown group 'nope'")
@@ -268,7 +271,7 @@ def test_requests_of_one_frame_run_in_order(node):
 
 
 def test_a_failing_core_answers_error_and_spares_the_rest_of_the_frame(clock, logged):
-    node = Node(MiB, clock=clock, log=logged.append)
+    node = Node(MiB, clock=clock, log=logged.append, allowed_policies=PLUGINS)
     node.handle(configure_request(("bad", f"python:{__name__}:BrokenCore", 100), ("g", "lru", 100)))
     frame = pb.Frame(requests=[req(pb.GET, b"k", id=1, group="bad"), req(pb.PING, id=2)])
     assert handle_frame(node, frame) == [
@@ -328,13 +331,45 @@ def test_configure_gives_a_changed_group_a_fresh_core(node, changed):
     assert (g.policy, g.max_bytes, g.items, g.sets) == (changed[1], changed[2], 0, 0)
 
 
-def test_configure_drops_unlisted_groups(node):
+def test_configure_drops_unlisted_groups_and_logs_what_it_dropped(node, logged):
     node.handle(req(pb.SET, b"k", b"v"))
+    held = group_stats(node, "g").bytes  # what the core charges for it
     assert node.handle(configure_request(("h", "lru", MiB))).status == pb.OK
     assert node.handle(req(pb.GET, b"k")).status == pb.UNKNOWN_GROUP
     assert [g.name for g in stats(node).groups] == ["h"]
-    assert node.handle(configure_request()).status == pb.OK
-    assert list(stats(node).groups) == []
+    assert logged == [f"dropping group 'g' (it held 1 entry, {held} bytes): "
+                      f"it is not in the new configuration"]
+
+
+def test_configure_that_empties_a_group_logs_what_it_held(node, logged):
+    node.handle(req(pb.SET, b"k", b"v"))
+    node.handle(req(pb.SET, b"k2", b"v"))
+    held = group_stats(node, "g").bytes
+    assert node.handle(configure_request(("g", "lfu", MiB // 2))).status == pb.OK
+    assert logged == [f"emptying group 'g' (it held 2 entries, {held} bytes): policy lru -> lfu, "
+                      f"budget {MiB} -> {MiB // 2} bytes"]
+
+
+def test_configure_naming_no_group_is_refused_and_changes_nothing(node, logged):
+    node.handle(req(pb.SET, b"k", b"v"))
+    answer = node.handle(configure_request(id=4))
+    assert (answer.id, answer.status, answer.error) == (
+        4, pb.ERROR, "CONFIGURE refused: no group named (a topology always has its default group)")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert logged == []
+
+
+def test_configure_naming_a_policy_not_allowed_is_refused_and_imports_nothing(clock, logged):
+    node = Node(MiB, clock=clock, log=logged.append, allowed_policies=[DICT_CORE])
+    node.handle(configure_request(("g", DICT_CORE, 1000)))
+    node.handle(req(pb.SET, b"k", b"v"))
+    # What a hostile peer sent in the issue: the node imported signal and called signal().
+    answer = node.handle(configure_request(("g", DICT_CORE, 1000), ("evil", "python:signal:signal", 10)))
+    assert (answer.status, answer.error) == (
+        pb.ERROR, "CONFIGURE refused: group 'evil': policy 'python:signal:signal' is not allowed "
+                  "on this node (start it with --allow-policy python:signal:signal)")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert [g.name for g in stats(node).groups] == ["g"]
 
 
 @pytest.mark.parametrize(
@@ -371,7 +406,7 @@ def test_invalid_first_configure_leaves_the_node_unconfigured(clock):
 
 
 def test_budgets_above_max_memory_are_scaled_proportionally(clock, logged):
-    node = Node(1000, clock=clock, log=logged.append)
+    node = Node(1000, clock=clock, log=logged.append, allowed_policies=PLUGINS)
     assert node.handle(configure_request(("a", DICT_CORE, 1000), ("b", DICT_CORE, 3000))).status == pb.OK
     assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("a", 250), ("b", 750)]
     assert logged == [
@@ -406,7 +441,10 @@ def test_default_groups_are_scaled_when_they_outgrow_max_memory(clock, logged):
     assert logged == []
     node.handle(req(pb.SET, b"k", b"v", group="two"))
     assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("one", 50), ("two", 50)]
-    assert len(logged) == 1
+    assert logged[0].startswith("emptying group 'one' (it held 1 entry, ")
+    assert logged[0].endswith("policy lru -> lru, budget 100 -> 50 bytes")
+    assert logged[1].startswith("group budgets sum to 200 bytes")
+    assert len(logged) == 2
 
 
 def test_rescaling_keeps_groups_whose_budget_is_unchanged(clock):
@@ -422,7 +460,7 @@ def test_rescaling_keeps_groups_whose_budget_is_unchanged(clock):
 
 
 def test_stats_counts_exactly(clock):
-    node = Node(10_000, clock=clock)
+    node = Node(10_000, clock=clock, allowed_policies=PLUGINS)
     node.handle(configure_request(("c", f"python:{__name__}:CountingCore", 1000), ("l", "lru", 2000)))
     frame = pb.Frame(
         requests=[

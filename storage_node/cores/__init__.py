@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 
 from storage_node.cores.lfu import LFUCore
 from storage_node.cores.lru import LRUCore
@@ -17,11 +18,16 @@ class PolicyError(ValueError):
     """A `policy:` that names no core."""
 
 
-def load_core(policy: str) -> type:
-    """The core class for a policy name: a key of CORES or ``python:module:Class``."""
+def load_core(policy: str, allowed: Collection[str] = ()) -> type:
+    """The core class for a policy name: a key of CORES, or a ``python:module:Class`` that
+    ``allowed`` names. The node fills ``allowed`` from its own command line only: a name a
+    peer sends is never imported just because it was sent."""
     if policy in CORES:
         return CORES[policy]
     if policy.startswith("python:"):
+        if policy not in allowed:
+            raise PolicyError(f"policy {policy!r} is not allowed on this node "
+                              f"(start it with --allow-policy {policy})")
         spec = policy[len("python:"):]
         module_name, sep, attr = spec.partition(":")
         if not sep or not module_name or not attr:

@@ -59,13 +59,14 @@ def compose_command() -> list[str]:
 class Deployment:
     """One compose project of deploy/compose.yaml under a unique name, on free host ports."""
 
-    def __init__(self):
+    def __init__(self, secret_file: str):
         self.compose = compose_command() + ["-p", f"ringcache-test-{secrets.token_hex(4)}",
                                             "-f", str(COMPOSE_FILE)]
         self.memcache_port = free_port()
         self.http_port = free_port()
         self.env = {**os.environ, "RINGCACHE_MEMCACHE_PORT": str(self.memcache_port),
-                    "RINGCACHE_HTTP_PORT": str(self.http_port)}
+                    "RINGCACHE_HTTP_PORT": str(self.http_port),
+                    "RINGCACHE_SECRET_FILE": secret_file}
 
     def __call__(self, *args: str, timeout: float = 120) -> str:
         return run(self.compose + list(args), timeout=timeout, env=self.env).stdout
@@ -99,10 +100,15 @@ class Deployment:
 
 
 @pytest.fixture(scope="module")
-def deployment():
+def deployment(tmp_path_factory):
     run(["bash", str(ROOT / "deploy" / "build-image.sh")], timeout=600,
         env={**os.environ, "PYTHON": sys.executable})
-    dep = Deployment()
+    # The nodes' shared secret, fresh per run; the containers' user (10001) must read it.
+    secret_file = tmp_path_factory.mktemp("secret") / "secret"
+    secret_file.write_text(secrets.token_urlsafe(32) + "\n")
+    secret_file.chmod(0o644)
+    secret_file.parent.chmod(0o755)
+    dep = Deployment(str(secret_file))
     try:
         dep("up", "-d", timeout=300)
         dep.wait_until_ready()
@@ -161,6 +167,31 @@ def test_keys_spread_over_three_node_containers(deployment):
         assert client.get_many(batch) == {k: values[k] for k in batch}
 
 
+# Run inside the router's container: a peer on the cluster network that does not know the
+# secret sends a valid frame to a node, as the issue's attacker did.
+STRANGER = """
+import socket
+from shared import ringcache_pb2 as pb
+from shared.framing import encode_batch
+with socket.create_connection(("node-a", 7001), timeout=10) as s:
+    s.sendall(encode_batch(requests=[pb.Request(id=1, op=pb.SET, group="sessions",
+                                                key=b"k", value=b"poison")]))
+    received = b""
+    try:
+        while data := s.recv(65536):
+            received += data
+    except ConnectionResetError:
+        pass
+print(repr(received))
+"""
+
+
+def test_a_node_container_obeys_only_the_router_that_knows_the_secret(deployment):
+    router = deployment.container("router")
+    assert run(["docker", "exec", router, "python", "-c", STRANGER]).stdout == "b''\n"
+    assert all(node["healthy"] for node in deployment.http_json("/v1/ring")["nodes"])
+
+
 def check_answers(dep: Deployment, values: dict[str, bytes], by_owner: dict[str, str],
                   alive: set[str], bound: float) -> None:
     """Keys on live nodes read back right, keys on lost nodes fail or miss, no key ever
@@ -213,3 +244,4 @@ def test_router_answers_through_a_killed_and_a_disconnected_node(deployment):
     assert not ring["node-c"]["healthy"]
     with urllib.request.urlopen(f"http://127.0.0.1:{deployment.http_port}/healthz", timeout=5) as reply:
         assert reply.status == 200
+
