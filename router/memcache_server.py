@@ -167,7 +167,7 @@ class MemcacheProtocol(Protocol):
 
     def timed_out(self, why: str) -> None:
         if self.partial_since is not None:
-            self._answer(mc.client_error(why))
+            self._answer(mc.client_error(f"command {why}"))
         self.partial_since = None
         self._quitting = True
         self._flush()

@@ -77,7 +77,8 @@ class ConnectionGate:
 
     A connection registers itself with ``opened``/``closed`` and keeps two attributes the
     sweep reads: ``last_active`` (the last time it read or wrote) and ``partial_since``
-    (when a half-received command began, else None); the sweep calls its ``timed_out(why)``.
+    (when a half-received command began, else None); the sweep calls its ``timed_out(why)``
+    with why "not completed within Ns" or "idle for Ns".
     ``busy()`` says it is waiting on answers, so it is not idle.
     """
 
@@ -92,7 +93,7 @@ class ConnectionGate:
         self.open: set = set()
         self.refused = 0
         self.timed_out = 0
-        self._log = RateLimitedLog(reactor, log or (lambda message: None))
+        self.log = RateLimitedLog(reactor, log or (lambda message: None))
         self._sweep = None
 
     def __len__(self) -> int:
@@ -102,7 +103,7 @@ class ConnectionGate:
         if len(self.open) < self.limit:
             return True
         self.refused += 1
-        self._log(f"refused a new connection: {len(self.open)} {self.what} open, the limit")
+        self.log(f"refused a new connection: {len(self.open)} {self.what} open, the limit")
         return False
 
     def reconfigure(self, limit: int, idle_timeout: float, command_timeout: float) -> None:
@@ -142,7 +143,7 @@ class ConnectionGate:
             since = conn.partial_since
             if command and since is not None and now - since >= command:
                 self.timed_out += 1
-                conn.timed_out(f"command not completed within {command:g}s")
+                conn.timed_out(f"not completed within {command:g}s")
             elif idle and since is None and not conn.busy() and now - conn.last_active >= idle:
                 self.timed_out += 1
                 conn.timed_out(f"idle for {idle:g}s")

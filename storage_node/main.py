@@ -14,6 +14,7 @@ DEFAULT_MAX_MEMORY = "1GiB"
 # stays under the common 1024 open-files limit with room for the node's own.
 DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HANDSHAKE_TIMEOUT = "5s"
+DEFAULT_FRAME_TIMEOUT = "30s"
 REFUSALS_LOGGED_EVERY = 10.0  # seconds: one line per interval however many peers are refused
 
 
@@ -73,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="a plugin core routers may name (repeatable); no other is ever imported")
     parser.add_argument("--allow-policy-file", metavar="FILE",
                         help="more allowed plugin cores, one python:module:Class a line")
+    parser.add_argument("--frame-timeout", type=_positive(parse_duration), metavar="DURATION",
+                        default=DEFAULT_FRAME_TIMEOUT,
+                        help=f"a frame begun must arrive whole within this (default "
+                             f"{DEFAULT_FRAME_TIMEOUT})")
     parser.add_argument("--max-connections", type=_positive_int, default=DEFAULT_MAX_CONNECTIONS,
                         metavar="N", help=f"open connections at most (default {DEFAULT_MAX_CONNECTIONS})")
     return parser
@@ -188,7 +193,8 @@ def _factory(node, reactor, args, secret, tls, warn):
     from shared.throttle import LogThrottle
     from storage_node.protocol import ConnectionCap, NodeFactory
 
-    factory, gate = NodeFactory(node), None
+    factory = NodeFactory(node, reactor=reactor, frame_timeout=args.frame_timeout, log_line=warn)
+    gate = None
     if secret is not None or tls is not None:
         from shared.gate import server_factory
 

@@ -11,6 +11,7 @@ from zope.interface import implementer
 
 from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
+from shared.connections import ConnectionGate
 from shared.net import format_address, write_now
 from shared.wire import WireError
 from storage_node.node import Node
@@ -29,11 +30,16 @@ class NodeProtocol(Protocol):
     never all the answers it asks for, and the others are served meanwhile.
     """
 
-    def __init__(self, node: Node, max_frame: int = MAX_FRAME):
+    def __init__(self, node: Node, max_frame: int = MAX_FRAME, gate=None):
         self.node = node
         self.max_frame = max_frame
         self._decoder = FrameDecoder(max_frame)
         self._paused = False
+        # The port's sweep (shared/connections.py) closes a peer that leaves a frame half
+        # sent: without it, connections each holding most of a 64 MiB frame add up.
+        self._gate = gate
+        self.last_active = 0.0
+        self.partial_since: float | None = None
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
@@ -42,13 +48,34 @@ class NodeProtocol(Protocol):
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self.node.connections += 1
+        if self._gate is not None:
+            self._gate.opened(self)
 
     def connectionLost(self, reason) -> None:
         self.node.connections -= 1
+        if self._gate is not None:
+            self._gate.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
         self._decoder.receive_data(data)
         self._serve()
+        if self._gate is not None:
+            if not self._decoder.buffered:
+                self.partial_since = None
+            elif self.partial_since is None:
+                self.partial_since = self._gate.reactor.seconds()
+
+    # For the sweep: routers keep their connections open while idle, so only a frame left
+    # half sent counts.
+
+    def busy(self) -> bool:
+        return True
+
+    def timed_out(self, why: str) -> None:
+        peer = self.transport.getPeer()
+        self._gate.log(f"closing the connection from {format_address(peer.host, peer.port)}: "
+                       f"a frame {why}")
+        self.transport.abortConnection()
 
     # IPushProducer: the transport pauses us when its write buffer is full, resumes when drained.
 
@@ -84,12 +111,21 @@ class NodeFactory(Factory):
 
     noisy = False  # the node logs what matters; no line per factory start and stop
 
-    def __init__(self, node: Node, max_frame: int = MAX_FRAME):
+    def __init__(self, node: Node, max_frame: int = MAX_FRAME, reactor=None,
+                 frame_timeout: float = 0.0, log_line: Callable[[str], None] | None = None):
         self.node = node
         self.max_frame = max_frame
+        self.gate = None
+        if frame_timeout and reactor is not None:
+            self.gate = ConnectionGate(reactor, 1 << 30, command_timeout=frame_timeout,
+                                       what="router connections", log=log_line)
 
     def buildProtocol(self, addr) -> NodeProtocol:
-        return NodeProtocol(self.node, self.max_frame)
+        return NodeProtocol(self.node, self.max_frame, self.gate)
+
+    def stopFactory(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
 
 
 class ConnectionCap(Factory):

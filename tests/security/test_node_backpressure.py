@@ -5,6 +5,7 @@ others; connections past --max-connections are refused clearly, logged once per 
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -135,3 +136,21 @@ def test_with_a_secret_unauthenticated_connections_count_and_are_cut_off_in_time
         peer.close()
     finally:
         stop_process(proc)
+
+
+def test_a_frame_left_half_sent_is_closed_after_the_frame_timeout():
+    port, node = start_node("--frame-timeout", "1s")
+    try:
+        stalled = connect(port)
+        whole = frame(pb.Request(id=1, op=pb.SET, group="g", key=b"k", value=b"v" * 100_000))
+        stalled.sendall(whole[:50_000])  # most of a frame, then nothing
+        working = connect(port)
+        working.sendall(frame(pb.Request(id=2, op=pb.PING)))
+        assert working.recv(100)  # others are served meanwhile
+        stalled.settimeout(5)
+        started = time.monotonic()
+        assert read_all(stalled) == b""  # closed, with no answer
+        assert 0.5 < time.monotonic() - started < 4
+        assert wait_for(lambda: "a frame not completed within 1s" in node.read_stderr())
+    finally:
+        stop_process(node)
