@@ -27,11 +27,12 @@ COMPILED = False
 KEY_MAX_LENGTH = 250
 _NEGATIVE = b"\x02"
 _FLAGS = struct.Struct(">I")
+_CAS = struct.Struct(">Q")
 _GET_MANY = b"\x10" + varint(pb.GET_MANY)
 END = b"END\r\n"
 ANSWER_TOO_BIG = b"SERVER_ERROR out of memory writing get response\r\n"
-# A plain get line: keys of legal bytes and length, single spaces, then the line end.
-_PLAIN_GET = re.compile(rb"get((?: [^\x00-\x20\x7f]{1,%d})+)\r?\n" % KEY_MAX_LENGTH)
+# A plain get or gets line: keys of legal bytes and length, single spaces, the line end.
+_PLAIN_GET = re.compile(rb"get(s?)((?: [^\x00-\x20\x7f]{1,%d})+)\r?\n" % KEY_MAX_LENGTH)
 
 
 class RouteTable:
@@ -90,7 +91,8 @@ class GetRun:
                  "nslots", "ncommands", "_bodies", "_answer_max")
 
     def __init__(self, answer_max: int):
-        self.commands: list[tuple[list, list]] = []  # per command: (slot per key, keys)
+        # Per command: (slot per key, its keys, whether it is gets: CAS uniques wanted).
+        self.commands: list[tuple[list, list, bool]] = []
         self.slots: list[list] = []  # [group, node, key, batch, index in batch]
         self.batches: list[tuple[int, bytes]] = []  # (node, GET_MANY body) once built
         self.entries: list = []  # per slot: None, or the entry its node (or resolve) gave
@@ -142,7 +144,7 @@ class GetRun:
         out = []
         entries, errors = self.entries, self.errors
         hits = misses = 0
-        for slots, keys in self.commands:
+        for slots, keys, with_cas in self.commands:
             error = next((errors[s] for s in slots if s in errors), None)
             if error is not None:
                 out.append(error)
@@ -155,12 +157,13 @@ class GetRun:
                     misses += 1
                     continue
                 hits += 1
-                if stored[0] == 0:
-                    flags, value = 0, stored[1:]
-                else:
-                    flags, value = _FLAGS.unpack_from(stored, 1)[0], stored[5:]
+                flags, value, cas = _unpack(stored)
                 size += len(value)
-                parts.append(b"VALUE %b %d %d\r\n%b\r\n" % (key, flags, len(value), value))
+                if with_cas:
+                    parts.append(b"VALUE %b %d %d %d\r\n%b\r\n"
+                                 % (key, flags, len(value), cas, value))
+                else:
+                    parts.append(b"VALUE %b %d %d\r\n%b\r\n" % (key, flags, len(value), value))
             if size > self._answer_max:
                 out.append(ANSWER_TOO_BIG)
                 continue
@@ -170,9 +173,21 @@ class GetRun:
         return b"".join(out)
 
 
+def _unpack(stored: bytes) -> tuple[int, bytes, int]:
+    """(flags, value, CAS unique) of a positive entry (shared/entry.py)."""
+    kind = stored[0]
+    if kind == 0:
+        return 0, stored[1:], 0
+    if kind == 1:
+        return _FLAGS.unpack_from(stored, 1)[0], stored[5:], 0
+    if kind == 3:
+        return 0, stored[9:], _CAS.unpack_from(stored, 1)[0]
+    return _FLAGS.unpack_from(stored, 9)[0], stored[13:], _CAS.unpack_from(stored, 1)[0]
+
+
 def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_keys: int,
               answer_max: int) -> tuple[int, GetRun | None]:
-    """Route every complete plain get line from ``buf[pos:]``: (where they end, the run),
+    """Route every complete plain get/gets line from ``buf[pos:]``: (where they end, the run),
     or (pos, None) when the first line is not one (the general parser takes it)."""
     run = GetRun(answer_max)
     placed: dict[tuple[int, bytes], int] = {}
@@ -186,7 +201,7 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
         match = _PLAIN_GET.fullmatch(buf, pos, nl + 1)
         if match is None:
             break
-        keys = match[1][1:].split(b" ")
+        keys = match[2][1:].split(b" ")
         if len(keys) > max_keys and len(set(keys)) > max_keys:
             break  # the general path refuses it
         command_slots = []
@@ -207,7 +222,7 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
                     members.append(rest)
                     member_slots.append(slot)
             command_slots.append(slot)
-        run.commands.append((command_slots, keys))
+        run.commands.append((command_slots, keys, match[1] == b"s"))
         pos = nl + 1
     if not run.commands:
         return pos, None

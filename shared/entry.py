@@ -1,10 +1,19 @@
-"""The entry a storage node keeps per key: value, memcached flags and negativity in one string.
+"""The entry a storage node keeps per key: value, memcached flags, CAS unique or negativity
+in one string.
 
-Cores store plain bytes, so the flags ride inside the stored string: one byte 0 for "no
-flags" (the common case costs one byte), or 1 followed by the 4-byte big-endian flags,
-then the value. A lone byte 2 is a negative entry: the source had no value (the
-router's negative_ttl). The node stores and (for GET_MANY) answers entries as they are;
-the router unpacks them, so this format is part of the wire contract.
+Cores store plain bytes, so what memcached keeps beside a value rides inside the stored
+string, behind one kind byte:
+
+    0  value                      no flags, no CAS unique (written by older nodes)
+    1  flags(4) value             flags, no CAS unique (older nodes)
+    2                             a negative entry: the source had no value (negative_ttl)
+    3  cas(8) value               a CAS unique, no flags
+    4  cas(8) flags(4) value      both
+
+Numbers are big-endian. A node stamps every store with a fresh CAS unique (kinds 3 and 4);
+kinds 0 and 1 are still read, with CAS unique 0. The node stores and (for GET_MANY) answers
+entries as they are and the router unpacks them, so this format is part of the wire
+contract.
 """
 
 from __future__ import annotations
@@ -15,17 +24,35 @@ NO_FLAGS = b"\x00"
 NEGATIVE = b"\x02"
 _WITH_FLAGS = struct.Struct(">BI")
 _FLAGS = struct.Struct(">I")
+_CAS = struct.Struct(">BQ")
+_CAS_FLAGS = struct.Struct(">BQI")
 
 
-def pack(value: bytes, flags: int = 0) -> bytes:
+def pack(value: bytes, flags: int = 0, cas: int = 0) -> bytes:
+    if cas:
+        return _CAS_FLAGS.pack(4, cas, flags) + value if flags else _CAS.pack(3, cas) + value
     return _WITH_FLAGS.pack(1, flags) + value if flags else NO_FLAGS + value
 
 
 def unpack(entry: bytes) -> tuple[bytes, int]:
     """(value, flags) of a positive entry."""
-    if entry[0] == 0:
-        return entry[1:], 0
-    return entry[_WITH_FLAGS.size:], _FLAGS.unpack_from(entry, 1)[0]
+    value, flags, _ = unpack_cas(entry)
+    return value, flags
+
+
+def unpack_cas(entry: bytes) -> tuple[bytes, int, int]:
+    """(value, flags, CAS unique) of a positive entry; CAS unique 0 when it has none."""
+    kind = entry[0]
+    if kind == 0:
+        return entry[1:], 0, 0
+    if kind == 1:
+        return entry[5:], _FLAGS.unpack_from(entry, 1)[0], 0
+    if kind == 3:
+        return entry[9:], 0, _CAS.unpack_from(entry)[1]
+    if kind == 4:
+        _, cas, flags = _CAS_FLAGS.unpack_from(entry)
+        return entry[13:], flags, cas
+    raise ValueError(f"not a positive entry (kind {kind})")
 
 
 def present(entry: bytes | None) -> bool:

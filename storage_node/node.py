@@ -20,10 +20,6 @@ DEFAULT_POLICY = "lru"
 DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 
 
-# What a store keeps (shared/entry.py); the entry's extra byte(s) count in the core's budget.
-def _wrap(request: pb.Request) -> bytes:
-    return entry.NEGATIVE if request.negative else entry.pack(request.value, request.flags)
-
 
 class ConfigError(ValueError):
     """A CONFIGURE the node refuses; the configuration in force is unchanged."""
@@ -81,6 +77,7 @@ class Node:
         self.frames = 0
         self.requests = 0
         self._started = clock()
+        self._cas = 0  # the last CAS unique given out: every store gets the next one
         self._groups: dict[str, _Group] = {}
         self._group_ops = {
             pb.GET: self._get,
@@ -235,6 +232,14 @@ class Node:
         self.configure([*specs, GroupSpec(name, DEFAULT_POLICY, min(DEFAULT_GROUP_BYTES, self.max_memory))])
         return self._groups[name]
 
+    def _wrap(self, request) -> bytes:
+        """What a store keeps (shared/entry.py), stamped with a fresh CAS unique; the
+        entry's extra bytes count in the core's budget."""
+        if request.negative:
+            return entry.NEGATIVE
+        self._cas += 1
+        return entry.pack(request.value, request.flags, self._cas)
+
     # Group ops: each takes the group and the request and returns the response.
 
     def _get(self, group: _Group, request, out: bytearray) -> None:
@@ -269,7 +274,7 @@ class Node:
 
     def _set(self, group: _Group, request, out: bytearray | None = None) -> pb.Response | None:
         try:
-            group.core.set(request.key, _wrap(request), _ttl(request))
+            group.core.set(request.key, self._wrap(request), _ttl(request))
         except ValueError:
             # As memcached does: a refused store must not leave the old value readable,
             # or a client that overwrote the key would read what it replaced.

@@ -109,9 +109,10 @@ def test_flags_wrapper_is_what_the_core_stores_and_charges(clock):
     node.handle(req(pb.SET, b"a", b"plain", group="d"))
     node.handle(req(pb.SET, b"b", b"flagged", group="d", flags=0x01020304))
     core = node._groups["d"].core
-    assert core.data[b"a"] == (b"\x00plain", None)
-    assert core.data[b"b"] == (b"\x01\x01\x02\x03\x04flagged", None)
-    assert group_stats(node, "d").bytes == (1 + 1 + 5) + (1 + 5 + 7)
+    # Kind 3 (CAS unique 1), then kind 4 (CAS unique 2, flags): shared/entry.py.
+    assert core.data[b"a"] == (b"\x03" + (1).to_bytes(8, "big") + b"plain", None)
+    assert core.data[b"b"] == (b"\x04" + (2).to_bytes(8, "big") + b"\x01\x02\x03\x04flagged", None)
+    assert group_stats(node, "d").bytes == (1 + 9 + 5) + (1 + 13 + 7)
 
 
 def test_get_missing_is_not_found(node):
@@ -151,10 +152,12 @@ def test_get_many_answers_each_key_s_entry_in_order(node, clock):
     clock.now += 1
     keys = [b"plain", b"missing", b"flagged", b"absent", b"brief", b"plain"]
     answer = node.handle(req(pb.GET_MANY, keys=keys, id=5))
+    # Each store got the next CAS unique: plain 1, flagged 2 (absent and brief 3, 4).
     assert answer == pb.Response(id=5, values=[
-        entry.pack(b"v"), b"", entry.pack(b"w", 0x01020304), entry.NEGATIVE, b"", entry.pack(b"v")])
-    assert [entry.unpack(v) for v in answer.values if entry.present(v or None)] == [
-        (b"v", 0), (b"w", 0x01020304), (b"v", 0)]
+        entry.pack(b"v", 0, 1), b"", entry.pack(b"w", 0x01020304, 2), entry.NEGATIVE, b"",
+        entry.pack(b"v", 0, 1)])
+    assert [entry.unpack_cas(v) for v in answer.values if entry.present(v or None)] == [
+        (b"v", 0, 1), (b"w", 0x01020304, 2), (b"v", 0, 1)]
     # A negative entry is held, so it counts as a hit, as it does for GET.
     assert (group_stats(node, "g").hits, group_stats(node, "g").misses) == (4, 2)
 
@@ -417,9 +420,9 @@ def test_budgets_above_max_memory_are_scaled_proportionally(clock, logged):
         for group in "ab":
             node.handle(req(pb.SET, b"%03d" % i, b"x" * 20, group=group))
     node_stats = stats(node)
-    # 24 bytes an entry (3 key, 1 wrapper, 20 value): 10 fit in 250, 31 in 750.
-    assert [(g.items, g.bytes) for g in node_stats.groups] == [(10, 240), (31, 744)]
-    assert node_stats.bytes == 984 <= node_stats.max_memory == 1000
+    # 32 bytes an entry (3 key, 9 kind and CAS unique, 20 value): 7 fit in 250, 23 in 750.
+    assert [(g.items, g.bytes) for g in node_stats.groups] == [(7, 224), (23, 736)]
+    assert node_stats.bytes == 960 <= node_stats.max_memory == 1000
 
 
 def test_a_refused_configure_logs_no_scaling(clock, logged):
@@ -482,13 +485,13 @@ def test_stats_counts_exactly(clock):
     assert answer.id == 77
     assert answer.stats == pb.NodeStats(
         groups=[
-            # k1 -> "new": 2 + 1 + 3 bytes; k2 deleted.
-            pb.GroupStats(name="c", policy=f"python:{__name__}:CountingCore", items=1, bytes=6,
+            # k1 -> "new": 2 + 9 (kind, CAS unique) + 3 bytes; k2 deleted.
+            pb.GroupStats(name="c", policy=f"python:{__name__}:CountingCore", items=1, bytes=14,
                           max_bytes=1000, hits=2, misses=1, evictions=3, expirations=4, sets=3),
             pb.GroupStats(name="l", policy="lru", max_bytes=2000),
         ],
         max_memory=10_000,
-        bytes=6,
+        bytes=14,
         uptime=12.5,
         connections=2,
         frames=1,
