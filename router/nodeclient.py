@@ -262,11 +262,11 @@ class NodeClient:
 
     def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
                 ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-                keys=None) -> Deferred:
+                keys=None, cas: int = 0, delta: int = 0) -> Deferred:
         state = self.state
         if state is not UP and state is not CONNECTING:
             return fail(NodeUnavailable(self.name, self.down_reason))
-        return self._send(op, group, key, value, ttl, flags, groups, negative, keys)
+        return self._send(op, group, key, value, ttl, flags, groups, negative, keys, cas, delta)
 
     def send_prepared(self, body: bytes, waiter) -> bool:
         """Send a request whose fields after the id are already encoded (a GetRun's
@@ -298,11 +298,11 @@ class NodeClient:
 
     def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
               ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-              keys=None) -> Deferred:
+              keys=None, cas: int = 0, delta: int = 0) -> Deferred:
         state = self.state
         rid = self._begin()
         append_request(self._frame, rid, op, group, key, value, ttl, flags, negative, keys,
-                       encode_groups(groups) if groups else b"")
+                       encode_groups(groups) if groups else b"", cas, delta)
         d = Deferred()
         self._pending[rid] = d
         self._queued(state)

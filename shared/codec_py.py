@@ -16,10 +16,10 @@ COMPILED = False
 
 def append_request(buf: bytearray, rid: int, op: int, group: str = "", key: bytes = b"",
                    value: bytes = b"", ttl: float = 0.0, flags: int = 0, negative: bool = False,
-                   keys=None, groups: bytes = b"") -> None:
+                   keys=None, groups: bytes = b"", cas: int = 0, delta: int = 0) -> None:
     """Add one Request to the Frame being built in ``buf`` (Frame.requests element)."""
     message = encode_request(rid, op, group.encode(), key, value, ttl, flags, negative, keys,
-                             groups)
+                             groups, cas, delta)
     buf += b"\x0a" + varint(len(message)) + message
 
 
@@ -31,10 +31,10 @@ def append_prepared(buf: bytearray, rid: int, body: bytes) -> None:
 
 def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"",
                     error: str = "", flags: int = 0, stats: bytes = b"", negative: bool = False,
-                    values=None) -> None:
+                    values=None, cas: int = 0) -> None:
     """Add one Response to the Frame being built in ``buf`` (Frame.responses element)."""
     response = pb.Response(id=rid, status=status, value=value, error=error, flags=flags,
-                           negative=negative, values=values)
+                           negative=negative, values=values, cas=cas)
     if stats:
         response.stats.ParseFromString(stats)
     message = response.SerializeToString()

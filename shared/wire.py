@@ -49,7 +49,7 @@ def _len_field(tag: int, data: bytes) -> bytes:
 
 def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", value: bytes = b"",
                    ttl: float = 0.0, flags: int = 0, negative: bool = False, keys=None,
-                   groups: bytes = b"") -> bytes:
+                   groups: bytes = b"", cas: int = 0, delta: int = 0) -> bytes:
     """A Request message. ``groups`` is the GroupConfig field already encoded (CONFIGURE
     only: see encode_groups); ``group`` is the group name as UTF-8."""
     parts = [b"\x08" + varint(rid)] if rid else []
@@ -71,6 +71,10 @@ def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", valu
         parts.append(b"\x48\x01")
     if keys:
         parts.extend(b"\x52" + varint(len(k)) + k for k in keys)
+    if cas:
+        parts.append(b"\x58" + varint(cas))
+    if delta:
+        parts.append(b"\x60" + varint(delta))
     return b"".join(parts)
 
 
@@ -81,7 +85,7 @@ def encode_groups(configs) -> bytes:
 
 def encode_response(rid: int, status: int = 0, value: bytes = b"", error: str = "",
                     flags: int = 0, stats: bytes = b"", negative: bool = False,
-                    values=None) -> bytes:
+                    values=None, cas: int = 0) -> bytes:
     """A Response message; ``stats`` is a NodeStats message already serialized."""
     parts = [b"\x08" + varint(rid)] if rid else []
     if status:
@@ -98,6 +102,8 @@ def encode_response(rid: int, status: int = 0, value: bytes = b"", error: str = 
         parts.append(b"\x38\x01")
     if values:
         parts.extend(b"\x42" + varint(len(v)) + v for v in values)
+    if cas:
+        parts.append(b"\x48" + varint(cas))
     return b"".join(parts)
 
 
@@ -176,10 +182,10 @@ class Request:
     """A decoded Request: the same attribute names as pb.Request."""
 
     __slots__ = ("id", "op", "group", "key", "value", "ttl", "flags", "negative", "keys",
-                 "_groups")
+                 "cas", "delta", "_groups")
 
     def __init__(self):
-        self.id = self.op = self.flags = 0
+        self.id = self.op = self.flags = self.cas = self.delta = 0
         self.group = ""
         self.key = self.value = b""
         self.ttl = 0.0
@@ -196,10 +202,11 @@ class Request:
 class Response:
     """A decoded Response: the same attribute names as pb.Response."""
 
-    __slots__ = ("id", "status", "value", "error", "flags", "negative", "values", "_stats")
+    __slots__ = ("id", "status", "value", "error", "flags", "negative", "values", "cas",
+                 "_stats")
 
     def __init__(self):
-        self.id = self.status = self.flags = 0
+        self.id = self.status = self.flags = self.cas = 0
         self.value = b""
         self.error = ""
         self.negative = False
@@ -256,6 +263,12 @@ def decode_request(buf, start: int, end: int) -> Request:
         elif number == 10:
             _check(kind, _LEN, "Request.keys")
             request.keys.append(bytes(buf[value[0]:value[1]]))
+        elif number == 11:
+            _check(kind, _VARINT, "Request.cas")
+            request.cas = _u64(value)
+        elif number == 12:
+            _check(kind, _VARINT, "Request.delta")
+            request.delta = _u64(value)
     return request
 
 
@@ -286,6 +299,9 @@ def decode_response(buf, start: int, end: int) -> Response:
         elif number == 8:
             _check(kind, _LEN, "Response.values")
             response.values.append(bytes(buf[value[0]:value[1]]))
+        elif number == 9:
+            _check(kind, _VARINT, "Response.cas")
+            response.cas = _u64(value)
     return response
 
 

@@ -24,19 +24,19 @@ def requests(draw):
     return dict(rid=draw(ids), op=draw(ops), group=draw(names), key=draw(blobs),
                 value=draw(blobs), ttl=draw(ttls), flags=draw(st.integers(0, 2**32 - 1)),
                 negative=draw(st.booleans()), keys=draw(st.lists(blobs, max_size=5)),
-                groups=draw(configs))
+                groups=draw(configs), cas=draw(ids), delta=draw(ids))
 
 
 def pb_request(r) -> pb.Request:
     return pb.Request(id=r["rid"], op=r["op"], group=r["group"], key=r["key"], value=r["value"],
                       ttl=r["ttl"], flags=r["flags"], negative=r["negative"], keys=r["keys"],
-                      groups=r["groups"])
+                      groups=r["groups"], cas=r["cas"], delta=r["delta"])
 
 
 def ours_request(r) -> bytes:
     return wire.encode_request(r["rid"], r["op"], r["group"].encode(), r["key"], r["value"],
                                r["ttl"], r["flags"], r["negative"], r["keys"],
-                               wire.encode_groups(r["groups"]))
+                               wire.encode_groups(r["groups"]), r["cas"], r["delta"])
 
 
 @given(requests())
@@ -51,9 +51,9 @@ def test_a_request_protobuf_wrote_decodes_to_the_same_fields(r):
     frame = pb.Frame(requests=[pb_request(r), pb.Request(id=7, op=pb.PING)]).SerializeToString()
     first, second = wire.decode_requests(frame)
     assert (first.id, first.op, first.group, first.key, first.value, first.ttl, first.flags,
-            first.negative, first.keys, first.groups) == (
+            first.negative, first.keys, first.groups, first.cas, first.delta) == (
         r["rid"], r["op"], r["group"], r["key"], r["value"], r["ttl"], r["flags"],
-        r["negative"], r["keys"], r["groups"])
+        r["negative"], r["keys"], r["groups"], r["cas"], r["delta"])
     assert (second.id, second.op, second.key) == (7, pb.PING, b"")
 
 
@@ -65,13 +65,14 @@ def responses(draw):
                         max_size=2))))
     return dict(rid=draw(ids), status=draw(statuses), value=draw(blobs), error=draw(names),
                 flags=draw(st.integers(0, 2**32 - 1)), stats=stats,
-                negative=draw(st.booleans()), values=draw(st.lists(blobs, max_size=5)))
+                negative=draw(st.booleans()), values=draw(st.lists(blobs, max_size=5)),
+                cas=draw(ids))
 
 
 def pb_response(r) -> pb.Response:
     return pb.Response(id=r["rid"], status=r["status"], value=r["value"], error=r["error"],
                        flags=r["flags"], stats=r["stats"], negative=r["negative"],
-                       values=r["values"])
+                       values=r["values"], cas=r["cas"])
 
 
 @given(responses())
@@ -79,7 +80,7 @@ def pb_response(r) -> pb.Response:
 def test_a_response_is_encoded_byte_for_byte_as_protobuf_does(r):
     stats = r["stats"].SerializeToString() if r["stats"] is not None else b""
     ours = wire.encode_response(r["rid"], r["status"], r["value"], r["error"], r["flags"],
-                                stats, r["negative"], r["values"])
+                                stats, r["negative"], r["values"], r["cas"])
     theirs = pb_response(r).SerializeToString()
     if r["stats"] is not None and not stats:
         # The library writes a present but empty sub-message; ours leaves it out.
@@ -93,8 +94,8 @@ def test_a_response_protobuf_wrote_decodes_to_the_same_fields(r):
     frame = pb.Frame(responses=[pb_response(r)]).SerializeToString()
     (ours,) = wire.decode_responses(frame)
     assert (ours.id, ours.status, ours.value, ours.error, ours.flags, ours.negative,
-            ours.values) == (r["rid"], r["status"], r["value"], r["error"], r["flags"],
-                             r["negative"], r["values"])
+            ours.values, ours.cas) == (r["rid"], r["status"], r["value"], r["error"],
+                                       r["flags"], r["negative"], r["values"], r["cas"])
     assert ours.stats == (r["stats"] or pb.NodeStats())
 
 
