@@ -11,7 +11,8 @@ TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py and the C sources too: the compiled twins are built by the install.
+$(STAMP): pyproject.toml setup.py shared/_codec.c shared/_codec.h router/_getrun.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ringcache needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

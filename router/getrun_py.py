@@ -25,7 +25,6 @@ from shared.wire import varint
 COMPILED = False
 
 KEY_MAX_LENGTH = 250
-_NEGATIVE = b"\x02"
 _FLAGS = struct.Struct(">I")
 _CAS = struct.Struct(">Q")
 _GET_MANY = b"\x10" + varint(pb.GET_MANY)
@@ -127,7 +126,7 @@ class GetRun:
         out = []
         for i, (group, node, key, batch, _) in enumerate(self.slots):
             stored = self.entries[i]
-            if i not in self.errors and (not stored or stored == _NEGATIVE):
+            if i not in self.errors and not _positive(stored):
                 out.append((i, group, node, batch, key, stored))
         return out
 
@@ -153,7 +152,7 @@ class GetRun:
             size = 0
             for slot, key in zip(slots, keys):
                 stored = entries[slot]
-                if not stored or stored == _NEGATIVE:
+                if not _positive(stored):
                     misses += 1
                     continue
                 hits += 1
@@ -171,6 +170,15 @@ class GetRun:
             out.append(b"".join(parts))
         self.hits, self.misses = hits, misses
         return b"".join(out)
+
+
+# Where the value starts in a positive entry, by kind (shared/entry.py); kind 2 is negative.
+_VALUE_AT = {0: 1, 1: 5, 3: 9, 4: 13}
+
+
+def _positive(stored) -> bool:
+    """Whether an entry holds a value: one of the value kinds, long enough for its header."""
+    return bool(stored) and len(stored) >= _VALUE_AT.get(stored[0], len(stored) + 1)
 
 
 def _unpack(stored: bytes) -> tuple[int, bytes, int]:
@@ -202,8 +210,8 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
         if match is None:
             break
         keys = match[2][1:].split(b" ")
-        if len(keys) > max_keys and len(set(keys)) > max_keys:
-            break  # the general path refuses it
+        if len(keys) > max_keys:
+            break  # the general path: it counts distinct keys, and refuses too many
         command_slots = []
         for key in keys:
             group, rest, node = table.place(key)

@@ -1,0 +1,16 @@
+"""Compiled twins of the hot path (the rest of the build is pyproject.toml).
+
+Both are optional: where they do not build, the pure-Python modules they mirror
+(shared/codec_py.py, router/getrun_py.py) serve instead, under the same tests.
+"""
+
+from setuptools import Extension, setup
+
+OPTIMIZE = ["-O2", "-fno-strict-aliasing"]
+
+setup(ext_modules=[
+    Extension("shared._codec", ["shared/_codec.c"], depends=["shared/_codec.h"],
+              extra_compile_args=OPTIMIZE, optional=True),
+    Extension("router._getrun", ["router/_getrun.c"], depends=["shared/_codec.h"],
+              include_dirs=["shared"], extra_compile_args=OPTIMIZE, optional=True),
+])
