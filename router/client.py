@@ -270,6 +270,14 @@ def ring_table(ring: dict) -> str:
         lines.append(f"warming up from ring {warmup['previous_digest']}: "
                      f"{warmup['seconds_left']:.0f}s left")
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    workers = ring.get("workers")
+    if workers:
+        up = sum(w["up"] for w in workers)
+        lines.append(f"workers: {up} of {len(workers)} up")
+        for w in workers:
+            state = "up" if w["up"] else "down"
+            same = "" if w["digest"] in (None, ring["digest"]) else f", ring {w['digest']}"
+            lines.append(f"  worker {w['index']}: pid {w['pid']}, {state}{same}")
     return "\n".join(lines) + "\n"
 
 

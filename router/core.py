@@ -53,6 +53,10 @@ class Router(Reads, Writes):
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.warmup = WarmUp(reactor)
+        # Called with each topology a reload applied (router workers pass it on).
+        self.reload_hooks: list = []
+        # The control process's WorkerPool (router/workers.py), when workers serve memcached.
+        self.workers = None
         self._apply(topology)
 
     # -- topology ------------------------------------------------------------------------
@@ -156,6 +160,8 @@ class Router(Reads, Writes):
         self.last_error = None
         log.info("topology reloaded: digest {digest}, {moved:.1%} of keys moved",
                  digest=result["digest"], moved=result["moved"])
+        for hook in self.reload_hooks:
+            hook(topology)
         return {"applied": True, **result}
 
     def plan(self, topology) -> dict:

@@ -256,8 +256,13 @@ class RouterResource(Resource):
         return Reply(200, b"ok\n", TEXT)
 
     def _metrics(self, request):
-        return Reply(200, generate_latest(self.router.stats.registry),
-                     CONTENT_TYPE_LATEST.encode())
+        registry, pool = self.router.stats.registry, self.router.workers
+        if pool is None:
+            return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST.encode())
+        from router.workers import merged_metrics  # summed over the router's workers
+
+        return pool.stats().addCallback(lambda workers: Reply(
+            200, merged_metrics(registry, workers), CONTENT_TYPE_LATEST.encode()))
 
     def _stats(self, request):
         router, stats = self.router, self.router.stats
@@ -288,12 +293,20 @@ class RouterResource(Resource):
 
         def with_nodes(nodes):
             document["nodes"] = {name: _node_stats(reply) for name, reply in nodes.items()}
-            return json_reply(200, document)
+            if router.workers is None:
+                return json_reply(200, document)
+            from router.workers import add_up  # summed over the router's workers
+
+            return router.workers.stats().addCallback(
+                lambda workers: json_reply(200, add_up(document, workers, router.workers)))
 
         return router.node_stats().addCallback(with_nodes)
 
     def _ring(self, request):
-        return json_reply(200, self.router.ring_info())
+        info = self.router.ring_info()
+        if self.router.workers is not None:
+            info["workers"] = self.router.workers.workers()
+        return json_reply(200, info)
 
     def _owner(self, request, group: str, key: bytes):
         return json_reply(200, self.router.where(group, key))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 
@@ -14,6 +15,7 @@ from router.memcache_server import MemcacheFactory
 from router.security import secure
 from router.topology import TopologyError, load_topology
 from router.watch import FileWatch
+from router.workers import WorkerPool, connect_to_control, reuseport_listen
 from shared.cli import ArgumentParser, start_logging
 from shared.connections import fd_headroom
 from shared.net import tcp_server
@@ -22,43 +24,83 @@ log = Logger()
 
 
 class RouterProcess:
-    """The running router: listeners, the core, the file watch, and signal handling."""
+    """The running router: listeners, the core, the file watch, and signal handling.
 
-    def __init__(self, router: Router, reactor):
+    ``mode`` is "single" (one process serves everything: the default), "control" (with
+    ``router.workers`` > 1: the HTTP API, the file watch and the workers, which serve the
+    memcached port) or "worker" (one of those: the memcached port only, reloaded by its
+    control process). See router/workers.py.
+    """
+
+    def __init__(self, router: Router, reactor, mode: str = "single"):
         self.router = router
         self.reactor = reactor
+        self.mode = mode
         self.ports = []
         self.memcache = None
+        self.pool = None
         self.watch = FileWatch(router.topology.path, self.reload, reactor)
 
     async def start(self) -> None:
         cfg = self.router.topology.router
         self.router.stats.attach(self.router)
-        self.memcache = MemcacheFactory(self.router, self.reactor, self.router.topology.limits,
-                                        fd_headroom())
-        self.ports = await gatherResults([
-            tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port,
-                       cfg.memcache_tls).listen(self.memcache),
-            tcp_server(self.reactor, cfg.http.host, cfg.http.port, cfg.http_tls).listen(
-                build_site(self.router)),
-        ], consumeErrors=True)
+        listening = []
+        if self.mode != "control":
+            self.memcache = MemcacheFactory(self.router, self.reactor,
+                                            self.router.topology.limits, fd_headroom())
+        if self.mode == "single":
+            listening.append(tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port,
+                                        cfg.memcache_tls).listen(self.memcache))
+        if self.mode == "worker":
+            # Bound at once: the port is shared with the other workers (SO_REUSEPORT).
+            self.ports.append(reuseport_listen(self.reactor, cfg.memcache.host,
+                                               cfg.memcache.port, self.memcache,
+                                               cfg.memcache_tls))
+        else:
+            listening.append(tcp_server(self.reactor, cfg.http.host, cfg.http.port,
+                                        cfg.http_tls).listen(build_site(self.router)))
+        self.ports += await gatherResults(listening, consumeErrors=True)
         self.router.start()
-        self.watch.start()
-        print(f"ringcache router: memcached on {cfg.memcache}, HTTP on http://{cfg.http}, "
-              f"{len(self.router.clients)} nodes, ring digest {self.router.ring.digest}",
-              flush=True)
+        self.router.reload_hooks.append(self._pass_on)
+        if self.mode == "control":
+            self.pool = self.router.workers = WorkerPool(cfg.workers, self.router.topology.path,
+                                                         self.reactor)
+            await self.pool.start()
+        if self.mode != "worker":
+            self.watch.start()
+            serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
+                       if self.mode == "control" else f"memcached on {cfg.memcache}")
+            scheme = "https" if cfg.http_tls else "http"
+            print(f"ringcache router: {serving}, HTTP on {scheme}://{cfg.http}, "
+                  f"{len(self.router.clients)} nodes, ring digest {self.router.ring.digest}",
+                  flush=True)
 
     def reload(self):
+        """Re-read the topology file (SIGHUP, the file watch); None when it is refused."""
         try:
-            result = self.router.reload()
+            return self.router.reload()
         except Exception:
             return None  # refused: Router.reload logged it and recorded it for /v1/stats
+
+    def apply(self, topology) -> dict:
+        """A worker applies the topology its control process has just applied."""
+        return self.router.reload(topology)
+
+    def _pass_on(self, topology) -> None:
         if self.memcache is not None:
-            self.memcache.apply_limits(self.router.topology.limits)
-        return result
+            self.memcache.apply_limits(topology.limits)
+        if self.pool is not None:
+            if topology.router.workers != self.pool.count:
+                log.warn("router.workers is {new} in the new topology; the {old} workers "
+                         "running keep serving until the router restarts",
+                         new=topology.router.workers, old=self.pool.count)
+            text = topology.text or open(topology.path, encoding="utf-8").read()
+            self.pool.reload(text, topology.path)
 
     async def stop(self) -> None:
         self.watch.stop()
+        if self.pool is not None:
+            await self.pool.stop()
         # Stop accepting first, then close node connections: reverse order of start.
         await gatherResults([port.stopListening() for port in self.ports], consumeErrors=True)
         self.router.stop()
@@ -67,6 +109,9 @@ class RouterProcess:
 def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="ringcache router", description="Run one ringcache router.")
     parser.add_argument("-c", "--config", default="topology.yaml", help="topology file")
+    # Set by a control process for its workers (router/workers.py), not by people.
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--control", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         topology = load_topology(args.config)
@@ -74,16 +119,23 @@ def main(argv: list[str]) -> int:
         print(f"ringcache router: {exc}", file=sys.stderr)
         return 2
 
+    from shared.reactor import install
+
+    install()  # the data plane's reactor, before anything imports one
     from twisted.internet import reactor
 
     start_logging()
+    if args.worker is not None:
+        mode = "worker"
+    else:
+        mode = "control" if topology.router.workers > 1 else "single"
     try:
         router = Router(topology, reactor)
         secure(router, reactor, lambda line: log.warn("{line}", line=line))
     except (ValueError, ImportError) as exc:
         print(f"ringcache router: {exc}", file=sys.stderr)
         return 2
-    process = RouterProcess(router, reactor)
+    process = RouterProcess(router, reactor, mode)
     status = {"code": 0}
 
     def started_failed(failure):
@@ -93,13 +145,24 @@ def main(argv: list[str]) -> int:
         status["code"] = 1
         reactor.stop()
 
+    async def start():
+        await process.start()
+        if mode == "worker":
+            # Its control process drives it: reloads come from there, and without it the
+            # worker has no business serving.
+            await connect_to_control(reactor, args.control, process, args.worker,
+                                     on_lost=lambda: reactor.running and reactor.stop())
+
     def startup():
-        Deferred.fromCoroutine(process.start()).addErrback(started_failed)
+        Deferred.fromCoroutine(start()).addErrback(started_failed)
 
     def on_hup(signum, frame):
         reactor.callFromThread(process.reload)
 
-    signal.signal(signal.SIGHUP, on_hup)
+    if mode == "worker":
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the control process reloads us
+    else:
+        signal.signal(signal.SIGHUP, on_hup)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromCoroutine(process.stop()))
     reactor.callWhenRunning(startup)

@@ -25,6 +25,7 @@ from router.memcache_parser import EXPIRED, exptime_to_ttl
 from router.topology import LimitsConfig
 from shared.connections import ConnectionGate, Refusal
 from shared.net import cancel_call, write_now
+from shared.reactor import end_of_turn
 
 log = Logger()
 
@@ -263,7 +264,7 @@ class MemcacheProtocol(Protocol):
             # could batch nothing more (the common case of a client awaiting its answers).
             self._flush()
         elif self._flush_call is None and self.transport is not None:
-            self._flush_call = self.reactor.callLater(0, self._flush)
+            self._flush_call = end_of_turn(self.reactor, self._flush)
 
     def _flush(self) -> None:
         cancel_call(self._flush_call)

@@ -25,6 +25,7 @@ from shared import ringcache_pb2 as pb
 from shared.codec import append_prepared, append_request, decode_responses
 from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError
 from shared.net import cancel_call, write_now
+from shared.reactor import end_of_turn
 from shared.wire import WireError, encode_groups
 
 log = Logger()
@@ -315,11 +316,11 @@ class NodeClient:
             if len(self._frame) >= FLUSH_BYTES:
                 self._flush()
             elif self._flush_call is None:
-                self._flush_call = self.reactor.callLater(0, self._flush)
+                self._flush_call = end_of_turn(self.reactor, self._flush)
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._frame_ids:
-            self._flush_call = self.reactor.callLater(0, self._flush)
+            self._flush_call = end_of_turn(self.reactor, self._flush)
 
     def _flush(self) -> None:
         cancel_call(self._flush_call)

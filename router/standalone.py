@@ -168,8 +168,10 @@ class Child:
         env: Mapping[str, str],
         backoff: Backoff | None = None,
         stop_timeout: float = 5.0,
+        prefix: str = LOG_PREFIX,
     ) -> None:
         self.spec = spec
+        self._prefix = prefix  # how its lines about children begin
         self.pid: int | None = None  # of the running process, None between runs
         self._reactor = reactor
         self._write = write
@@ -188,7 +190,7 @@ class Child:
         argv = self.spec.argv
         self._process = self._reactor.spawnProcess(_Relay(self), argv[0], argv, env=self._env)
         self.pid = self._process.pid
-        self._write(f"{LOG_PREFIX}started {self.spec.name} (pid {self.pid})")
+        self._write(f"{self._prefix}started {self.spec.name} (pid {self.pid})")
 
     def signal(self, name: str) -> bool:
         """Send signal ``name`` ("HUP", "TERM", ...) to the running process; False when none runs."""
@@ -220,15 +222,15 @@ class Child:
         status = _describe_exit(reason.value)
         if self._stopped is not None:
             cancel_call(self._kill)
-            self._write(f"{LOG_PREFIX}stopped {self.spec.name} (pid {pid}, {status})")
+            self._write(f"{self._prefix}stopped {self.spec.name} (pid {pid}, {status})")
             self._stopped.callback(None)
             return
         delay = self._backoff.delay(self._reactor.seconds() - self._started_at)
-        self._write(f"{LOG_PREFIX}{self.spec.name} (pid {pid}) {status}; restarting in {delay:g}s")
+        self._write(f"{self._prefix}{self.spec.name} (pid {pid}) {status}; restarting in {delay:g}s")
         self._restart = self._reactor.callLater(delay, self.start)
 
     def _force(self) -> None:
-        self._write(f"{LOG_PREFIX}{self.spec.name} (pid {self.pid}) ignored SIGTERM for {self._stop_timeout:g}s; killing it")
+        self._write(f"{self._prefix}{self.spec.name} (pid {self.pid}) ignored SIGTERM for {self._stop_timeout:g}s; killing it")
         self.signal("KILL")
 
 

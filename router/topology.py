@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -147,6 +148,8 @@ class Topology:
     base_dir: str  # directory of the file; python sources import from it
     security: SecurityConfig = SecurityConfig()
     limits: LimitsConfig = LimitsConfig()
+    # The YAML it was read from (router workers apply the very same bytes on reload).
+    text: str = field(default="", repr=False, compare=False)
     _prefixes: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -218,7 +221,7 @@ def parse_topology_text(text: str, path: str) -> Topology:
         raise TopologyError(f"{path}: {where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path}: {exc}") from None
-    return parse_topology(data, path)
+    return dataclasses.replace(parse_topology(data, path), text=text)
 
 
 def parse_topology(data: Any, path: str) -> Topology:

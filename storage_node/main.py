@@ -140,6 +140,9 @@ def main(argv: list[str]) -> int:
         return 2
 
     # Imported only now: installing the reactor is the business of a process that serves.
+    from shared.reactor import install
+
+    install()  # the data plane's reactor, before anything imports one
     from twisted.internet import reactor
     from twisted.logger import Logger
 

@@ -45,6 +45,7 @@ class FakeRouter:
         self.stats = RouterStats()
         self.flight = SingleFlight()
         self.clients = {}
+        self.workers = None  # router workers: tests/test_workers.py
         self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
         self.items: dict[tuple[str, bytes], bytes] = {}
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
