@@ -65,6 +65,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / tick
 
 
+def _descendants(pid: int) -> list[int]:
+    found = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(c) for c in f.read().split()]
+    except OSError:
+        return found
+    for child in children:
+        found += [child, *_descendants(child)]
+    return found
+
+
 class Servers:
     """Server processes started in order, stopped together by ``close`` (also on error)."""
 
@@ -97,7 +109,9 @@ class Servers:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
+        """Every process serving: those started, and their children (router workers)."""
+        pids = [p.pid for p in self.procs]
+        return pids + [child for pid in pids for child in _descendants(pid)]
 
     def close(self) -> None:
         for p in self.procs:
@@ -123,8 +137,9 @@ class RingcacheCluster(Servers):
 
     name = "ringcache"
 
-    def __init__(self, nodes: int = 1):
+    def __init__(self, nodes: int = 1, workers: int = 1):
         self.nodes = nodes
+        self.workers = workers
         super().__init__()
 
     def _start(self) -> int:
@@ -142,6 +157,7 @@ class RingcacheCluster(Servers):
         (self.dir / "topology.yaml").write_text(
             f"router:\n  memcache: 127.0.0.1:{memcache_port}\n"
             f"  http: 127.0.0.1:{http_port}\n  default_group: bench\n"
+            f"  workers: {getattr(self, 'workers', 1)}\n"
             f"nodes:\n{node_lines}\n"
             "groups:\n  bench: {max_bytes: 512MiB}\n")
         return memcache_port, self.dir / "topology.yaml"

@@ -119,6 +119,7 @@ class MemcacheProtocol(Protocol):
         # it does not read what we send, or other clients' unfinished values fill the
         # listener's input budget while it too is in the middle of one.
         self._paused = self._blocked = self._starved = False
+        self._full = False  # the transport said its buffer is full: watch output_buffer
         self._reading = True
         self._held = 0  # bytes of an unfinished command its parser holds
         self._outstanding = 0  # commands read and not yet written (one slot may hold many)
@@ -133,7 +134,6 @@ class MemcacheProtocol(Protocol):
             # Answers are whole and written once per turn: Nagle would only hold them
             # back until the client's delayed ACK, up to 40 ms.
             self.transport.setTcpNoDelay(True)
-        self.transport.bufferSize = self.factory.limits.output_buffer
         self.transport.registerProducer(self, True)
         self.factory.connections += 1
         self.factory.total_connections += 1
@@ -175,13 +175,28 @@ class MemcacheProtocol(Protocol):
         if not self.slots:
             self.transport.loseConnection()
 
+    # The transport calls pauseProducing once its buffer passes its bufferSize (64 KiB, which
+    # is also what it reads at a time: raising it would make every read allocate that much),
+    # and resumeProducing once it has sent everything. Reading stops only past
+    # limits.output_buffer, checked then and after every write while the buffer is full.
+
     def pauseProducing(self):
-        self._blocked = True
-        self._update_reading()
+        self._full = True
+        self._check_output()
 
     def resumeProducing(self):
+        self._full = False
         self._blocked = False
         self._update_reading()
+
+    def _check_output(self) -> None:
+        transport = self.transport
+        queued = (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+                  + getattr(transport, "_tempDataLen", 0))
+        blocked = queued > self.factory.limits.output_buffer
+        if blocked != self._blocked:
+            self._blocked = blocked
+            self._update_reading()
 
     def starve(self, starved: bool) -> None:
         self._starved = starved
@@ -278,6 +293,8 @@ class MemcacheProtocol(Protocol):
         if out:
             self.last_active = self.reactor.seconds()
             write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
+            if self._full:
+                self._check_output()
         if self._paused and self._outstanding <= MAX_OUTSTANDING // 2:
             self._paused = False
             self._update_reading()

@@ -36,6 +36,9 @@ CONNECTING, UP, PROBING, DOWN, STOPPED = "connecting", "up", "probing", "down", 
 # (hung, SIGSTOPped, overloaded) is marked down and probed like a dead one.
 FAILURES_TO_MARK_DOWN = 3
 
+# Bytes read from a node at a time (Twisted's default is 64 KiB).
+READ_SIZE = 1 << 20
+
 # A frame is flushed early once its values reach this many bytes, so one busy turn
 # cannot build a frame near the peer's MAX_FRAME.
 FLUSH_BYTES = 4 * 1024 * 1024
@@ -51,6 +54,8 @@ class _NodeProtocol(Protocol):
             # A frame is written whole, once per turn: Nagle would hold it until the
             # node's delayed ACK whenever an earlier frame is still unacknowledged.
             self.transport.setTcpNoDelay(True)
+            # Answer frames carry values of up to a MiB: read them in few reads.
+            self.transport.bufferSize = READ_SIZE
         self.client._connected(self.transport)
 
     def dataReceived(self, data: bytes):

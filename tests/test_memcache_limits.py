@@ -129,10 +129,18 @@ def test_a_client_that_does_not_read_is_not_read_from():
     listener = Listener(output_buffer=1000)
     protocol, transport = listener.connect()
     assert transport.producer is protocol and transport.streaming
-    assert transport.bufferSize == 1000
-    # The transport says its buffer is full: reading stops until it drains.
+    # The transport says its buffer is full (past its 64 KiB): with less than
+    # output_buffer queued, reading goes on ...
+    transport._tempDataLen = 600  # what Twisted's transports keep unsent
     protocol.pauseProducing()
+    assert transport.producerState == "producing"
+    # ... and stops once an answer takes what is queued past output_buffer.
+    protocol.dataReceived(b"get k\r\n")
+    transport._tempDataLen = 1200
+    listener.router.deferreds()[0].callback(Item(b"v"))
     assert transport.producerState == "paused"
+    # Everything sent: reading resumes.
+    transport._tempDataLen = 0
     protocol.resumeProducing()
     assert transport.producerState == "producing"
 
