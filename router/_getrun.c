@@ -550,9 +550,10 @@ static PyObject *run_fill(GetRunObject *r, PyObject *const *args, Py_ssize_t nar
     if (ValueListType && Py_IS_TYPE(values, ValueListType)) {
         ValueListObject *vl = (ValueListObject *)values;
         if (vl->n != bt->n) goto mismatch;
-        const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(vl->payload);
+        const unsigned char *base = (const unsigned char *)vl->view.buf;
+        /* The ValueList holds the payload's buffer: it keeps the entries alive. */
         for (Py_ssize_t j = 0; j < bt->n; j++)
-            set_entry(&r->slots[bt->slots[j]], vl->payload, base + vl->spans[2 * j], vl->spans[2 * j + 1]);
+            set_entry(&r->slots[bt->slots[j]], values, base + vl->spans[2 * j], vl->spans[2 * j + 1]);
     } else {
         PyObject *seq = PySequence_Fast(values, "values must be a sequence of bytes");
         if (!seq) return NULL;

@@ -430,7 +430,8 @@ static int enum_value(uint64_t v) {
 static PyTypeObject ValueListType;
 
 static void valuelist_dealloc(ValueListObject *self) {
-    Py_XDECREF(self->payload);
+    if (self->view.obj != NULL)
+        PyBuffer_Release(&self->view);
     PyMem_Free(self->spans);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -442,7 +443,7 @@ static PyObject *valuelist_item(ValueListObject *self, Py_ssize_t i) {
         PyErr_SetString(PyExc_IndexError, "ValueList index out of range");
         return NULL;
     }
-    return PyBytes_FromStringAndSize(PyBytes_AS_STRING(self->payload) + self->spans[2 * i],
+    return PyBytes_FromStringAndSize((const char *)self->view.buf + self->spans[2 * i],
                                      self->spans[2 * i + 1]);
 }
 
@@ -683,7 +684,8 @@ fail:
 /* Up to this many values a list of spans is kept on the stack before growing. */
 #define SPANS_ON_STACK 64
 
-static PyObject *decode_response(PyObject *payload, const unsigned char *p, const unsigned char *end) {
+static PyObject *decode_response(PyObject *payload, const unsigned char *base,
+                                 const unsigned char *p, const unsigned char *end) {
     ResponseObject *s = PyObject_New(ResponseObject, &ResponseType);
     if (s == NULL)
         return NULL;
@@ -693,7 +695,6 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *p, cons
     s->stats_raw = Py_NewRef(empty_bytes);
     s->values = NULL;
     Py_ssize_t stack[2 * SPANS_ON_STACK], *spans = stack, cap = SPANS_ON_STACK, n = 0;
-    const unsigned char *base = (const unsigned char *)PyBytes_AS_STRING(payload);
     reader_t r = {p, end};
     field_t f;
     while (r.p < r.end) {
@@ -732,12 +733,16 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *p, cons
         ValueListObject *list = PyObject_New(ValueListObject, &ValueListType);
         if (list == NULL)
             goto fail;
-        list->payload = Py_NewRef(payload);
+        list->view.obj = NULL;
         list->n = n;
         list->spans = PyMem_Malloc(sizeof(Py_ssize_t) * 2 * n);
         if (list->spans == NULL) {
             Py_DECREF(list);
             PyErr_NoMemory();
+            goto fail;
+        }
+        if (PyObject_GetBuffer(payload, &list->view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(list);
             goto fail;
         }
         memcpy(list->spans, spans, sizeof(Py_ssize_t) * 2 * n);
@@ -753,17 +758,19 @@ fail:
     return NULL;
 }
 
-/* Every message of Frame field ``wanted`` (1: requests, 2: responses). */
+/* Every message of Frame field ``wanted`` (1: requests, 2: responses) of a payload given
+ * as bytes or any buffer (a memoryview of what was read: GET_MANY entries stay in it). */
 static PyObject *decode_frame(PyObject *payload, uint32_t wanted) {
-    if (!PyBytes_Check(payload)) {
-        PyErr_SetString(PyExc_TypeError, "payload must be bytes");
+    Py_buffer view;
+    if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    const unsigned char *start = (const unsigned char *)view.buf;
+    reader_t r = {start, start + view.len};
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
         return NULL;
     }
-    const unsigned char *start = (const unsigned char *)PyBytes_AS_STRING(payload);
-    reader_t r = {start, start + PyBytes_GET_SIZE(payload)};
-    PyObject *out = PyList_New(0);
-    if (out == NULL)
-        return NULL;
     field_t f;
     while (r.p < r.end) {
         if (read_field(&r, &f) < 0)
@@ -771,7 +778,7 @@ static PyObject *decode_frame(PyObject *payload, uint32_t wanted) {
         if (f.number != wanted || f.kind != 2)
             continue;
         PyObject *m = wanted == 1 ? decode_request(f.data, f.data + f.len)
-                                  : decode_response(payload, f.data, f.data + f.len);
+                                  : decode_response(payload, start, f.data, f.data + f.len);
         if (m == NULL)
             goto fail;
         if (PyList_Append(out, m) < 0) {
@@ -780,8 +787,10 @@ static PyObject *decode_frame(PyObject *payload, uint32_t wanted) {
         }
         Py_DECREF(m);
     }
+    PyBuffer_Release(&view);
     return out;
 fail:
+    PyBuffer_Release(&view);
     Py_DECREF(out);
     return NULL;
 }

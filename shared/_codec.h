@@ -7,9 +7,9 @@
 
 typedef struct {
     PyObject_HEAD
-    PyObject *payload;      /* bytes the entries are read from */
+    Py_buffer view;         /* the payload the entries are read from, held while we live */
     Py_ssize_t n;           /* how many */
-    Py_ssize_t *spans;      /* offset, length of each, in turn */
+    Py_ssize_t *spans;      /* offset, length of each, in turn, into view.buf */
 } ValueListObject;
 
 #endif

@@ -31,23 +31,54 @@ def encode_frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
 
 
 class FrameDecoder:
-    """Accumulates bytes and yields whole frame payloads."""
+    """Accumulates bytes and yields whole frame payloads.
 
-    __slots__ = ("_buf", "_pos", "max_frame")
+    A payload is handed out without a copy when it arrived whole in one read: as a
+    memoryview of the bytes received (the common case, and for a large value one copy
+    less on its way to the client). One that spanned reads is gathered in a buffer and
+    handed out as bytes, copied once.
+    """
+
+    __slots__ = ("_buf", "_pos", "_data", "_dpos", "max_frame")
 
     def __init__(self, max_frame: int = MAX_FRAME):
         self._buf = bytearray()
         self._pos = 0  # start of the first unconsumed byte in _buf
+        self._data = None  # the last read, while frames are taken straight from it
+        self._dpos = 0
         self.max_frame = max_frame
 
     def receive_data(self, data: bytes) -> None:
-        self._buf += data
+        if self._data is not None:
+            self._spill()
+        if self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+            self._data, self._dpos = data, 0
+        else:
+            self._buf += data
 
-    def next_frame(self) -> bytes | None:
+    def next_frame(self) -> bytes | memoryview | None:
         """The next whole payload, or None until more data arrives.
 
         Raises FrameError when the announced length exceeds ``max_frame``.
         """
+        data = self._data
+        if data is not None:
+            pos = self._dpos
+            if len(data) - pos >= HEADER_SIZE:
+                (length,) = _HEADER.unpack_from(data, pos)
+                if length > self.max_frame:
+                    raise FrameError(f"frame of {length} bytes exceeds the limit of "
+                                     f"{self.max_frame}")
+                end = pos + HEADER_SIZE + length
+                if end <= len(data):
+                    self._dpos = end
+                    if end == len(data):
+                        self._data = None
+                    return memoryview(data)[pos + HEADER_SIZE:end]
+            self._spill()
+            return None
         buf, pos = self._buf, self._pos
         if len(buf) - pos < HEADER_SIZE:
             self._compact()
@@ -59,7 +90,7 @@ class FrameDecoder:
         if len(buf) < end:
             self._compact()
             return None
-        payload = bytes(buf[pos + HEADER_SIZE:end])
+        payload = bytes(memoryview(buf)[pos + HEADER_SIZE:end])
         self._pos = end
         return payload
 
@@ -70,7 +101,13 @@ class FrameDecoder:
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        held = len(self._buf) - self._pos
+        return held + (len(self._data) - self._dpos if self._data is not None else 0)
+
+    def _spill(self) -> None:
+        """The rest of the last read (a partial frame) into the buffer, to gather it."""
+        self._buf += memoryview(self._data)[self._dpos:]
+        self._data = None
 
     def _compact(self) -> None:
         # Drop consumed bytes only when we stop for more data: one memmove per read,

@@ -189,3 +189,10 @@ def test_large_ids_and_flags_survive(codec):
     codec.append_request(buf, 2**64 - 1, pb.GET, "g", b"k", flags=2**32 - 1)
     (request,) = codec.decode_requests(bytes(buf))
     assert (request.id, request.flags) == (2**64 - 1, 2**32 - 1)
+
+
+def test_a_payload_may_be_a_view_into_what_was_read(codec):
+    frame = pb.Frame(responses=[pb.Response(id=4, values=[b"\x00abc", b""])]).SerializeToString()
+    read = b"HEAD" + frame + b"TAIL"
+    (response,) = codec.decode_responses(memoryview(read)[4:4 + len(frame)])
+    assert (response.id, list(response.values)) == (4, [b"\x00abc", b""])

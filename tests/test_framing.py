@@ -114,3 +114,34 @@ def test_batches_round_trip():
 def test_an_undecodable_payload_is_a_frame_error():
     with pytest.raises(FrameError, match="undecodable frame"):
         decode_payload(b"garbage!")
+
+
+def test_a_frame_read_whole_is_handed_out_without_a_copy():
+    decoder = FrameDecoder()
+    data = encode_frame(b"first") + encode_frame(b"second")
+    decoder.receive_data(data)
+    first, second = decoder.frames()
+    assert isinstance(first, memoryview) and first.obj is data
+    assert (bytes(first), bytes(second)) == (b"first", b"second")
+    assert decoder.buffered == 0
+
+
+def test_a_frame_split_over_reads_is_gathered_and_copied_once():
+    decoder = FrameDecoder()
+    data = encode_frame(b"x" * 100)
+    decoder.receive_data(data[:30])
+    assert decoder.next_frame() is None
+    assert decoder.buffered == 30
+    decoder.receive_data(data[30:] + encode_frame(b"y"))
+    whole, after = decoder.frames()
+    assert (type(whole), whole) == (bytes, b"x" * 100)
+    assert bytes(after) == b"y"
+
+
+def test_what_a_reader_left_unread_comes_before_the_next_read():
+    # The node stops taking frames while a peer does not read its answers.
+    decoder = FrameDecoder()
+    decoder.receive_data(encode_frame(b"a") + encode_frame(b"b"))
+    assert bytes(decoder.next_frame()) == b"a"
+    decoder.receive_data(encode_frame(b"c"))
+    assert [bytes(p) for p in decoder.frames()] == [b"b", b"c"]
