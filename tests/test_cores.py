@@ -312,7 +312,7 @@ def eviction_order(core) -> list[tuple]:
         entries = sorted(core.entries.items(), key=lambda item: item[1][2:])
         return [(key, value, deadline, freq) for key, (value, deadline, freq, _) in entries]
     levels = core._levels if isinstance(core, LFUCore) else [{}, core._data]
-    return [(key, getattr(entry, "value", entry), entry.deadline if type(entry) is Expiring else None,
+    return [(key, getattr(entry, "value", entry), float(entry) if type(entry) is Expiring else None,
              freq)
             for freq, level in enumerate(levels) for key, entry in level.items()]
 

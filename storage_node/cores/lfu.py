@@ -34,8 +34,8 @@ class LFUCore(CoreBase):
 
     name = "lfu"
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
-        super().__init__(max_bytes, clock)
+    def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
+        super().__init__(max_bytes, clock, entry_overhead)
         self.clear()
 
     def __len__(self) -> int:
@@ -48,7 +48,7 @@ class LFUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry.deadline:
+            if self._clock() >= entry:
                 self._remove(key)
                 return None
             value = entry.value
@@ -93,7 +93,7 @@ class LFUCore(CoreBase):
         aged = levels[hand]
         if aged:
             key, entry = next(iter(aged.items()))
-            if type(entry) is Expiring and self._clock() >= entry.deadline:
+            if type(entry) is Expiring and self._clock() >= entry:
                 self._remove(key)
                 return
             self._unlink(aged, key)

@@ -19,8 +19,8 @@ class LRUCore(CoreBase):
 
     name = "lru"
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
-        super().__init__(max_bytes, clock)
+    def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
+        super().__init__(max_bytes, clock, entry_overhead)
         self._data: OrderedDict[bytes, bytes | Expiring] = OrderedDict()
 
     def __len__(self) -> int:
@@ -31,7 +31,7 @@ class LRUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry.deadline:
+            if self._clock() >= entry:
                 self._drop(key)
                 return None
             self._data.move_to_end(key)
