@@ -13,10 +13,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from storage_node.cores import CORES, PolicyError, load_core
+from storage_node.cores.adaptive import AdaptiveCore
 from storage_node.cores.base import Expiring
 from storage_node.cores.lfu import MAX_FREQUENCY, LFUCore
 from storage_node.cores.lru import LRUCore
 from tests.core_contract import CoreContract, FakeClock, FifoCore, RequiredCoreContract
+
+
+class TestAdaptiveContract(CoreContract):
+    core_class = AdaptiveCore
 
 
 class TestLRUContract(CoreContract):
@@ -25,6 +30,22 @@ class TestLRUContract(CoreContract):
 
 class TestLFUContract(CoreContract):
     core_class = LFUCore
+
+
+# The same contract with an overhead charged per entry, as the node runs the cores: an
+# odd number, so that no budget comes out right by accident.
+
+
+class TestAdaptiveContractWithOverhead(TestAdaptiveContract):
+    entry_overhead = 37
+
+
+class TestLRUContractWithOverhead(TestLRUContract):
+    entry_overhead = 37
+
+
+class TestLFUContractWithOverhead(TestLFUContract):
+    entry_overhead = 37
 
 
 NOT_A_CLASS = 42
@@ -175,8 +196,8 @@ def test_lfu_levels_do_not_keep_the_tables_of_entries_that_left():
 
 
 def test_builtin_policies():
-    assert CORES == {"lru": LRUCore, "lfu": LFUCore}
-    assert (load_core("lru"), load_core("lfu")) == (LRUCore, LFUCore)
+    assert CORES == {"adaptive": AdaptiveCore, "lru": LRUCore, "lfu": LFUCore}
+    assert (load_core("adaptive"), load_core("lru"), load_core("lfu")) == (AdaptiveCore, LRUCore, LFUCore)
     assert all(cls.name == name for name, cls in CORES.items())
 
 
@@ -185,7 +206,7 @@ def test_a_user_class_by_module_and_name():
 
 
 @pytest.mark.parametrize("policy, message", [
-    ("fifo", "unknown policy 'fifo' (known: lfu, lru, or python:module:Class)"),
+    ("fifo", "unknown policy 'fifo' (known: adaptive, lfu, lru, or python:module:Class)"),
     ("LRU", "unknown policy 'LRU'"),
     ("", "unknown policy ''"),
     ("python:", "expected python:module:Class"),
