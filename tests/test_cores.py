@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import random
+import sys
 import tracemalloc
 
 import pytest
@@ -190,6 +191,22 @@ def test_lfu_levels_do_not_keep_the_tables_of_entries_that_left():
         tracemalloc.stop()
     # One level's table plus the _freq dict; without freeing drained levels it is ~11x.
     assert climbed_bytes < 2 * filled_bytes
+
+
+def test_lfu_a_level_that_drained_gives_back_its_table():
+    # All entries climb to level 2, then all but ten on to level 3: level 2 keeps ten
+    # entries in a table sized for 5,000 until the upkeep of evicting writes copies it.
+    keys = [b"%06d" % i for i in range(5_000)]
+    core = LFUCore(10**9, FakeClock())
+    for key in keys:
+        core.set(key, b"")
+    for key in keys + keys[10:]:
+        core.get(key)
+    drained = sys.getsizeof(core._levels[2])
+    core._upkeep()  # as every sixteenth of the entries' worth of evicting writes does
+    assert len(core._levels[2]) == 10
+    assert sys.getsizeof(core._levels[2]) < 5_000 < drained / 10
+    assert survivors(core, keys[:10]) == keys[:10]
 
 
 # --- load_core ------------------------------------------------------------------------

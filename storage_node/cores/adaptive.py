@@ -32,11 +32,10 @@ place always precedes the key's live one in the same deque.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 
-from storage_node.cores.base import CoreBase, Expiring
+from storage_node.cores.base import CoreBase, Expiring, oversized
 from storage_node.cores.expiry import ExpiryIndex
 from storage_node.cores.ghost import MAIN, SMALL, Ghosts
 
@@ -44,6 +43,7 @@ MAX_COUNT = 3
 START_SHARE = 0.1  # the small queue's share before any ghost hit, as in S3-FIFO
 # The share stays within these bounds so that neither queue vanishes for good.
 MIN_SHARE, MAX_SHARE = 0.001, 0.99
+DICT_BYTES = 128  # a churning dict's table per entry at most: 6 slots, 2/3 with 24-byte entries
 
 
 
@@ -292,17 +292,14 @@ class AdaptiveCore(CoreBase):
         entries = self._entries
         self._until_upkeep = entries // 16
         self._ghosts.fit(entries)
-        # A dict never shrinks as entries leave, only when it next grows; one that drained
-        # (its entries moved on to other states) would keep a table sized for all it once
-        # held. Copying it costs its entries, which its drain paid for. (The list of count
-        # dicts is changed in place: callers up the stack may hold it.)
-        if _oversized(self._fresh):
+        # (The list of count dicts is changed in place: callers up the stack may hold it.)
+        if oversized(self._fresh, DICT_BYTES):
             self._fresh = dict(self._fresh)
-        if _oversized(self._read):
+        if oversized(self._read, DICT_BYTES):
             self._read = dict(self._read)
         counts = self._counts
         for count, level in enumerate(counts):
-            if _oversized(level):
+            if oversized(level, DICT_BYTES):
                 counts[count] = dict(level)
         self._hot = counts[MAX_COUNT]
 
@@ -343,8 +340,3 @@ class AdaptiveCore(CoreBase):
                 if type(entry) is Expiring and now >= entry:
                     self._drop(key, level, queue)
 
-
-def _oversized(level: dict) -> bool:
-    """Whether a dict's table is far larger than a churning dict of its entries needs (up to
-    six slots an entry, 24 bytes an entry slot and 4 an index slot)."""
-    return sys.getsizeof(level) > 128 * len(level) + 4096

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 
 
@@ -32,6 +33,18 @@ def stored(value: bytes, ttl: float | None, clock) -> bytes | Expiring:
 def payload(entry: bytes | Expiring) -> bytes:
     """The value of a stored entry."""
     return entry.value if type(entry) is Expiring else entry
+
+
+def oversized(table: dict, entry_bytes: int) -> bool:
+    """Whether a dict (or OrderedDict) keeps a table far larger than its entries need.
+
+    A dict never shrinks as entries leave, only when it next grows: one that drained
+    (its entries moved on, as entries climb through a core's states) keeps a table sized
+    for all it once held. ``entry_bytes`` is what a churning table takes per entry at
+    most (a dict grows to up to 6 slots an entry): a table above that, and above 4 KiB,
+    is worth copying, and the copy costs its entries, which its drain paid for.
+    """
+    return sys.getsizeof(table) > entry_bytes * len(table) + 4096
 
 
 class CoreBase:
