@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -163,7 +164,14 @@ class Node:
 
     def _new_core(self, spec: GroupSpec, budget: int):
         try:
-            return load_core(spec.policy)(budget, self.clock)
+            core_class = load_core(spec.policy)
+            # The measured memory an entry takes beyond its bytes, charged per entry so that
+            # the node's RSS follows max_memory (built-in cores; a user core that takes the
+            # keyword gets its own ENTRY_OVERHEAD, if it has one).
+            overhead = getattr(core_class, "ENTRY_OVERHEAD", 0)
+            if overhead and _takes_entry_overhead(core_class):
+                return core_class(budget, self.clock, entry_overhead=overhead)
+            return core_class(budget, self.clock)
         except PolicyError as exc:  # its text names the policy already
             raise ConfigError(f"group {spec.name!r}: {exc}") from None
         except Exception as exc:  # whatever a user core's module or constructor raises
@@ -210,10 +218,12 @@ class Node:
             # or a client that overwrote the key would read what it replaced.
             group.core.delete(request.key)
             size = len(request.key) + len(request.value)
+            overhead = getattr(group.core, "entry_overhead", 0)
+            charged = f" (+{overhead} charged per entry)" if overhead else ""
             return _error(
                 request,
                 pb.TOO_LARGE,
-                f"key and value of {size} bytes do not fit group {group.spec.name!r} "
+                f"key and value of {size} bytes{charged} do not fit group {group.spec.name!r} "
                 f"(budget {group.budget} bytes)",
             )
         group.sets += 1
@@ -279,6 +289,13 @@ class Node:
             )
             stats.bytes += core.nbytes
         return pb.Response(id=request.id, stats=stats)
+
+
+def _takes_entry_overhead(core_class) -> bool:
+    try:
+        return "entry_overhead" in inspect.signature(core_class).parameters
+    except (TypeError, ValueError):  # a callable whose signature cannot be read
+        return False
 
 
 def _ttl(request: pb.Request) -> float | None:

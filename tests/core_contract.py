@@ -42,6 +42,7 @@ class RequiredCoreContract:
 
     core_class: type
     entry_overhead = 0  # bytes charged per entry beyond key + value (CoreContract sets it)
+    ttl_overhead = 0  # and charged on top for an entry with a ttl
 
     def make_core(self, max_bytes: int, clock: FakeClock):
         return self.core_class(max_bytes, clock)
@@ -53,7 +54,7 @@ class RequiredCoreContract:
     def new(self, max_bytes: int | None = None):
         """A core on a fresh FakeClock; by default room for 100 bytes and ten overheads."""
         if max_bytes is None:
-            max_bytes = 100 + 10 * self.entry_overhead
+            max_bytes = 100 + 10 * (self.entry_overhead + self.ttl_overhead)
         self.clock = FakeClock()
         return self.make_core(max_bytes, self.clock)
 
@@ -227,6 +228,15 @@ class CoreContract(RequiredCoreContract):
     def make_core(self, max_bytes: int, clock: FakeClock):
         return self.core_class(max_bytes, clock, entry_overhead=self.entry_overhead)
 
+    @property
+    def ttl_overhead(self) -> int:
+        """A core that charges an overhead charges its TTL_OVERHEAD on top for a ttl."""
+        return self.core_class.TTL_OVERHEAD if self.entry_overhead else 0
+
+    def charge_with_ttl(self, *entries: int) -> int:
+        """What entries with a ttl are charged."""
+        return self.charge(*entries) + self.ttl_overhead * len(entries)
+
     def test_entry_overhead(self):
         core = self.new()
         assert core.entry_overhead == self.entry_overhead
@@ -239,7 +249,7 @@ class CoreContract(RequiredCoreContract):
         core.set(b"k", b"value", ttl=5)
         self.clock.now += 4
         assert core.touch(b"k", 5) is True
-        assert (core.get(b"k"), len(core), core.nbytes) == (b"value", 1, self.charge(6))
+        assert (core.get(b"k"), len(core), core.nbytes) == (b"value", 1, self.charge_with_ttl(6))
         self.clock.now += 4.5
         assert core.get(b"k") == b"value"
         self.clock.now += 0.5
@@ -303,23 +313,23 @@ class CoreContract(RequiredCoreContract):
         assert (len(core), core.nbytes) == (1, self.charge(4))
 
     def test_evicting_an_expired_entry_counts_as_an_expiration(self):
-        budget = self.charge(*[10] * 10)
+        budget = self.charge_with_ttl(*[10] * 10)
         core = self.new(max_bytes=budget)
         for i in range(10):
             core.set(b"old%02d" % i, b"v" * 5, ttl=1)  # 10 bytes each, full
         self.clock.now += 1
         for i in range(10):
-            core.set(b"new%02d" % i, b"v" * 5)
+            core.set(b"new%02d" % i, b"v" * 5, ttl=100)
         assert (core.expirations, core.evictions) == (10, 0)
         assert (len(core), core.nbytes) == (10, budget)
 
     def test_clear_keeps_the_counters(self):
-        core = self.new(max_bytes=self.charge(10, 10))
+        core = self.new(max_bytes=self.charge_with_ttl(10, 10))
         core.set(b"a", b"v", ttl=1)
         self.clock.now += 1
         core.get(b"a")
         for i in range(5):
-            core.set(b"k%d" % i, b"v" * 8)
+            core.set(b"k%d" % i, b"v" * 8, ttl=100)
         counters = (core.evictions, core.expirations)
         assert counters == (3, 1)
         core.clear()

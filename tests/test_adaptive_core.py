@@ -207,7 +207,9 @@ def check_consistent(core: AdaptiveCore, now: float) -> None:
             seen[key] = seen.get(key, 0) + 1
         assert {k: n - (k in queue) for k, n in seen.items() if n - (k in queue)} == stale
         assert all(seen.get(key, 0) >= 1 for key in queue)
+    ttl_overhead = core.TTL_OVERHEAD if core.entry_overhead else 0
     charge = {key: len(key) + len(getattr(entry, "value", entry)) + core.entry_overhead
+              + (ttl_overhead if type(entry) is Expiring else 0)
               for key, entry in (small | main).items()}
     assert core.nbytes == sum(charge.values()) <= core.max_bytes
     assert core._small_bytes == sum(charge[key] for key in small)

@@ -56,6 +56,8 @@ class AdaptiveCore(CoreBase):
     """
 
     name = "adaptive"
+    ENTRY_OVERHEAD = 232
+    TTL_OVERHEAD = 96
 
     def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0, hash=hash):
         super().__init__(max_bytes, clock, entry_overhead)
@@ -121,14 +123,15 @@ class AdaptiveCore(CoreBase):
             queue, count = None, 0
         if ttl is not None and ttl < 0:
             return
-        size = len(key) + len(value) + self.entry_overhead
-        if size > self.max_bytes:
-            self._refuse_oversized(key, value)
         if ttl:
             entry = Expiring(self._clock() + ttl)
             entry.value = value
+            size = len(key) + len(value) + self.entry_overhead + self._ttl_overhead
         else:
             entry = value
+            size = len(key) + len(value) + self.entry_overhead
+        if size > self.max_bytes:
+            self._refuse_oversized(key, value, ttl)
         if queue is None:
             ghost = self._ghosts.pop(key)
             if ghost is None:
@@ -219,6 +222,10 @@ class AdaptiveCore(CoreBase):
         """Evict until at most ``budget`` bytes are charged; expired entries go first."""
         if self._expiry.size:
             self._drop_expired(budget)
+            if self._expiry.size > self._entries:
+                # Entries evicted in write order leave their keys at the front of the
+                # index: drop those, not waiting for their deadlines (or a compaction).
+                self._expiry.prune(self._waits_for)
         self._until_upkeep -= 1
         if self._until_upkeep < 0:
             self._upkeep()
@@ -237,11 +244,14 @@ class AdaptiveCore(CoreBase):
             promote = entry is None
             if promote:
                 entry = read.pop(key)
-            expiring = type(entry) is Expiring
-            value = entry.value if expiring else entry
-            size = len(key) + len(value) + overhead
+            if type(entry) is Expiring:
+                size = len(key) + len(entry.value) + overhead + self._ttl_overhead
+                expired = self._clock() >= entry
+            else:
+                size = len(key) + len(entry) + overhead
+                expired = False
             self._small_bytes -= size
-            if expiring and self._clock() >= entry:
+            if expired:
                 self.nbytes -= size
                 self._entries -= 1
                 self.expirations += 1

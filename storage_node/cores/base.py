@@ -54,7 +54,9 @@ class CoreBase:
     - ``nbytes`` charges ``len(key) + len(value) + entry_overhead`` per stored entry, never
       above max_bytes. The node passes the class's measured ENTRY_OVERHEAD (what an entry
       costs in memory beyond its bytes: object headers and the core's own structure), so
-      that a node's RSS follows its --max-memory; alone, a core charges no overhead.
+      that a node's RSS follows its --max-memory; alone, a core charges no overhead. When
+      it charges one, an entry with a ttl is charged TTL_OVERHEAD more (its Expiring
+      object, and what the core keeps to find it when it expires).
     - ``set`` on a live key replaces it. A value too big for the whole budget raises
       ValueError, and the old entry under that key is removed first: a client's write
       must never leave a stale value visible.
@@ -67,13 +69,16 @@ class CoreBase:
     """
 
     name = ""
-    # Bytes an entry takes in a node beyond len(key) + len(value); measured per core by
-    # tests/test_entry_overhead.py, which fails when the figure stops being true.
+    # Bytes an entry takes in a node's RSS beyond len(key) + len(value), and what a ttl
+    # adds; measured per core by tests/test_entry_overhead.py, which fails when a figure
+    # stops being true.
     ENTRY_OVERHEAD = 0
+    TTL_OVERHEAD = 0
 
     def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
         self.max_bytes = max_bytes
         self.entry_overhead = entry_overhead
+        self._ttl_overhead = self.TTL_OVERHEAD if entry_overhead else 0
         self.nbytes = 0
         self.evictions = 0
         self.expirations = 0
@@ -90,25 +95,27 @@ class CoreBase:
 
     def _size(self, key: bytes, entry: bytes | Expiring) -> int:
         """What the entry is charged."""
-        value = entry.value if type(entry) is Expiring else entry
-        return len(key) + len(value) + self.entry_overhead
+        if type(entry) is Expiring:
+            return len(key) + len(entry.value) + self.entry_overhead + self._ttl_overhead
+        return len(key) + len(entry) + self.entry_overhead
 
     def _uncharge(self, key: bytes, entry: bytes | Expiring) -> bool:
         """Release an entry just taken out; True if it was live, False (an expiration) if not."""
         if type(entry) is not Expiring:
             self.nbytes -= len(key) + len(entry) + self.entry_overhead
             return True
-        self.nbytes -= len(key) + len(entry.value) + self.entry_overhead
+        self.nbytes -= len(key) + len(entry.value) + self.entry_overhead + self._ttl_overhead
         if self._clock() >= entry:
             self.expirations += 1
             return False
         return True
 
-    def _refuse_oversized(self, key: bytes, value: bytes) -> int:
-        """The entry's charge; ValueError if it exceeds the whole budget."""
-        size = len(key) + len(value) + self.entry_overhead
+    def _refuse_oversized(self, key: bytes, value: bytes, ttl: float | None) -> int:
+        """The new entry's charge; ValueError if it exceeds the whole budget."""
+        overhead = self.entry_overhead + (self._ttl_overhead if ttl else 0)
+        size = len(key) + len(value) + overhead
         if size > self.max_bytes:
             raise ValueError(
                 f"{self.name}: entry of {size} bytes (key {len(key)} + value {len(value)}"
-                f" + overhead {self.entry_overhead}) exceeds max_bytes {self.max_bytes}")
+                f" + overhead {overhead}) exceeds max_bytes {self.max_bytes}")
         return size

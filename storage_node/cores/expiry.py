@@ -41,6 +41,17 @@ class ExpiryIndex:
                 return key
         return None
 
+    def prune(self, waiting) -> None:
+        """Drop keys from the front of each band while ``waiting(key, deadline)`` is false:
+        the keys of entries evicted since, which in a band's write order go first."""
+        for band, (keys, deadlines) in list(self._bands.items()):
+            while keys and not waiting(keys[0], deadlines[0]):
+                keys.popleft()
+                deadlines.popleft()
+                self.size -= 1
+            if not keys:
+                del self._bands[band]
+
     def compact(self, waiting) -> None:
         """Keep only the keys for which ``waiting(key, deadline)`` is true: the core calls this
         once the keys of entries that left since outnumber its entries, so that they do not

@@ -37,6 +37,8 @@ class LFUCore(CoreBase):
     """
 
     name = "lfu"
+    ENTRY_OVERHEAD = 304
+    TTL_OVERHEAD = 48
 
     def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
         super().__init__(max_bytes, clock, entry_overhead)
@@ -72,7 +74,7 @@ class LFUCore(CoreBase):
         freq = self._remove(key) or 1
         if ttl is not None and ttl < 0:
             return
-        size = self._refuse_oversized(key, value)
+        size = self._refuse_oversized(key, value, ttl)
         entry = stored(value, ttl, self._clock)
         if self.nbytes + size > self.max_bytes:
             self._until_upkeep -= 1

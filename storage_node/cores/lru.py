@@ -18,6 +18,8 @@ class LRUCore(CoreBase):
     """
 
     name = "lru"
+    ENTRY_OVERHEAD = 304
+    TTL_OVERHEAD = 48
 
     def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
         super().__init__(max_bytes, clock, entry_overhead)
@@ -44,7 +46,7 @@ class LRUCore(CoreBase):
             self._drop(key)
         if ttl is not None and ttl < 0:
             return
-        size = self._refuse_oversized(key, value)
+        size = self._refuse_oversized(key, value, ttl)
         entry = stored(value, ttl, self._clock)
         data = self._data
         while self.nbytes + size > self.max_bytes:
