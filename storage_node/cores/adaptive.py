@@ -82,35 +82,45 @@ class AdaptiveCore(CoreBase):
         return entry
 
     def _get_cold(self, key: bytes) -> bytes | None:
-        """A get of an entry below the top count: it climbs one count, if it has one."""
+        """A get of an entry below the top count (it climbs one count) or not stored.
+        Written out, lookup by lookup: a miss reaches the end, and misses are many."""
         counts = self._counts
-        for count in (2, 1, 0):
-            level = counts[count]
-            entry = level.get(key)
-            if entry is not None:
-                if type(entry) is Expiring and self._clock() >= entry:
-                    self._drop(key, level, MAIN)
-                    return None
-                del level[key]
-                counts[count + 1][key] = entry
-                return entry.value if type(entry) is Expiring else entry
+        entry = counts[2].get(key)
+        if entry is not None:
+            return self._climb(key, entry, 2)
+        entry = counts[1].get(key)
+        if entry is not None:
+            return self._climb(key, entry, 1)
+        entry = counts[0].get(key)
+        if entry is not None:
+            return self._climb(key, entry, 0)
         entry = self._read.get(key)
+        if entry is not None:
+            if type(entry) is Expiring:
+                if self._clock() >= entry:
+                    self._drop(key, self._read, SMALL)
+                    return None
+                return entry.value
+            return entry
+        entry = self._fresh.get(key)
         if entry is None:
-            entry = self._fresh.get(key)
-            if entry is None:
-                return None
-            if type(entry) is not Expiring or self._clock() < entry:
-                del self._fresh[key]
-                self._read[key] = entry
-                return entry.value if type(entry) is Expiring else entry
+            return None
+        if type(entry) is Expiring and self._clock() >= entry:
             self._drop(key, self._fresh, SMALL)
             return None
-        if type(entry) is Expiring:
-            if self._clock() >= entry:
-                self._drop(key, self._read, SMALL)
-                return None
-            return entry.value
-        return entry
+        del self._fresh[key]
+        self._read[key] = entry
+        return entry.value if type(entry) is Expiring else entry
+
+    def _climb(self, key: bytes, entry: bytes | Expiring, count: int) -> bytes | None:
+        """A hit on a main entry below the top count: one count up."""
+        level = self._counts[count]
+        if type(entry) is Expiring and self._clock() >= entry:
+            self._drop(key, level, MAIN)
+            return None
+        del level[key]
+        self._counts[count + 1][key] = entry
+        return entry.value if type(entry) is Expiring else entry
 
     # --- writes --------------------------------------------------------------------------
 
