@@ -14,7 +14,7 @@ from storage_node.cores import PolicyError, load_core
 
 # A group seen in a request before any CONFIGURE gets this policy and (at most) this
 # budget, so a node started by hand answers at once; the router always configures.
-DEFAULT_POLICY = "lru"
+DEFAULT_POLICY = "adaptive"  # the best built-in core on bench/eviction.py's traces
 DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 
 

@@ -316,7 +316,7 @@ def test_before_configure_a_group_is_created_with_the_default(clock):
     node = Node(1 << 30, clock=clock)
     assert node.handle(req(pb.SET, b"k", b"v", group="fresh")).status == pb.OK
     fresh = group_stats(node, "fresh")
-    assert (fresh.policy, fresh.max_bytes) == ("lru", DEFAULT_GROUP_BYTES)
+    assert (fresh.policy, fresh.max_bytes) == ("adaptive", DEFAULT_GROUP_BYTES)
     assert not stats(node).configured
 
 
