@@ -39,3 +39,14 @@ def test_compact_keeps_only_what_still_waits():
     index.compact(lambda key, deadline: key in (b"k1", b"k4"))
     assert index.size == 2
     assert due(index, 1e9) == [b"k1", b"k4"]
+
+
+def test_prune_drops_the_front_of_each_band_until_a_key_still_waits():
+    index = ExpiryIndex()
+    for i in range(5):
+        index.add(b"k%d" % i, 100.0 + i, 10)
+    index.add(b"other", 1000.0, 600)
+    index.prune(lambda key, deadline: key in (b"k2", b"k4", b"other"))
+    # k0 and k1 went; k3 stays behind k2, which still waits.
+    assert index.size == 4
+    assert due(index, 1e9) == [b"k2", b"k3", b"k4", b"other"]

@@ -74,6 +74,7 @@ class AdaptiveCore(CoreBase):
         entry = self._hot.get(key)
         if entry is None:
             return self._get_cold(key)
+        # _live(), written out: this is the path of most hits.
         if type(entry) is Expiring:
             if self._clock() >= entry:
                 self._drop(key, self._hot, MAIN)
@@ -96,12 +97,7 @@ class AdaptiveCore(CoreBase):
             return self._climb(key, entry, 0)
         entry = self._read.get(key)
         if entry is not None:
-            if type(entry) is Expiring:
-                if self._clock() >= entry:
-                    self._drop(key, self._read, SMALL)
-                    return None
-                return entry.value
-            return entry
+            return self._live(key, entry, self._read, SMALL)
         entry = self._fresh.get(key)
         if entry is None:
             return None
@@ -111,6 +107,15 @@ class AdaptiveCore(CoreBase):
         del self._fresh[key]
         self._read[key] = entry
         return entry.value if type(entry) is Expiring else entry
+
+    def _live(self, key: bytes, entry: bytes | Expiring, level: dict, queue: int) -> bytes | None:
+        """The value of an entry just found in ``level``, or None if it expired (dropped)."""
+        if type(entry) is Expiring:
+            if self._clock() >= entry:
+                self._drop(key, level, queue)
+                return None
+            return entry.value
+        return entry
 
     def _climb(self, key: bytes, entry: bytes | Expiring, count: int) -> bytes | None:
         """A hit on a main entry below the top count: one count up."""
