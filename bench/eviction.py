@@ -1,7 +1,7 @@
 """Hit ratios of the built-in cores against Belady's OPT and published policies, with each
 core's speed and memory per entry.
 
-Usage: .venv/bin/python bench/eviction.py            (about 5 minutes on 2 CPUs)
+Usage: .venv/bin/python bench/eviction.py            (5 to 7 minutes on 2 CPUs)
        .venv/bin/python bench/eviction.py --quick    (about 1 minute: shorter traces)
        .venv/bin/python bench/eviction.py --full     (the whole 5M-request orm-night trace)
 

@@ -12,14 +12,20 @@ and an entry proven once is kept for as long as it keeps being read.
 S3-FIFO's weak spot is the small queue's fixed 10%: a workload whose entries come back
 after a while (a recency-heavy one) needs a longer trial, a skewed one a shorter. So
 the share adapts as in ARC (Megiddo & Modha, FAST'03): a write of a ghost of the small
-queue means that queue was too short for it, and moves the target up by the entry's
-size; a ghost of the main queue moves it down. Both ghosts remember as many evictions
-as the cache holds entries (storage_node/cores/ghost.py).
+queue means that queue was too short for it, and moves the target up by one entry's
+worth (the mean entry size, so that one large value does not swing it); a ghost of the
+main queue moves it down. As in ARC, the step is weighted by the ratio of the ghosts'
+numbers when the other one is larger. The ghosts remember the last evictions, from
+either queue, as many as the cache holds entries (storage_node/cores/ghost.py).
 
 A set always stores (a written value is readable at once), so a core cannot refuse an
-entry as an admission filter does. Instead an entry too big for the small queue's share
-goes to the queue's head: it is the first to go, and another such entry replaces it,
-rather than one large value of unknown worth flushing many small proven ones.
+entry as an admission filter does. Instead an entry larger than the small queue's share
+waits at that queue's head, ghost or not: it is the first to go, and the next such entry
+replaces it, rather than one large value of unknown worth flushing many small proven
+ones; read before its turn, it moves to main like any other.
+
+Expired entries are dropped before any live one is evicted for room: an expiry index
+(storage_node/cores/expiry.py) keeps the ttl'd keys in deadline order.
 
 Layout, for speed and memory in pure Python: an entry's state is which dict holds it,
 never a per-entry object. ``_fresh`` and ``_read`` hold the small queue (not read / read
@@ -44,7 +50,6 @@ START_SHARE = 0.1  # the small queue's share before any ghost hit, as in S3-FIFO
 # The share stays within these bounds so that neither queue vanishes for good.
 MIN_SHARE, MAX_SHARE = 0.001, 0.99
 DICT_BYTES = 128  # a churning dict's table per entry at most: 6 slots, 2/3 with 24-byte entries
-
 
 
 class AdaptiveCore(CoreBase):
