@@ -20,7 +20,6 @@ entry read once costs a ``_freq`` dict entry.
 from __future__ import annotations
 
 import random
-import sys
 import time
 import tracemalloc
 
@@ -102,11 +101,6 @@ def bytes_per_entry(core_class, ttl=None, churn=False, read_once=False) -> float
     used = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert len(core) == ENTRIES
-    if ttl:
-        # An entry with a ttl keeps its own copy of the value (deadline and value in one
-        # object); in a node the value it was given is then freed, so what the core adds
-        # is that copy less the original.
-        used -= ENTRIES * sys.getsizeof(VALUES[0])
     return used / ENTRIES
 
 

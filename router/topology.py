@@ -131,7 +131,7 @@ class SourceSpec:
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
     name: str
-    policy: str = "lru"
+    policy: str = "adaptive"  # storage_node/node.py DEFAULT_POLICY, the measured best core
     max_bytes: int = 64 << 20
     ttl: float | None = None
     negative_ttl: float | None = None
@@ -179,7 +179,7 @@ _SOURCE_KEYS = {
     "sql": ("sql", "query", *_LOAD_KEYS),
     "http": ("http", *_LOAD_KEYS),
 }
-_POLICIES = ("lru", "lfu")
+_POLICIES = ("adaptive", "lru", "lfu")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _PYTHON_POLICY = re.compile(rf"python:{_DOTTED}:[A-Za-z_]\w*")
 _PYTHON_SOURCE = re.compile(rf"{_DOTTED}:[A-Za-z_]\w*")
@@ -443,7 +443,7 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
     if "policy" in block:
         policy = block["policy"]
         if policy not in _POLICIES and not (isinstance(policy, str) and _PYTHON_POLICY.fullmatch(policy)):
-            raise _Problem(f"{where}.policy", f"expected lru, lfu or python:module:Class, got {policy!r}")
+            raise _Problem(f"{where}.policy", f"expected adaptive, lru, lfu or python:module:Class, got {policy!r}")
         kwargs["policy"] = policy
     if "max_bytes" in block:
         kwargs["max_bytes"] = _positive(parse_size, block["max_bytes"], f"{where}.max_bytes")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -16,7 +17,7 @@ from storage_node.cores import PolicyError, load_core
 
 # A group seen in a request before any CONFIGURE gets this policy and (at most) this
 # budget, so a node started by hand answers at once; the router always configures.
-DEFAULT_POLICY = "lru"
+DEFAULT_POLICY = "adaptive"  # the best built-in core on bench/eviction.py's traces
 DEFAULT_GROUP_BYTES = 64 * 1024 * 1024
 
 
@@ -218,7 +219,14 @@ class Node:
 
     def _new_core(self, spec: GroupSpec, budget: int):
         try:
-            return load_core(spec.policy, self.allowed_policies)(budget, self.clock)
+            core_class = load_core(spec.policy, self.allowed_policies)
+            # The measured memory an entry takes beyond its bytes, charged per entry so that
+            # the node's RSS follows max_memory (built-in cores; a user core that takes the
+            # keyword gets its own ENTRY_OVERHEAD, if it has one).
+            overhead = getattr(core_class, "ENTRY_OVERHEAD", 0)
+            if overhead and _takes_entry_overhead(core_class):
+                return core_class(budget, self.clock, entry_overhead=overhead)
+            return core_class(budget, self.clock)
         except PolicyError as exc:  # its text names the policy already
             raise ConfigError(f"group {spec.name!r}: {exc}") from None
         except Exception as exc:  # whatever a user core's module or constructor raises
@@ -280,10 +288,12 @@ class Node:
             # or a client that overwrote the key would read what it replaced.
             group.core.delete(request.key)
             size = len(request.key) + len(request.value)
+            overhead = getattr(group.core, "entry_overhead", 0)
+            charged = f" (+{overhead} charged per entry)" if overhead else ""
             return _error(
                 request,
                 pb.TOO_LARGE,
-                f"key and value of {size} bytes do not fit group {group.spec.name!r} "
+                f"key and value of {size} bytes{charged} do not fit group {group.spec.name!r} "
                 f"(budget {group.budget} bytes)",
             )
         group.sets += 1
@@ -366,6 +376,13 @@ def _op_name(op: int) -> str:
         return pb.Op.Name(op)
     except ValueError:
         return f"op {op}"
+
+
+def _takes_entry_overhead(core_class) -> bool:
+    try:
+        return "entry_overhead" in inspect.signature(core_class).parameters
+    except (TypeError, ValueError):  # a callable whose signature cannot be read
+        return False
 
 
 def _ttl(request: pb.Request) -> float | None:

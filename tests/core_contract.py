@@ -9,11 +9,13 @@ To check your own core (for ``policy: python:mypkg.cores:MyCore``), write a test
 
 and run pytest on it. Override ``make_core(max_bytes, clock)`` if your class takes other
 arguments. ``CoreContract`` is the contract of the built-in cores: the SPEC interface
-plus ``touch``, ``max_bytes`` and the ``evictions``/``expirations`` counters. A core with
-only the SPEC interface (the storage node falls back for the rest) subclasses
-``RequiredCoreContract`` instead. The tests know nothing of the policy: they never
-assume which entry is evicted, only that evictions make room and keep the accounting
-exact. Time is a FakeClock the tests move by hand.
+plus ``touch``, ``max_bytes``, the ``evictions``/``expirations`` counters and the
+``entry_overhead`` keyword (each entry is charged key + value + overhead; a subclass
+sets ``entry_overhead`` to run every test with one). A core with only the SPEC interface
+(the storage node falls back for the rest) subclasses ``RequiredCoreContract`` instead.
+The tests know nothing of the policy: they never assume which entry is evicted, only
+that evictions make room and keep the accounting exact. Time is a FakeClock the tests
+move by hand.
 """
 
 from __future__ import annotations
@@ -39,11 +41,20 @@ class RequiredCoreContract:
     """What SPEC.md "Eviction cores" asks of every core, built in or plugged in."""
 
     core_class: type
+    entry_overhead = 0  # bytes charged per entry beyond key + value (CoreContract sets it)
+    ttl_overhead = 0  # and charged on top for an entry with a ttl
 
     def make_core(self, max_bytes: int, clock: FakeClock):
         return self.core_class(max_bytes, clock)
 
-    def new(self, max_bytes: int = 100):
+    def charge(self, *entries: int) -> int:
+        """What entries of these key + value sizes are charged, together."""
+        return sum(entries) + self.entry_overhead * len(entries)
+
+    def new(self, max_bytes: int | None = None):
+        """A core on a fresh FakeClock; by default room for 100 bytes and ten overheads."""
+        if max_bytes is None:
+            max_bytes = 100 + 10 * (self.entry_overhead + self.ttl_overhead)
         self.clock = FakeClock()
         return self.make_core(max_bytes, self.clock)
 
@@ -67,16 +78,16 @@ class RequiredCoreContract:
         assert core.get(b"k1") == b"hello"
         assert core.get(b"key2") == b""  # an empty value is a value, not a miss
         assert len(core) == 2
-        assert core.nbytes == 2 + 5 + 4 + 0
+        assert core.nbytes == self.charge(2 + 5, 4 + 0)
 
     def test_set_on_a_key_replaces_it_and_recharges(self):
         core = self.new()
         core.set(b"k", b"short")
         core.set(b"k", b"much longer")
         assert core.get(b"k") == b"much longer"
-        assert (len(core), core.nbytes) == (1, 1 + 11)
+        assert (len(core), core.nbytes) == (1, self.charge(1 + 11))
         core.set(b"k", b"s")
-        assert (core.get(b"k"), len(core), core.nbytes) == (b"s", 1, 2)
+        assert (core.get(b"k"), len(core), core.nbytes) == (b"s", 1, self.charge(2))
 
     def test_delete(self):
         core = self.new()
@@ -84,20 +95,20 @@ class RequiredCoreContract:
         core.set(b"b", b"5678")
         assert core.delete(b"a") is True
         assert core.get(b"a") is None
-        assert (len(core), core.nbytes) == (1, 5)
+        assert (len(core), core.nbytes) == (1, self.charge(5))
         assert core.delete(b"a") is False
         assert core.delete(b"never") is False
         assert core.get(b"b") == b"5678"
 
     def test_clear_empties_the_core_and_resets_nbytes(self):
-        core = self.new()
+        core = self.new(max_bytes=self.charge(*[12] * 5))
         for i in range(5):
             core.set(b"k%d" % i, b"v" * 10, ttl=5 if i % 2 else None)
         core.clear()
         assert (len(core), core.nbytes) == (0, 0)
         assert self.present(core, [b"k%d" % i for i in range(5)]) == []
         core.set(b"again", b"v")
-        assert (core.get(b"again"), len(core), core.nbytes) == (b"v", 1, 6)
+        assert (core.get(b"again"), len(core), core.nbytes) == (b"v", 1, self.charge(6))
 
     def test_an_entry_expires_at_exactly_its_deadline(self):
         core = self.new()
@@ -139,63 +150,67 @@ class RequiredCoreContract:
         self.clock.now += 1
         core.set(b"j", b"new")
         assert core.get(b"j") == b"new"
-        assert (len(core), core.nbytes) == (1, 4)
+        assert (len(core), core.nbytes) == (1, self.charge(4))
 
     def test_an_oversized_entry_is_refused_and_nothing_else_changes(self):
-        core = self.new(max_bytes=20)
+        core = self.new(max_bytes=self.charge(20))
         core.set(b"a", b"x" * 9)
         with pytest.raises(ValueError):
             core.set(b"big", b"x" * 18)  # 3 + 18 = 21 > 20
         assert core.get(b"big") is None
         assert core.get(b"a") == b"x" * 9
-        assert (len(core), core.nbytes) == (1, 10)
+        assert (len(core), core.nbytes) == (1, self.charge(10))
 
     def test_an_oversized_write_removes_the_old_value_under_its_key(self):
         # The client meant to replace the value; the old one must not stay visible.
-        core = self.new(max_bytes=20)
+        core = self.new(max_bytes=self.charge(10, 10))
         core.set(b"k", b"old")
         core.set(b"other", b"x")
         with pytest.raises(ValueError):
-            core.set(b"k", b"x" * 20)
+            core.set(b"k", b"x" * (20 + self.entry_overhead))
         assert core.get(b"k") is None
         assert core.get(b"other") == b"x"
-        assert (len(core), core.nbytes) == (1, 6)
+        assert (len(core), core.nbytes) == (1, self.charge(6))
 
     def test_an_entry_of_exactly_max_bytes_fits_alone(self):
-        core = self.new(max_bytes=20)
+        core = self.new(max_bytes=self.charge(20))
         for i in range(4):
             core.set(b"k%d" % i, b"xxx")
         core.set(b"big", b"x" * 17)
         assert core.get(b"big") == b"x" * 17
-        assert (len(core), core.nbytes) == (1, 20)
+        assert (len(core), core.nbytes) == (1, self.charge(20))
 
     def test_set_evicts_to_fit_and_accounting_stays_exact(self):
-        core = self.new(max_bytes=100)
+        budget = self.charge(*[10] * 10)
+        core = self.new(max_bytes=budget)
         keys = [b"key%02d" % i for i in range(40)]  # 5-byte keys, 10 bytes per entry
         for key in keys:
             core.set(key, b"v" * 5)
-            assert core.nbytes <= 100
+            assert core.nbytes <= budget
             assert core.get(key) == b"v" * 5  # the entry just written always fits
         alive = self.present(core, keys)
         assert len(alive) == len(core) == 10
-        assert core.nbytes == 100
+        assert core.nbytes == budget
 
     def test_a_big_entry_evicts_as_many_as_it_needs(self):
-        core = self.new(max_bytes=100)
+        budget = self.charge(*[10] * 10)
+        core = self.new(max_bytes=budget)
         keys = [b"k%d" % i for i in range(10)]  # 2 + 8 = 10 bytes each
         for key in keys:
             core.set(key, b"v" * 8)
-        core.set(b"big", b"v" * 52)  # 55 bytes: at least six entries must go
-        assert core.get(b"big") == b"v" * 52
+        big = budget - self.charge(10, 10, 10, 10) - self.entry_overhead + 1
+        core.set(b"big", b"v" * (big - 3))  # leaves room for three at most: seven must go
+        assert core.get(b"big") == b"v" * (big - 3)
         alive = self.present(core, keys)
-        assert len(alive) <= 4
+        assert len(alive) <= 3
         assert len(core) == len(alive) + 1
-        assert core.nbytes == 55 + 10 * len(alive) <= 100
+        assert core.nbytes == self.charge(big, *[10] * len(alive)) <= budget
 
     def test_expired_entries_do_not_hold_budget_forever(self):
         # Even an entry read often before it expired (which a frequency policy values)
         # must give its bytes back once fresh writes need them.
-        core = self.new(max_bytes=100)
+        budget = self.charge(*[10] * 10)
+        core = self.new(max_bytes=budget)
         core.set(b"hot", b"v" * 47, ttl=10)  # 50 bytes
         for _ in range(50):
             assert core.get(b"hot") is not None
@@ -203,11 +218,28 @@ class RequiredCoreContract:
         for i in range(1000):
             core.set(b"f%04d" % i, b"v" * 5)  # 10 bytes each
         # Ten fresh entries fill the budget: none of it is left to the expired one.
-        assert (len(core), core.nbytes) == (10, 100)
+        assert (len(core), core.nbytes) == (10, budget)
 
 
 class CoreContract(RequiredCoreContract):
-    """The contract of the built-in cores: the required one plus touch and counters."""
+    """The contract of the built-in cores: the required one plus touch, counters and the
+    per-entry overhead."""
+
+    def make_core(self, max_bytes: int, clock: FakeClock):
+        return self.core_class(max_bytes, clock, entry_overhead=self.entry_overhead)
+
+    @property
+    def ttl_overhead(self) -> int:
+        """A core that charges an overhead charges its TTL_OVERHEAD on top for a ttl."""
+        return self.core_class.TTL_OVERHEAD if self.entry_overhead else 0
+
+    def charge_with_ttl(self, *entries: int) -> int:
+        """What entries with a ttl are charged."""
+        return self.charge(*entries) + self.ttl_overhead * len(entries)
+
+    def test_entry_overhead(self):
+        core = self.new()
+        assert core.entry_overhead == self.entry_overhead
 
     def test_max_bytes(self):
         assert self.new(max_bytes=1234).max_bytes == 1234
@@ -217,7 +249,7 @@ class CoreContract(RequiredCoreContract):
         core.set(b"k", b"value", ttl=5)
         self.clock.now += 4
         assert core.touch(b"k", 5) is True
-        assert (core.get(b"k"), len(core), core.nbytes) == (b"value", 1, 6)
+        assert (core.get(b"k"), len(core), core.nbytes) == (b"value", 1, self.charge_with_ttl(6))
         self.clock.now += 4.5
         assert core.get(b"k") == b"value"
         self.clock.now += 0.5
@@ -258,7 +290,7 @@ class CoreContract(RequiredCoreContract):
         assert (core.get(b"t"), len(core), core.nbytes) == (None, 0, 0)
 
     def test_evictions_count_entries_dropped_for_room(self):
-        core = self.new(max_bytes=100)
+        core = self.new(max_bytes=self.charge(*[10] * 10))
         for i in range(25):
             core.set(b"key%02d" % i, b"v" * 5)  # 10 bytes each
         assert (core.evictions, core.expirations) == (15, 0)
@@ -278,25 +310,26 @@ class CoreContract(RequiredCoreContract):
         core.get(b"live")
         core.delete(b"live")
         assert (core.expirations, core.evictions) == (4, 0)
-        assert (len(core), core.nbytes) == (1, 4)
+        assert (len(core), core.nbytes) == (1, self.charge(4))
 
     def test_evicting_an_expired_entry_counts_as_an_expiration(self):
-        core = self.new(max_bytes=100)
+        budget = self.charge_with_ttl(*[10] * 10)
+        core = self.new(max_bytes=budget)
         for i in range(10):
             core.set(b"old%02d" % i, b"v" * 5, ttl=1)  # 10 bytes each, full
         self.clock.now += 1
         for i in range(10):
-            core.set(b"new%02d" % i, b"v" * 5)
+            core.set(b"new%02d" % i, b"v" * 5, ttl=100)
         assert (core.expirations, core.evictions) == (10, 0)
-        assert (len(core), core.nbytes) == (10, 100)
+        assert (len(core), core.nbytes) == (10, budget)
 
     def test_clear_keeps_the_counters(self):
-        core = self.new(max_bytes=20)
+        core = self.new(max_bytes=self.charge_with_ttl(10, 10))
         core.set(b"a", b"v", ttl=1)
         self.clock.now += 1
         core.get(b"a")
         for i in range(5):
-            core.set(b"k%d" % i, b"v" * 8)
+            core.set(b"k%d" % i, b"v" * 8, ttl=100)
         counters = (core.evictions, core.expirations)
         assert counters == (3, 1)
         core.clear()

@@ -11,6 +11,8 @@ from twisted.logger import capturedLogs, formatEvent
 from shared import entry
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, decode_payload, encode_batch
+from storage_node.cores import CORES
+from storage_node.cores.lru import LRUCore
 from storage_node.node import DEFAULT_GROUP_BYTES, Node
 from storage_node.protocol import NodeFactory, NodeProtocol
 from tests.core_contract import FakeClock, FifoCore
@@ -42,6 +44,18 @@ class BrokenCore(DictCore):
 class RefusingCore(DictCore):
     def __init__(self, max_bytes, clock):
         raise TypeError("needs a config file")
+
+
+class OverheadCore(LRUCore):
+    """A user core built on a built-in one: it takes entry_overhead, and says its own."""
+
+    ENTRY_OVERHEAD = 50
+
+
+class OverheadButNoKeywordCore(DictCore):
+    """An ENTRY_OVERHEAD alone does not make the node pass a keyword the class lacks."""
+
+    ENTRY_OVERHEAD = 50
 
 
 def req(op, key=b"", value=b"", id=1, group="g", **fields) -> pb.Request:
@@ -241,12 +255,14 @@ def test_unknown_op(node, op):
 @pytest.mark.parametrize("op, old", [(pb.SET, b"old"), (pb.REPLACE, b"old"), (pb.ADD, None)])
 def test_too_large_is_refused_and_drops_the_old_value(clock, op, old):
     node = Node(MiB, clock=clock)
-    node.handle(configure_request(("small", "lru", 100)))
+    node.handle(configure_request(("small", "lru", 1000)))
     if old is not None:
-        node.handle(req(pb.SET, b"k", old, group="small"))
-    answer = node.handle(req(op, b"k", b"x" * 200, group="small"))
+        assert node.handle(req(pb.SET, b"k", old, group="small")).status == pb.OK
+    answer = node.handle(req(op, b"k", b"x" * 700, group="small"))
     assert answer.status == pb.TOO_LARGE
-    assert answer.error == "key and value of 201 bytes do not fit group 'small' (budget 100 bytes)"
+    overhead = LRUCore.ENTRY_OVERHEAD
+    assert answer.error == (f"key and value of 701 bytes (+{overhead} charged per entry) do not fit "
+                            f"group 'small' (budget 1000 bytes)")
     assert node.handle(req(pb.GET, b"k", group="small")).status == pb.NOT_FOUND
 
 
@@ -254,6 +270,27 @@ def handle_frame(node, frame: pb.Frame) -> list[pb.Response]:
     """The node's answers to one frame, through its wire path."""
     payload = node.handle_payload(frame.SerializeToString())
     return list(pb.Frame.FromString(bytes(payload[4:])).responses)
+
+
+@pytest.mark.parametrize("policy", sorted(CORES))
+def test_a_builtin_core_charges_its_measured_overhead_per_entry(clock, policy):
+    node = Node(MiB, clock=clock)
+    node.handle(configure_request(("g", policy, MiB)))
+    node.handle(req(pb.SET, b"key", b"value"))
+    (group,) = node.handle(pb.Request(id=2, op=pb.STATS)).stats.groups
+    # The node stores the value behind 9 bytes: its kind and CAS unique (shared/entry.py).
+    assert group.bytes == 3 + 9 + 5 + CORES[policy].ENTRY_OVERHEAD
+    assert CORES[policy].ENTRY_OVERHEAD > 100
+
+
+@pytest.mark.parametrize("core, overhead", [("OverheadCore", 50), ("OverheadButNoKeywordCore", 0),
+                                            ("DictCore", 0)])
+def test_a_user_core_gets_an_overhead_only_if_it_takes_the_keyword(clock, core, overhead):
+    node = Node(MiB, clock=clock, allowed_policies=[f"python:{__name__}:{core}"])
+    assert node.handle(configure_request(("g", f"python:{__name__}:{core}", MiB))).status == pb.OK
+    node.handle(req(pb.SET, b"key", b"value"))
+    (group,) = node.handle(pb.Request(id=2, op=pb.STATS)).stats.groups
+    assert group.bytes == 3 + 9 + 5 + overhead
 
 
 def test_requests_of_one_frame_run_in_order(node):
@@ -291,7 +328,7 @@ def test_before_configure_a_group_is_created_with_the_default(clock):
     node = Node(1 << 30, clock=clock)
     assert node.handle(req(pb.SET, b"k", b"v", group="fresh")).status == pb.OK
     fresh = group_stats(node, "fresh")
-    assert (fresh.policy, fresh.max_bytes) == ("lru", DEFAULT_GROUP_BYTES)
+    assert (fresh.policy, fresh.max_bytes) == ("adaptive", DEFAULT_GROUP_BYTES)
     assert not stats(node).configured
 
 
@@ -439,14 +476,15 @@ def test_budgets_within_max_memory_are_not_scaled(clock, logged):
 
 
 def test_default_groups_are_scaled_when_they_outgrow_max_memory(clock, logged):
-    node = Node(100, clock=clock, log=logged.append)
+    # 1000 bytes: one entry, with the default core's overhead per entry, fits.
+    node = Node(1000, clock=clock, log=logged.append)
     node.handle(req(pb.SET, b"k", b"v", group="one"))
     assert logged == []
     node.handle(req(pb.SET, b"k", b"v", group="two"))
-    assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("one", 50), ("two", 50)]
+    assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("one", 500), ("two", 500)]
     assert logged[0].startswith("emptying group 'one' (it held 1 entry, ")
-    assert logged[0].endswith("policy lru -> lru, budget 100 -> 50 bytes")
-    assert logged[1].startswith("group budgets sum to 200 bytes")
+    assert logged[0].endswith("policy adaptive -> adaptive, budget 1000 -> 500 bytes")
+    assert logged[1].startswith("group budgets sum to 2000 bytes")
     assert len(logged) == 2
 
 

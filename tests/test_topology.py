@@ -93,10 +93,10 @@ class TestRepositoryTopology:
         assert list(topology.groups) == ["scores", "sessions"]
         scores, sessions = topology.groups["scores"], topology.groups["sessions"]
         assert (scores.policy, scores.max_bytes, scores.ttl, scores.negative_ttl, scores.replicas) == (
-            "lru", 64 << 20, 300.0, None, 1,
+            "adaptive", 64 << 20, 300.0, None, 1,
         )
         assert scores.source == SourceSpec("python", "examples.demo:score", {})
-        assert (sessions.policy, sessions.max_bytes, sessions.ttl, sessions.source) == ("lru", 64 << 20, None, None)
+        assert (sessions.policy, sessions.max_bytes, sessions.ttl, sessions.source) == ("adaptive", 64 << 20, None, None)
         assert topology.path == str(REPO_TOPOLOGY)
         assert topology.base_dir == str(REPO_TOPOLOGY.parent)
 
@@ -239,9 +239,9 @@ BAD = [
     ("unknown group key", setitem("groups", "sessions", "warmup", "1s"),
      "groups.sessions.warmup: unknown key (allowed: policy, max_bytes, ttl, negative_ttl, replicas, source)"),
     ("bad policy", setitem("groups", "sessions", "policy", "fifo"),
-     "groups.sessions.policy: expected lru, lfu or python:module:Class, got 'fifo'"),
+     "groups.sessions.policy: expected adaptive, lru, lfu or python:module:Class, got 'fifo'"),
     ("bad python policy", setitem("groups", "sessions", "policy", "python:mod"),
-     "groups.sessions.policy: expected lru, lfu or python:module:Class, got 'python:mod'"),
+     "groups.sessions.policy: expected adaptive, lru, lfu or python:module:Class, got 'python:mod'"),
     ("max bytes words", setitem("groups", "sessions", "max_bytes", "lots"),
      "groups.sessions.max_bytes: expected a size like 512KiB, 64MiB or 1GiB, got 'lots'"),
     ("max bytes zero", setitem("groups", "sessions", "max_bytes", 0), "groups.sessions.max_bytes: must be greater than zero, got 0"),

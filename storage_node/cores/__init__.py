@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Collection
 
+from storage_node.cores.adaptive import AdaptiveCore
 from storage_node.cores.lfu import LFUCore
 from storage_node.cores.lru import LRUCore
 
 CORES: dict[str, type] = {
+    "adaptive": AdaptiveCore,
     "lru": LRUCore,
     "lfu": LFUCore,
 }

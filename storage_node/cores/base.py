@@ -2,63 +2,83 @@
 
 from __future__ import annotations
 
-import struct
+import sys
 import time
 
 
-# The deadline rides in front of the value, a C double on the core's clock.
-_DEADLINE = struct.Struct("d")
+class Expiring(float):
+    """A stored value with a ttl: the float itself is the deadline on the core's clock, and
+    ``value`` the bytes, held by reference.
 
-
-class Expiring(bytes):
-    """A stored value with a ttl, in one object: 8 bytes of deadline, then the value.
-
-    Why not a second dict of deadlines, or a wrapper object holding the value: a dict
-    entry plus a float costs ~76 bytes per key, a wrapper 48, this 24 (the deadline and
-    the header of a tracked object); a value without a ttl stays a bare ``bytes`` that
-    pays nothing. ``now >= deadline`` means expired, so an entry is already gone at
-    exactly its deadline.
+    Why a float subclass: a get must hand back the value without copying it (a slice of a
+    64 KiB value costs more than the rest of the get), and the deadline must cost little.
+    This is one 48-byte object (a tuple of deadline and value would be 56 plus a 24-byte
+    float); a value without a ttl stays a bare ``bytes`` that pays nothing. The float
+    compares as the deadline: ``clock() >= entry`` means expired, so an entry is already
+    gone at exactly its deadline.
     """
 
-    __slots__ = ()
-
-    @property
-    def deadline(self) -> float:
-        return _DEADLINE.unpack_from(self)[0]
-
-    @property
-    def value(self) -> bytes:
-        return self[_DEADLINE.size:]  # a slice of a bytes subclass is plain bytes
+    __slots__ = ("value",)
 
 
 def stored(value: bytes, ttl: float | None, clock) -> bytes | Expiring:
     """What a core keeps for ``value``: the bytes themselves, or an Expiring when ttl is set."""
     if not ttl:  # None and 0 both mean "never expires"
         return value
-    return Expiring(_DEADLINE.pack(clock() + ttl) + value)
+    entry = Expiring(clock() + ttl)
+    entry.value = value
+    return entry
+
+
+def payload(entry: bytes | Expiring) -> bytes:
+    """The value of a stored entry."""
+    return entry.value if type(entry) is Expiring else entry
+
+
+def oversized(table: dict, entry_bytes: int) -> bool:
+    """Whether a dict (or OrderedDict) keeps a table far larger than its entries need.
+
+    A dict never shrinks as entries leave, only when it next grows: one that drained
+    (its entries moved on, as entries climb through a core's states) keeps a table sized
+    for all it once held. ``entry_bytes`` is what a churning table takes per entry at
+    most (a dict grows to up to 6 slots an entry): a table above that, and above 4 KiB,
+    is worth copying, and the copy costs its entries, which its drain paid for.
+    """
+    return sys.getsizeof(table) > entry_bytes * len(table) + 4096
 
 
 class CoreBase:
     """Budget, counters and the clock; subclasses keep the entries and the policy.
 
     Rules every built-in core keeps (tests/core_contract.py checks them):
-    - ``nbytes`` charges ``len(key) + len(value)`` per stored entry, never above max_bytes.
+    - ``nbytes`` charges ``len(key) + len(value) + entry_overhead`` per stored entry, never
+      above max_bytes. The node passes the class's measured ENTRY_OVERHEAD (what an entry
+      costs in memory beyond its bytes: object headers and the core's own structure), so
+      that a node's RSS follows its --max-memory; alone, a core charges no overhead. When
+      it charges one, an entry with a ttl is charged TTL_OVERHEAD more (its Expiring
+      object, and what the core keeps to find it when it expires).
     - ``set`` on a live key replaces it. A value too big for the whole budget raises
       ValueError, and the old entry under that key is removed first: a client's write
       must never leave a stale value visible.
     - ttl None or 0: no expiry. A negative ttl is already past (as in memcached): set
       removes the old entry and stores nothing.
-    - Expiry is lazy: an expired entry is dropped when it is next touched (get, set,
-      delete, or chosen for eviction) and counted in ``expirations``; until then it is
-      still in ``len()`` and ``nbytes``. Entries dropped to make room count in
-      ``evictions``. ``clear()`` empties the core and keeps both counters (like
+    - An expired entry is never returned. Dropping one counts in ``expirations``; until it
+      is dropped it is still in ``len()`` and ``nbytes``. Entries dropped to make room
+      count in ``evictions``. ``clear()`` empties the core and keeps both counters (like
       memcached's flush_all keeps its stats).
     """
 
     name = ""
+    # Bytes an entry takes in a node's RSS beyond len(key) + len(value), and what a ttl
+    # adds; measured per core by tests/test_entry_overhead.py, which fails when a figure
+    # stops being true.
+    ENTRY_OVERHEAD = 0
+    TTL_OVERHEAD = 0
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
+    def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
         self.max_bytes = max_bytes
+        self.entry_overhead = entry_overhead
+        self._ttl_overhead = self.TTL_OVERHEAD if entry_overhead else 0
         self.nbytes = 0
         self.evictions = 0
         self.expirations = 0
@@ -73,21 +93,29 @@ class CoreBase:
         self.set(key, value, ttl)
         return True
 
+    def _size(self, key: bytes, entry: bytes | Expiring) -> int:
+        """What the entry is charged."""
+        if type(entry) is Expiring:
+            return len(key) + len(entry.value) + self.entry_overhead + self._ttl_overhead
+        return len(key) + len(entry) + self.entry_overhead
+
     def _uncharge(self, key: bytes, entry: bytes | Expiring) -> bool:
         """Release an entry just taken out; True if it was live, False (an expiration) if not."""
         if type(entry) is not Expiring:
-            self.nbytes -= len(key) + len(entry)
+            self.nbytes -= len(key) + len(entry) + self.entry_overhead
             return True
-        self.nbytes -= len(key) + len(entry) - _DEADLINE.size
-        if self._clock() >= entry.deadline:
+        self.nbytes -= len(key) + len(entry.value) + self.entry_overhead + self._ttl_overhead
+        if self._clock() >= entry:
             self.expirations += 1
             return False
         return True
 
-    def _refuse_oversized(self, key: bytes, value: bytes) -> int:
-        size = len(key) + len(value)
+    def _refuse_oversized(self, key: bytes, value: bytes, ttl: float | None) -> int:
+        """The new entry's charge; ValueError if it exceeds the whole budget."""
+        overhead = self.entry_overhead + (self._ttl_overhead if ttl else 0)
+        size = len(key) + len(value) + overhead
         if size > self.max_bytes:
             raise ValueError(
-                f"{self.name}: entry of {size} bytes (key {len(key)} + value {len(value)})"
-                f" exceeds max_bytes {self.max_bytes}")
+                f"{self.name}: entry of {size} bytes (key {len(key)} + value {len(value)}"
+                f" + overhead {overhead}) exceeds max_bytes {self.max_bytes}")
         return size

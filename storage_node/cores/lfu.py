@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from storage_node.cores.base import CoreBase, Expiring, stored
+from storage_node.cores.base import CoreBase, Expiring, oversized, stored
 
 # Counts stop here, as Caffeine's 4-bit counters do: past a few reads "hot" is hot enough,
 # and a small cap keeps the aging hand's round (below) short.
 MAX_FREQUENCY = 15
+# A churning table's bytes per entry at most (see base.oversized): a dict's 6 slots with
+# 24-byte entries, and for an OrderedDict its 56-byte node and 8-byte pointer per slot too.
+DICT_BYTES = 128
+ORDERED_DICT_BYTES = 256
 
 
 class LFUCore(CoreBase):
@@ -33,9 +37,11 @@ class LFUCore(CoreBase):
     """
 
     name = "lfu"
+    ENTRY_OVERHEAD = 304
+    TTL_OVERHEAD = 48
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
-        super().__init__(max_bytes, clock)
+    def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
+        super().__init__(max_bytes, clock, entry_overhead)
         self.clear()
 
     def __len__(self) -> int:
@@ -48,7 +54,7 @@ class LFUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry.deadline:
+            if self._clock() >= entry:
                 self._remove(key)
                 return None
             value = entry.value
@@ -68,10 +74,14 @@ class LFUCore(CoreBase):
         freq = self._remove(key) or 1
         if ttl is not None and ttl < 0:
             return
-        size = self._refuse_oversized(key, value)
+        size = self._refuse_oversized(key, value, ttl)
         entry = stored(value, ttl, self._clock)
-        while self.nbytes + size > self.max_bytes:
-            self._evict_one()
+        if self.nbytes + size > self.max_bytes:
+            self._until_upkeep -= 1
+            if self._until_upkeep < 0:
+                self._upkeep()
+            while self.nbytes + size > self.max_bytes:
+                self._evict_one()
         self._place(key, entry, freq)
         self.nbytes += size
 
@@ -83,7 +93,21 @@ class LFUCore(CoreBase):
         self._freq: dict[bytes, int] = {}
         self._min = 1
         self._hand = 1
+        self._until_upkeep = 0
         self.nbytes = 0
+
+    def _upkeep(self) -> None:
+        """Every sixteenth of the entries' worth of evicting writes: give back the tables
+        of levels and of ``_freq`` that drained. Entries climb through the levels and
+        the aging hand moves them down, so a level that once held many may hold few."""
+        entries = len(self)
+        self._until_upkeep = entries // 16
+        levels = self._levels
+        for freq, level in enumerate(levels):
+            if oversized(level, ORDERED_DICT_BYTES):
+                levels[freq] = OrderedDict(level)
+        if oversized(self._freq, DICT_BYTES):
+            self._freq = dict(self._freq)
 
     def _evict_one(self) -> None:
         """One step of the aging hand, then the least frequently used entry goes, unless
@@ -93,7 +117,7 @@ class LFUCore(CoreBase):
         aged = levels[hand]
         if aged:
             key, entry = next(iter(aged.items()))
-            if type(entry) is Expiring and self._clock() >= entry.deadline:
+            if type(entry) is Expiring and self._clock() >= entry:
                 self._remove(key)
                 return
             self._unlink(aged, key)

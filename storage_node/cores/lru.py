@@ -18,9 +18,11 @@ class LRUCore(CoreBase):
     """
 
     name = "lru"
+    ENTRY_OVERHEAD = 304
+    TTL_OVERHEAD = 48
 
-    def __init__(self, max_bytes: int, clock=time.monotonic):
-        super().__init__(max_bytes, clock)
+    def __init__(self, max_bytes: int, clock=time.monotonic, entry_overhead: int = 0):
+        super().__init__(max_bytes, clock, entry_overhead)
         self._data: OrderedDict[bytes, bytes | Expiring] = OrderedDict()
 
     def __len__(self) -> int:
@@ -31,7 +33,7 @@ class LRUCore(CoreBase):
         if entry is None:
             return None
         if type(entry) is Expiring:
-            if self._clock() >= entry.deadline:
+            if self._clock() >= entry:
                 self._drop(key)
                 return None
             self._data.move_to_end(key)
@@ -44,7 +46,7 @@ class LRUCore(CoreBase):
             self._drop(key)
         if ttl is not None and ttl < 0:
             return
-        size = self._refuse_oversized(key, value)
+        size = self._refuse_oversized(key, value, ttl)
         entry = stored(value, ttl, self._clock)
         data = self._data
         while self.nbytes + size > self.max_bytes:
