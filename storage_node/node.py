@@ -374,6 +374,10 @@ class Node:
         return answer
 
     def _delete(self, group: _Group, request, out: bytearray) -> pb.Response | None:
+        if request.cas:  # only the version it names (memcached's delete with a CAS unique)
+            stored = group.core.get(request.key)
+            if entry.present(stored) and entry.unpack_cas(stored)[2] != request.cas:
+                return pb.Response(id=request.id, status=pb.NOT_STORED)
         found = group.core.delete(request.key)
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
