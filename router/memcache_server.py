@@ -51,6 +51,7 @@ STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXIST
                  MISSING: mc.NOT_FOUND}
 NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
 OK = b"OK\r\n"
+BINARY_MAGIC = b"\x80"  # a binary request's first byte (router/memcache_binary.py)
 # What the router answers for memcached's commands it will not carry out (README).
 REFUSED = {
     "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
@@ -128,6 +129,15 @@ class MemcacheProtocol(Protocol):
         # For the listener's timeout sweep (shared/connections.py).
         self.last_active = self.reactor.seconds()
         self.partial_since: float | None = None
+        # The first read tells which protocol the client speaks, as in memcached.
+        self.dataReceived = self._first_read
+
+    def _first_read(self, data: bytes):
+        del self.dataReceived  # from now on, the class's own
+        if data[:1] == BINARY_MAGIC:
+            from router.memcache_binary_server import take_over
+            take_over(self)
+        self.dataReceived(data)
 
     def connectionMade(self):
         if ITCPTransport.providedBy(self.transport):
@@ -229,6 +239,12 @@ class MemcacheProtocol(Protocol):
             self._dispatch(event)
         if run:
             self._gets(run)
+        self._read_done(now)
+
+    def _read_done(self, now: float) -> None:
+        """After a read's commands are dispatched: the bounds (a command left half sent,
+        bytes held, answers outstanding) and this turn's answers."""
+        parser = self.parser
         if parser.mid_command and not self._quitting:
             if self.partial_since is None:
                 self.partial_since = now
@@ -509,20 +525,8 @@ class MemcacheProtocol(Protocol):
     def _stats(self, event):
         """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
         (and noreply, which stats does not take) are memcached's ERROR."""
-        args = event.args
-        router, factory = self.router, self.factory
-        if len(args) > 1 or (args and args[0].decode("latin-1") not in memcache_stats.SUBCOMMANDS):
-            return succeed(mc.ERROR)
-        if args == (b"settings",):
-            return succeed(mc.stat_lines(memcache_stats.settings(router, factory)))
-        now = self.reactor.seconds()
-
-        def render(nodes) -> bytes:
-            if not args:
-                return mc.stat_lines(memcache_stats.general(router, factory, nodes, now))
-            return mc.stat_lines(getattr(memcache_stats, args[0].decode())(router, nodes))
-
-        return router.node_stats().addCallback(render)
+        d = memcache_stats.pairs(self.router, self.factory, event.args, self.reactor.seconds())
+        return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
 
 
 # A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 import resource
 
+from twisted.internet.defer import succeed
+
 # memcached's version, for clients that read one (libmemcached parses major.minor.patch);
 # the commands of this version are what the router speaks. Then ringcache's own.
 MEMCACHED_VERSION = "1.6.21"
@@ -20,6 +22,22 @@ RINGCACHE_VERSION = "0.1.0"
 VERSION = f"{MEMCACHED_VERSION} ringcache-{RINGCACHE_VERSION}"
 
 SUBCOMMANDS = ("items", "slabs", "settings")
+
+
+def pairs(router, factory, args: tuple[bytes, ...], now: float):
+    """A Deferred of the (name, value) pairs ``stats`` with ``args`` answers, or None for
+    arguments the router does not know (memcached answers those ERROR)."""
+    if len(args) > 1 or (args and args[0].decode("latin-1") not in SUBCOMMANDS):
+        return None
+    if args == (b"settings",):
+        return succeed(settings(router, factory))
+
+    def collect(nodes):
+        if not args:
+            return general(router, factory, nodes, now)
+        return (items if args[0] == b"items" else slabs)(router, nodes)
+
+    return router.node_stats().addCallback(collect)
 
 
 def _requests(stats, ops, result=None) -> int:
