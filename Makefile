@@ -6,12 +6,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test proto bench bench-vs-twemproxy clean system-deps
 
-# Debian packages the integration tests run for real: origin servers for the sources.
-TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl
+# Debian packages the integration tests run for real: origin servers for the sources,
+# memcached and libmemcached's tools to hold the router to, and what pylibmc builds against.
+TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl \
+                 memcached libmemcached-tools libmemcached-dev zlib1g-dev gcc
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# system-deps first: pylibmc (test extra) compiles against libmemcached-dev.
+$(STAMP): pyproject.toml | system-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ringcache needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

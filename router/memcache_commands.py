@@ -52,30 +52,15 @@ def store(router, mode: str, key: bytes, value: bytes, flags: int, exptime: int,
 def arith(router, key: bytes, incr: bool, delta: int, initial: int | None = None,
           exptime: int = 0) -> Deferred:
     """incr/decr: a Deferred Written whose value is the new number. With ``initial``
-    (binary incr, meta ma with N) a missing key is created holding it, with ``exptime``."""
+    (binary incr, meta ma with N) a missing key is created holding it, with ``exptime``,
+    by the node in the same step."""
     group, key = router.resolve(key)
     op = pb.INCR if incr else pb.DECR
-    d = router.write(op, group, key, delta=delta)
     if initial is None:
-        return d
-
-    def create(written: Written):
-        if written.outcome != MISSING:
-            return written
-        digits = b"%d" % initial
-        seconds = ttl(router, exptime)
-        added = router.write(pb.ADD, group, key, digits,
-                             ALREADY_EXPIRED if seconds is EXPIRED else seconds)
-
-        def added_or_raced(result: Written):
-            if result.outcome == STORED:
-                return Written(STORED, result.cas, digits)
-            # Another client created it between our two requests: count on theirs.
-            return router.write(op, group, key, delta=delta)
-
-        return added.addCallback(added_or_raced)
-
-    return d.addCallback(create)
+        return router.write(op, group, key, delta=delta)
+    seconds = ttl(router, exptime)
+    return router.write(op, group, key, b"%d" % initial,
+                        ALREADY_EXPIRED if seconds is EXPIRED else seconds, delta=delta)
 
 
 def touch(router, key: bytes, exptime: int) -> Deferred:

@@ -51,6 +51,8 @@ STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXIST
                  MISSING: mc.NOT_FOUND}
 NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
 OK = b"OK\r\n"
+DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
+_DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
 BINARY_MAGIC = b"\x80"  # a binary request's first byte (router/memcache_binary.py)
 # What the router answers for memcached's commands it will not carry out (README).
 REFUSED = {
@@ -525,7 +527,10 @@ class MemcacheProtocol(Protocol):
     def _stats(self, event):
         """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
         (and noreply, which stats does not take) are memcached's ERROR."""
-        d = memcache_stats.pairs(self.router, self.factory, event.args, self.reactor.seconds())
+        args = event.args
+        if args[:1] == (b"detail",):  # per-prefix stats: none kept, as memcached by default
+            return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
+        d = memcache_stats.pairs(self.router, self.factory, args, self.reactor.seconds())
         return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
 
 

@@ -354,10 +354,18 @@ class Node:
     def _incr(self, group: _Group, request, out: bytearray) -> pb.Response | None:
         """INCR/DECR with memcached's rules: the value is a decimal unsigned 64-bit
         number; incr wraps, decr stops at 0. Answers the new value; NOT_FOUND for no
-        entry, NOT_STORED for a value that is not such a number."""
+        entry (unless Request.value holds an initial value to create it with),
+        NOT_STORED for a value that is not such a number."""
         stored = group.core.get(request.key)
         if not entry.present(stored):
-            return pb.Response(id=request.id, status=pb.NOT_FOUND)
+            if not request.value:
+                return pb.Response(id=request.id, status=pb.NOT_FOUND)
+            # Created from the initial value the request carries (binary incr, meta ma
+            # N): here, in one step, so no command the client sent later can overtake it.
+            answer = self._set(group, request)
+            if answer.status == pb.OK:
+                answer.value = request.value
+            return answer
         value, flags, _ = entry.unpack_cas(stored)
         number = parse_counter(value)
         if number is None:
@@ -368,7 +376,10 @@ class Node:
         else:
             number = max(0, number - request.delta)
         digits = b"%d" % number
-        answer = self._set(group, request, None, digits, flags, group.ttl_left(request.key))
+        # memcached rewrites a shorter number in place, padded with spaces to the old
+        # length (clients are told to expect it); its answer is the bare number.
+        stored = digits.ljust(len(value)) if len(digits) < len(value) else digits
+        answer = self._set(group, request, None, stored, flags, group.ttl_left(request.key))
         if answer.status == pb.OK:
             answer.value = digits
         return answer

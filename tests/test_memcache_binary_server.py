@@ -95,10 +95,9 @@ def test_quiet_stores_answer_only_failures(conn):
 
 def test_incr_creates_a_missing_counter_from_its_initial_value(conn):
     conn.send(packet(mb.INCR, b"n", ARITH, opaque=2))
-    assert conn.router.ops() == [("incr", ("default", b"n", 5))]
-    conn.router.deferreds()[0].callback(Written(MISSING))
-    assert conn.router.ops()[1] == ("add", ("default", b"n", b"10", None, 0))
-    conn.router.deferreds()[1].callback(Written(STORED, 4))
+    # The node creates it, in the same step (so nothing sent later overtakes it).
+    assert conn.router.ops() == [("incr", ("default", b"n", 5, b"10", None))]
+    conn.router.deferreds()[0].callback(Written(STORED, 4, b"10"))
     assert answers(conn.turn()) == [(mb.INCR, 0, b"", b"", struct.pack(">Q", 10), 2, 4)]
 
 

@@ -138,14 +138,13 @@ def test_md(conn, line, call, result, answer):
 
 
 def test_ma_counts_and_creates_on_N(conn):
-    conn.send(b"ma k N0 J5 v\r\n")
-    assert conn.router.ops() == [("incr", ("default", b"k", 1))]
-    conn.router.deferreds()[0].callback(Written(MISSING))
-    conn.router.deferreds()[1].callback(Written(STORED, 3))
+    conn.send(b"ma k N60 J5 v\r\n")
+    assert conn.router.ops() == [("incr", ("default", b"k", 1, b"5", 60.0))]
+    conn.router.deferreds()[0].callback(Written(STORED, 3, b"5"))
     assert conn.turn() == b"VA 1\r\n5\r\n"
     conn.send(b"ma k MD D2 c\r\nma k q\r\nma x\r\nma y\r\n")
-    decr, quiet, missing, word = conn.router.deferreds()[2:]
-    assert conn.router.ops()[2] == ("decr", ("default", b"k", 2))
+    decr, quiet, missing, word = conn.router.deferreds()[1:]
+    assert conn.router.ops()[1] == ("decr", ("default", b"k", 2))
     decr.callback(Written(STORED, 4, b"3"))
     quiet.callback(Written(STORED, 5, b"4"))
     missing.callback(Written(MISSING))

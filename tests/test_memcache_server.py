@@ -62,8 +62,8 @@ class FakeRouter:
         # answer a store with True/False (STORED/NOT_STORED) or with a Written.
         name = pb.Op.Name(op).lower()
         extra = (cas,) if op in (pb.CAS, pb.APPEND, pb.PREPEND, pb.DELETE) else ()
-        if op in (pb.INCR, pb.DECR):
-            return self._call(name, group, key, delta)
+        if op in (pb.INCR, pb.DECR):  # with an initial value (and its ttl) to create
+            return self._call(name, group, key, delta, *((value, ttl) if value else ()))
         return self._call(name, group, key, value, ttl, flags, *extra).addCallback(
             lambda r: r if isinstance(r, Written) else Written(STORED if r else NOT_STORED_))
 
@@ -457,10 +457,14 @@ def test_stats_items_slabs_and_settings_show_one_class_per_group(conn):
     assert (settings[b"item_size_max"], settings[b"cas_enabled"]) == (b"1024", b"yes")
 
 
-@pytest.mark.parametrize("line", [b"stats noreply", b"stats detail", b"stats items x"])
-def test_stats_with_other_arguments_is_an_error_as_in_memcached(conn, line):
+@pytest.mark.parametrize("line, answer", [
+    (b"stats noreply", b"ERROR\r\n"), (b"stats items x", b"ERROR\r\n"),
+    (b"stats reset", b"ERROR\r\n"), (b"stats detail dump", b"END\r\n"),
+    (b"stats detail on", b"OK\r\n"),
+    (b"stats detail", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")])
+def test_stats_with_other_arguments_answers_as_memcached(conn, line, answer):
     conn.send(line + b"\r\n")
-    assert conn.turn() == b"ERROR\r\n"
+    assert conn.turn() == answer
 
 
 def test_many_outstanding_answers_pause_the_client(conn):

@@ -63,7 +63,18 @@ def test_incr_wraps_at_64_bits_and_decr_stops_at_zero(node):
     node.handle(req(pb.SET, value=b"18446744073709551615"))
     assert node.handle(req(pb.INCR, delta=2)).value == b"1"
     assert node.handle(req(pb.DECR, delta=100)).value == b"0"
-    assert node.handle(req(pb.GET)).value == b"0"
+    # A shorter number keeps the old length, space-padded, as memcached stores it.
+    assert node.handle(req(pb.GET)).value == b"0" + b" " * 19
+    assert node.handle(req(pb.INCR, delta=10**19)).value == b"10000000000000000000"
+    assert node.handle(req(pb.GET)).value == b"10000000000000000000"
+
+
+def test_incr_with_an_initial_value_creates_a_missing_counter(node, clock):
+    incr = pb.Request(id=1, op=pb.INCR, group="t", key=b"k", value=b"10", delta=5, ttl=30)
+    assert node.handle(incr) == pb.Response(id=1, value=b"10", cas=1)
+    assert node.handle(incr) == pb.Response(id=1, value=b"15", cas=2)
+    clock.now += 30
+    assert node.handle(pb.Request(id=1, op=pb.GET, group="t", key=b"k")).status == pb.NOT_FOUND
 
 
 def test_incr_of_a_missing_or_non_numeric_value(node):
