@@ -326,7 +326,8 @@ class MemcacheProtocol(Protocol):
         elif kind is mc.GetAndTouch:
             self._gat(event)
         elif kind is mc.Meta:
-            self._later(memcache_meta_run.run(self.router, event), bytes, errors=_error_line)
+            self._later(memcache_meta_run.run(self.router, event), bytes, errors=(
+                _error_line if event.command == "mg" else _write_error_line))
         elif kind is mc.FlushAll:
             self.router.stats.count("memcache", "flush_all", "ok")
             self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
