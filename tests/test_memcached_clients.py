@@ -56,11 +56,6 @@ def router_port(tmp_path_factory):
     cluster.stop()
 
 
-@pytest.fixture(params=["memcached", "router"])
-def both(request, memcached_port, router_port):
-    return memcached_port if request.param == "memcached" else router_port
-
-
 def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([_need(args[0]), *args[1:]], capture_output=True, text=True,
                           timeout=timeout)
