@@ -4,15 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto bench bench-vs-twemproxy clean system-deps
+.PHONY: install run test proto bench bench-vs-twemproxy clean system-deps build-deps debian-packages
 
-# Debian packages the integration tests run for real: origin servers for the sources.
-TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl
+# Debian packages the integration tests run for real: origin servers for the sources,
+# and memcached and libmemcached's tools to hold the router to.
+TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl \
+                 memcached libmemcached-tools
+# What the install compiles with: the compiled twins (gcc) and pylibmc (the test extra).
+BUILD_PACKAGES := gcc libmemcached-dev zlib1g-dev
 
 install: $(STAMP)
 
-# setup.py and the C sources too: the compiled twins are built by the install.
-$(STAMP): pyproject.toml setup.py shared/_codec.c shared/_codec.h router/_getrun.c
+# setup.py and the C sources too: the compiled twins are built by the install. Build
+# packages first: pylibmc (test extra) compiles against libmemcached-dev.
+$(STAMP): pyproject.toml setup.py shared/_codec.c shared/_codec.h router/_getrun.c | build-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ringcache needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -28,14 +33,20 @@ test: install system-deps
 # Installs what is missing when run as root on Debian; otherwise names it (the tests
 # that need a package fail naming it too).
 system-deps:
-	@missing=$$(for p in $(TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(TEST_PACKAGES)" WHAT="the tests"
+
+build-deps:
+	@$(MAKE) --no-print-directory debian-packages PACKAGES="$(BUILD_PACKAGES)" WHAT="the install"
+
+debian-packages:
+	@missing=$$(for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian packages for the tests:" $$missing; \
+	  echo "installing Debian packages for $(WHAT):" $$missing; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
 	else \
-	  echo "the integration tests need these Debian packages:" $$missing; \
+	  echo "$(WHAT) need these Debian packages:" $$missing; \
 	fi
 
 # Regenerate the wire module from its schema (tests/test_proto.py checks it is current).

@@ -11,6 +11,7 @@ from router.loads import LoadLimiter
 class Item(NamedTuple):
     value: bytes
     flags: int = 0
+    cas: int = 0  # the node's CAS unique for this copy (0: not known, e.g. straight from a source)
 
 
 @dataclass

@@ -8,32 +8,28 @@ command the client sent has its answer.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 
-import mmh3
+from twisted.internet.defer import gatherResults, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from router import dataplane
+from router import dataplane, memcache_meta_run, memcache_stats
+from router import memcache_commands as commands
 from router import memcache_parser as mc
 from router.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
-from router.memcache_parser import EXPIRED, exptime_to_ttl
+from router.memcache_commands import ALREADY_EXPIRED  # noqa: F401 (tests import it here)
+from router.memcache_stats import VERSION
 from router.topology import LimitsConfig
+from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 from shared.connections import ConnectionGate, Refusal
 from shared.net import cancel_call, write_now
 from shared.reactor import end_of_turn
 
 log = Logger()
-
-VERSION = "ringcache-0.1.0"
-
-# The ttl of an item stored already expired (memcached's negative exptime) where the
-# store must stay conditional.
-ALREADY_EXPIRED = 1e-6
 
 # Commands read but not yet answered, per connection; past this a pipelining client is
 # not read from until the queue drains to half. With the answer bytes bound below
@@ -51,6 +47,21 @@ TOO_MANY_CONNECTIONS = mc.server_error("too many connections")
 MAX_KEYS_PER_GET = 4096
 TOO_MANY_KEYS = mc.client_error(f"too many keys in one get (at most {MAX_KEYS_PER_GET})")
 
+# A store's outcome in text-protocol words.
+STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXISTS,
+                 MISSING: mc.NOT_FOUND}
+NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
+OK = b"OK\r\n"
+DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
+_DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
+BINARY_MAGIC = b"\x80"  # a binary request's first byte (router/memcache_binary.py)
+# What the router answers for memcached's commands it will not carry out (README).
+REFUSED = {
+    "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
+    "cache_memlimit": mc.server_error(
+        "cache_memlimit is not supported by ringcache: node budgets are set in topology.yaml"),
+}
+
 
 class _Slot:
     """A place in the answer order for one command, or for the ``commands`` of a run the
@@ -61,12 +72,6 @@ class _Slot:
     def __init__(self, data: bytes | None = None, commands: int = 1):
         self.data = data
         self.commands = commands
-
-
-def cas_token(value: bytes) -> int:
-    # The router keeps no versions: the token is a hash of the value, so it changes when
-    # the value does. Stable, but `cas` itself is not offered (see _store).
-    return mmh3.hash64(value, signed=False)[0] or 1
 
 
 def _spread(results: list, distinct: list, keys) -> list:
@@ -128,6 +133,15 @@ class MemcacheProtocol(Protocol):
         # For the listener's timeout sweep (shared/connections.py).
         self.last_active = self.reactor.seconds()
         self.partial_since: float | None = None
+        # The first read tells which protocol the client speaks, as in memcached.
+        self.dataReceived = self._first_read
+
+    def _first_read(self, data: bytes):
+        del self.dataReceived  # from now on, the class's own
+        if data[:1] == BINARY_MAGIC:
+            from router.memcache_binary_server import take_over
+            take_over(self)
+        self.dataReceived(data)
 
     def connectionMade(self):
         if ITCPTransport.providedBy(self.transport):
@@ -243,6 +257,12 @@ class MemcacheProtocol(Protocol):
             self._dispatch(event)
         if run:
             self._gets(run)
+        self._read_done(now)
+
+    def _read_done(self, now: float) -> None:
+        """After a read's commands are dispatched: the bounds (a command left half sent,
+        bytes held, answers outstanding) and this turn's answers."""
+        parser = self.parser
         if parser.mid_command and not self._quitting:
             if self.partial_since is None:
                 self.partial_since = now
@@ -319,15 +339,29 @@ class MemcacheProtocol(Protocol):
             self._delete(event)
         elif kind is mc.Touch:
             self._touch(event)
+        elif kind is mc.Arith:
+            self._arith(event)
+        elif kind is mc.GetAndTouch:
+            self._gat(event)
+        elif kind is mc.Meta:
+            self._later(memcache_meta_run.run(self.router, event), bytes, errors=(
+                _error_line if event.command == "mg" else _write_error_line))
+        elif kind is mc.FlushAll:
+            self.router.stats.count("memcache", "flush_all", "ok")
+            self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
+        elif kind is mc.Admin:
+            if not event.noreply:
+                self._answer(REFUSED.get(event.command, OK))  # verbosity: OK, as memcached
         elif kind is mc.Version:
             self._answer(mc.version_line(VERSION))
         elif kind is mc.Stats:
-            self._answer(self._stats(event))
+            self._later(self._stats(event), bytes, errors=_error_line)
         elif kind is mc.Quit:
             self._quitting = True
         elif kind is mc.Unknown:
             self.router.stats.count("memcache", "unknown", "error")
-            self._answer(mc.ERROR)
+            if not event.noreply:
+                self._answer(mc.ERROR)
         elif kind is mc.ClientError:
             self.router.stats.count("memcache", "invalid", "error")
             if not event.noreply:
@@ -414,33 +448,33 @@ class MemcacheProtocol(Protocol):
         for slot in slots:
             self._fill(line, slot)
 
-    def _hits(self, items, keys, with_cas: bool, slot: _Slot) -> None:
+    def _hits(self, items, keys, with_cas: bool, slot: _Slot, op: str = "get") -> None:
         """Fill ``slot`` with the answer to a get of ``keys``: ``items`` is one Item or None
         for a single key, else a list of them."""
         count = self.router.stats.count
         if len(keys) == 1:
             if items is None:
-                count("memcache", "get", "miss")
+                count("memcache", op, "miss")
                 self._fill(mc.END, slot)
             else:
-                count("memcache", "get", "hit")
-                cas = cas_token(items.value) if with_cas else None
+                count("memcache", op, "hit")
+                cas = items.cas if with_cas else None
                 self._fill(mc.value_line(keys[0], items.flags, items.value, cas) + mc.END, slot)
             return
         if sum(len(item.value) for item in items if item is not None) > MAX_GET_ANSWER:
-            count("memcache", "get", "error")
+            count("memcache", op, "error")
             self._fill(TOO_BIG_ANSWER, slot)
             return
         parts = []
         for key, item in zip(keys, items):
             if item is not None:
-                cas = cas_token(item.value) if with_cas else None
+                cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
         hits = len(parts)
         if hits:
-            count("memcache", "get", "hit", hits)
+            count("memcache", op, "hit", hits)
         if hits < len(keys):
-            count("memcache", "get", "miss", len(keys) - hits)
+            count("memcache", op, "miss", len(keys) - hits)
         parts.append(mc.END)
         self._fill(b"".join(parts), slot)
 
@@ -448,31 +482,13 @@ class MemcacheProtocol(Protocol):
         self._fill(_error_line(failure), slot)
 
     def _store(self, event) -> None:
-        router = self.router
         command = event.command
-        if command not in ("set", "add", "replace"):
-            self.router.stats.count("memcache", command, "error")
-            if not event.noreply:
-                self._answer(mc.server_error(f"{command} is not supported by ringcache"))
-            return
-        group, key = router.resolve(event.key)
-        ttl = exptime_to_ttl(event.exptime, self.router.clock())
-        if ttl is EXPIRED and command == "add":
-            # add stays conditional: NOT_STORED if the key exists, else an item that is
-            # gone at once (a microsecond is less than any round trip to read it back).
-            d = router.add(group, key, event.value, ALREADY_EXPIRED, event.flags)
-        elif ttl is EXPIRED:
-            # memcached stores an already-expired item, i.e. the key reads as absent;
-            # a replace of a missing key is still NOT_STORED.
-            d = router.delete(group, key)
-            if command != "replace":
-                d.addCallback(lambda _: True)
-        else:
-            d = getattr(router, command)(group, key, event.value, ttl, event.flags)
+        d = commands.store(self.router, command, event.key, event.value, event.flags,
+                           event.exptime, event.cas_unique or 0)
 
-        def stored(ok: bool) -> bytes:
-            self.router.stats.count("memcache", command, "ok" if ok else "not_stored")
-            return mc.STORED if ok else mc.NOT_STORED
+        def stored(written) -> bytes:
+            self.router.stats.count("memcache", command, _RESULTS[written.outcome])
+            return STORE_ANSWERS[written.outcome]
 
         self._later(d, stored, event.noreply)
 
@@ -486,46 +502,60 @@ class MemcacheProtocol(Protocol):
         self._later(self.router.delete(group, key), deleted, event.noreply)
 
     def _touch(self, event) -> None:
-        group, key = self.router.resolve(event.key)
-        ttl = exptime_to_ttl(event.exptime, self.router.clock())
-        if ttl is EXPIRED:
-            d = self.router.delete(group, key)
-        else:
-            d = self.router.touch(group, key, ttl)
-
         def touched(found: bool) -> bytes:
             self.router.stats.count("memcache", "touch", "ok" if found else "miss")
             return mc.TOUCHED if found else mc.NOT_FOUND
 
-        self._later(d, touched, event.noreply)
+        self._later(commands.touch(self.router, event.key, event.exptime), touched,
+                    event.noreply)
 
-    def _stats(self, event) -> bytes:
-        if event.args:
-            return mc.END  # no sub-statistics (items, slabs, ...) in a proxy
-        router, factory = self.router, self.factory
-        stats = router.stats
-        requests = stats.requests
-        gets = sum(n for (p, op, _), n in requests.items() if p == "memcache" and op == "get")
-        sets = sum(n for (p, op, _), n in requests.items()
-                   if p == "memcache" and op in ("set", "add", "replace"))
-        return mc.stat_lines([
-            ("pid", os.getpid()),
-            ("uptime", int(self.reactor.seconds() - factory.started)),
-            ("time", int(router.clock())),
-            ("version", VERSION),
-            ("curr_connections", factory.connections),
-            ("total_connections", factory.total_connections),
-            ("cmd_get", gets),
-            ("cmd_set", sets),
-            ("get_hits", requests[("memcache", "get", "hit")]),
-            ("get_misses", requests[("memcache", "get", "miss")]),
-            ("loads", stats.loads),
-            ("coalesced", router.flight.coalesced),
-            ("node_errors", stats.node_errors),
-            ("ring_digest", router.ring.digest),
-            ("nodes", len(router.clients)),
-            ("nodes_up", sum(c.state == "up" for c in router.clients.values())),
-        ])
+    def _arith(self, event) -> None:
+        op = "incr" if event.incr else "decr"
+
+        def counted(written) -> bytes:
+            self.router.stats.count("memcache", op, _RESULTS[written.outcome])
+            if written.outcome == NON_NUMERIC:
+                return NON_NUMERIC_ANSWER
+            if written.outcome == MISSING:
+                return mc.NOT_FOUND
+            return written.value + b"\r\n"
+
+        d = commands.arith(self.router, event.key, event.incr, event.delta)
+        self._later(d, counted, event.noreply)
+
+    def _gat(self, event) -> None:
+        """gat/gats: one gat per distinct key, answered together like a multi-get."""
+        keys = event.keys
+        slot = self._pending()
+        if not keys:
+            self._fill(mc.END, slot)
+            return
+        distinct = list(dict.fromkeys(keys))
+        if len(distinct) > MAX_KEYS_PER_GET:
+            slot.data = TOO_MANY_KEYS
+            return
+        ds = [commands.gat(self.router, key, event.exptime) for key in distinct]
+        d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
+        if len(distinct) < len(keys):
+            d.addCallback(_spread, distinct, keys)
+        if len(keys) == 1:
+            d.addCallback(lambda items: items[0])
+        d.addCallbacks(self._hits, self._failed, (keys, event.with_cas, slot, "gat"), None,
+                       (slot,))
+
+    def _stats(self, event):
+        """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
+        (and noreply, which stats does not take) are memcached's ERROR."""
+        args = event.args
+        if args[:1] == (b"detail",):  # per-prefix stats: none kept, as memcached by default
+            return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
+        d = memcache_stats.pairs(self.router, self.factory, args, self.reactor.seconds())
+        return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
+
+
+# A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.
+_RESULTS = {STORED: "ok", NOT_STORED_: "not_stored", EXISTS: "exists", MISSING: "miss",
+            NON_NUMERIC: "error"}
 
 
 class MemcacheFactory(Factory):

@@ -93,6 +93,33 @@ class Reads:
             return fail(UnknownGroup(group))
         return self._read(g, key, self._replicas(g, key), 0)
 
+    def gat(self, group: str, key: bytes, ttl: float | None) -> Deferred:
+        """memcached's gat: Item or None, the item given ``ttl`` (None: no expiry). A miss
+        reads through like get, and what it loads gets ``ttl`` too."""
+        g = self.groups.get(group)
+        if g is None:
+            return fail(UnknownGroup(group))
+        replicas = self._replicas(g, key)
+        d = replicas[0].request(pb.GAT, g.name, key, ttl=ttl or 0.0)
+        d.addCallbacks(self._gatted, self._read_failed, (g, key, replicas[0], ttl), None,
+                       (g, key, replicas, 0))
+        if len(replicas) > 1:
+            for client in replicas[1:]:
+                client.request(pb.TOUCH, g.name, key, ttl=ttl or 0.0).addErrback(lambda _: None)
+        return d
+
+    def _gatted(self, response, g: Group, key: bytes, owner: NodeClient, ttl: float | None):
+        if response.status != NOT_FOUND or response.negative:
+            return self._got(response, g, key, owner)
+        d = maybeDeferred(self._missed, g, key, owner, False)
+
+        def touch_loaded(item):
+            if item is None:
+                return None
+            return self.touch(g.name, key, ttl).addBoth(lambda _: item)
+
+        return d.addCallback(touch_loaded)
+
     def _read(self, g: Group, key: bytes, replicas: list, i: int) -> Deferred:
         d = replicas[i].request(pb.GET, g.name, key)
         d.addCallbacks(self._got, self._read_failed, (g, key, replicas[i]), None,
@@ -103,7 +130,7 @@ class Reads:
         status = response.status
         if status == OK:
             self.stats.hits += 1
-            return Item(response.value, response.flags)
+            return Item(response.value, response.flags, response.cas)
         if status != NOT_FOUND:
             raise node_failed(response)
         return self._missed(g, key, owner, response.negative)
@@ -142,7 +169,7 @@ class Reads:
         try:
             again = await owner.request(pb.GET, g.name, key)
             if again.status == OK:
-                return Item(again.value, again.flags)
+                return Item(again.value, again.flags, again.cas)
             if again.negative:
                 return None
         except NodeUnavailable:
@@ -155,20 +182,26 @@ class Reads:
         item = await self._load(g, key)
         # Fill before landing the flight, so a request arriving after it lands hits.
         if item is not None:
-            await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+            cas = await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
+            item = item._replace(cas=cas)
         elif g.spec.negative_ttl:
             await self._fill_replicas(g, key, b"", g.spec.negative_ttl, 0, negative=True)
         return item
 
     async def _fill_replicas(self, g: Group, key: bytes, value: bytes, ttl: float | None,
-                             flags: int, negative: bool = False) -> None:
-        """Cache a loaded value on every live replica; failing to cache is not an error."""
+                             flags: int, negative: bool = False) -> int:
+        """Cache a loaded value on every live replica; failing to cache is not an error.
+        Answers the CAS unique the first replica (the one reads ask first) gave it, or 0."""
         ds = [c.request(pb.SET, g.name, key, value, ttl or 0.0, flags, negative=negative)
               for c in self._replicas(g, key) if c.state == UP]
+        cas = None
         for ok, result in await DeferredList(ds, consumeErrors=True):
             if ok and result.status != OK:
                 log.warn("group {group}: could not cache a loaded value: {why}",
                          group=g.name, why=result.error or pb.Status.Name(result.status))
+            if cas is None:
+                cas = result.cas if ok and result.status == OK else 0
+        return cas or 0
 
     def _load(self, g: Group, key: bytes) -> Deferred:
         """The source's answer, through the group's bounds: a SourceBusy failure at once
@@ -241,7 +274,7 @@ class Reads:
         later = []
         for i, key, stored in zip(indexes, keys, values):
             if stored and stored != entry.NEGATIVE:
-                results[i] = Item(*entry.unpack(stored))
+                results[i] = Item(*entry.unpack_cas(stored))
                 hits += 1
                 continue
             try:
@@ -277,7 +310,6 @@ class Reads:
         if response.status != OK:
             return None
         self.stats.warmup_hits += 1
-        item = Item(response.value, response.flags)
         # The old copy's remaining ttl is unknown here; the group ttl bounds it.
-        await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
-        return item
+        cas = await self._fill_replicas(g, key, response.value, g.spec.ttl, response.flags)
+        return Item(response.value, response.flags, cas)

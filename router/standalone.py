@@ -40,8 +40,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (even by SIGKILL, which no handler of ours can see) and then execs the real role, so
 # the pid we log is the role's. spawnProcess has no pre-exec hook, hence the detour.
 # Where prctl does not exist the child just execs: a SIGKILLed `up` may orphan it there.
+# It also ignores SIGINT, which survives the exec (and Twisted then installs no handler for
+# it): Ctrl-C in a terminal reaches the whole process group, and a child that stopped on
+# it as well as on the SIGTERM `up` then sends printed a ReactorNotRunning traceback.
 DIE_WITH_PARENT = """\
 import ctypes, os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # `up` stops its children (SIGTERM)
 try:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 except (AttributeError, OSError):

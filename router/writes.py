@@ -1,10 +1,14 @@
-"""The router's write path: set/add/replace/delete/touch on a key's owner and its replicas.
+"""The router's write path: memcached's writes on a key's owner and its replicas.
 
-With replicas, the first live replica decides (add and replace are conditional there) and
-the others follow with a plain SET of what it stored.
+With replicas, the first live replica decides (conditional writes are decided there, and
+its CAS unique is the one clients see, since reads ask it first); the others follow:
+with a plain SET of what it stored, or, for writes whose result only the node knows
+(append, incr), with the same write.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 
@@ -15,12 +19,43 @@ from shared import ringcache_pb2 as pb
 
 OK, NOT_FOUND, NOT_STORED = pb.OK, pb.NOT_FOUND, pb.NOT_STORED
 
+# Outcomes of a write, in memcached's terms.
+STORED, NOT_STORED_, EXISTS, MISSING, NON_NUMERIC = (
+    "stored", "not_stored", "exists", "not_found", "non_numeric")
+
+# What a node's status means for each write op (absent: an error).
+_OUTCOMES = {
+    pb.SET: {OK: STORED, NOT_STORED: NOT_STORED_},
+    pb.ADD: {OK: STORED, NOT_STORED: NOT_STORED_},
+    pb.REPLACE: {OK: STORED, NOT_STORED: NOT_STORED_},
+    pb.CAS: {OK: STORED, NOT_STORED: EXISTS, NOT_FOUND: MISSING},
+    pb.APPEND: {OK: STORED, NOT_FOUND: NOT_STORED_, NOT_STORED: EXISTS},
+    pb.PREPEND: {OK: STORED, NOT_FOUND: NOT_STORED_, NOT_STORED: EXISTS},
+    pb.INCR: {OK: STORED, NOT_FOUND: MISSING, NOT_STORED: NON_NUMERIC},
+    pb.DECR: {OK: STORED, NOT_FOUND: MISSING, NOT_STORED: NON_NUMERIC},
+    pb.DELETE: {OK: STORED, NOT_FOUND: MISSING, NOT_STORED: EXISTS},
+}
+# Writes whose followers are sent the same request rather than a SET of the value.
+_REPEATED = frozenset((pb.APPEND, pb.PREPEND, pb.INCR, pb.DECR, pb.DELETE))
+
+
+class Written(NamedTuple):
+    """A write's outcome (STORED, NOT_STORED_, EXISTS, MISSING or NON_NUMERIC), the CAS
+    unique the deciding node stamped (0 if none) and, for incr/decr, the new value."""
+
+    outcome: str
+    cas: int = 0
+    value: bytes = b""
+
 
 class Writes:
     """The write half of Router (router/core.py)."""
 
-    def _store(self, op: int, group: str, key: bytes, value: bytes, ttl: float | None,
-               flags: int) -> Deferred:
+    def write(self, op: int, group: str, key: bytes, value: bytes = b"",
+              ttl: float | None = None, flags: int = 0, cas: int = 0,
+              delta: int = 0) -> Deferred:
+        """Any write op (SET ADD REPLACE CAS APPEND PREPEND INCR DECR, or DELETE with a
+        CAS unique to check): a Deferred Written."""
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
@@ -29,47 +64,40 @@ class Writes:
             error = TooLarge(f"value of {len(value)} bytes is over the item limit "
                              f"of {self.item_size_max}")
             return self._keyed(pb.DELETE, group, key).addBoth(lambda _: fail(error))
-        return self._write(op, g, key, value, ttl or 0.0, flags, self._replicas(g, key))
+        request = (op, g.name, key, value, ttl or 0.0, flags, cas, delta)
+        return self._decide(request, self._replicas(g, key))
 
-    def _write(self, op: int, g: Group, key: bytes, value: bytes, ttl: float, flags: int,
-               replicas: list) -> Deferred:
-        d = replicas[0].request(op, g.name, key, value, ttl, flags)
-        d.addCallback(self._stored)
+    def _decide(self, request: tuple, replicas: list) -> Deferred:
+        op, group, key, value, ttl, flags, cas, delta = request
+        d = replicas[0].request(op, group, key, value, ttl, flags, cas=cas, delta=delta)
+        d.addCallback(_written, op)
         if len(replicas) == 1:
             return d
 
-        # The first live replica decides (add/replace are conditional there); the
-        # others follow with a plain SET of what it stored.
-        def follow(stored: bool):
-            if not stored:
-                return False
-            d = self._on_all(replicas[1:], pb.SET, g.name, key, value, ttl, flags)
+        def follow(written: Written):
+            if written.outcome != STORED:
+                return written
+            if op in _REPEATED:
+                d = self._on_all(replicas[1:], op, group, key, value, ttl, flags, cas=0,
+                                 delta=delta)
+            else:
+                d = self._on_all(replicas[1:], pb.SET, group, key, value, ttl, flags)
             # The write stands once the deciding replica has it; a follower that is
             # down is counted in replica_errors and refilled by later writes.
-            return d.addBoth(lambda _: True)
+            return d.addBoth(lambda _: written)
 
         def next_decides(failure):
             # The deciding replica went away mid-request: the next one decides.
             failure.trap(NodeUnavailable)
             self.stats.replica_errors += 1
-            return self._write(op, g, key, value, ttl, flags, replicas[1:])
+            return self._decide(request, replicas[1:])
 
         return d.addCallbacks(follow, next_decides)
 
-    @staticmethod
-    def _stored(response) -> bool:
-        if response.status == OK:
-            return True
-        if response.status == NOT_STORED:
-            return False
-        if response.status == pb.TOO_LARGE:
-            raise TooLarge(response.error)
-        raise node_failed(response)
-
-    def _on_all(self, clients, op, group, key, value=b"", ttl=0.0, flags=0) -> Deferred:
+    def _on_all(self, clients, op, group, key, value=b"", ttl=0.0, flags=0, **fields) -> Deferred:
         """Send one request to several replicas; fires with the list of responses that came
         back (a replica that is down is skipped: it is refilled on its next miss)."""
-        ds = [c.request(op, group, key, value, ttl, flags) for c in clients]
+        ds = [c.request(op, group, key, value, ttl, flags, **fields) for c in clients]
 
         def answered(results):
             responses = [r for ok, r in results if ok]
@@ -81,13 +109,13 @@ class Writes:
         return DeferredList(ds, consumeErrors=True).addCallback(answered)
 
     def set(self, group, key, value, ttl=None, flags=0) -> Deferred:
-        return self._store(pb.SET, group, key, value, ttl, flags)
+        return self.write(pb.SET, group, key, value, ttl, flags).addCallback(_stored)
 
     def add(self, group, key, value, ttl=None, flags=0) -> Deferred:
-        return self._store(pb.ADD, group, key, value, ttl, flags)
+        return self.write(pb.ADD, group, key, value, ttl, flags).addCallback(_stored)
 
     def replace(self, group, key, value, ttl=None, flags=0) -> Deferred:
-        return self._store(pb.REPLACE, group, key, value, ttl, flags)
+        return self.write(pb.REPLACE, group, key, value, ttl, flags).addCallback(_stored)
 
     def _keyed(self, op: int, group: str, key: bytes, ttl: float = 0.0) -> Deferred:
         g = self.groups.get(group)
@@ -113,3 +141,33 @@ class Writes:
 
     def touch(self, group: str, key: bytes, ttl: float | None) -> Deferred:
         return self._keyed(pb.TOUCH, group, key, ttl or 0.0)
+
+    def flush(self, delay: float = 0.0) -> Deferred:
+        """memcached's flush_all: every group on every node, now or ``delay`` seconds from
+        now (each node applies the delay on its own clock). Fires with None once every
+        node answered, or with the first failure."""
+        ds = [client.request(pb.FLUSH_GROUP, group, ttl=delay)
+              for client in self.clients.values() for group in self.groups]
+
+        def flushed(results):
+            for ok, result in results:
+                if not ok:
+                    return result
+                if result.status != OK:
+                    raise node_failed(result)
+            return None
+
+        return DeferredList(ds, consumeErrors=True).addCallback(flushed)
+
+
+def _written(response, op: int) -> Written:
+    outcome = _OUTCOMES[op].get(response.status)
+    if outcome is None:
+        if response.status == pb.TOO_LARGE:
+            raise TooLarge(response.error)
+        raise node_failed(response)
+    return Written(outcome, response.cas, response.value)
+
+
+def _stored(written: Written) -> bool:
+    return written.outcome == STORED

@@ -38,7 +38,8 @@ class GroupSpec:
 class _Group:
     """A live group: its core, its effective budget and the counters the core does not keep."""
 
-    __slots__ = ("spec", "budget", "core", "touch", "hits", "misses", "sets")
+    __slots__ = ("spec", "budget", "core", "touch", "ttl_left", "flush_at", "hits", "misses",
+                 "sets")
 
     def __init__(self, spec: GroupSpec, budget: int, core):
         self.spec = spec
@@ -47,6 +48,10 @@ class _Group:
         # User cores may lack touch(); re-storing the value with the new ttl is the
         # same thing seen from outside.
         self.touch = getattr(core, "touch", None) or self._touch_by_set
+        # Seconds an entry has left (None: no expiry), for the writes that keep an entry's
+        # ttl (incr, append). A core that cannot tell gives its entries no expiry then.
+        self.ttl_left = getattr(core, "ttl_left", None) or _no_expiry
+        self.flush_at: float | None = None  # a delayed flush_all, on the node's clock
         self.hits = self.misses = self.sets = 0
 
     def _touch_by_set(self, key: bytes, ttl: float | None) -> bool:
@@ -89,6 +94,12 @@ class Node:
             pb.DELETE: self._delete,
             pb.TOUCH: self._touch,
             pb.FLUSH_GROUP: self._flush_group,
+            pb.GAT: self._gat,
+            pb.INCR: self._incr,
+            pb.DECR: self._incr,
+            pb.CAS: self._cas_store,
+            pb.APPEND: self._concat,
+            pb.PREPEND: self._concat,
         }
         self._node_ops = {
             pb.PING: lambda request: pb.Response(id=request.id),
@@ -136,6 +147,9 @@ class Node:
                 if group is None:
                     response = _error(request, pb.UNKNOWN_GROUP, _unknown_group(name))
                 else:
+                    if group.flush_at is not None and self.clock() >= group.flush_at:
+                        group.flush_at = None
+                        group.core.clear()
                     response = group_op(group, request, out)
             else:
                 node_op = self._node_ops.get(op)
@@ -240,15 +254,17 @@ class Node:
         self.configure([*specs, GroupSpec(name, DEFAULT_POLICY, min(DEFAULT_GROUP_BYTES, self.max_memory))])
         return self._groups[name]
 
-    def _wrap(self, request) -> bytes:
-        """What a store keeps (shared/entry.py), stamped with a fresh CAS unique; the
-        entry's extra bytes count in the core's budget."""
+    def _wrap(self, request, value: bytes | None = None, flags: int | None = None) -> bytes:
+        """What a store keeps (shared/entry.py), stamped with a fresh CAS unique (then in
+        ``self._cas``); the entry's extra bytes count in the core's budget."""
         if request.negative:
             return entry.NEGATIVE
         self._cas += 1
-        return entry.pack(request.value, request.flags, self._cas)
+        return entry.pack(request.value if value is None else value,
+                          request.flags if flags is None else flags, self._cas)
 
-    # Group ops: each takes the group and the request and returns the response.
+    # Group ops: each takes the group and the request and returns the response, or
+    # appends it to ``out`` itself and returns None (the hot ones).
 
     def _get(self, group: _Group, request, out: bytearray) -> None:
         stored = group.core.get(request.key)
@@ -260,12 +276,18 @@ class Node:
         if stored == entry.NEGATIVE:
             append_response(out, request.id, pb.NOT_FOUND, negative=True)
             return
-        value, flags = entry.unpack(stored)
+        value, flags, cas = entry.unpack_cas(stored)
         if len(value) > self._room:
             append_response(out, request.id, pb.TOO_LARGE, error=_TOO_BIG)
             return
         self._room -= len(value)
-        append_response(out, request.id, value=value, flags=flags)
+        append_response(out, request.id, value=value, flags=flags, cas=cas)
+
+    def _gat(self, group: _Group, request, out: bytearray) -> None:
+        # memcached's gat: a hit gets the new ttl; a miss is a miss (cached absences too).
+        if entry.present(group.core.get(request.key)):
+            group.touch(request.key, _ttl(request))
+        self._get(group, request, out)
 
     def _get_many(self, group: _Group, request, out: bytearray) -> None:
         # The multi-get hot path: entries go back as stored (never empty), b"" for a
@@ -280,14 +302,19 @@ class Node:
         group.hits += hits
         group.misses += len(keys) - hits
 
-    def _set(self, group: _Group, request, out: bytearray | None = None) -> pb.Response | None:
+    def _set(self, group: _Group, request, out: bytearray | None = None,
+             value: bytes | None = None, flags: int | None = None,
+             ttl: float | None | bool = False) -> pb.Response | None:
+        """Store the request's value (or ``value``/``flags``/``ttl`` where given) and
+        answer OK with its CAS unique."""
         try:
-            group.core.set(request.key, self._wrap(request), _ttl(request))
+            group.core.set(request.key, self._wrap(request, value, flags),
+                           _ttl(request) if ttl is False else ttl)
         except ValueError:
             # As memcached does: a refused store must not leave the old value readable,
             # or a client that overwrote the key would read what it replaced.
             group.core.delete(request.key)
-            size = len(request.key) + len(request.value)
+            size = len(request.key) + len(request.value if value is None else value)
             overhead = getattr(group.core, "entry_overhead", 0)
             charged = f" (+{overhead} charged per entry)" if overhead else ""
             return _error(
@@ -297,9 +324,10 @@ class Node:
                 f"(budget {group.budget} bytes)",
             )
         group.sets += 1
+        cas = 0 if request.negative else self._cas
         if out is None:
-            return pb.Response(id=request.id)
-        append_response(out, request.id)
+            return pb.Response(id=request.id, cas=cas)
+        append_response(out, request.id, cas=cas)
         return None
 
     def _add(self, group: _Group, request, out: bytearray) -> pb.Response | None:
@@ -312,7 +340,65 @@ class Node:
             return pb.Response(id=request.id, status=pb.NOT_STORED)
         return self._set(group, request, out)
 
+    def _cas_store(self, group: _Group, request, out: bytearray) -> pb.Response | None:
+        stored = group.core.get(request.key)
+        if not entry.present(stored):
+            return pb.Response(id=request.id, status=pb.NOT_FOUND)
+        if entry.unpack_cas(stored)[2] != request.cas:
+            return pb.Response(id=request.id, status=pb.NOT_STORED)  # memcached's EXISTS
+        return self._set(group, request, out)
+
+    def _concat(self, group: _Group, request, out: bytearray) -> pb.Response | None:
+        """APPEND/PREPEND: the stored value grows; its flags and ttl stay (memcached
+        ignores the request's). NOT_FOUND without an entry; a Request.cas other than 0
+        must match, else NOT_STORED, as for CAS."""
+        stored = group.core.get(request.key)
+        if not entry.present(stored):
+            return pb.Response(id=request.id, status=pb.NOT_FOUND)
+        value, flags, cas = entry.unpack_cas(stored)
+        if request.cas and request.cas != cas:
+            return pb.Response(id=request.id, status=pb.NOT_STORED)
+        value = value + request.value if request.op == pb.APPEND else request.value + value
+        return self._set(group, request, out, value, flags, group.ttl_left(request.key))
+
+    def _incr(self, group: _Group, request, out: bytearray) -> pb.Response | None:
+        """INCR/DECR with memcached's rules: the value is a decimal unsigned 64-bit
+        number; incr wraps, decr stops at 0. Answers the new value; NOT_FOUND for no
+        entry (unless Request.value holds an initial value to create it with),
+        NOT_STORED for a value that is not such a number."""
+        stored = group.core.get(request.key)
+        if not entry.present(stored):
+            if not request.value:
+                return pb.Response(id=request.id, status=pb.NOT_FOUND)
+            # Created from the initial value the request carries (binary incr, meta ma
+            # N): here, in one step, so no command the client sent later can overtake it.
+            answer = self._set(group, request)
+            if answer.status == pb.OK:
+                answer.value = request.value
+            return answer
+        value, flags, _ = entry.unpack_cas(stored)
+        number = parse_counter(value)
+        if number is None:
+            return pb.Response(id=request.id, status=pb.NOT_STORED,
+                               error="cannot increment or decrement non-numeric value")
+        if request.op == pb.INCR:
+            number = (number + request.delta) & _UINT64_MAX
+        else:
+            number = max(0, number - request.delta)
+        digits = b"%d" % number
+        # memcached rewrites a shorter number in place, padded with spaces to the old
+        # length (clients are told to expect it); its answer is the bare number.
+        stored = digits.ljust(len(value)) if len(digits) < len(value) else digits
+        answer = self._set(group, request, None, stored, flags, group.ttl_left(request.key))
+        if answer.status == pb.OK:
+            answer.value = digits
+        return answer
+
     def _delete(self, group: _Group, request, out: bytearray) -> pb.Response | None:
+        if request.cas:  # only the version it names (memcached's delete with a CAS unique)
+            stored = group.core.get(request.key)
+            if entry.present(stored) and entry.unpack_cas(stored)[2] != request.cas:
+                return pb.Response(id=request.id, status=pb.NOT_STORED)
         found = group.core.delete(request.key)
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
@@ -323,7 +409,14 @@ class Node:
         return pb.Response(id=request.id, status=pb.OK if found else pb.NOT_FOUND)
 
     def _flush_group(self, group: _Group, request, out: bytearray) -> pb.Response | None:
-        group.core.clear()
+        """Drop every entry now, or (Request.ttl seconds) later: memcached's
+        ``flush_all <delay>`` drops what is stored until then and nothing stored after.
+        A flush now cancels one pending, as in memcached."""
+        if request.ttl > 0:
+            group.flush_at = self.clock() + request.ttl
+        else:
+            group.flush_at = None
+            group.core.clear()
         return pb.Response(id=request.id)
 
     # Node ops.
@@ -348,6 +441,9 @@ class Node:
         )
         for group in self._groups.values():
             core = group.core
+            if group.flush_at is not None and self.clock() >= group.flush_at:
+                group.flush_at = None
+                core.clear()
             stats.groups.add(
                 name=group.spec.name,
                 policy=group.spec.policy,
@@ -369,6 +465,30 @@ class Node:
 _ANSWER_OVERHEAD = 256
 _ERROR_MAX = 200
 _TOO_BIG = "the answers of this frame exceed one frame; ask for fewer keys at once"
+
+
+_UINT64_MAX = (1 << 64) - 1
+
+
+def parse_counter(value: bytes) -> int | None:
+    """A stored value as incr/decr read it (memcached's strtoull): optional blanks and a
+    plus sign, digits, then the end or a blank; None if it is not that or exceeds 64 bits."""
+    digits = value.lstrip(b" \t\n\r\v\f")
+    if digits[:1] == b"+":
+        digits = digits[1:]
+    end = len(digits)
+    for i, byte in enumerate(digits):
+        if not 0x30 <= byte <= 0x39:
+            end = i
+            break
+    if end == 0 or (end < len(digits) and digits[end] not in b" \t\n\r\v\f"):
+        return None
+    number = int(digits[:end])
+    return number if number <= _UINT64_MAX else None
+
+
+def _no_expiry(key: bytes) -> None:
+    return None
 
 
 def _op_name(op: int) -> str:

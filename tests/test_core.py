@@ -31,10 +31,13 @@ class Sent:
     d: Deferred
     negative: bool = False
     keys: list = ()
+    cas: int = 0
+    delta: int = 0
 
-    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=()):
+    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=(),
+               cas=0):
         self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative, values=values))
+                                    negative=negative, values=values, cas=cas))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -70,9 +73,10 @@ class FakeClient:
         return succeed(None)
 
     def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
-                negative=False, keys=None):
+                negative=False, keys=None, cas=0, delta=0):
         d = Deferred()
-        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ())))
+        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ()),
+                              cas, delta))
         return d
 
     def take(self) -> list[Sent]:

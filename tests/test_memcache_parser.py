@@ -8,13 +8,14 @@ from hypothesis import strategies as st
 
 from router.memcache_parser import (
     DELETED, END, ERROR, EXISTS, EXPIRED, MAX_GET_LINE, NOT_FOUND, NOT_STORED, STORED,
-    TOUCHED, ClientError, Delete, Get, MemcacheParser, Quit, ServerError, Stats, Store,
-    Touch, Unknown, Version, client_error, exptime_to_ttl, server_error, stat_lines,
+    TOUCHED, Admin, Arith, ClientError, Delete, FlushAll, Get, GetAndTouch, MemcacheParser,
+    Quit, ServerError, Stats, Store, Touch, Unknown, Version, client_error, exptime_to_ttl, server_error, stat_lines,
     value_line, version_line,
 )
 
 TRAILER = b"version\r\n"
-BAD_FORMAT = ClientError("bad command line format")
+BAD_FORMAT_TEXT = "bad command line format"
+BAD_FORMAT = ClientError(BAD_FORMAT_TEXT)
 DELETE_USAGE = "bad command line format.  Usage: delete <key> [noreply]"
 TOO_LARGE = "object too large for cache"
 KEY_250 = b"k" * 250
@@ -143,7 +144,46 @@ CASES = {
     "stats": (b"stats\r\n", [Stats(())]),
     "stats args": (b"stats items  detail\r\n", [Stats((b"items", b"detail"))]),
     "quit": (b"quit\r\n", [Quit()]),
-    "unknown": (b"incr k 1\r\n", [Unknown(b"incr")]),
+    "unknown": (b"frob k 1\r\n", [Unknown(b"frob")]),
+    # incr/decr
+    "incr": (b"incr k 5\r\n", [Arith(b"k", True, 5, False)]),
+    "decr noreply": (b"decr k 18446744073709551615 noreply\r\n",
+                     [Arith(b"k", False, 2**64 - 1, True)]),
+    "incr delta too big": (b"incr k 18446744073709551616\r\n",
+                           [ClientError("invalid numeric delta argument")]),
+    "incr negative delta noreply": (b"incr k -1 noreply\r\n",
+                                    [ClientError("invalid numeric delta argument", True)]),
+    "incr no delta": (b"incr k\r\n", [Unknown(b"incr")]),
+    "decr junk after": (b"decr k 1 noreply x\r\n", [Unknown(b"decr")]),
+    "incr key too long": (b"incr " + KEY_251 + b" 1\r\n", [ClientError("key too long")]),
+    # gat/gats
+    "gat": (b"gat 10 a b\r\n", [GetAndTouch(10, (b"a", b"b"), False)]),
+    "gats": (b"gats -1 a\r\n", [GetAndTouch(-1, (b"a",), True)]),
+    "gat no keys": (b"gat 10\r\n", [GetAndTouch(10, (), False)]),
+    "gat nothing": (b"gat\r\n", [Unknown(b"gat")]),
+    "gat bad exptime": (b"gat x k\r\n", [ClientError("invalid exptime argument")]),
+    "gat invalid key": (b"gat 1 a\x02\r\n", [ClientError("invalid key")]),
+    # flush_all
+    "flush_all": (b"flush_all\r\n", [FlushAll(0, False)]),
+    "flush_all noreply": (b"flush_all noreply\r\n", [FlushAll(0, True)]),
+    "flush_all delay noreply": (b"flush_all 30 noreply\r\n", [FlushAll(30, True)]),
+    "flush_all delay and junk": (b"flush_all 30 x\r\n", [FlushAll(30, False)]),
+    "flush_all bad delay noreply": (b"flush_all x noreply\r\n",
+                                    [ClientError("invalid exptime argument", True)]),
+    "flush_all too many": (b"flush_all 0 noreply x\r\n", [Unknown(b"flush_all")]),
+    # verbosity, cache_memlimit, shutdown
+    "verbosity": (b"verbosity 1\r\n", [Admin("verbosity", False)]),
+    "verbosity noreply": (b"verbosity 0 noreply\r\n", [Admin("verbosity", True)]),
+    "verbosity no level": (b"verbosity\r\n", [Unknown(b"verbosity")]),
+    "verbosity only noreply": (b"verbosity noreply\r\n", [ClientError(BAD_FORMAT_TEXT, True)]),
+    "verbosity word": (b"verbosity x\r\n", [ClientError(BAD_FORMAT_TEXT)]),
+    "verbosity too many": (b"verbosity 1 2 3\r\n", [Unknown(b"verbosity")]),
+    "cache_memlimit": (b"cache_memlimit 100\r\n", [Admin("cache_memlimit", False)]),
+    "cache_memlimit word noreply": (b"cache_memlimit x noreply\r\n",
+                                    [Unknown(b"cache_memlimit", True)]),
+    "cache_memlimit nothing": (b"cache_memlimit\r\n", [Unknown(b"cache_memlimit")]),
+    "shutdown": (b"shutdown\r\n", [Admin("shutdown", False)]),
+    "shutdown graceful noreply": (b"shutdown graceful noreply\r\n", [Admin("shutdown", True)]),
     "uppercase is unknown": (b"GET k\r\n", [Unknown(b"GET")]),
     "empty line": (b"\r\n", [Unknown(b"")]),
     "empty bare line": (b"\n", [Unknown(b"")]),
@@ -302,7 +342,9 @@ simple = st.sampled_from([
 # Refused commands, whose recovery must not depend on how the bytes arrive either.
 refused = st.sampled_from([
     (b"\r\n", [Unknown(b"")]),
-    (b"incr k 1\r\n", [Unknown(b"incr")]),
+    (b"frob k 1\r\n", [Unknown(b"frob")]),
+    (b"incr k -1 noreply\r\n", [ClientError("invalid numeric delta argument", True)]),
+    (b"flush_all x\r\n", [ClientError("invalid exptime argument")]),
     (b"w" * 2100 + b"\r\n", [ClientError("line too long")]),
     (b"get " + KEY_251 + b"\r\n", [ClientError("key too long")]),
     (b"set " + KEY_251 + b" 0 0 5\r\nhello\r\n", [ClientError("key too long")]),

@@ -12,9 +12,10 @@ from twisted.python.failure import Failure
 
 from router.core import Item
 from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.memcache_server import (ALREADY_EXPIRED, MAX_OUTSTANDING, VERSION, MemcacheFactory,
-                                    cas_token)
+from router.memcache_server import ALREADY_EXPIRED, MAX_OUTSTANDING, VERSION, MemcacheFactory
 from router.stats import RouterStats
+from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
+from shared import ringcache_pb2 as pb
 from tests.helpers import CountingTransport
 
 NOW = 1_700_000_000.0  # the router's wall clock, for absolute exptimes
@@ -33,6 +34,7 @@ class FakeRouter:
         self.clients = {"node-a": SimpleNamespace(state="up"),
                         "node-b": SimpleNamespace(state="down")}
         self.clock = lambda: NOW
+        self.groups = {"default": None, "sessions": None}
 
     def resolve(self, key: bytes) -> tuple[str, bytes]:
         group, sep, rest = key.partition(b":")
@@ -55,14 +57,27 @@ class FakeRouter:
         return DeferredList(ds, consumeErrors=True).addCallback(
             lambda results: [result for _, result in results])
 
-    def set(self, group, key, value, ttl=None, flags=0):
-        return self._call("set", group, key, value, ttl, flags)
+    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
+        # Recorded by op name, with cas/delta only where the op takes them; a test may
+        # answer a store with True/False (STORED/NOT_STORED) or with a Written.
+        name = pb.Op.Name(op).lower()
+        extra = (cas,) if op in (pb.CAS, pb.APPEND, pb.PREPEND, pb.DELETE) else ()
+        if op in (pb.INCR, pb.DECR):  # with an initial value (and its ttl) to create
+            return self._call(name, group, key, delta, *((value, ttl) if value else ()))
+        return self._call(name, group, key, value, ttl, flags, *extra).addCallback(
+            lambda r: r if isinstance(r, Written) else Written(STORED if r else NOT_STORED_))
 
-    def add(self, group, key, value, ttl=None, flags=0):
-        return self._call("add", group, key, value, ttl, flags)
+    def gat(self, group, key, ttl):
+        return self._call("gat", group, key, ttl)
 
-    def replace(self, group, key, value, ttl=None, flags=0):
-        return self._call("replace", group, key, value, ttl, flags)
+    def flush(self, delay=0.0):
+        return self._call("flush", delay)
+
+    def node_stats(self):
+        node = pb.NodeStats(max_memory=1000, bytes=300)
+        node.groups.add(name="default", items=2, bytes=300, max_bytes=500, evictions=4,
+                        sets=9, hits=5, expirations=1)
+        return succeed({"node-a": node, "node-b": "node-b unavailable: down"})
 
     def delete(self, group, key):
         return self._call("delete", group, key)
@@ -171,12 +186,10 @@ def test_multi_get_failure_answers_the_first_error(conn):
     assert conn.turn() == b"SERVER_ERROR source python:m:f failed: database is on fire\r\n"
 
 
-def test_gets_includes_a_cas_token(conn):
+def test_gets_answers_the_items_cas_unique(conn):
     conn.send(b"gets k\r\n")
-    conn.router.deferreds()[0].callback(Item(b"v"))
-    token = cas_token(b"v")
-    assert conn.turn() == b"VALUE k 0 1 %d\r\nv\r\nEND\r\n" % token
-    assert token > 0 and token != cas_token(b"w")
+    conn.router.deferreds()[0].callback(Item(b"v", 0, 77))
+    assert conn.turn() == b"VALUE k 0 1 77\r\nv\r\nEND\r\n"
 
 
 def test_noreply_writes_nothing(conn):
@@ -234,14 +247,86 @@ def test_unknown_command_and_client_errors(conn):
     assert conn.router.calls == []
 
 
-@pytest.mark.parametrize("command", ["cas", "append", "prepend"])
-def test_unsupported_storage_commands(conn, command):
-    extra = b" 1" if command == "cas" else b""
-    conn.send(b"%b k 0 0 1%b\r\nx\r\n" % (command.encode(), extra))
-    assert conn.turn() == b"SERVER_ERROR %b is not supported by ringcache\r\n" % command.encode()
-    conn.send(b"%b k 0 0 1%b noreply\r\nx\r\nversion\r\n" % (command.encode(), extra))
-    assert conn.turn() == b"VERSION %b\r\n" % VERSION.encode()
+@pytest.mark.parametrize("command, args, call, outcome, line", [
+    ("cas", b" 9", ("cas", ("default", b"k", b"x", None, 0, 9)), STORED, b"STORED\r\n"),
+    ("cas", b" 9", ("cas", ("default", b"k", b"x", None, 0, 9)), EXISTS, b"EXISTS\r\n"),
+    ("cas", b" 9", ("cas", ("default", b"k", b"x", None, 0, 9)), MISSING, b"NOT_FOUND\r\n"),
+    ("append", b"", ("append", ("default", b"k", b"x", None, 0, 0)), STORED, b"STORED\r\n"),
+    ("prepend", b"", ("prepend", ("default", b"k", b"x", None, 0, 0)), NOT_STORED_,
+     b"NOT_STORED\r\n"),
+])
+def test_cas_append_prepend(conn, command, args, call, outcome, line):
+    conn.send(b"%b k 0 0 1%b\r\nx\r\n" % (command.encode(), args))
+    assert conn.router.ops() == [call]
+    conn.router.deferreds()[0].callback(Written(outcome, 3))
+    assert conn.turn() == line
+
+
+@pytest.mark.parametrize("answer, line", [
+    (Written(STORED, 4, b"15"), b"15\r\n"),
+    (Written(MISSING), b"NOT_FOUND\r\n"),
+    (Written(NON_NUMERIC), b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"),
+])
+def test_incr_and_decr(conn, answer, line):
+    conn.send(b"incr sessions:n 5\r\ndecr n 18446744073709551615\r\n")
+    assert conn.router.ops() == [("incr", ("sessions", b"n", 5)),
+                                 ("decr", ("default", b"n", 2**64 - 1))]
+    for d in conn.router.deferreds():
+        d.callback(answer)
+    assert conn.turn() == line * 2
+
+
+def test_gat_and_gats_answer_like_get_and_gets(conn):
+    conn.send(b"gat 10 a b a\r\ngats 0 c\r\ngat 5\r\n")
+    assert conn.router.ops() == [("gat", ("default", b"a", 10.0)),
+                                 ("gat", ("default", b"b", 10.0)),
+                                 ("gat", ("default", b"c", None))]
+    a, b, c = conn.router.deferreds()
+    a.callback(Item(b"A", 1, 7))
+    b.callback(None)
+    c.callback(Item(b"C", 0, 8))
+    assert conn.turn() == (b"VALUE a 1 1\r\nA\r\nVALUE a 1 1\r\nA\r\nEND\r\n"
+                           b"VALUE c 0 1 8\r\nC\r\nEND\r\n" b"END\r\n")
+    requests = conn.router.stats.requests
+    assert (requests[("memcache", "gat", "hit")], requests[("memcache", "gat", "miss")]) == (3, 1)
+
+
+@pytest.mark.parametrize("line, delay", [
+    (b"flush_all", 0.0), (b"flush_all 0", 0.0), (b"flush_all 30", 30.0),
+    (b"flush_all %d" % (int(NOW) + 20), 20.0), (b"flush_all -1", 0.0)])
+def test_flush_all_flushes_every_node_now_or_later(conn, line, delay):
+    conn.send(line + b"\r\n")
+    assert conn.router.ops() == [("flush", (delay,))]
+    conn.router.deferreds()[0].callback(None)
+    assert conn.turn() == b"OK\r\n"
+
+
+@pytest.mark.parametrize("line, answer", [
+    (b"verbosity 1", b"OK\r\n"),
+    (b"shutdown", b"ERROR: shutdown not enabled\r\n"),
+    (b"cache_memlimit 100", b"SERVER_ERROR cache_memlimit is not supported by ringcache: "
+                            b"node budgets are set in topology.yaml\r\n"),
+])
+def test_server_commands(conn, line, answer):
+    conn.send(line + b"\r\n" + line + b" noreply\r\nversion\r\n")
+    assert conn.turn() == answer + b"VERSION %b\r\n" % VERSION.encode()
     assert conn.router.calls == []
+
+
+def test_version_is_one_libmemcached_parses_and_names_ringcache(conn):
+    conn.send(b"version\r\n")
+    assert conn.turn() == b"VERSION 1.6.21 ringcache-0.1.0\r\n"
+
+
+def test_noreply_is_honoured_by_every_command_even_refused_ones(conn):
+    # Each of these would desynchronise a client that sent noreply if it answered.
+    conn.send(b"flush_all noreply\r\nverbosity 1 noreply\r\nincr k 1 noreply\r\n"
+              b"incr k x noreply\r\ncache_memlimit 5 noreply\r\nshutdown noreply\r\n"
+              b"cache_memlimit x noreply\r\ncas k 0 0 1 5 noreply\r\nx\r\n"
+              b"append k 0 0 1 noreply\r\nx\r\ntouch k x noreply\r\nversion\r\n")
+    for d in conn.router.deferreds():
+        d.callback(Written(MISSING) if d is not conn.router.deferreds()[0] else None)
+    assert conn.turn() == b"VERSION %b\r\n" % VERSION.encode()
 
 
 @pytest.mark.parametrize("command, result, line", [
@@ -329,25 +414,57 @@ def test_quit_alone_closes_at_once(conn):
     assert conn.transport.value() == b""
 
 
+def stat_dict(answer: bytes) -> dict:
+    lines = answer.split(b"\r\n")
+    assert lines[-2:] == [b"END", b""]
+    return dict(line.split(b" ", 2)[1:] for line in lines[:-2])
+
+
 def test_stats(conn):
     conn.send(b"get a\r\n")
     conn.router.deferreds()[0].callback(Item(b"1"))
     conn.turn()
     conn.clock.advance(7)
     conn.send(b"stats\r\n")
-    lines = conn.turn().split(b"\r\n")
-    stats = dict(line.split(b" ", 2)[1:] for line in lines[:-2])
-    assert lines[-2:] == [b"END", b""]
-    assert stats[b"version"] == VERSION.encode()
+    stats = stat_dict(conn.turn())
+    assert stats[b"version"] == b"1.6.21"
+    assert stats[b"ringcache_version"] == b"0.1.0"
     assert stats[b"uptime"] == b"7"
     assert stats[b"time"] == str(int(NOW)).encode()
     assert stats[b"curr_connections"] == stats[b"total_connections"] == b"1"
     assert (stats[b"cmd_get"], stats[b"get_hits"], stats[b"get_misses"]) == (b"1", b"1", b"0")
+    # From the nodes that answered (node-b did not).
+    assert (stats[b"curr_items"], stats[b"bytes"], stats[b"limit_maxbytes"]) == (
+        b"2", b"300", b"1000")
+    assert (stats[b"evictions"], stats[b"total_items"], stats[b"threads"]) == (b"4", b"9", b"1")
     assert stats[b"coalesced"] == b"3"
     assert stats[b"ring_digest"] == b"0123456789abcdef"
     assert (stats[b"nodes"], stats[b"nodes_up"]) == (b"2", b"1")
+
+
+def test_stats_items_slabs_and_settings_show_one_class_per_group(conn):
+    conn.send(b"stats items\r\n")
+    assert stat_dict(conn.turn()) == {
+        b"items:1:number": b"2", b"items:1:mem_requested": b"300", b"items:1:evicted": b"4",
+        b"items:1:reclaimed": b"1", b"items:2:number": b"0", b"items:2:mem_requested": b"0",
+        b"items:2:evicted": b"0", b"items:2:reclaimed": b"0"}
     conn.send(b"stats slabs\r\n")
-    assert conn.turn() == b"END\r\n"
+    slabs = stat_dict(conn.turn())
+    assert (slabs[b"1:used_chunks"], slabs[b"1:get_hits"], slabs[b"active_slabs"],
+            slabs[b"total_malloced"]) == (b"2", b"5", b"2", b"500")
+    conn.send(b"stats settings\r\n")
+    settings = stat_dict(conn.turn())
+    assert (settings[b"item_size_max"], settings[b"cas_enabled"]) == (b"1024", b"yes")
+
+
+@pytest.mark.parametrize("line, answer", [
+    (b"stats noreply", b"ERROR\r\n"), (b"stats items x", b"ERROR\r\n"),
+    (b"stats reset", b"ERROR\r\n"), (b"stats detail dump", b"END\r\n"),
+    (b"stats detail on", b"OK\r\n"),
+    (b"stats detail", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")])
+def test_stats_with_other_arguments_answers_as_memcached(conn, line, answer):
+    conn.send(line + b"\r\n")
+    assert conn.turn() == answer
 
 
 def test_many_outstanding_answers_pause_the_client(conn):
@@ -386,11 +503,12 @@ def test_answers_after_the_connection_closed_are_dropped(conn):
 def test_gets_pipelined_in_one_read_share_one_router_read(conn):
     calls = []
     conn.router.read_many = lambda pairs: calls.append(pairs) or succeed(
-        [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"), Item(b"D", 2)])
+        [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"),
+         Item(b"D", 2, 5)])
     conn.send(b"get a\r\nget b\r\nget x y\r\ngets d\r\n")
     assert calls == [[("default", b"a"), ("default", b"b"), ("default", b"x"),
                       ("default", b"y"), ("default", b"d")]]
     # Each command is answered alone: the failed key fails only its own command.
     assert conn.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n" b"END\r\n"
                            b"SERVER_ERROR node node-b unavailable: down\r\n"
-                           b"VALUE d 2 1 %d\r\nD\r\nEND\r\n" % cas_token(b"D"))
+                           b"VALUE d 2 1 5\r\nD\r\nEND\r\n")

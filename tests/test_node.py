@@ -101,19 +101,21 @@ def group_stats(node: Node, name: str) -> pb.GroupStats:
 
 
 def test_set_then_get_returns_value_with_no_flags(node):
-    assert node.handle(req(pb.SET, b"k", b"v", id=1)) == pb.Response(id=1, status=pb.OK)
-    assert node.handle(req(pb.GET, b"k", id=2)) == pb.Response(id=2, status=pb.OK, value=b"v")
+    assert node.handle(req(pb.SET, b"k", b"v", id=1)) == pb.Response(id=1, status=pb.OK, cas=1)
+    assert node.handle(req(pb.GET, b"k", id=2)) == pb.Response(id=2, status=pb.OK, value=b"v",
+                                                               cas=1)
 
 
 @pytest.mark.parametrize("flags", [1, 0x12345678, 0xFFFFFFFF])
 def test_flags_round_trip(node, flags):
     node.handle(req(pb.SET, b"k", b"\x00\x01value", flags=flags))
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"\x00\x01value", flags=flags)
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"\x00\x01value", flags=flags,
+                                                               cas=1)
 
 
 def test_empty_value_round_trips(node):
     node.handle(req(pb.SET, b"k", b""))
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, status=pb.OK)
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, status=pb.OK, cas=1)
     assert node.handle(req(pb.ADD, b"k", b"x")).status == pb.NOT_STORED
 
 
@@ -136,13 +138,13 @@ def test_get_missing_is_not_found(node):
 def test_set_overwrites_value_and_flags(node):
     node.handle(req(pb.SET, b"k", b"one", flags=5))
     node.handle(req(pb.SET, b"k", b"two"))
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"two")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"two", cas=2)
 
 
 def test_add_stores_only_when_absent(node):
     assert node.handle(req(pb.ADD, b"k", b"first", flags=1)).status == pb.OK
     assert node.handle(req(pb.ADD, b"k", b"second", flags=2)).status == pb.NOT_STORED
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"first", flags=1)
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"first", flags=1, cas=1)
 
 
 def test_negative_entry_reads_as_not_found_and_counts_as_absent(node, clock):
@@ -152,7 +154,7 @@ def test_negative_entry_reads_as_not_found_and_counts_as_absent(node, clock):
     assert node.handle(req(pb.TOUCH, b"k", ttl=5)).status == pb.NOT_FOUND
     assert node.handle(req(pb.REPLACE, b"k", b"v")).status == pb.NOT_STORED
     assert node.handle(req(pb.ADD, b"k", b"v")).status == pb.OK
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     node.handle(req(pb.SET, b"n", negative=True, ttl=10))
     clock.now += 10
     assert node.handle(req(pb.GET, b"n")) == pb.Response(id=1, status=pb.NOT_FOUND)
@@ -201,7 +203,7 @@ def test_replace_stores_only_when_present(node):
     assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
     node.handle(req(pb.SET, b"k", b"old", flags=1))
     assert node.handle(req(pb.REPLACE, b"k", b"new", flags=2)).status == pb.OK
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"new", flags=2)
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"new", flags=2, cas=2)
 
 
 def test_delete(node):
@@ -232,7 +234,7 @@ def test_touch_sets_a_new_ttl(node, clock, group):
     clock.now += 4
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=5)).status == pb.OK
     clock.now += 4  # 8s after the SET, 4s after the TOUCH
-    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(id=1, value=b"v", flags=9)
+    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(id=1, value=b"v", flags=9, cas=1)
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=0)).status == pb.OK
     clock.now += 10**6
     assert node.handle(req(pb.GET, b"k", group=group)).status == pb.OK
@@ -303,8 +305,8 @@ def test_requests_of_one_frame_run_in_order(node):
         ]
     )
     assert handle_frame(node, frame) == [
-        pb.Response(id=1),
-        pb.Response(id=2, value=b"v"),
+        pb.Response(id=1, cas=1),
+        pb.Response(id=2, value=b"v", cas=1),
         pb.Response(id=3),
         pb.Response(id=4, status=pb.NOT_FOUND),
     ]
@@ -357,7 +359,7 @@ def test_a_request_without_group_is_unknown_group_even_before_configure(clock):
 def test_configure_keeps_unchanged_groups_and_their_data(node):
     node.handle(req(pb.SET, b"k", b"v"))
     assert node.handle(configure_request(("g", "lru", MiB), ("h", "lru", MiB))).status == pb.OK
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     assert node.handle(req(pb.SET, b"k", b"w", group="h")).status == pb.OK
     assert group_stats(node, "g").hits == 1
 
@@ -395,7 +397,7 @@ def test_configure_naming_no_group_is_refused_and_changes_nothing(node, logged):
     answer = node.handle(configure_request(id=4))
     assert (answer.id, answer.status, answer.error) == (
         4, pb.ERROR, "CONFIGURE refused: no group named (a topology always has its default group)")
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     assert logged == []
 
 
@@ -408,7 +410,7 @@ def test_configure_naming_a_policy_not_allowed_is_refused_and_imports_nothing(cl
     assert (answer.status, answer.error) == (
         pb.ERROR, "CONFIGURE refused: group 'evil': policy 'python:signal:signal' is not allowed "
                   "on this node (start it with --allow-policy python:signal:signal)")
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     assert [g.name for g in stats(node).groups] == ["g"]
 
 
@@ -431,7 +433,7 @@ def test_invalid_configure_changes_nothing(node, groups, error):
     answer = node.handle(configure_request(("g", "lru", 2 * MiB), ("new", "lru", MiB), *groups, id=8))
     assert (answer.id, answer.status) == (8, pb.ERROR)
     assert answer.error.startswith("CONFIGURE refused: " + error), answer.error
-    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v")
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("g", MiB)]
 
 
@@ -579,7 +581,7 @@ def test_a_batch_of_100_gets_is_answered_by_one_frame_in_one_write(node):
     assert transport.writes == 1
     (responses,) = response_frames(transport)
     assert responses == [
-        pb.Response(id=1000 + i, value=b"value%d" % i) if i % 2 == 0
+        pb.Response(id=1000 + i, value=b"value%d" % i, cas=i // 2 + 1) if i % 2 == 0
         else pb.Response(id=1000 + i, status=pb.NOT_FOUND)
         for i in range(100)
     ]
@@ -592,7 +594,7 @@ MIXED_FRAMES = [
     encode_batch(requests=[req(pb.DELETE, b"k", id=6), req(99, id=7)]),
 ]
 MIXED_ANSWERS = [
-    [pb.Response(id=1), pb.Response(id=2, value=b"v", flags=3)],
+    [pb.Response(id=1, cas=1), pb.Response(id=2, value=b"v", flags=3, cas=1)],
     [pb.Response(id=3, status=pb.NOT_STORED), pb.Response(id=4, status=pb.NOT_FOUND), pb.Response(id=5)],
     [],
     [pb.Response(id=6), pb.Response(id=7, status=pb.UNKNOWN_OP, error="unknown op 99")],

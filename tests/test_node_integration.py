@@ -54,7 +54,8 @@ def test_configure_set_get_and_a_bad_peer_does_not_hurt_others(node_port):
         assert first.call(
             pb.Request(id=2, op=pb.SET, group="scores", key=b"alice", value=b"42", flags=0xDEADBEEF),
             pb.Request(id=3, op=pb.GET, group="scores", key=b"alice"),
-        ) == [pb.Response(id=2), pb.Response(id=3, value=b"42", flags=0xDEADBEEF)]
+        ) == [pb.Response(id=2, cas=1),
+             pb.Response(id=3, value=b"42", flags=0xDEADBEEF, cas=1)]
 
         with socket.create_connection(("127.0.0.1", port), timeout=5) as bad:
             bad.sendall(b"\xff\xff\xff\xff")
@@ -65,7 +66,7 @@ def test_configure_set_get_and_a_bad_peer_does_not_hurt_others(node_port):
             assert closed
 
         assert first.call(pb.Request(id=4, op=pb.GET, group="scores", key=b"alice")) == [
-            pb.Response(id=4, value=b"42", flags=0xDEADBEEF)
+            pb.Response(id=4, value=b"42", flags=0xDEADBEEF, cas=1)
         ]
         (stats,) = first.call(pb.Request(id=5, op=pb.STATS))
         assert (stats.stats.connections, stats.stats.configured) == (1, True)

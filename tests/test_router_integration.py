@@ -153,7 +153,7 @@ def test_bad_input_errors_and_connection_goes_on(cluster):
                   b"get sessions:big\r\n"
                   b"version\r\n")
         data = b""
-        while not data.endswith(b"VERSION ringcache-0.1.0\r\n"):
+        while not data.endswith(b"VERSION 1.6.21 ringcache-0.1.0\r\n"):
             chunk = s.recv(65536)
             assert chunk
             data += chunk
@@ -163,7 +163,7 @@ def test_bad_input_errors_and_connection_goes_on(cluster):
         assert lines[2].startswith(b"CLIENT_ERROR")
         assert lines[3] == b"SERVER_ERROR object too large for cache"
         assert lines[4] == b"END"  # the refused store dropped the old value, as memcached does
-        assert lines[5] == b"VERSION ringcache-0.1.0"
+        assert lines[5] == b"VERSION 1.6.21 ringcache-0.1.0"
     finally:
         s.close()
     client = cluster.memcache()

@@ -331,8 +331,9 @@ def standalone(tmp_path):
         "  scores: {max_bytes: 1MiB, source: {python: examples.demo:score}}\n"
         "  sessions: {max_bytes: 1MiB}\n"
     )
-    # Run from the repository root, so that the router imports examples.demo from it.
-    proc = Process([*RINGCACHE, "up", "-c", str(path)])
+    # Run from the repository root, so that the router imports examples.demo from it. In a
+    # session of its own: a process group that a test can Ctrl-C as a terminal does.
+    proc = Process([*RINGCACHE, "up", "-c", str(path)], start_new_session=True)
     try:
         wait_until(lambda: "ringcache is up: 3 nodes" in proc.read_stdout(), proc, 30, "the 'ringcache is up' line")
         yield proc, nodes, http
@@ -378,4 +379,19 @@ def test_children_do_not_outlive_a_sigkilled_up(standalone):
     deadline = time.monotonic() + 10
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+@pytest.mark.integration
+def test_ctrl_c_in_the_terminal_stops_every_child_once_and_quietly(standalone):
+    # The terminal sends SIGINT to the whole foreground process group: `up` and each
+    # child. The children leave stopping to `up`, which SIGTERMs each once; a child
+    # that also stopped itself on the SIGINT then raised ReactorNotRunning on the TERM.
+    proc, nodes, http = standalone
+    pids = [pid for (pid,) in started_pids(proc).values()]
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=15) == 0, proc.describe()
+    output = proc.read_stdout() + proc.read_stderr()
+    assert "Traceback" not in output and "ReactorNotRunning" not in output, output
+    assert proc.read_stderr().count("ringcache up: stopped ") == 4
     assert [pid for pid in pids if alive(pid)] == []

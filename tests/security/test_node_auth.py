@@ -68,22 +68,24 @@ def tls_node(certs):
     stop_process(proc)
 
 
-def configured_with_tom(peer) -> None:
-    """As a router would: configure the scores group and store Tom's real score."""
+def configured_with_tom(peer) -> int:
+    """As a router would: configure the scores group and store Tom's real score; the CAS
+    unique the node gave it (the node serves several tests: uniques keep counting)."""
     assert peer.call(CONFIGURE) == [pb.Response(id=4)]
-    assert peer.call(pb.Request(id=5, op=pb.SET, group="scores", key=b"Tom", value=b"630")) == [
-        pb.Response(id=5)]
+    [stored] = peer.call(pb.Request(id=5, op=pb.SET, group="scores", key=b"Tom", value=b"630"))
+    assert (stored.id, stored.status) == (5, pb.OK) and stored.cas > 0
+    return stored.cas
 
 
 @pytest.mark.parametrize("attack", [SET, GET, WIPE], ids=["poison", "read", "wipe"])
 def test_secret_node_answers_a_plain_peer_nothing_and_obeys_it_in_nothing(secret_node, attack):
     port, _ = secret_node
     router = accepted(sock := connect(port), secret_handshake(sock))
-    configured_with_tom(router)
+    cas = configured_with_tom(router)
     with connect(port) as stranger:
         stranger.sendall(frame(attack))
         assert read_all(stranger) == b""  # not one byte: no answer, no nonce
-    assert router.call(GET) == [pb.Response(id=1, value=b"630")]
+    assert router.call(GET) == [pb.Response(id=1, value=b"630", cas=cas)]
     router.close()
 
 
@@ -124,8 +126,8 @@ def test_secret_node_logs_refusals_once_per_interval_not_per_peer(secret_file):
 def test_tls_node_serves_a_router_with_a_certificate_from_its_ca(tls_node, certs):
     port, _ = tls_node
     router = accepted(tls_connect(port, certs["ca.pem"], certs["router.pem"], certs["router.key"]))
-    configured_with_tom(router)
-    assert router.call(GET) == [pb.Response(id=1, value=b"630")]
+    cas = configured_with_tom(router)
+    assert router.call(GET) == [pb.Response(id=1, value=b"630", cas=cas)]
     router.close()
 
 

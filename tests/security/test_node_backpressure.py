@@ -51,7 +51,7 @@ def test_a_peer_that_never_reads_its_get_many_answers_costs_one_frame_not_gigaby
             pb.GroupConfig(name="big", policy="lru", max_bytes=64 * MiB)]))
         for i, key in enumerate(KEYS):
             assert good.call(pb.Request(id=2 + i, op=pb.SET, group="big", key=key,
-                                        value=bytes([i]) * MiB)) == [pb.Response(id=2 + i)]
+                                        value=bytes([i]) * MiB)) == [pb.Response(id=2 + i, cas=i + 1)]
         before, frames_before = rss(proc.pid), node_frames(good)
 
         # 150 GET_MANY frames of 8 MiB answers each: 1.2 GB, asked for in 9 KB, never read.

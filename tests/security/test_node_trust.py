@@ -31,12 +31,12 @@ def test_a_configure_naming_a_policy_not_allowed_is_refused_and_the_node_keeps_s
         peer = Peer(connect(port))
         assert peer.call(CONFIGURE) == [pb.Response(id=4)]
         assert peer.call(pb.Request(id=5, op=pb.SET, group="scores", key=b"Tom", value=b"630")) == [
-            pb.Response(id=5)]
+            pb.Response(id=5, cas=1)]
         [refused] = peer.call(configure("python:signal:signal"))
         assert (refused.id, refused.status, refused.error) == (
             7, pb.ERROR, "CONFIGURE refused: group 'evil': policy 'python:signal:signal' is not "
                          "allowed on this node (start it with --allow-policy python:signal:signal)")
-        assert peer.call(GET) == [pb.Response(id=1, value=b"630")]
+        assert peer.call(GET) == [pb.Response(id=1, value=b"630", cas=1)]
         [stats] = peer.call(pb.Request(id=8, op=pb.STATS))
         assert [g.name for g in stats.stats.groups] == ["scores"]
         peer.close()
@@ -54,7 +54,7 @@ def test_a_policy_the_node_allows_is_built_when_a_router_names_it(tmp_path):
         assert peer.call(configure(FIFO, max_bytes=1000)) == [pb.Response(id=7)]
         assert peer.call(pb.Request(id=8, op=pb.SET, group="evil", key=b"k", value=b"v"),
                          pb.Request(id=9, op=pb.GET, group="evil", key=b"k")) == [
-            pb.Response(id=8), pb.Response(id=9, value=b"v")]
+            pb.Response(id=8, cas=1), pb.Response(id=9, value=b"v", cas=1)]
         [stats] = peer.call(pb.Request(id=10, op=pb.STATS))
         assert [(g.name, g.policy) for g in stats.stats.groups] == [("scores", "lru"), ("evil", FIFO)]
         peer.close()

@@ -1,0 +1,194 @@
+"""memcached's binary protocol on the router's memcached port: a MemcacheProtocol whose
+first byte was 0x80 (memcached picks the protocol the same way).
+
+It keeps everything of the text connection (answers in request order, one write per turn,
+the bounds on what a client may hold and leave unread) and swaps the parser
+(router/memcache_binary.py) and the commands' words. What the commands do is
+router/memcache_commands.py, shared with the text and meta protocols.
+"""
+
+from __future__ import annotations
+
+from router import memcache_binary as mb
+from router import memcache_commands as commands
+from router import memcache_stats
+from router.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
+from router.memcache_server import _RESULTS, MemcacheProtocol, log
+from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+
+# Extras, key and the largest value: what one request's body may hold.
+_OVERHEAD = 20 + mb.KEY_MAX_LENGTH
+
+
+def take_over(protocol: MemcacheProtocol) -> None:
+    """Make a connection whose first byte was 0x80 speak the binary protocol."""
+    protocol.__class__ = BinaryProtocol
+    protocol.parser = mb.BinaryParser(protocol.router.item_size_max + _OVERHEAD)
+
+
+class BinaryProtocol(MemcacheProtocol):
+    """One binary client connection (made by take_over, never built directly)."""
+
+    def dataReceived(self, data: bytes):
+        parser = self.parser
+        parser.receive_data(data)
+        self.last_active = now = self.reactor.seconds()
+        while not self._quitting:
+            try:
+                request = parser.next_event()
+            except mb.ProtocolError:
+                # As memcached: a stream that is not binary requests cannot be resynced.
+                self._quitting = True
+                break
+            if request is None:
+                break
+            if type(request) is mb.Invalid:
+                self._answer(mb.error(request.opcode, request.opaque, request.status))
+            else:
+                _COMMANDS[request.command](self, request)
+        self._read_done(now)
+
+    def timed_out(self, why: str) -> None:
+        self.partial_since = None  # no text line to tell a binary client why: just close
+        super().timed_out(why)
+
+    def _reply(self, request: mb.Request, d, on_result) -> None:
+        """Answer ``request`` from Deferred ``d`` via ``on_result``; failures become the
+        binary error they are."""
+        self._later(d, on_result, errors=lambda failure: _failed(request, failure))
+
+    # -- commands -----------------------------------------------------------------------
+
+    def _do_get(self, r: mb.Request) -> None:
+        command = r.command
+        if command in (mb.GAT, mb.GATK, mb.TOUCH):
+            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0])
+        else:
+            d = self.router.get(*self.router.resolve(r.key))
+        with_key = command in (mb.GETK, mb.GATK)
+        op = "touch" if command == mb.TOUCH else "get"
+
+        def found(item) -> bytes:
+            if item is None:
+                self.router.stats.count("memcache", op, "miss")
+                if r.quiet:
+                    return b""
+                if with_key:  # memcached answers a getk miss with the key, no message
+                    return mb.response(r.opcode, r.opaque, mb.KEY_ENOENT, key=r.key)
+                return mb.error(r.opcode, r.opaque, mb.KEY_ENOENT)
+            self.router.stats.count("memcache", op, "hit" if op == "get" else "ok")
+            value = b"" if command == mb.TOUCH else item.value
+            return mb.response(r.opcode, r.opaque, key=r.key if with_key else b"",
+                               extras=mb.FLAGS.pack(item.flags), value=value, cas=item.cas)
+
+        self._reply(r, d, found)
+
+    def _do_store(self, r: mb.Request) -> None:
+        mode = _MODES[r.command]
+        if r.extras:
+            flags, exptime = mb.STORE_EXTRAS.unpack(r.extras)
+        else:
+            flags = exptime = 0  # append/prepend keep the entry's
+        d = commands.store(self.router, mode, r.key, r.value, flags, exptime, r.cas)
+
+        def stored(written) -> bytes:
+            outcome = written.outcome
+            self.router.stats.count("memcache", "cas" if r.cas and r.extras else mode,
+                                    _RESULTS[outcome])
+            if outcome == STORED:
+                return b"" if r.quiet else mb.response(r.opcode, r.opaque, cas=written.cas)
+            return mb.error(r.opcode, r.opaque, _NOT_STORED_STATUS[mode]
+                            if outcome == NOT_STORED_ else _STATUS[outcome])
+
+        self._reply(r, d, stored)
+
+    def _do_delete(self, r: mb.Request) -> None:
+        def deleted(written) -> bytes:
+            found = written.outcome == STORED
+            self.router.stats.count("memcache", "delete", "ok" if found else "miss")
+            if found:
+                return b"" if r.quiet else mb.response(r.opcode, r.opaque)
+            return mb.error(r.opcode, r.opaque, _STATUS[written.outcome])
+
+        self._reply(r, commands.delete(self.router, r.key, r.cas), deleted)
+
+    def _do_arith(self, r: mb.Request) -> None:
+        delta, initial, exptime = mb.ARITH_EXTRAS.unpack(r.extras)
+        incr = r.command == mb.INCR
+        d = commands.arith(self.router, r.key, incr, delta,
+                           None if exptime == mb.NO_CREATE else initial, exptime)
+
+        def counted(written) -> bytes:
+            self.router.stats.count("memcache", "incr" if incr else "decr",
+                                    _RESULTS[written.outcome])
+            if written.outcome != STORED:
+                return mb.error(r.opcode, r.opaque, _STATUS[written.outcome])
+            if r.quiet:
+                return b""
+            return mb.response(r.opcode, r.opaque, value=mb.COUNTER.pack(int(written.value)),
+                               cas=written.cas)
+
+        self._reply(r, d, counted)
+
+    def _do_flush(self, r: mb.Request) -> None:
+        delay = mb.FLAGS.unpack(r.extras)[0] if r.extras else 0
+        self.router.stats.count("memcache", "flush_all", "ok")
+        done = b"" if r.quiet else mb.response(r.opcode, r.opaque)
+        self._reply(r, commands.flush(self.router, delay), lambda _: done)
+
+    def _do_stat(self, r: mb.Request) -> None:
+        d = memcache_stats.pairs(self.router, self.factory, (r.key,) if r.key else (),
+                                 self.reactor.seconds())
+        if d is None:
+            self._answer(mb.error(r.opcode, r.opaque, mb.KEY_ENOENT))
+            return
+
+        def packets(pairs) -> bytes:
+            out = [mb.response(r.opcode, r.opaque, key=name.encode(), value=str(value).encode())
+                   for name, value in pairs]
+            return b"".join(out) + mb.response(r.opcode, r.opaque)  # the empty one ends it
+
+        self._reply(r, d, packets)
+
+    def _do_simple(self, r: mb.Request) -> None:
+        """noop, version, verbosity, quit: answered at once, in order."""
+        command = r.command
+        if command == mb.VERSION:
+            self._answer(mb.response(r.opcode, r.opaque,
+                                     value=memcache_stats.VERSION.encode()))
+            return
+        if not (command == mb.QUIT and r.quiet):
+            self._answer(mb.response(r.opcode, r.opaque))
+        if command == mb.QUIT:
+            self._quitting = True
+
+
+def _failed(request: mb.Request, failure) -> bytes:
+    exc = failure.value
+    if isinstance(exc, TooLarge):
+        return mb.error(request.opcode, request.opaque, mb.E2BIG)
+    if isinstance(exc, AnswerTooLarge):
+        return mb.error(request.opcode, request.opaque, mb.ENOMEM)
+    if isinstance(exc, NodeUnavailable):
+        return mb.error(request.opcode, request.opaque, mb.ETMPFAIL, str(exc).encode())
+    if isinstance(exc, RingcacheError):
+        return mb.error(request.opcode, request.opaque, mb.EINTERNAL, str(exc).encode())
+    log.failure("unexpected error answering a binary memcached request", failure)
+    return mb.error(request.opcode, request.opaque, mb.EINTERNAL, b"internal error")
+
+
+_MODES = {mb.SET: "set", mb.ADD: "add", mb.REPLACE: "replace", mb.APPEND: "append",
+          mb.PREPEND: "prepend"}
+# A write's outcome as a binary status; NOT_STORED depends on the command, as in memcached.
+_STATUS = {EXISTS: mb.KEY_EEXISTS, MISSING: mb.KEY_ENOENT, NON_NUMERIC: mb.DELTA_BADVAL}
+_NOT_STORED_STATUS = {"add": mb.KEY_EEXISTS, "replace": mb.KEY_ENOENT, "set": mb.NOT_STORED,
+                      "append": mb.NOT_STORED, "prepend": mb.NOT_STORED}
+_COMMANDS = {
+    **dict.fromkeys((mb.GET, mb.GETK, mb.GAT, mb.GATK, mb.TOUCH), BinaryProtocol._do_get),
+    **dict.fromkeys((mb.SET, mb.ADD, mb.REPLACE, mb.APPEND, mb.PREPEND),
+                    BinaryProtocol._do_store),
+    mb.DELETE: BinaryProtocol._do_delete,
+    mb.INCR: BinaryProtocol._do_arith, mb.DECR: BinaryProtocol._do_arith,
+    mb.FLUSH: BinaryProtocol._do_flush, mb.STAT: BinaryProtocol._do_stat,
+    **dict.fromkeys((mb.NOOP, mb.VERSION, mb.VERBOSITY, mb.QUIT), BinaryProtocol._do_simple),
+}
