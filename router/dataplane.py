@@ -152,7 +152,7 @@ def _resolved(result, state: Run, slot: int) -> None:
     elif result is None:
         state.run.resolve(slot, b"")
     else:
-        state.run.resolve(slot, entry.pack(result.value, result.flags))
+        state.run.resolve(slot, entry.pack(result.value, result.flags, result.cas))
 
 
 def _render(state: Run, router) -> None:

@@ -241,6 +241,16 @@ class CoreContract(RequiredCoreContract):
         core = self.new()
         assert core.entry_overhead == self.entry_overhead
 
+    def test_ttl_left_tells_the_time_an_entry_has_left(self):
+        core = self.new(max_bytes=self.charge_with_ttl(2, 2) * 10)
+        core.set(b"a", b"1", ttl=10)
+        core.set(b"b", b"2")
+        self.clock.now += 4
+        assert (core.ttl_left(b"a"), core.ttl_left(b"b"), core.ttl_left(b"none")) == (6, None, None)
+        assert (core.get(b"a"), core.ttl_left(b"a")) == (b"1", 6)
+        self.clock.now += 6
+        assert core.get(b"a") is None
+
     def test_max_bytes(self):
         assert self.new(max_bytes=1234).max_bytes == 1234
 

@@ -36,6 +36,7 @@ def node(clock):
     node = Node(16 * MiB, clock=clock, allowed_policies=[TTL_CORE])
     node.handle(pb.Request(id=1, op=pb.CONFIGURE, groups=[
         pb.GroupConfig(name="g", policy="lru", max_bytes=MiB),
+        pb.GroupConfig(name="a", policy="adaptive", max_bytes=MiB),
         pb.GroupConfig(name="t", policy=TTL_CORE, max_bytes=MiB)]))
     return node
 
@@ -88,14 +89,15 @@ def test_incr_of_a_missing_or_non_numeric_value(node):
     assert node.handle(req(pb.GET)).value == b"ab"
 
 
-def test_incr_and_append_keep_the_ttl_a_core_can_tell(node, clock):
-    node.handle(pb.Request(id=1, op=pb.SET, group="t", key=b"k", value=b"1", ttl=10))
-    node.handle(pb.Request(id=1, op=pb.SET, group="t", key=b"s", value=b"a", ttl=10))
+@pytest.mark.parametrize("group", ["t", "g", "a"])  # a plugin core, lru, the default core
+def test_incr_and_append_keep_the_ttl_a_core_can_tell(node, clock, group):
+    node.handle(pb.Request(id=1, op=pb.SET, group=group, key=b"k", value=b"1", ttl=10))
+    node.handle(pb.Request(id=1, op=pb.SET, group=group, key=b"s", value=b"a", ttl=10))
     clock.now += 4
-    node.handle(pb.Request(id=1, op=pb.INCR, group="t", key=b"k", delta=1))
-    node.handle(pb.Request(id=1, op=pb.APPEND, group="t", key=b"s", value=b"b"))
+    node.handle(pb.Request(id=1, op=pb.INCR, group=group, key=b"k", delta=1))
+    node.handle(pb.Request(id=1, op=pb.APPEND, group=group, key=b"s", value=b"b"))
     clock.now += 5.9
-    get = pb.Request(id=1, op=pb.GET, group="t")
+    get = pb.Request(id=1, op=pb.GET, group=group)
     get.key = b"k"
     assert node.handle(get).value == b"2"
     get.key = b"s"
@@ -159,4 +161,4 @@ def test_stats_count_no_entry_a_due_flush_dropped(node, clock):
     node.handle(req(pb.FLUSH_GROUP, ttl=1))
     clock.now += 1
     stats = node.handle(pb.Request(id=1, op=pb.STATS)).stats
-    assert [(g.name, g.items) for g in stats.groups] == [("g", 0), ("t", 0)]
+    assert [(g.name, g.items) for g in stats.groups] == [("g", 0), ("a", 0), ("t", 0)]

@@ -75,6 +75,13 @@ class AdaptiveCore(CoreBase):
 
     # --- reads ---------------------------------------------------------------------------
 
+    def _peek(self, key: bytes):
+        for level in (*reversed(self._counts), self._read, self._fresh):
+            entry = level.get(key)
+            if entry is not None:
+                return entry
+        return None
+
     def get(self, key: bytes) -> bytes | None:
         entry = self._hot.get(key)
         if entry is None:

@@ -93,6 +93,18 @@ class CoreBase:
         self.set(key, value, ttl)
         return True
 
+    def ttl_left(self, key: bytes) -> float | None:
+        """Seconds the live entry under ``key`` has left, or None when it has no expiry
+        (or is not there). Not an access: incr and append keep an entry's ttl with it."""
+        entry = self._peek(key)
+        if type(entry) is not Expiring:
+            return None
+        return max(entry - self._clock(), 0.0)
+
+    def _peek(self, key: bytes) -> bytes | Expiring | None:
+        """The stored entry under ``key``, without counting an access."""
+        raise NotImplementedError
+
     def _size(self, key: bytes, entry: bytes | Expiring) -> int:
         """What the entry is charged."""
         if type(entry) is Expiring:

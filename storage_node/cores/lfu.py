@@ -47,6 +47,9 @@ class LFUCore(CoreBase):
     def __len__(self) -> int:
         return len(self._levels[1]) + len(self._freq)
 
+    def _peek(self, key: bytes):
+        return self._levels[self._freq.get(key, 1)].get(key)
+
     def get(self, key: bytes) -> bytes | None:
         freq = self._freq.get(key, 1)
         level = self._levels[freq]

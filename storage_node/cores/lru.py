@@ -28,6 +28,9 @@ class LRUCore(CoreBase):
     def __len__(self) -> int:
         return len(self._data)
 
+    def _peek(self, key: bytes):
+        return self._data.get(key)
+
     def get(self, key: bytes) -> bytes | None:
         entry = self._data.get(key)
         if entry is None:
