@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from twisted.internet.defer import gatherResults, succeed
-from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,7 +26,7 @@ from router.memcache_stats import VERSION
 from router.topology import LimitsConfig
 from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 from shared.connections import ConnectionGate, Refusal
-from shared.net import cancel_call, write_now
+from shared.net import cancel_call, whole_answers, write_now
 from shared.reactor import end_of_turn
 
 log = Logger()
@@ -144,10 +144,7 @@ class MemcacheProtocol(Protocol):
         self.dataReceived(data)
 
     def connectionMade(self):
-        if ITCPTransport.providedBy(self.transport):
-            # Answers are whole and written once per turn: Nagle would only hold them
-            # back until the client's delayed ACK, up to 40 ms.
-            self.transport.setTcpNoDelay(True)
+        whole_answers(self.transport)
         self.transport.registerProducer(self, True)
         self.factory.connections += 1
         self.factory.total_connections += 1

@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -24,7 +23,7 @@ from router.errors import NodeTimeout, NodeUnavailable
 from shared import ringcache_pb2 as pb
 from shared.codec import append_prepared, append_request, decode_responses
 from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError
-from shared.net import cancel_call, write_now
+from shared.net import cancel_call, whole_answers, write_now
 from shared.reactor import end_of_turn
 from shared.wire import WireError, encode_groups
 
@@ -36,8 +35,13 @@ CONNECTING, UP, PROBING, DOWN, STOPPED = "connecting", "up", "probing", "down", 
 # (hung, SIGSTOPped, overloaded) is marked down and probed like a dead one.
 FAILURES_TO_MARK_DOWN = 3
 
-# Bytes read from a node at a time (Twisted's default is 64 KiB).
-READ_SIZE = 1 << 20
+# Bytes read from a node at a time: Twisted's default, and the most while a large answer
+# frame is arriving (reading 1 MiB at a time for small answers made every read allocate
+# and map a MiB).
+READ_SIZE, READ_MAX = 1 << 16, 1 << 20
+
+# One frame in this many has its round trip timed (a histogram observation takes a lock).
+SAMPLE_EVERY = 16
 
 # A frame is flushed early once its values reach this many bytes, so one busy turn
 # cannot build a frame near the peer's MAX_FRAME.
@@ -50,12 +54,7 @@ class _NodeProtocol(Protocol):
         self.decoder = FrameDecoder()
 
     def connectionMade(self):
-        if ITCPTransport.providedBy(self.transport):
-            # A frame is written whole, once per turn: Nagle would hold it until the
-            # node's delayed ACK whenever an earlier frame is still unacknowledged.
-            self.transport.setTcpNoDelay(True)
-            # Answer frames carry values of up to a MiB: read them in few reads.
-            self.transport.bufferSize = READ_SIZE
+        whole_answers(self.transport)
         self.client._connected(self.transport)
 
     def dataReceived(self, data: bytes):
@@ -64,6 +63,9 @@ class _NodeProtocol(Protocol):
         try:
             for payload in decoder.frames():
                 self.client._answered(payload)
+            # Twisted reads bufferSize bytes at a time, and allocates that much for each
+            # read: 64 KiB while answers are small, more while a large one is arriving.
+            self.transport.bufferSize = min(max(decoder.missing, READ_SIZE), READ_MAX)
         except (FrameError, WireError) as exc:
             log.error("node {node}: {problem}; closing the connection",
                       node=self.client.name, problem=exc)
@@ -333,7 +335,8 @@ class NodeClient:
         frame = self._frame
         if not self._frame_ids or self._transport is None:
             return
-        if self._sample_id is None and self._observe_latency is not None:
+        if (self._sample_id is None and self._observe_latency is not None
+                and not self.frames_sent % SAMPLE_EVERY):
             self._sample_id = self._frame_ids[0]
             self._sample_sent = self.reactor.seconds()
         self._frame = bytearray(HEADER_SIZE)

@@ -35,8 +35,9 @@ class FrameDecoder:
 
     A payload is handed out without a copy when it arrived whole in one read: as a
     memoryview of the bytes received (the common case, and for a large value one copy
-    less on its way to the client). One that spanned reads is gathered in a buffer and
-    handed out as bytes, copied once.
+    less on its way to the client). One that spanned reads is gathered in a buffer, and
+    handed out as a view of that buffer when it ends it (then a new buffer is begun), or
+    else copied out once.
     """
 
     __slots__ = ("_buf", "_pos", "_data", "_dpos", "max_frame")
@@ -90,6 +91,11 @@ class FrameDecoder:
         if len(buf) < end:
             self._compact()
             return None
+        if end == len(buf):
+            # The frame ends what is buffered (as it does when its last read completed
+            # it): the buffer itself is handed out, and a new one begun, without a copy.
+            self._buf, self._pos = bytearray(), 0
+            return memoryview(buf)[pos + HEADER_SIZE:end]
         payload = bytes(memoryview(buf)[pos + HEADER_SIZE:end])
         self._pos = end
         return payload
@@ -98,6 +104,15 @@ class FrameDecoder:
         """Every whole payload buffered so far."""
         while (payload := self.next_frame()) is not None:
             yield payload
+
+    @property
+    def missing(self) -> int:
+        """Bytes still to come of the frame being gathered (0 when none is begun)."""
+        held = len(self._buf) - self._pos
+        if self._data is not None or held < HEADER_SIZE:
+            return 0
+        (length,) = _HEADER.unpack_from(self._buf, self._pos)
+        return max(0, HEADER_SIZE + length - held)
 
     @property
     def buffered(self) -> int:

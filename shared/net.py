@@ -40,6 +40,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+# What one send may pass to the kernel. Twisted's 128 KiB made a large answer (a frame of
+# 100 KB values) go out in many sends, and copy its unsent rest on every partial send.
+SEND_LIMIT = 4 << 20
+
+
+def whole_answers(transport) -> None:
+    """Set a TCP transport up for whole answers written once per turn: no Nagle (which
+    would hold an answer until the peer's delayed ACK, up to 40 ms), large sends."""
+    if isinstance(transport, Connection):
+        transport.setTcpNoDelay(True)
+        transport.SEND_LIMIT = SEND_LIMIT
+
+
 def write_now(transport, data: bytes | bytearray) -> None:
     """Write ``data`` to a Twisted transport, sending it at once when nothing is queued.
 

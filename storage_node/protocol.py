@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -12,7 +12,7 @@ from zope.interface import implementer
 from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
 from shared.connections import ConnectionGate
-from shared.net import format_address, write_now
+from shared.net import format_address, whole_answers, write_now
 from shared.wire import WireError
 from storage_node.node import Node
 
@@ -42,10 +42,7 @@ class NodeProtocol(Protocol):
         self.partial_since: float | None = None
 
     def connectionMade(self) -> None:
-        if ITCPTransport.providedBy(self.transport):
-            # One whole answer frame per request frame: Nagle would hold it until the
-            # router's delayed ACK (up to 40 ms) whenever an earlier answer is unacknowledged.
-            self.transport.setTcpNoDelay(True)
+        whole_answers(self.transport)
         self.transport.registerProducer(self, True)
         self.node.connections += 1
         if self._gate is not None:

@@ -138,6 +138,20 @@ def test_a_frame_split_over_reads_is_gathered_and_copied_once():
     assert bytes(after) == b"y"
 
 
+def test_a_frame_that_ends_the_buffer_is_handed_out_as_the_buffer_itself():
+    decoder = FrameDecoder()
+    data = encode_frame(b"x" * 100)
+    decoder.receive_data(data[:30])
+    assert decoder.next_frame() is None
+    decoder.receive_data(data[30:])
+    (whole,) = decoder.frames()
+    assert isinstance(whole, memoryview) and bytes(whole) == b"x" * 100
+    decoder.receive_data(encode_frame(b"next")[:3])  # a new buffer: the old one is the frame's
+    decoder.receive_data(encode_frame(b"next")[3:])
+    assert [bytes(p) for p in decoder.frames()] == [b"next"]
+    assert bytes(whole) == b"x" * 100
+
+
 def test_what_a_reader_left_unread_comes_before_the_next_read():
     # The node stops taking frames while a peer does not read its answers.
     decoder = FrameDecoder()
@@ -145,3 +159,17 @@ def test_what_a_reader_left_unread_comes_before_the_next_read():
     assert bytes(decoder.next_frame()) == b"a"
     decoder.receive_data(encode_frame(b"c"))
     assert [bytes(p) for p in decoder.frames()] == [b"b", b"c"]
+
+
+def test_missing_says_how_much_of_a_frame_is_still_to_come():
+    decoder = FrameDecoder()
+    assert decoder.missing == 0
+    data = encode_frame(b"x" * 100)
+    decoder.receive_data(data[:2])  # not even the length yet
+    assert decoder.missing == 0
+    decoder.receive_data(data[2:30])
+    assert decoder.next_frame() is None
+    assert decoder.missing == 104 - 30
+    decoder.receive_data(data[30:])
+    assert bytes(decoder.next_frame()) == b"x" * 100
+    assert decoder.missing == 0

@@ -14,7 +14,7 @@ from twisted.python.failure import Failure
 
 from router import nodeclient
 from router.errors import NodeUnavailable
-from router.nodeclient import CONNECTING, DOWN, PROBING, STOPPED, UP, NodeClient
+from router.nodeclient import CONNECTING, DOWN, PROBING, SAMPLE_EVERY, STOPPED, UP, NodeClient
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes
 from shared.framing import FrameDecoder, decode_payload, encode_batch
@@ -320,6 +320,17 @@ def test_latency_is_sampled_from_flush_to_answer(reactor):
     reactor.advance(0.125)
     peer.answer(pb.Response(id=1))
     assert seen == [0.375]
+
+
+def test_one_frame_in_sample_every_is_timed(reactor):
+    seen = []
+    client = make_client(reactor, observe_latency=seen.append)
+    peer = Peer(reactor)
+    for i in range(1, 2 * SAMPLE_EVERY + 1):
+        client.request(pb.GET, "scores", b"k")
+        reactor.advance(0)
+        peer.answer(pb.Response(id=i))
+    assert len(seen) == 2  # frames 1 and SAMPLE_EVERY + 1
 
 
 def test_undecodable_frame_closes_the_connection(reactor, connected):
