@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request, Site
 
+from shared.throttle import LogThrottle
+
 log = Logger()
 
 MAX_URL = 16 << 10  # bytes of request line: method, URL and version
@@ -203,8 +205,9 @@ class BoundedSite(Site):
         self.limits = limits
         self.connections = 0
         self.refused_connections = 0  # all time, for tests and curiosity
-        self._unlogged = 0  # refusals not yet in a log line
-        self._log_after = float("-inf")
+        # A flood of connections must not become a flood of log lines.
+        self._refusals = LogThrottle(lambda text: log.warn("{text}", text=text),
+                                     reactor.seconds, LOG_INTERVAL)
 
     def buildProtocol(self, addr):
         limits = self.limits()
@@ -217,12 +220,6 @@ class BoundedSite(Site):
         return channel
 
     def _refused_one(self, limit: int) -> None:
-        # A flood of connections must not become a flood of log lines.
         self.refused_connections += 1
-        self._unlogged += 1
-        now = self.reactor.seconds()
-        if now >= self._log_after:
-            log.warn("HTTP: refused {count} connections over the limit of {limit} "
-                     "(limits.max_connections)", count=self._unlogged, limit=limit)
-            self._unlogged = 0
-            self._log_after = now + LOG_INTERVAL
+        self._refusals(f"HTTP: refused a connection over the limit of {limit} "
+                       "(limits.max_connections)")

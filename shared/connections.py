@@ -13,38 +13,11 @@ from collections.abc import Callable
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 
+from shared.throttle import LogThrottle
+
 # Descriptors kept back from the client cap for node connections, sources, the HTTP port
 # and logs, so a router full of clients can still reach a restarted node.
 RESERVED_FDS = 128
-
-
-class RateLimitedLog:
-    """Logs the first event at once, then at most one summary line per ``interval``: a
-    flood (refused connections, EMFILE) must not become a flood of log lines."""
-
-    def __init__(self, reactor, emit: Callable[[str], None], interval: float = 10.0):
-        self.reactor = reactor
-        self.emit = emit
-        self.interval = interval
-        self._quiet_until = 0.0
-        self._held = 0
-        self._message = ""
-
-    def __call__(self, message: str) -> None:
-        now = self.reactor.seconds()
-        if now >= self._quiet_until:
-            self.emit(message)
-            self._quiet_until = now + self.interval
-            self.reactor.callLater(self.interval, self._summary)
-        else:
-            self._held += 1
-            self._message = message
-
-    def _summary(self) -> None:
-        if self._held:
-            self.emit(f"{self._message} ({self._held} more like it in the last "
-                      f"{self.interval:g}s)")
-            self._held = 0
 
 
 class Refusal(Protocol):
@@ -93,7 +66,8 @@ class ConnectionGate:
         self.open: set = set()
         self.refused = 0
         self.timed_out = 0
-        self.log = RateLimitedLog(reactor, log or (lambda message: None))
+        # A flood of refusals or timeouts costs one line per interval (shared/throttle.py).
+        self.log = LogThrottle(log or (lambda message: None), reactor.seconds)
         self._sweep = None
 
     def __len__(self) -> int:

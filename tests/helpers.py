@@ -123,3 +123,13 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def wait_for(probe, timeout: float = 15.0):
+    """Poll ``probe()`` until it returns something true, and return that; fail the test
+    after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()):
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+    return result

@@ -7,22 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 
 import pytest
 
 from tests.cluster import Cluster
-from tests.helpers import stop_process
+from tests.helpers import stop_process, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(probe, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return result
 
 
 def workers_up(cluster, digest=None) -> list[dict] | None:

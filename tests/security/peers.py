@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 
 from shared import ringcache_pb2 as pb
 from shared.certs import write_all
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 from shared.gate import ACCEPTED
 from shared.handshake import ROUTER, SecretHandshake
-from tests.helpers import RINGCACHE, Process, free_port, port_open, start_process
+from tests.helpers import RINGCACHE, Process, free_port, port_open, start_process, wait_for  # noqa: F401 (re-exported)
 
 SECRET = b"a shared secret for the tests, long enough"
 LOOPBACK = ["localhost", "127.0.0.1", "::1"]
@@ -119,10 +118,3 @@ def accepted(sock: socket.socket, already: bytes = b"") -> Peer:
     return Peer(sock)
 
 
-def wait_for(probe, timeout: float = 15.0):
-    """Poll ``probe()`` until it returns something true, and return that."""
-    deadline = time.monotonic() + timeout
-    while not (result := probe()):
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-    return result

@@ -21,7 +21,7 @@ def test_certs_makes_two_cas_and_one_certificate_per_purpose(tmp_path, capsys):
     out = tmp_path / "certs"
     assert main(["certs", str(out), "--node", "node-a", "--node", "10.0.0.5",
                  "--router-host", "cache.example"]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote ca.pem, ca.key, router.pem")
+    assert capsys.readouterr().out.startswith("wrote ca.pem, ca.key, router.pem")
     assert {p.stem for p in out.iterdir()} == FILES
     for name in FILES:
         assert stat.S_IMODE(os.stat(out / f"{name}.key").st_mode) == 0o600

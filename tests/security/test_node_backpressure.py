@@ -10,7 +10,7 @@ import time
 import pytest
 
 from shared import ringcache_pb2 as pb
-from tests.helpers import stop_process
+from tests.helpers import rss_bytes, stop_process
 from tests.security.peers import (
     SECRET,
     Peer,
@@ -29,15 +29,6 @@ MiB = 1 << 20
 KEYS = [b"k%d" % i for i in range(8)]
 
 
-def rss(pid: int) -> int:
-    """Resident set size of process ``pid`` in bytes, from /proc."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc status")
-
-
 def node_frames(peer: Peer) -> int:
     [stats] = peer.call(pb.Request(id=99, op=pb.STATS))
     return stats.stats.frames
@@ -52,7 +43,7 @@ def test_a_peer_that_never_reads_its_get_many_answers_costs_one_frame_not_gigaby
         for i, key in enumerate(KEYS):
             assert good.call(pb.Request(id=2 + i, op=pb.SET, group="big", key=key,
                                         value=bytes([i]) * MiB)) == [pb.Response(id=2 + i, cas=i + 1)]
-        before, frames_before = rss(proc.pid), node_frames(good)
+        before, frames_before = rss_bytes(proc.pid), node_frames(good)
 
         # 150 GET_MANY frames of 8 MiB answers each: 1.2 GB, asked for in 9 KB, never read.
         hog = socket.socket()
@@ -67,7 +58,7 @@ def test_a_peer_that_never_reads_its_get_many_answers_costs_one_frame_not_gigaby
             [answer] = good.call(pb.Request(id=50, op=pb.GET, group="big", key=b"k3"))
             assert answer.value == b"\x03" * MiB
         handled = node_frames(good) - frames_before - 4  # less the good peer's own frames
-        grown = rss(proc.pid) - before
+        grown = rss_bytes(proc.pid) - before
         assert handled <= 3, handled  # the hog's first answer filled its pipe: reading stopped
         assert grown < 64 * MiB, f"the node grew by {grown / MiB:.0f} MiB"
         hog.close()

@@ -15,20 +15,12 @@ import pytest
 from shared import ringcache_pb2 as pb
 from shared.framing import FrameDecoder, decode_payload, encode_batch
 from storage_node.node import DEFAULT_POLICY
-from tests.helpers import RINGCACHE, free_port, port_open, start_process, stop_process
+from tests.helpers import RINGCACHE, free_port, port_open, rss_bytes, start_process, stop_process
 
 pytestmark = pytest.mark.integration
 
 MAX_MEMORY = 64 * 1024 * 1024
 BATCH_BYTES = 256 * 1024  # per frame: the node's transient buffers stay small beside its cores
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 class Client:
@@ -58,7 +50,7 @@ def test_rss_follows_max_memory(value_size, ttl):
         configure = pb.Request(id=0, op=pb.CONFIGURE,
                                groups=[pb.GroupConfig(name="g", policy=DEFAULT_POLICY, max_bytes=MAX_MEMORY)])
         assert client.call([configure])[0].status == pb.OK
-        idle = rss(node.pid)
+        idle = rss_bytes(node.pid)
         value = b"v" * value_size
         # Twice what fits if only key + value counted, at most 1.5 times the budget's worth
         # of entries at the real cost: the core must evict, and its tables churn.
@@ -70,7 +62,7 @@ def test_rss_follows_max_memory(value_size, ttl):
             assert all(r.status == pb.OK for r in client.call(batch))
         (stats,) = client.call([pb.Request(id=1, op=pb.STATS)])
         group = stats.stats.groups[0]
-        grown = rss(node.pid) - idle
+        grown = rss_bytes(node.pid) - idle
         assert group.evictions > 0
         assert group.bytes <= MAX_MEMORY
         assert grown <= 1.15 * MAX_MEMORY, (
