@@ -3,8 +3,8 @@
 Usage: python bench/lean_node.py --listen HOST:PORT [--max-memory BYTES]
 
 Each router connection's bytes go through a FrameDecoder; each whole frame is handled
-by storage_node.node.Node (``handle_frame``) and answered with one frame from
-storage_node.protocol's ``encode_responses``, as ``ringcache node`` does on Twisted; the
+by storage_node.node.Node (``handle_payload``, which answers with one frame), as
+``ringcache node`` does on Twisted; the
 answers to one read leave in one ``send`` (EPOLLOUT only for a remainder). A connection
 that breaks the framing is closed. No stats port, no logging setup. vs_twemproxy.py --lean measures it behind
 bench/lean_router.py.
@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.framing import FrameDecoder, FrameError, decode_payload  # noqa: E402
+from shared.framing import FrameDecoder, FrameError  # noqa: E402
 from shared.units import parse_size  # noqa: E402
 from storage_node.node import Node  # noqa: E402
-from storage_node.protocol import encode_responses  # noqa: E402
 
 READ_SIZE = 65536
 
@@ -79,8 +78,7 @@ def serve(host: str, port: int, node: Node) -> None:
                         close(fd)
                         continue
                     decoder.receive_data(buf[:n])
-                    out = b"".join(encode_responses(node.handle_frame(decode_payload(payload)))
-                                   for payload in decoder.frames())
+                    out = b"".join(node.handle_payload(payload) for payload in decoder.frames())
                     if fd in unsent:
                         unsent[fd] += out
                     elif out:
