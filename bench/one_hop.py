@@ -18,6 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shared.reactor import end_of_turn, install  # noqa: E402
+
+install()  # the reactor the router runs on (shared/reactor.py)
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
@@ -57,6 +60,19 @@ class _End:
 
     abortConnection = loseConnection
 
+    # The node registers as its transport's producer; in memory nothing ever fills up.
+    def registerProducer(self, producer, streaming) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
     def getPeer(self) -> IPv4Address:
         return IPv4Address("TCP", "127.0.0.1", 0)
 
@@ -83,7 +99,7 @@ class _Link:
 
     def wake(self) -> None:
         if self._carry_call is None:
-            self._carry_call = self.reactor.callLater(0, self._carry)
+            self._carry_call = end_of_turn(self.reactor, self._carry)
 
     def _carry(self) -> None:
         self._carry_call = None
