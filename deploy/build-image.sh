@@ -72,9 +72,9 @@ build_wheelhouse() {
     # pyproject.toml, the ringcache wheel with any source file. (A wheel rebuilt from the
     # same sources differs in its timestamps and would defeat Docker's layer cache.)
     deps=$( { echo "$arch $PYTHON_VERSION $EXTRAS"; cat pyproject.toml; } | digest)
-    package=$( { cat pyproject.toml README.md;
-                 find router storage_node shared -type f \( -name '*.py' -o -name '*.proto' \) \
-                     -print0 | sort -z | xargs -0 cat; } | digest)
+    package=$( { cat pyproject.toml setup.py README.md;
+                 find router storage_node shared -type f \( -name '*.py' -o -name '*.proto' \
+                     -o -name '*.c' -o -name '*.h' \) -print0 | sort -z | xargs -0 cat; } | digest)
     if ! stamp_matches "$WHEELS/ringcache/.inputs" "$package"; then
         say "building the ringcache wheel into $WHEELS/ringcache"
         rm -rf "$WHEELS/ringcache"
@@ -89,6 +89,9 @@ build_wheelhouse() {
         # widen a manylinux_2_N platform to the ones below it.
         for n in $(seq 36 -1 5); do platforms+=(--platform "manylinux_2_${n}_$arch"); done
         platforms+=(--platform "manylinux2014_$arch" --platform "manylinux2010_$arch" --platform "manylinux1_$arch")
+        # ringcache's own wheel carries its compiled hot path (setup.py), built here for
+        # this host's glibc, which the image's Debian shares: a plain linux_ wheel.
+        platforms+=(--platform "linux_$arch")
         "$PYTHON" -m pip download -qq --dest "$WHEELS/deps" --only-binary=:all: \
             --python-version "$PYTHON_VERSION" --implementation cp "${platforms[@]}" \
             "$(echo "$WHEELS"/ringcache/ringcache-*.whl)[$EXTRAS]"
