@@ -21,7 +21,6 @@ from router import dataplane, memcache_meta_run, memcache_stats
 from router import memcache_commands as commands
 from router import memcache_parser as mc
 from router.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
-from router.memcache_commands import ALREADY_EXPIRED  # noqa: F401 (tests import it here)
 from router.memcache_stats import VERSION
 from router.topology import LimitsConfig
 from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED

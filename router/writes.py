@@ -13,7 +13,6 @@ from typing import NamedTuple
 from twisted.internet.defer import Deferred, DeferredList, fail
 
 from router.errors import NodeUnavailable, TooLarge, UnknownGroup
-from router.items import Group
 from router.reads import node_failed
 from shared import ringcache_pb2 as pb
 

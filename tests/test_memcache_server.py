@@ -12,7 +12,8 @@ from twisted.python.failure import Failure
 
 from router.core import Item
 from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.memcache_server import ALREADY_EXPIRED, MAX_OUTSTANDING, VERSION, MemcacheFactory
+from router.memcache_commands import ALREADY_EXPIRED
+from router.memcache_server import MAX_OUTSTANDING, VERSION, MemcacheFactory
 from router.stats import RouterStats
 from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
 from shared import ringcache_pb2 as pb
