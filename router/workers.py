@@ -220,6 +220,7 @@ class WorkerLink(amp.AMP):
 
 def connect_to_control(reactor, path: str, process, index: int, on_lost) -> Deferred:
     factory = Factory.forProtocol(lambda: WorkerLink(process, index, on_lost))
+    factory.noisy = False
     return UNIXClientEndpoint(reactor, path).connect(factory)
 
 
