@@ -318,18 +318,30 @@ static inline void release(Core *s, uint32_t idx) {
 
 /* -- rings ------------------------------------------------------------------------------ */
 
-static int ring_resize(ring_t *r, size_t cap) {
-    uint32_t *buf = PyMem_Malloc(cap * sizeof(uint32_t));
+/* A ring buffer's ``len`` elements of ``size`` bytes, from ``*head`` on, moved in order to
+ * the start of a new buffer of ``cap`` elements (the old one freed); NULL if out of memory. */
+static void *rering(void *old, size_t size, size_t *old_cap, size_t *head, size_t len, size_t cap) {
+    char *buf = PyMem_Malloc(cap * size);
     if (buf == NULL) {
         PyErr_NoMemory();
-        return -1;
+        return NULL;
     }
-    for (size_t i = 0; i < r->len; i++)
-        buf[i] = r->buf[(r->head + i) & (r->cap - 1)];
-    PyMem_Free(r->buf);
+    if (len) {
+        size_t first = len < *old_cap - *head ? len : *old_cap - *head;
+        memcpy(buf, (char *)old + *head * size, first * size);
+        memcpy(buf + first * size, old, (len - first) * size);
+    }
+    PyMem_Free(old);
+    *old_cap = cap;
+    *head = 0;
+    return buf;
+}
+
+static int ring_resize(ring_t *r, size_t cap) {
+    uint32_t *buf = rering(r->buf, sizeof(uint32_t), &r->cap, &r->head, r->len, cap);
+    if (buf == NULL)
+        return -1;
     r->buf = buf;
-    r->cap = cap;
-    r->head = 0;
     return 0;
 }
 
@@ -479,17 +491,10 @@ static void remove_band(Core *s, size_t i) {
 }
 
 static int band_resize(band_t *b, size_t cap) {
-    due_t *buf = PyMem_Malloc(cap * sizeof(due_t));
-    if (buf == NULL) {
-        PyErr_NoMemory();
+    due_t *buf = rering(b->buf, sizeof(due_t), &b->cap, &b->head, b->len, cap);
+    if (buf == NULL)
         return -1;
-    }
-    for (size_t i = 0; i < b->len; i++)
-        buf[i] = b->buf[(b->head + i) & (b->cap - 1)];
-    PyMem_Free(b->buf);
     b->buf = buf;
-    b->cap = cap;
-    b->head = 0;
     return 0;
 }
 
