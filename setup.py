@@ -1,7 +1,8 @@
 """Compiled twins of the hot path (the rest of the build is pyproject.toml).
 
-Both are optional: where they do not build, the pure-Python modules they mirror
-(shared/codec_py.py, router/getrun_py.py) serve instead, under the same tests.
+All are optional: where they do not build, the pure-Python modules they mirror
+(shared/codec_py.py, router/getrun_py.py, storage_node/cores/adaptive.py) serve instead,
+under the same tests.
 """
 
 from setuptools import Extension, setup
@@ -13,4 +14,6 @@ setup(ext_modules=[
               extra_compile_args=OPTIMIZE, optional=True),
     Extension("router._getrun", ["router/_getrun.c"], depends=["shared/_codec.h"],
               include_dirs=["shared"], extra_compile_args=OPTIMIZE, optional=True),
+    Extension("storage_node.cores._adaptive", ["storage_node/cores/_adaptive.c"],
+              extra_compile_args=OPTIMIZE, optional=True),
 ])

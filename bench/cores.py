@@ -15,6 +15,11 @@ is kind to CPU caches; the lines below the table repeat the hot gets in random o
 next to a bare dict.get as the machine's ceiling, and show what a long-running cache
 pays in memory: dicts that resize while full re-grow to 3x their entries, and an LFU
 entry read once costs a ``_freq`` dict entry.
+
+``adaptive`` is the compiled core when it is built (storage_node/cores/_adaptive.c);
+``adaptive-py``, its pure-Python twin, runs beside it. The last lines hold both to the
+default core's goals (issue 14): 2M hot gets/s, 1M evicting sets/s, and at most 120
+bytes of structure per entry after the churn.
 """
 
 from __future__ import annotations
@@ -23,13 +28,17 @@ import random
 import time
 import tracemalloc
 
-from storage_node.cores import CORES
+from storage_node.cores import CORES, PureAdaptiveCore
 
 ENTRIES = 100_000
 VALUE_SIZE = 100
 GOAL_GET = 1_000_000
 GOAL_SET = 300_000
 GOAL_BYTES = 150
+# The default core's own goals (issue 14).
+DEFAULT_GOAL_GET = 2_000_000
+DEFAULT_GOAL_SET = 1_000_000
+DEFAULT_GOAL_CHURN_BYTES = 120
 
 KEYS = [b"key:%08d" % i for i in range(2 * ENTRIES)]
 VALUES = [b"%0*d" % (VALUE_SIZE, i) for i in range(2 * ENTRIES)]
@@ -104,11 +113,27 @@ def bytes_per_entry(core_class, ttl=None, churn=False, read_once=False) -> float
     return used / ENTRIES
 
 
-def main() -> None:
-    print(f"{ENTRIES} entries of {ENTRY_SIZE} bytes (key {len(KEYS[0])}, value {VALUE_SIZE})")
-    print(f"{'core':<5} {'get hot/s':>10} {'get 1st/s':>10} {'set+evict/s':>12} {'B/entry':>8}"
-          f" {'B/entry ttl':>12}  goals")
+def measured_cores() -> dict[str, type]:
+    """CORES, with the adaptive core's pure twin beside the compiled one."""
+    cores = {}
     for name, core_class in CORES.items():
+        cores[name] = core_class
+        if name == "adaptive" and core_class is not PureAdaptiveCore:
+            cores["adaptive-py"] = PureAdaptiveCore
+    return cores
+
+
+def verdict(goals: dict[str, bool]) -> str:
+    return ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in goals.items())
+
+
+def main() -> None:
+    cores = measured_cores()
+    print(f"{ENTRIES} entries of {ENTRY_SIZE} bytes (key {len(KEYS[0])}, value {VALUE_SIZE})")
+    print(f"{'core':<11} {'get hot/s':>10} {'get 1st/s':>10} {'set+evict/s':>12} {'B/entry':>8}"
+          f" {'B/entry ttl':>12}  goals")
+    speeds, churned = {}, {}
+    for name, core_class in cores.items():
         hot, first = hot_get_rate(core_class, IN_ORDER), first_get_rate(core_class)
         set_evict = set_evict_rate(core_class)
         plain, ttl = bytes_per_entry(core_class), bytes_per_entry(core_class, ttl=300)
@@ -118,22 +143,31 @@ def main() -> None:
             f"B<={GOAL_BYTES}": plain <= GOAL_BYTES,
             f"B(ttl)<={GOAL_BYTES}": ttl <= GOAL_BYTES,
         }
-        verdict = ", ".join(f"{goal} {'met' if met else 'MISSED'}" for goal, met in goals.items())
-        print(f"{name:<5} {hot / 1e6:>9.2f}M {first / 1e6:>9.2f}M {set_evict / 1e6:>11.2f}M"
-              f" {plain:>8.1f} {ttl:>12.1f}  {verdict}")
+        speeds[name] = hot, set_evict
+        print(f"{name:<11} {hot / 1e6:>9.2f}M {first / 1e6:>9.2f}M {set_evict / 1e6:>11.2f}M"
+              f" {plain:>8.1f} {ttl:>12.1f}  {verdict(goals)}")
 
     print("\nnot goals, for sizing a real node:")
-    print(f"dict  get, random order: {dict_get_rate(SHUFFLED) / 1e6:.2f}M/s (one bare lookup)")
-    for name, core_class in CORES.items():
-        print(f"{name:<5} get hot, random order: {hot_get_rate(core_class, SHUFFLED) / 1e6:.2f}M/s")
-    for name, core_class in CORES.items():
-        print(f"{name:<5} after {ENTRIES} more evicting sets: "
-              f"{bytes_per_entry(core_class, churn=True):.1f} B/entry, "
+    print(f"{'dict':<11} get, random order: {dict_get_rate(SHUFFLED) / 1e6:.2f}M/s (one bare lookup)")
+    for name, core_class in cores.items():
+        print(f"{name:<11} get hot, random order: {hot_get_rate(core_class, SHUFFLED) / 1e6:.2f}M/s")
+    for name, core_class in cores.items():
+        churned[name] = bytes_per_entry(core_class, churn=True)
+        print(f"{name:<11} after {ENTRIES} more evicting sets: {churned[name]:.1f} B/entry, "
               f"{bytes_per_entry(core_class, ttl=300, churn=True):.1f} with ttl")
     lfu = CORES["lfu"]
-    print(f"lfu   after one read of each entry: "
+    print(f"{'lfu':<11} after one read of each entry: "
           f"{bytes_per_entry(lfu, read_once=True):.1f} B/entry, "
           f"{bytes_per_entry(lfu, ttl=300, read_once=True):.1f} with ttl")
+
+    print("\nthe default core's goals (issue 14):")
+    for name in (n for n in cores if n.startswith("adaptive")):
+        hot, set_evict = speeds[name]
+        print(f"{name:<11} " + verdict({
+            f"get hot>={DEFAULT_GOAL_GET / 1e6:g}M": hot >= DEFAULT_GOAL_GET,
+            f"set+evict>={DEFAULT_GOAL_SET / 1e6:g}M": set_evict >= DEFAULT_GOAL_SET,
+            f"B after churn<={DEFAULT_GOAL_CHURN_BYTES}": churned[name] <= DEFAULT_GOAL_CHURN_BYTES,
+        }))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The adaptive core's own behaviour (the shared contract is in test_cores.py): which entries
-it keeps, where ghosts and expired entries go, and its bookkeeping under random use.
+it keeps, where ghosts and expired entries go, and its bookkeeping under random use. Every
+test runs on both twins, the compiled core and the pure-Python one (tests/adaptive_state.py).
 
 Every entry here is 10 bytes and the budget holds 20 of them, so the small queue's first
 target (10% of the budget) is two entries. Ghosts hash with blake2b, not Python's seeded
@@ -14,9 +15,9 @@ import sys
 
 import pytest
 
-from storage_node.cores.adaptive import AdaptiveCore
-from storage_node.cores.base import Expiring
+from storage_node.cores.adaptive import AdaptiveCore as PureAdaptiveCore
 from storage_node.cores.lru import LRUCore
+from tests.adaptive_state import TWINS, snapshot, twin
 from tests.core_contract import FakeClock
 
 ENTRY = 10
@@ -27,8 +28,13 @@ def stable_hash(key: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little", signed=True)
 
 
-def new_core(budget: int = BUDGET, clock=None) -> AdaptiveCore:
-    return AdaptiveCore(budget, clock or FakeClock(), hash=stable_hash)
+@pytest.fixture(params=TWINS)
+def core_class(request) -> type:
+    return twin(request.param)
+
+
+def new_core(core_class: type, budget: int = BUDGET, clock=None):
+    return core_class(budget, clock or FakeClock(), hash=stable_hash)
 
 
 def write(core, *keys: bytes, ttl=None) -> None:
@@ -44,10 +50,10 @@ def present(core, names) -> list[bytes]:
     return [key for key in names if core.get(key) is not None]
 
 
-def test_a_scan_passes_through_the_small_queue_and_keeps_the_read_entries():
+def test_a_scan_passes_through_the_small_queue_and_keeps_the_read_entries(core_class):
     hot, cold, scan = keys("h", 10), keys("c", 10), [b"s%03d" % i for i in range(100)]
     kept = {}
-    for core in (new_core(), LRUCore(BUDGET, FakeClock())):
+    for core in (new_core(core_class), LRUCore(BUDGET, FakeClock())):
         write(core, *hot)
         for key in hot:
             core.get(key)  # read once: proven
@@ -61,8 +67,8 @@ def test_a_scan_passes_through_the_small_queue_and_keeps_the_read_entries():
     assert kept["lru"] == scan[-20:]
 
 
-def test_entries_never_read_leave_in_the_order_they_were_written():
-    core = new_core()
+def test_entries_never_read_leave_in_the_order_they_were_written(core_class):
+    core = new_core(core_class)
     first = keys("a", 20)
     write(core, *first)
     core.get(b"a03")
@@ -72,8 +78,8 @@ def test_entries_never_read_leave_in_the_order_they_were_written():
     assert core.evictions == 5
 
 
-def test_a_ghost_written_again_goes_to_main_and_outlives_a_flush_of_the_small_queue():
-    core = new_core()
+def test_a_ghost_written_again_goes_to_main_and_outlives_a_flush_of_the_small_queue(core_class):
+    core = new_core(core_class)
     write(core, *keys("a", 20))
     write(core, b"b00")  # evicts a00, which becomes a ghost of the small queue
     assert core.get(b"a00") is None
@@ -82,10 +88,10 @@ def test_a_ghost_written_again_goes_to_main_and_outlives_a_flush_of_the_small_qu
     assert present(core, keys("a", 20)) == [b"a00"]
 
 
-def test_a_ghost_of_the_small_queue_lengthens_it():
+def test_a_ghost_of_the_small_queue_lengthens_it(core_class):
     # A longer small queue gives the next unread entries a longer trial: after the ghost
     # hit below, the small queue keeps three entries instead of two.
-    core = new_core()
+    core = new_core(core_class)
     write(core, *keys("a", 20))
     write(core, b"b00")  # a00 out
     write(core, b"a00")  # back as a ghost: target from 20 to 30 bytes, a01 out for room
@@ -97,8 +103,8 @@ def test_a_ghost_of_the_small_queue_lengthens_it():
     assert core.get(b"a00") is not None
 
 
-def test_a_large_unproven_entry_goes_first_rather_than_the_small_ones_behind_it():
-    core = new_core()
+def test_a_large_unproven_entry_goes_first_rather_than_the_small_ones_behind_it(core_class):
+    core = new_core(core_class)
     small = keys("a", 19)
     write(core, *small)
     core.set(b"big", b"x" * 27)  # 30 bytes, more than the small queue's 20: a00, a01 go
@@ -112,8 +118,8 @@ def test_a_large_unproven_entry_goes_first_rather_than_the_small_ones_behind_it(
     assert core.evictions == 3
 
 
-def test_a_deleted_key_written_again_waits_its_new_turn():
-    core = new_core()
+def test_a_deleted_key_written_again_waits_its_new_turn(core_class):
+    core = new_core(core_class)
     first = keys("a", 20)
     write(core, *first)
     core.delete(b"a05")
@@ -124,9 +130,9 @@ def test_a_deleted_key_written_again_waits_its_new_turn():
     assert core.evictions == 6
 
 
-def test_expired_entries_go_before_any_live_one():
+def test_expired_entries_go_before_any_live_one(core_class):
     clock = FakeClock()
-    core = new_core(clock=clock)
+    core = new_core(core_class, clock=clock)
     hot, cold = keys("h", 10), keys("s", 10)
     write(core, *hot, ttl=5)
     for key in hot:
@@ -140,11 +146,11 @@ def test_expired_entries_go_before_any_live_one():
     assert present(core, cold[1:] + [b"t00"] + fresh) == cold[1:] + [b"t00"] + fresh
 
 
-def test_a_group_of_short_ttls_keeps_its_budget_for_live_entries():
+def test_a_group_of_short_ttls_keeps_its_budget_for_live_entries(core_class):
     # Every entry is read right after its write, so each looks worth keeping, and lives
     # 3 s; fifteen are live at any time, and the budget holds twenty.
     clock = FakeClock()
-    core = new_core(clock=clock)
+    core = new_core(core_class, clock=clock)
     for second in range(50):
         clock.now += 1
         batch = keys("k%02d-" % second, 5)
@@ -157,9 +163,9 @@ def test_a_group_of_short_ttls_keeps_its_budget_for_live_entries():
     assert core.evictions == 0
 
 
-def test_a_get_returns_the_stored_value_itself():
+def test_a_get_returns_the_stored_value_itself(core_class):
     value = b"x" * 100_000
-    core = AdaptiveCore(10**6, FakeClock())
+    core = core_class(10**6, FakeClock())
     core.set(b"ttl", value, ttl=60)
     core.set(b"plain", value)
     assert core.get(b"ttl") is value
@@ -171,8 +177,10 @@ def test_a_get_returns_the_stored_value_itself():
 def test_drained_state_dicts_give_back_their_tables():
     # Every entry is read once, moving them all from the dict of unread entries to the
     # dict of read ones: the emptied dict's table must not stay sized for all of them.
+    # (The pure twin's layout; the compiled one keeps each entry in one place, and
+    # tests/test_adaptive_twins.py checks that it gives back what deletes emptied.)
     entries = [b"%06d" % i for i in range(20_000)]
-    core = AdaptiveCore(10**9, FakeClock())
+    core = PureAdaptiveCore(10**9, FakeClock())
 
     def table_bytes():
         return sum(sys.getsizeof(level) for level in (core._fresh, core._read, *core._counts))
@@ -190,37 +198,34 @@ def test_drained_state_dicts_give_back_their_tables():
 # --- bookkeeping under random use -------------------------------------------------------
 
 
-def check_consistent(core: AdaptiveCore, now: float) -> None:
-    """Every entry in exactly one state dict, each queue holding each of its live keys once
+def check_consistent(core, now: float) -> None:
+    """Every entry in exactly one state, each queue holding each of its live keys once
     after its stale places, and the byte counts equal to what the entries are charged."""
-    small = {**core._fresh, **core._read}
-    main = {}
-    for level in core._counts:
-        main.update(level)
-    assert len(small) == len(core._fresh) + len(core._read)
-    assert len(main) == sum(len(level) for level in core._counts)
-    assert not small.keys() & main.keys()
-    for queue, order, stale in ((small, core._small_order, core._stale[0]),
-                                (main, core._main_order, core._stale[1])):
+    state = snapshot(core)
+    entries = state["entries"]
+    small = {key for key, (where, _, _) in entries.items() if where in ("fresh", "read")}
+    main = entries.keys() - small
+    for queue, order, stale in ((small, state["small_order"], state["stale"][0]),
+                                (main, state["main_order"], state["stale"][1])):
         seen: dict[bytes, int] = {}
         for key in order:
             seen[key] = seen.get(key, 0) + 1
         assert {k: n - (k in queue) for k, n in seen.items() if n - (k in queue)} == stale
         assert all(seen.get(key, 0) >= 1 for key in queue)
     ttl_overhead = core.TTL_OVERHEAD if core.entry_overhead else 0
-    charge = {key: len(key) + len(getattr(entry, "value", entry)) + core.entry_overhead
-              + (ttl_overhead if type(entry) is Expiring else 0)
-              for key, entry in (small | main).items()}
+    charge = {key: len(key) + len(value) + core.entry_overhead
+              + (ttl_overhead if deadline is not None else 0)
+              for key, (_, value, deadline) in entries.items()}
     assert core.nbytes == sum(charge.values()) <= core.max_bytes
-    assert core._small_bytes == sum(charge[key] for key in small)
-    assert len(core) == len(charge)
+    assert state["small_bytes"] == sum(charge[key] for key in small)
+    assert len(core) == len(charge) == state["count"]
 
 
 @pytest.mark.parametrize("overhead", [0, 23])
-def test_long_random_use_keeps_the_bookkeeping_exact(overhead):
+def test_long_random_use_keeps_the_bookkeeping_exact(core_class, overhead):
     rng = random.Random(f"adaptive-{overhead}")
     clock = FakeClock()
-    core = AdaptiveCore(600 + 20 * overhead, clock, entry_overhead=overhead, hash=stable_hash)
+    core = core_class(600 + 20 * overhead, clock, entry_overhead=overhead, hash=stable_hash)
     last: dict[bytes, bytes | None] = {}
     names = [b"k%03d" % i for i in range(120)]
     for step in range(20_000):
@@ -245,8 +250,7 @@ def test_long_random_use_keeps_the_bookkeeping_exact(overhead):
     assert core.evictions > 1000 and core.expirations > 100
 
 
-def test_a_value_with_a_ttl_is_kept_as_an_expiring_entry():
-    core = new_core()
+def test_a_value_with_a_ttl_is_kept_with_its_deadline(core_class):
+    core = new_core(core_class)
     core.set(b"k", b"value", ttl=5)
-    (entry,) = [level[b"k"] for level in (core._fresh, core._read, *core._counts) if b"k" in level]
-    assert type(entry) is Expiring and entry == 1005.0 and entry.value == b"value"
+    assert snapshot(core)["entries"] == {b"k": ("fresh", b"value", 1005.0)}

@@ -4,7 +4,9 @@ random operations compared with a plain reference model."""
 from __future__ import annotations
 
 import importlib
+import os
 import random
+import subprocess
 import sys
 import tracemalloc
 
@@ -13,16 +15,25 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from storage_node.cores import CORES, PolicyError, load_core
-from storage_node.cores.adaptive import AdaptiveCore
+from storage_node.cores import COMPILED, CORES, AdaptiveCore, PolicyError, PureAdaptiveCore, load_core
 from storage_node.cores.base import Expiring
 from storage_node.cores.lfu import MAX_FREQUENCY, LFUCore
 from storage_node.cores.lru import LRUCore
+from tests.adaptive_state import compiled_class
 from tests.core_contract import CoreContract, FakeClock, FifoCore, RequiredCoreContract
+from tests.helpers import ROOT
 
 
 class TestAdaptiveContract(CoreContract):
-    core_class = AdaptiveCore
+    """The compiled twin (storage_node/cores/_adaptive.c)."""
+
+    @property
+    def core_class(self):
+        return compiled_class()
+
+
+class TestPureAdaptiveContract(CoreContract):
+    core_class = PureAdaptiveCore
 
 
 class TestLRUContract(CoreContract):
@@ -38,6 +49,10 @@ class TestLFUContract(CoreContract):
 
 
 class TestAdaptiveContractWithOverhead(TestAdaptiveContract):
+    entry_overhead = 37
+
+
+class TestPureAdaptiveContractWithOverhead(TestPureAdaptiveContract):
     entry_overhead = 37
 
 
@@ -210,6 +225,17 @@ def test_lfu_a_level_that_drained_gives_back_its_table():
 
 
 # --- load_core ------------------------------------------------------------------------
+
+
+def test_adaptive_is_the_compiled_twin_unless_pure_python_is_asked_for():
+    pure = bool(os.environ.get("RINGCACHE_PURE_PYTHON"))
+    assert COMPILED is not pure
+    assert AdaptiveCore is (PureAdaptiveCore if pure else compiled_class())
+    selected = subprocess.run(
+        [sys.executable, "-c", "from storage_node.cores import CORES; print(CORES['adaptive'].__module__)"],
+        env={**os.environ, "RINGCACHE_PURE_PYTHON": "1"}, cwd=ROOT, capture_output=True, text=True,
+        check=True)
+    assert selected.stdout.strip() == "storage_node.cores.adaptive"
 
 
 def test_builtin_policies():

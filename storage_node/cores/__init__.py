@@ -1,13 +1,27 @@
-"""Eviction cores: the registry of built-in policies and the loader for `policy:` names."""
+"""Eviction cores: the registry of built-in policies and the loader for `policy:` names.
+
+``adaptive`` is the compiled storage_node.cores._adaptive when it is built, else its
+pure-Python twin storage_node.cores.adaptive (also forced by RINGCACHE_PURE_PYTHON=1);
+both keep the same entries, evict the same ones and charge the same bytes.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Collection
 
-from storage_node.cores.adaptive import AdaptiveCore
+from storage_node.cores.adaptive import AdaptiveCore as PureAdaptiveCore
 from storage_node.cores.lfu import LFUCore
 from storage_node.cores.lru import LRUCore
+
+AdaptiveCore: type = PureAdaptiveCore
+if not os.environ.get("RINGCACHE_PURE_PYTHON"):
+    try:
+        from storage_node.cores._adaptive import AdaptiveCore
+    except ImportError:
+        pass
+COMPILED = AdaptiveCore is not PureAdaptiveCore
 
 CORES: dict[str, type] = {
     "adaptive": AdaptiveCore,
