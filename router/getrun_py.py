@@ -20,7 +20,7 @@ import struct
 import mmh3
 
 from shared import ringcache_pb2 as pb
-from shared.wire import varint
+from shared.wire import len_field, varint
 
 COMPILED = False
 
@@ -56,7 +56,7 @@ class RouteTable:
         self.hashes = list(hashes)
         self.owners = list(owners) + list(owners[:1])  # past the last point: the first
         self._default_prefix = self.names[default].encode() + b":"
-        self._groups = [b"\x1a" + varint(len(n.encode())) + n.encode() for n in self.names]
+        self._groups = [len_field(0x1A, n.encode()) for n in self.names]
 
     def place(self, key: bytes) -> tuple[int, bytes, int]:
         """(group index, the key within its group, node index or -1) of a memcached key."""
@@ -238,7 +238,7 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
     run.nslots = len(slots)
     run.ncommands = len(run.commands)
     run.batches = [(node, _GET_MANY + table._groups[group]
-                    + b"".join(b"\x52" + varint(len(k)) + k for k in keys))
+                    + b"".join(len_field(0x52, k) for k in keys))
                    for node, group, keys, _ in run._bodies]
     run.left = len(run.batches)
     return pos, run

@@ -9,7 +9,7 @@ through the protobuf library, whose parser is compiled.
 from __future__ import annotations
 
 from shared import ringcache_pb2 as pb
-from shared.wire import REQUESTS, RESPONSES, WireError, encode_request, varint
+from shared.wire import REQUESTS, RESPONSES, WireError, encode_request, len_field, varint
 
 COMPILED = False
 
@@ -20,13 +20,12 @@ def append_request(buf: bytearray, rid: int, op: int, group: str = "", key: byte
     """Add one Request to the Frame being built in ``buf`` (Frame.requests element)."""
     message = encode_request(rid, op, group.encode(), key, value, ttl, flags, negative, keys,
                              groups, cas, delta)
-    buf += b"\x0a" + varint(len(message)) + message
+    buf += len_field(REQUESTS, message)
 
 
 def append_prepared(buf: bytearray, rid: int, body: bytes) -> None:
     """Add a Request whose fields after the id are already encoded (a GetRun's GET_MANY)."""
-    head = b"\x08" + varint(rid)
-    buf += b"\x0a" + varint(len(head) + len(body)) + head + body
+    buf += len_field(REQUESTS, b"\x08" + varint(rid) + body)
 
 
 def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"",
@@ -38,7 +37,7 @@ def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"
     if stats:
         response.stats.ParseFromString(stats)
     message = response.SerializeToString()
-    buf += b"\x12" + varint(len(message)) + message
+    buf += len_field(RESPONSES, message)
 
 
 def append_get_many(buf: bytearray, rid: int, get, keys, room: int):

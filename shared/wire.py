@@ -32,7 +32,9 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
-def _len_field(tag: int, data: bytes) -> bytes:
+def len_field(tag: int, data: bytes) -> bytes:
+    """A length-delimited field: its tag, the length, the bytes (a key, a CONFIGURE's
+    GroupConfig, a Frame's Request or Response: tags REQUESTS and RESPONSES)."""
     return bytes((tag,)) + varint(len(data)) + data
 
 
@@ -48,11 +50,11 @@ def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", valu
     if op:
         parts.append(b"\x10" + varint(op))
     if group:
-        parts.append(b"\x1a" + varint(len(group)) + group)
+        parts.append(len_field(0x1A, group))
     if key:
-        parts.append(b"\x22" + varint(len(key)) + key)
+        parts.append(len_field(0x22, key))
     if value:
-        parts.append(b"\x2a" + varint(len(value)) + value)
+        parts.append(len_field(0x2A, value))
     if ttl:
         parts.append(b"\x31" + _DOUBLE.pack(ttl))
     if flags:
@@ -62,7 +64,7 @@ def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", valu
     if negative:
         parts.append(b"\x48\x01")
     if keys:
-        parts.extend(b"\x52" + varint(len(k)) + k for k in keys)
+        parts.extend(len_field(0x52, k) for k in keys)
     if cas:
         parts.append(b"\x58" + varint(cas))
     if delta:
@@ -72,36 +74,8 @@ def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", valu
 
 def encode_groups(configs) -> bytes:
     """The repeated GroupConfig field (8) of a CONFIGURE Request, from pb.GroupConfig messages."""
-    return b"".join(_len_field(0x42, c.SerializeToString()) for c in configs)
+    return b"".join(len_field(0x42, c.SerializeToString()) for c in configs)
 
 
-def encode_response(rid: int, status: int = 0, value: bytes = b"", error: str = "",
-                    flags: int = 0, stats: bytes = b"", negative: bool = False,
-                    values=None, cas: int = 0) -> bytes:
-    """A Response message; ``stats`` is a NodeStats message already serialized."""
-    parts = [b"\x08" + varint(rid)] if rid else []
-    if status:
-        parts.append(b"\x10" + varint(status))
-    if value:
-        parts.append(b"\x1a" + varint(len(value)) + value)
-    if error:
-        parts.append(_len_field(0x22, error.encode()))
-    if flags:
-        parts.append(b"\x28" + varint(flags))
-    if stats:
-        parts.append(_len_field(0x32, stats))
-    if negative:
-        parts.append(b"\x38\x01")
-    if values:
-        parts.extend(b"\x42" + varint(len(v)) + v for v in values)
-    if cas:
-        parts.append(b"\x48" + varint(cas))
-    return b"".join(parts)
-
-
-def frame_field(tag: int, message: bytes) -> bytes:
-    """One element of Frame.requests (tag 0x0a) or Frame.responses (0x12)."""
-    return bytes((tag,)) + varint(len(message)) + message
-
-
+# The tags of Frame.requests and Frame.responses elements.
 REQUESTS, RESPONSES = 0x0A, 0x12

@@ -12,7 +12,7 @@ from shared import entry
 from shared import ringcache_pb2 as pb
 from shared.codec import append_get_many, append_response, decode_requests
 from shared.framing import _HEADER, HEADER_SIZE, MAX_FRAME
-from shared.wire import varint
+from shared.wire import RESPONSES, len_field
 from storage_node.cores import PolicyError, load_core
 
 # A group seen in a request before any CONFIGURE gets this policy and (at most) this
@@ -167,7 +167,7 @@ class Node:
         # message, serialized here.
         if response is not None:
             message = response.SerializeToString()
-            out += b"\x12" + varint(len(message)) + message
+            out += len_field(RESPONSES, message)
 
     def configure(self, specs: list[GroupSpec]) -> None:
         """Hold exactly ``specs``; raises ConfigError, changing nothing, if any is invalid.

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 
 from shared import codec_py
 from shared import ringcache_pb2 as pb
-from shared.wire import REQUESTS, RESPONSES, WireError, encode_groups, frame_field
+from shared.wire import REQUESTS, RESPONSES, WireError, encode_groups, len_field
 from tests.test_wire import pb_request, pb_response, requests, responses
 
 
@@ -48,14 +48,14 @@ def test_append_request_writes_what_protobuf_serializes(name, r):
     pick(name).append_request(buf, r["rid"], r["op"], r["group"], r["key"], r["value"],
                               r["ttl"], r["flags"], r["negative"], r["keys"],
                               encode_groups(r["groups"]), r["cas"], r["delta"])
-    assert bytes(buf) == b"head" + frame_field(REQUESTS, pb_request(r).SerializeToString())
+    assert bytes(buf) == b"head" + len_field(REQUESTS, pb_request(r).SerializeToString())
 
 
 def test_append_prepared_puts_the_id_first(codec):
     buf = bytearray()
     body = b"\x10\x15" + b"\x1a\x01g" + b"\x52\x01a"  # op GET_MANY, group g, key a
     codec.append_prepared(buf, 300, body)
-    assert bytes(buf) == frame_field(REQUESTS, pb.Request(
+    assert bytes(buf) == len_field(REQUESTS, pb.Request(
         id=300, op=pb.GET_MANY, group="g", keys=[b"a"]).SerializeToString())
 
 
@@ -70,7 +70,7 @@ def test_append_response_writes_what_protobuf_serializes(name, r):
     expected = pb_response(r)
     if r["stats"] is not None and not stats:
         expected.ClearField("stats")  # an empty sub-message is not written by ours
-    assert bytes(buf) == frame_field(RESPONSES, expected.SerializeToString())
+    assert bytes(buf) == len_field(RESPONSES, expected.SerializeToString())
 
 
 @pytest.mark.parametrize("name", BOTH)
@@ -110,7 +110,7 @@ def test_values_read_as_a_sequence_of_bytes(codec):
 
 def test_a_known_field_of_another_wire_type_is_skipped_as_protobuf_does(codec):
     # Frame.responses as a varint, Response.value (3) as a varint, then a real response.
-    payload = b"\x10\x01" + frame_field(RESPONSES, b"\x08\x02\x18\x07\x10\x01")
+    payload = b"\x10\x01" + len_field(RESPONSES, b"\x08\x02\x18\x07\x10\x01")
     assert pb.Frame.FromString(payload).responses[0].value == b""
     (response,) = codec.decode_responses(payload)
     assert (response.id, response.status, response.value) == (2, 1, b"")
@@ -121,7 +121,7 @@ def test_unknown_fields_are_skipped_as_protobuf_does(codec):
     message = (b"\x08\x05" + b"\x78\x01" + b"\x82\x01\x02hi" + b"\x8d\x01abcd"
                + b"\x91\x01" + b"12345678" + b"\x1a\x01v")
     assert pb.Response.FromString(message).value == b"v"
-    (response,) = codec.decode_responses(frame_field(RESPONSES, message))
+    (response,) = codec.decode_responses(len_field(RESPONSES, message))
     assert (response.id, response.value) == (5, b"v")
 
 
@@ -159,7 +159,7 @@ def test_append_get_many_answers_each_key_in_order(codec):
     buf = bytearray(b"x")
     hits, added = codec.append_get_many(buf, 9, core.get, [b"a", b"b", b"c", b"a"], 1000)
     assert core.asked == [b"a", b"b", b"c", b"a"]
-    expected = frame_field(RESPONSES, pb.Response(
+    expected = len_field(RESPONSES, pb.Response(
         id=9, values=[b"\x00A", b"", b"\x00CC", b"\x00A"]).SerializeToString())
     assert (hits, added, bytes(buf)) == (3, len(expected), b"x" + expected)
 
