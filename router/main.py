@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
@@ -94,7 +95,7 @@ class RouterProcess:
                 log.warn("router.workers is {new} in the new topology; the {old} workers "
                          "running keep serving until the router restarts",
                          new=topology.router.workers, old=self.pool.count)
-            text = topology.text or open(topology.path, encoding="utf-8").read()
+            text = topology.text or Path(topology.path).read_text(encoding="utf-8")
             self.pool.reload(text, topology.path)
 
     async def stop(self) -> None:

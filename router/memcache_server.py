@@ -21,6 +21,7 @@ from router import dataplane, memcache_meta_run, memcache_stats
 from router import memcache_commands as commands
 from router import memcache_parser as mc
 from router.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
+from router.getrun import ANSWER_TOO_BIG
 from router.memcache_stats import VERSION
 from router.topology import LimitsConfig
 from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
@@ -36,9 +37,9 @@ log = Logger()
 MAX_OUTSTANDING = 1024
 
 # One get's answer is built whole before it is written; past this it is refused with
-# memcached's own words for an answer it cannot hold.
+# memcached's own words for an answer it cannot hold (the data plane's, router/getrun).
 MAX_GET_ANSWER = 64 * 1024 * 1024
-TOO_BIG_ANSWER = mc.server_error("out of memory writing get response")
+TOO_BIG_ANSWER = ANSWER_TOO_BIG
 
 TOO_MANY_CONNECTIONS = mc.server_error("too many connections")
 
@@ -145,12 +146,10 @@ class MemcacheProtocol(Protocol):
     def connectionMade(self):
         whole_answers(self.transport)
         self.transport.registerProducer(self, True)
-        self.factory.connections += 1
         self.factory.total_connections += 1
         self.factory.gate.opened(self)
 
     def connectionLost(self, reason):
-        self.factory.connections -= 1
         self.factory.gate.closed(self)
         self.factory.hold(self, 0)
         cancel_call(self._flush_call)
@@ -394,18 +393,25 @@ class MemcacheProtocol(Protocol):
         if len(keys) == 1:
             d = router.get(*router.resolve(keys[0]))
         else:
-            distinct = list(dict.fromkeys(keys))
-            if len(distinct) > MAX_KEYS_PER_GET:
-                self.router.stats.count("memcache", "get", "error")
-                slot.data = TOO_MANY_KEYS
+            distinct = self._distinct(keys, slot, "get")
+            if distinct is None:
                 return
             resolve = router.resolve
             d = router.get_many([resolve(k) for k in distinct])
             d.addErrback(_first_failure)
             if len(distinct) < len(keys):
-                # A key named twice is fetched once and answered twice, as memcached does.
                 d.addCallback(_spread, distinct, keys)
         d.addCallbacks(self._hits, self._failed, (keys, event.with_cas, slot), None, (slot,))
+
+    def _distinct(self, keys, slot: _Slot, op: str) -> list | None:
+        """The keys of one get, each once (a key named twice is fetched once and answered
+        twice, as memcached does), or None with ``slot`` answered when they are too many."""
+        distinct = list(dict.fromkeys(keys))
+        if len(distinct) <= MAX_KEYS_PER_GET:
+            return distinct
+        self.router.stats.count("memcache", op, "error")
+        slot.data = TOO_MANY_KEYS
+        return None
 
     def _gets(self, events: list) -> None:
         """Pipelined gets from one read: one router read for all their keys (one Deferred
@@ -526,9 +532,8 @@ class MemcacheProtocol(Protocol):
         if not keys:
             self._fill(mc.END, slot)
             return
-        distinct = list(dict.fromkeys(keys))
-        if len(distinct) > MAX_KEYS_PER_GET:
-            slot.data = TOO_MANY_KEYS
+        distinct = self._distinct(keys, slot, "gat")
+        if distinct is None:
             return
         ds = [commands.gat(self.router, key, event.exptime) for key in distinct]
         d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
@@ -564,7 +569,6 @@ class MemcacheFactory(Factory):
                  fd_limit: int | None = None):
         self.router = router
         self.reactor = reactor
-        self.connections = 0
         self.total_connections = 0
         self.started = reactor.seconds()
         self.fd_limit = fd_limit
@@ -573,6 +577,11 @@ class MemcacheFactory(Factory):
         self.gate = ConnectionGate(reactor, 0, what="memcached clients",
                                    log=lambda text: log.warn("{text}", text=text))
         self.apply_limits(limits)
+
+    @property
+    def connections(self) -> int:
+        """Client connections open now (the gate counts them for its cap)."""
+        return len(self.gate)
 
     def apply_limits(self, limits: LimitsConfig) -> None:
         """Take ``limits`` (at start and on reload); open connections keep going."""

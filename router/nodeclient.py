@@ -322,8 +322,8 @@ class NodeClient:
         if state is UP or state is PROBING:
             if len(self._frame) >= FLUSH_BYTES:
                 self._flush()
-            elif self._flush_call is None:
-                self._flush_call = end_of_turn(self.reactor, self._flush)
+            else:
+                self._schedule_flush()
 
     def _schedule_flush(self) -> None:
         if self._flush_call is None and self._frame_ids:
