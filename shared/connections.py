@@ -21,12 +21,16 @@ RESERVED_FDS = 128
 
 
 class Refusal(Protocol):
-    """Says why in one line, then closes: what a client past the connection cap gets."""
+    """What a connection past a cap gets: ``line`` saying why, then the close; with no
+    line (a port whose strangers get no byte), an abort."""
 
     def __init__(self, line: bytes):
         self.line = line
 
     def connectionMade(self):
+        if not self.line:
+            self.transport.abortConnection()
+            return
         self.transport.write(self.line)
         self.transport.loseConnection()
 

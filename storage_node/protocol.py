@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
-from shared.connections import ConnectionGate
+from shared.connections import ConnectionGate, Refusal
 from shared.net import format_address, whole_answers, write_now
 from shared.wire import WireError
 from storage_node.node import Node
@@ -152,7 +152,7 @@ class ConnectionCap(Factory):
         self.refusals += 1
         self.refused(f"refused a connection from {format_address(addr.host, addr.port)}: {self.limit} connections are "
                      f"open, the most allowed (--max-connections)")
-        return _Refusal(too_many_connections(self.limit) if self.answer else b"")
+        return Refusal(too_many_connections(self.limit) if self.answer else b"")
 
     def doStart(self) -> None:
         self.factory.doStart()
@@ -165,16 +165,3 @@ def too_many_connections(limit: int) -> bytes:
     """The one frame a connection past the cap gets: an error, with id 0 (no request's)."""
     error = pb.Response(id=0, status=pb.ERROR, error=f"too many connections (limit {limit})")
     return encode_frame(pb.Frame(responses=[error]).SerializeToString())
-
-
-class _Refusal(Protocol):
-    def __init__(self, answer: bytes):
-        self.answer = answer
-
-    def connectionMade(self) -> None:
-        if self.answer:
-            self.transport.write(self.answer)
-            self.transport.loseConnection()
-        else:
-            self.transport.abortConnection()
-
