@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 
 from router.errors import AnswerTooLarge, NodeError, NodeUnavailable
 from router.getrun import RouteTable
+from router.reads import gather
 from shared import entry
 from shared import ringcache_pb2 as pb
 
@@ -96,7 +97,7 @@ def finish(state: Run, router) -> None:
     unresolved = run.unresolved()
     router.stats.hits += run.nslots - len(unresolved)
     if not unresolved:
-        _render(state, router)
+        _render(state)
         return
     waiting = []
     for slot, group, node, batch, key, stored in unresolved:
@@ -108,19 +109,7 @@ def finish(state: Run, router) -> None:
             waiting.append(result.addBoth(_resolved, state, slot))
         else:
             _resolved(result, state, slot)
-    if not waiting:
-        _render(state, router)
-        return
-    left = len(waiting)
-
-    def one(_):
-        nonlocal left
-        left -= 1
-        if left == 0:
-            _render(state, router)
-
-    for d in waiting:
-        d.addBoth(one)
+    gather(waiting, state).addCallback(_render)
 
 
 def _slow(state: Run, router, group: int, node: int, batch: int, key: bytes, stored):
@@ -155,5 +144,5 @@ def _resolved(result, state: Run, slot: int) -> None:
         state.run.resolve(slot, entry.pack(result.value, result.flags, result.cas))
 
 
-def _render(state: Run, router) -> None:
+def _render(state: Run) -> None:
     state.done(state.run.render(), state.run, state.token)

@@ -31,10 +31,10 @@ def _place(result, results: list, i: int) -> None:
     results[i] = result
 
 
-def _gather(ds: list, results: list) -> Deferred:
+def gather(ds: list, results) -> Deferred:
     """A Deferred firing with ``results`` once every one of ``ds`` (which place their
-    outcome in ``results`` and never fail) has fired: DeferredList without its per-result
-    bookkeeping, on the multi-get hot path."""
+    outcome in ``results``, or wherever, and never fail) has fired: DeferredList without
+    its per-result bookkeeping, on the multi-get hot path and the data plane's slow one."""
     left = len(ds)
     if left == 0:
         return succeed(results)
@@ -260,7 +260,7 @@ class Reads:
             d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results), None,
                            (*batch, results))
             ds.append(d)
-        return _gather(ds, results)
+        return gather(ds, results)
 
     def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
                   results: list):
