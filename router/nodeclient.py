@@ -25,7 +25,7 @@ from shared.codec import append_prepared, append_request, decode_responses
 from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError
 from shared.net import cancel_call, whole_answers, write_now
 from shared.reactor import end_of_turn
-from shared.wire import WireError, encode_groups
+from shared.wire import encode_groups
 
 log = Logger()
 
@@ -66,7 +66,7 @@ class _NodeProtocol(Protocol):
             # Twisted reads bufferSize bytes at a time, and allocates that much for each
             # read: 64 KiB while answers are small, more while a large one is arriving.
             self.transport.bufferSize = min(max(decoder.missing, READ_SIZE), READ_MAX)
-        except (FrameError, WireError) as exc:
+        except FrameError as exc:  # WireError too: a payload that is not a Frame
             log.error("node {node}: {problem}; closing the connection",
                       node=self.client.name, problem=exc)
             self.transport.abortConnection()

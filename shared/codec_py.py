@@ -9,7 +9,8 @@ through the protobuf library, whose parser is compiled.
 from __future__ import annotations
 
 from shared import ringcache_pb2 as pb
-from shared.wire import REQUESTS, RESPONSES, WireError, encode_request, len_field, varint
+from shared.framing import decode_payload
+from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, varint
 
 COMPILED = False
 
@@ -52,21 +53,12 @@ def append_get_many(buf: bytearray, rid: int, get, keys, room: int):
     return len(values) - values.count(b""), len(buf) - start
 
 
-def _frame(payload: bytes) -> pb.Frame:
-    frame = pb.Frame()
-    try:
-        frame.ParseFromString(payload)
-    except Exception as exc:  # protobuf raises DecodeError, sometimes others
-        raise WireError(f"undecodable frame: {exc}") from None
-    return frame
-
-
 def decode_requests(payload: bytes) -> list:
-    return list(_frame(payload).requests)
+    return list(decode_payload(payload).requests)
 
 
 def decode_responses(payload: bytes) -> list:
-    return list(_frame(payload).responses)
+    return list(decode_payload(payload).responses)
 
 
 __all__ = ["COMPILED", "REQUESTS", "RESPONSES", "append_get_many", "append_prepared",

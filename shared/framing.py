@@ -23,6 +23,10 @@ class FrameError(Exception):
     """The peer broke the framing protocol; the only safe answer is to close it."""
 
 
+class WireError(FrameError, ValueError):
+    """A payload that is not a well-formed Frame message: the peer's fault too."""
+
+
 def encode_frame(payload: bytes, max_frame: int = MAX_FRAME) -> bytes:
     if len(payload) > max_frame:
         # Our own bug (a batch too large), not the peer's: refuse before sending.
@@ -148,5 +152,5 @@ def decode_payload(payload: bytes) -> pb.Frame:
     try:
         frame.ParseFromString(payload)
     except Exception as exc:  # protobuf raises DecodeError, sometimes others
-        raise FrameError(f"undecodable frame: {exc}") from None
+        raise WireError(f"undecodable frame: {exc}") from None
     return frame

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import struct
 
-
-class WireError(ValueError):
-    """Bytes that are not a well-formed message: the peer's fault."""
-
+from shared.framing import WireError  # noqa: F401  (what the codecs raise, C one included)
 
 _DOUBLE = struct.Struct("<d")
 

@@ -13,7 +13,6 @@ from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
 from shared.connections import ConnectionGate, Refusal
 from shared.net import format_address, whole_answers, write_now
-from shared.wire import WireError
 from storage_node.node import Node
 
 log = Logger()
@@ -94,7 +93,7 @@ class NodeProtocol(Protocol):
         try:
             while not self._paused and (payload := decoder.next_frame()) is not None:
                 write_now(self.transport, self.node.handle_payload(payload, self.max_frame))
-        except (FrameError, WireError) as exc:
+        except FrameError as exc:  # WireError too: a payload that is not a Frame
             # Nothing after a framing error can be trusted: drop this connection now,
             # without flushing, and keep serving the others.
             peer = self.transport.getPeer()
