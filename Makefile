@@ -17,7 +17,7 @@ install: $(STAMP)
 
 # setup.py and the C sources too: the compiled twins are built by the install. Build
 # packages first: pylibmc (test extra) compiles against libmemcached-dev.
-$(STAMP): pyproject.toml setup.py shared/_codec.c shared/_codec.h router/_getrun.c \
+$(STAMP): pyproject.toml setup.py shared/_codec.c shared/_codec.h router/dataplane/_getrun.c \
           storage_node/cores/_adaptive.c | build-deps
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ringcache needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)

@@ -11,7 +11,7 @@ Twisted's write buffer, a remainder is kept whole: there is no back-pressure.
 
 ``--parse`` adds the least a router does per request before it can forward it: split
 the client's bytes into lines, hash every key of a ``get``/``gets`` line with mmh3 (as
-router/ring.py does) and forward complete lines only, keeping a partial line for the
+router/cluster/ring.py does) and forward complete lines only, keeping a partial line for the
 next read. Data blocks of storage commands are not skipped by length but split like
 lines, which could only cost extra hashing, never change what is forwarded.
 vs_twemproxy.py --epoll-floor measures both modes.

@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from twisted.internet.testing import StringTransport  # noqa: E402
 
-from router import nodeclient  # noqa: E402
-from router.core import Router  # noqa: E402
-from router.memcache_server import MemcacheFactory  # noqa: E402
-from router.topology import load_topology  # noqa: E402
+from router.cluster import nodeclient  # noqa: E402
+from router.cluster.router import Router  # noqa: E402
+from router.memcache.server import MemcacheFactory  # noqa: E402
+from router.config.topology import load_topology  # noqa: E402
 from storage_node.node import Node  # noqa: E402
 from storage_node.protocol import NodeProtocol  # noqa: E402
 

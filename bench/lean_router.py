@@ -31,9 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from router.memcache_parser import value_line  # noqa: E402
-from router.ring import HashRing, routing_key  # noqa: E402
-from router.topology import load_topology  # noqa: E402
+from router.memcache.text import value_line  # noqa: E402
+from router.cluster.ring import HashRing, routing_key  # noqa: E402
+from router.config.topology import load_topology  # noqa: E402
 from shared import entry  # noqa: E402
 from shared import ringcache_pb2 as pb  # noqa: E402
 from shared.framing import FrameDecoder, decode_payload, encode_frame  # noqa: E402

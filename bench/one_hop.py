@@ -26,10 +26,10 @@ from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.python.failure import Failure  # noqa: E402
 
-from router.core import Router  # noqa: E402
-from router.memcache_server import MemcacheFactory  # noqa: E402
-from router.nodeclient import _NodeProtocol  # noqa: E402
-from router.topology import load_topology  # noqa: E402
+from router.cluster.router import Router  # noqa: E402
+from router.memcache.server import MemcacheFactory  # noqa: E402
+from router.cluster.nodeclient import _NodeProtocol  # noqa: E402
+from router.config.topology import load_topology  # noqa: E402
 from storage_node.node import Node  # noqa: E402
 from storage_node.protocol import NodeProtocol  # noqa: E402
 

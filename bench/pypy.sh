@@ -24,9 +24,9 @@ rm -rf "$work/tree"
 mkdir -p "$work/tree"
 git -C "$root" archive HEAD | tar -x -C "$work/tree"
 cd "$work/tree"
-sed -i 's/, slots=True, kw_only=True)/)/; s/, slots=True)/)/' router/*.py router/sources/*.py
-sed -i 's/^    default_group: str$/    default_group: str = ""/' router/topology.py
-sed -i 's/^Event = Get | Store.*$/Event = object/' router/memcache_parser.py
+sed -i 's/, slots=True, kw_only=True)/)/; s/, slots=True)/)/' router/*.py router/*/*.py
+sed -i 's/^    default_group: str$/    default_group: str = ""/' router/config/topology.py
+sed -i 's/^Event = Get | Store.*$/Event = object/' router/memcache/text.py
 sed -i 's/^_runtime_version.ValidateProtobufRuntimeVersion(/_unchecked = (/' shared/ringcache_pb2.py
 # bench/harness.py starts ringcache with the tree's .venv/bin/python: make that PyPy.
 mkdir -p .venv/bin

@@ -7,7 +7,7 @@
  * protobuf does; anything malformed raises shared.wire.WireError.
  *
  * A decoded GET_MANY answer keeps its entries in the frame's payload: Response.values is a
- * ValueList (a sequence of offsets into the payload), which router/_getrun.c reads
+ * ValueList (a sequence of offsets into the payload), which router/dataplane/_getrun.c reads
  * without copying and Python reads as bytes.
  */
 #define PY_SSIZE_T_CLEAN

@@ -1,4 +1,4 @@
-/* What router/_getrun.c reads of shared._codec's objects: a GET_MANY answer's entries as
+/* What router/dataplane/_getrun.c reads of shared._codec's objects: a GET_MANY answer's entries as
  * offsets into the frame's payload, so they reach the client's answer without a copy. */
 #ifndef RINGCACHE_CODEC_H
 #define RINGCACHE_CODEC_H

@@ -27,8 +27,8 @@ clients of the router's HTTP port (--router URL):
 
 ROLE_MODULES = {
     "node": "storage_node.main",
-    "router": "router.main",
-    "up": "router.standalone",
+    "router": "router.process.main",
+    "up": "router.cli.up",
     "certs": "shared.certs",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if command in ROLE_MODULES:
         module_name = ROLE_MODULES[command]
     elif command in CLIENT_COMMANDS:
-        module_name = "router.client"
+        module_name = "router.cli.client"
         rest = argv
     else:
         return usage_error(f"unknown command {command!r} (see ringcache --help)")

@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 import pytest
 
-from router.client import DEFAULT_ROUTER, main, router_url
+from router.cli.client import DEFAULT_ROUTER, main, router_url
 
 STATS = {"router": {"hits": 1, "misses": 0}, "nodes": {"node-a": {"error": "down"}}}
 RING = {"digest": "ab12", "vnodes": 160, "nodes": [

@@ -8,11 +8,11 @@ import pytest
 from twisted.internet.defer import Deferred, FirstError, succeed
 from twisted.internet.task import Clock
 
-from router import core
-from router.core import Item, Router
-from router.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.ring import HashRing
-from router.topology import parse_topology
+from router.cluster import router as core
+from router.cluster.router import Item, Router
+from router.cluster.errors import NodeError, NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.cluster.ring import HashRing
+from router.config.topology import parse_topology
 from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes

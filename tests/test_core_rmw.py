@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from router.core import Item
-from router.errors import NodeError, TooLarge
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
+from router.cluster.router import Item
+from router.cluster.errors import NodeError, TooLarge
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes
 from tests.test_core import clients, make_router, node, replicated, sources  # noqa: F401

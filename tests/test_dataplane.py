@@ -1,4 +1,4 @@
-"""The data plane (router/dataplane.py) behind the real memcached front end and Router, on
+"""The data plane (router/dataplane/serve.py) behind the real memcached front end and Router, on
 fake node clients: what each node answer, failure or absence becomes in the client's
 answer, and what goes to the slow path."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from router.core import Router
-from router.errors import NodeTimeout
-from router.memcache_server import MemcacheFactory
+from router.cluster.router import Router
+from router.cluster.errors import NodeTimeout
+from router.memcache.server import MemcacheFactory
 from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.helpers import CountingTransport
@@ -38,7 +38,7 @@ class PlaneClient(FakeClient):
 
 @pytest.fixture(autouse=True)
 def plane_clients(monkeypatch, clients):  # noqa: F811
-    from router import core
+    from router.cluster import router as core
 
     monkeypatch.setattr(core, "NodeClient", PlaneClient)
     return clients

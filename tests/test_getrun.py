@@ -1,5 +1,5 @@
 """router/getrun: gets routed, fetched and rendered a batch at a time, every test run against
-both twins (the compiled router._getrun and the pure-Python router.getrun_py)."""
+both twins (the compiled router.dataplane._getrun and the pure-Python router.dataplane.getrun_py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import getrun_py
-from router.ring import HashRing, routing_key
+from router.dataplane import getrun_py
+from router.cluster.ring import HashRing, routing_key
 from shared import codec_py, entry
 from shared import ringcache_pb2 as pb
 
@@ -28,14 +28,14 @@ def _compiled(name):
 
 @pytest.fixture(params=["compiled", "pure"])
 def impl(request):
-    return _compiled("router._getrun") if request.param == "compiled" else getrun_py
+    return _compiled("router.dataplane._getrun") if request.param == "compiled" else getrun_py
 
 
 BOTH = ["compiled", "pure"]
 
 
 def pick(name):
-    return _compiled("router._getrun") if name == "compiled" else getrun_py
+    return _compiled("router.dataplane._getrun") if name == "compiled" else getrun_py
 
 
 def table(impl, default="scores"):
@@ -55,9 +55,9 @@ def expected_place(key: bytes, default="scores"):
 
 
 def test_the_selector_takes_the_compiled_module():
-    from router import getrun
+    from router.dataplane import getrun
 
-    assert getrun.COMPILED is True and getrun.take_gets is _compiled("router._getrun").take_gets
+    assert getrun.COMPILED is True and getrun.take_gets is _compiled("router.dataplane._getrun").take_gets
 
 
 keys = st.one_of(
@@ -214,7 +214,7 @@ command_lines = st.lists(st.one_of(
 def test_the_twins_agree(lines, seed):
     text = b"".join(lines)
     answers = []
-    for impl in (_compiled("router._getrun"), getrun_py):
+    for impl in (_compiled("router.dataplane._getrun"), getrun_py):
         pos, run = run_of(impl, text)
         if run is None:
             answers.append((pos, None))

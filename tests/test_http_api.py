@@ -15,14 +15,14 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from router.core import Group, Item
-from router.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
+from router.cluster.router import Group, Item
+from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
-from router.http_api import build_site
-from router.loads import LoadLimiter
-from router.singleflight import SingleFlight
-from router.stats import RouterStats
-from router.topology import TopologyError, parse_topology
+from router.http.api import build_site
+from router.cluster.loads import LoadLimiter
+from router.cluster.singleflight import SingleFlight
+from router.cluster.stats import RouterStats
+from router.config.topology import TopologyError, parse_topology
 from shared import ringcache_pb2 as pb
 
 RING = {"digest": "ab12", "vnodes": 160,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import memcache_binary as mb
-from router.memcache_binary import BinaryParser, Invalid, ProtocolError, Request
+from router.memcache import binary as mb
+from router.memcache.binary import BinaryParser, Invalid, ProtocolError, Request
 
 MAX_BODY = 1000
 

@@ -7,11 +7,11 @@ import struct
 
 import pytest
 
-from router import memcache_binary as mb
-from router.core import Item
-from router.errors import NodeUnavailable, TooLarge
-from router.memcache_binary_server import BinaryProtocol
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
+from router.memcache import binary as mb
+from router.cluster.router import Item
+from router.cluster.errors import NodeUnavailable, TooLarge
+from router.memcache.binary_server import BinaryProtocol
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
 from tests.test_memcache_binary import ARITH, STORE, packet
 from tests.test_memcache_server import Conn
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
-from router.core import Item
-from router.errors import NodeTimeout, NodeUnavailable
-from router.memcache_server import MAX_GET_ANSWER, MAX_KEYS_PER_GET, MemcacheFactory
-from router.topology import LimitsConfig
+from router.cluster.router import Item
+from router.cluster.errors import NodeTimeout, NodeUnavailable
+from router.memcache.server import MAX_GET_ANSWER, MAX_KEYS_PER_GET, MemcacheFactory
+from router.config.topology import LimitsConfig
 from tests.helpers import CountingTransport
 from tests.test_memcache_server import FakeRouter
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from router.core import Item
-from router.memcache_parser import ClientError, MemcacheParser, ServerError, Unknown, Version
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
+from router.cluster.router import Item
+from router.memcache.text import ClientError, MemcacheParser, ServerError, Unknown, Version
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
 from tests.test_memcache_server import Conn
 
 
 def meta(command, key=b"", flags=None, order="", value=b"", wire_key=None):
-    from router.memcache_meta import Meta
+    from router.memcache.meta import Meta
 
     return Meta(command, key, key if wire_key is None else wire_key, flags or {}, order, value)
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.memcache_parser import (
+from router.memcache.text import (
     DELETED, END, ERROR, EXISTS, EXPIRED, MAX_GET_LINE, NOT_FOUND, NOT_STORED, STORED,
     TOUCHED, Admin, Arith, ClientError, Delete, FlushAll, Get, GetAndTouch, MemcacheParser,
     Quit, ServerError, Stats, Store, Touch, Unknown, Version, client_error, exptime_to_ttl, server_error, stat_lines,

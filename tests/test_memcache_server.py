@@ -10,12 +10,12 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
-from router.core import Item
-from router.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
-from router.memcache_commands import ALREADY_EXPIRED
-from router.memcache_server import MAX_OUTSTANDING, VERSION, MemcacheFactory
-from router.stats import RouterStats
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
+from router.cluster.router import Item
+from router.cluster.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
+from router.memcache.commands import ALREADY_EXPIRED
+from router.memcache.server import MAX_OUTSTANDING, VERSION, MemcacheFactory
+from router.cluster.stats import RouterStats
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED, Written
 from shared import ringcache_pb2 as pb
 from tests.helpers import CountingTransport
 

@@ -12,9 +12,9 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
-from router import nodeclient
-from router.errors import NodeUnavailable
-from router.nodeclient import CONNECTING, DOWN, PROBING, SAMPLE_EVERY, STOPPED, UP, NodeClient
+from router.cluster import nodeclient
+from router.cluster.errors import NodeUnavailable
+from router.cluster.nodeclient import CONNECTING, DOWN, PROBING, SAMPLE_EVERY, STOPPED, UP, NodeClient
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes
 from shared.framing import FrameDecoder, decode_payload, encode_batch

@@ -10,10 +10,10 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 from router.sources import DEFAULT_TIMEOUT, build_source, to_bytes
 from router.sources.python import PythonSource
-from router.topology import SourceSpec
+from router.config.topology import SourceSpec
 
 HERE = __name__  # the functions below are the sources under test
 PENDING: list[Deferred] = []

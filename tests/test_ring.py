@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from router.ring import RING_SIZE, HashRing, murmur3_32, routing_key
+from router.cluster.ring import RING_SIZE, HashRing, murmur3_32, routing_key
 
 
 def by_eye(data: bytes) -> int:
@@ -176,7 +176,7 @@ class TestDigest:
 
     def test_same_in_another_process(self):
         code = (
-            "import json, sys; from router.ring import HashRing; "
+            "import json, sys; from router.cluster.ring import HashRing; "
             "print(HashRing(json.loads(sys.argv[1])).digest)"
         )
         for seed in ("0", "12345"):

@@ -209,7 +209,7 @@ def test_cli_against_router(cluster):
 
 def test_the_same_topology_gives_the_same_digest_in_another_router(cluster, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from router.topology import load_topology; from router.ring import HashRing;"
+        [sys.executable, "-c", "import sys; from router.config.topology import load_topology; from router.cluster.ring import HashRing;"
                "t = load_topology(sys.argv[1]);"
                "print(HashRing(((n.name, n.weight) for n in t.nodes), t.router.vnodes).digest)",
          str(cluster.topology)], capture_output=True, text=True, cwd=ROOT, check=True)

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock, deferLater
 
-from router.singleflight import SingleFlight
+from router.cluster.singleflight import SingleFlight
 
 
 class Calls:

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 
 from router.sources.http import url_for
-from router.topology import load_topology
+from router.config.topology import load_topology
 from tests.cluster import Cluster
 from tests.helpers import ROOT, free_port, port_open, start_process, stop_process
 from tests.servers import timed_error, wait_for

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from router.sources.redis import POOL_SIZE, RedisAddress
-from router.topology import load_topology
+from router.config.topology import load_topology
 from tests.cluster import Cluster
 from tests.helpers import ROOT, free_port
 from tests.servers import timed_error, wait_for

@@ -12,7 +12,7 @@ import pytest
 
 from router.sources.sql import POOL_SIZE, Database, as_bytes
 from router.sources.urls import masked
-from router.topology import load_topology
+from router.config.topology import load_topology
 from tests.cluster import Cluster
 from tests.helpers import RINGCACHE, ROOT, free_port
 from tests.servers import timed_error, wait_for

@@ -15,10 +15,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from examples import demo
-from router.standalone import (
-    Backoff,
-    Child,
-    ChildSpec,
+from router.cli.up import (
     banner,
     can_bind,
     is_on_this_host,
@@ -26,7 +23,8 @@ from router.standalone import (
     node_max_memory,
     plan_children,
 )
-from router.topology import parse_topology
+from router.config.topology import parse_topology
+from router.process.supervise import Backoff, Child, ChildSpec
 from tests.helpers import RINGCACHE, Process, free_port, port_open, stop_process
 
 ip = ipaddress.ip_address

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from router.topology import (
+from router.config.topology import (
     AUTO_WORKERS_CAP,
     LimitsConfig,
     SecurityConfig,

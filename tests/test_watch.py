@@ -7,7 +7,7 @@ import os
 import pytest
 from twisted.internet.task import Clock
 
-from router.watch import FileWatch
+from router.config.watch import FileWatch
 
 
 def write(path, text: str, mtime_ns: int) -> None:

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 
 DEFAULT_TIMEOUT = 3.0  # seconds; below the patience of common memcached clients
 

@@ -23,7 +23,7 @@ from twisted.web.client import (
 )
 from twisted.web.http_headers import Headers
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 from router.sources.urls import masked
 
 MAX_IDLE_CONNECTIONS = 10  # kept open to the origin; more may be opened under load, then closed

@@ -15,7 +15,7 @@ import sys
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 from router.sources import detached, to_bytes
 
 
@@ -58,7 +58,7 @@ class PythonSource:
     def start(self, key: str) -> tuple[Deferred, Deferred]:
         """The answer, and when the function has really returned: a thread cannot be
         stopped, so a plain function that times out keeps running (and its load keeps
-        its slot, router/loads.py) until it returns. A coroutine or Deferred is cancelled."""
+        its slot, router/cluster/loads.py) until it returns. A coroutine or Deferred is cancelled."""
         if self._in_reactor:
             answer = finished = maybeDeferred(self.fn, key)
             answer.addCallback(self._awaited)

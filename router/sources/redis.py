@@ -17,7 +17,7 @@ from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wra
 from twisted.internet.interfaces import IStreamClientEndpoint
 from zope.interface import implementer
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 from router.sources.urls import masked
 
 try:

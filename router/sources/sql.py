@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 
-from router.errors import SourceError
+from router.cluster.errors import SourceError
 from router.sources import detached
 from router.sources.urls import masked
 

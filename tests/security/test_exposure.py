@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.security import exposure_warnings
-from router.topology import parse_topology
+from router.process.security import exposure_warnings
+from router.config.topology import parse_topology
 from shared.net import is_loopback
 from tests.helpers import RINGCACHE, free_port, port_open, start_process, stop_process
 from tests.security.peers import SECRET, start_node

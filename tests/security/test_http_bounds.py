@@ -10,11 +10,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 
-from router.admin_token import AdminToken, TokenUnavailable, bearer, read_token
-from router.http_api import ADMIN, OPEN, READ, build_site, protection
-from router.http_bounds import IDLE_TIMEOUT, LINGER, LOG_INTERVAL, MAX_URL
-from router.token_bucket import TokenBucket
-from router.topology import parse_topology
+from router.http.admin_token import AdminToken, TokenUnavailable, bearer, read_token
+from router.http.api import ADMIN, OPEN, READ, build_site, protection
+from router.http.bounds import IDLE_TIMEOUT, LINGER, LOG_INTERVAL, MAX_URL
+from router.http.rate_limit import TokenBucket
+from router.config.topology import parse_topology
 from tests.test_http_api import TOPOLOGY, Client, FakeRouter, parse_response
 
 TOKEN = "s3cret-token"

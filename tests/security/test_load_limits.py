@@ -1,12 +1,12 @@
-"""Per-group load bounds (router/loads.py), alone, under a python source, and in the core:
+"""Per-group load bounds (router/cluster/loads.py), alone, under a python source, and in the core:
 deterministic, with fake clocks and a thread pool the test runs by hand."""
 
 from __future__ import annotations
 
 from twisted.internet.defer import Deferred, fail
 
-from router.errors import SourceBusy, SourceError
-from router.loads import LoadLimiter
+from router.cluster.errors import SourceBusy, SourceError
+from router.cluster.loads import LoadLimiter
 from router.sources.python import PythonSource
 from shared import ringcache_pb2 as pb
 from tests.helpers import outcomes

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from router.standalone import node_trust_args, plan_children
-from router.topology import parse_topology_text
+from router.cli.up import node_trust_args, plan_children
+from router.config.topology import parse_topology_text
 from shared import ringcache_pb2 as pb
 from tests.helpers import RINGCACHE, Process, stop_process
 from tests.security.peers import CONFIGURE, GET, Peer, connect, start_node

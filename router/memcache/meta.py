@@ -1,6 +1,6 @@
 """memcached's meta commands (mg ms md ma mn me): their command lines read into events, and
 their answers written, without I/O. memcache_parser.py hands this module the tokens of a
-line starting with a meta command; router/memcache_meta_run.py carries the events out.
+line starting with a meta command; router/memcache/meta_commands.py carries the events out.
 
 Following memcached 1.6's protocol.txt: a command is two letters, a key, then flags of one
 letter each, some with a token (``T30``, ``Oabc``). Answers echo the requested flags in

@@ -3,7 +3,7 @@ the group's source, with one load per key at a time (singleflight).
 
 Each step carries the Group object it started with, not its name: a reload may replace or
 remove the group while a request is out, and the request finishes with the configuration
-it began under. The data plane (router/dataplane.py) serves cached keys without this
+it began under. The data plane (router/dataplane/serve.py) serves cached keys without this
 module and hands it what the nodes did not answer: ``missed``, ``read_failed``, ``read``.
 """
 
@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, may
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
-from router.items import Group, Item
-from router.nodeclient import UP, NodeClient
-from router.ring import routing_key
+from router.cluster.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
+from router.cluster.items import Group, Item
+from router.cluster.nodeclient import UP, NodeClient
+from router.cluster.ring import routing_key
 from router.sources import start_load
 from shared import entry
 from shared import ringcache_pb2 as pb
@@ -64,7 +64,7 @@ def node_failed(response) -> NodeError:
 
 
 class Reads:
-    """The read half of Router (router/core.py), which supplies groups, clients, the
+    """The read half of Router (router/cluster/router.py), which supplies groups, clients, the
     ring, the singleflight table, stats and warm-up."""
 
     #
@@ -293,7 +293,7 @@ class Reads:
         return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0)
                              .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
 
-    # -- warm-up after a ring change (router/warmup.py) ------------------------------------
+    # -- warm-up after a ring change (router/cluster/warmup.py) ------------------------------------
 
     def _previous_owner(self, g: Group, key: bytes, owner: NodeClient) -> NodeClient | None:
         name = self.warmup.previous_owner(routing_key(g.name, key))

@@ -17,14 +17,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from router import dataplane, memcache_meta_run, memcache_stats
-from router import memcache_commands as commands
-from router import memcache_parser as mc
-from router.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
-from router.getrun import ANSWER_TOO_BIG
-from router.memcache_stats import VERSION
-from router.topology import LimitsConfig
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+from router.dataplane import serve as dataplane
+
+from router.memcache import meta_commands as memcache_meta_run
+
+from router.memcache import stats as memcache_stats
+from router.memcache import commands
+from router.memcache import text as mc
+from router.cluster.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
+from router.dataplane.getrun import ANSWER_TOO_BIG
+from router.memcache.stats import VERSION
+from router.config.topology import LimitsConfig
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 from shared.connections import ConnectionGate, Refusal
 from shared.net import cancel_call, whole_answers, write_now
 from shared.reactor import end_of_turn
@@ -54,7 +58,7 @@ NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric 
 OK = b"OK\r\n"
 DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
 _DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
-BINARY_MAGIC = b"\x80"  # a binary request's first byte (router/memcache_binary.py)
+BINARY_MAGIC = b"\x80"  # a binary request's first byte (router/memcache/binary.py)
 # What the router answers for memcached's commands it will not carry out (README).
 REFUSED = {
     "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
@@ -139,7 +143,7 @@ class MemcacheProtocol(Protocol):
     def _first_read(self, data: bytes):
         del self.dataReceived  # from now on, the class's own
         if data[:1] == BINARY_MAGIC:
-            from router.memcache_binary_server import take_over
+            from router.memcache.binary_server import take_over
             take_over(self)
         self.dataReceived(data)
 
@@ -374,7 +378,7 @@ class MemcacheProtocol(Protocol):
             self._later(d, bytes, event.noreply)
 
     def _served(self, answer: bytes, run, slot: _Slot) -> None:
-        """The data plane's answer to a run of gets (router/dataplane.py)."""
+        """The data plane's answer to a run of gets (router/dataplane/serve.py)."""
         count = self.router.stats.count
         if run.hits:
             count("memcache", "get", "hit", run.hits)

@@ -293,7 +293,7 @@ def _topology(data: Any, path: str) -> Topology:
                            f"(/v1/{name}/...); choose another group name")
         groups[name] = _group(name, block, len(nodes))
     router = _router(router_block, groups, base_dir)
-    # The ring places max(1, round(vnodes * weight)) points per node (router/ring.py).
+    # The ring places max(1, round(vnodes * weight)) points per node (router/cluster/ring.py).
     points = sum(max(1, round(router.vnodes * n.weight)) for n in nodes)
     if points > MAX_RING_POINTS:
         raise _Problem("router.vnodes", f"{router.vnodes} vnodes x the nodes' weights make "

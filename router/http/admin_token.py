@@ -3,7 +3,7 @@
 The token is the content of ``security.token_file`` (whitespace around it stripped), else
 the environment variable RINGCACHE_ADMIN_TOKEN; without either the API is open, as the
 demo on 127.0.0.1 is. The router reads it at start and again after every reload; the
-CLI reads it the same way (router/client.py).
+CLI reads it the same way (router/cli/client.py).
 """
 
 from __future__ import annotations

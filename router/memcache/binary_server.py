@@ -3,18 +3,18 @@ first byte was 0x80 (memcached picks the protocol the same way).
 
 It keeps everything of the text connection (answers in request order, one write per turn,
 the bounds on what a client may hold and leave unread) and swaps the parser
-(router/memcache_binary.py) and the commands' words. What the commands do is
-router/memcache_commands.py, shared with the text and meta protocols.
+(router/memcache/binary.py) and the commands' words. What the commands do is
+router/memcache/commands.py, shared with the text and meta protocols.
 """
 
 from __future__ import annotations
 
-from router import memcache_binary as mb
-from router import memcache_commands as commands
-from router import memcache_stats
-from router.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
-from router.memcache_server import _RESULTS, MemcacheProtocol, log
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+from router.memcache import binary as mb
+from router.memcache import commands
+from router.memcache import stats as memcache_stats
+from router.cluster.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
+from router.memcache.server import _RESULTS, MemcacheProtocol, log
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 
 # Extras, key and the largest value: what one request's body may hold.
 _OVERHEAD = 20 + mb.KEY_MAX_LENGTH

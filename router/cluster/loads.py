@@ -19,7 +19,7 @@ from collections.abc import Callable
 from twisted.internet.defer import Deferred, fail
 from twisted.python.failure import Failure
 
-from router.errors import SourceBusy
+from router.cluster.errors import SourceBusy
 
 # start() -> (answer, finished): the load's outcome, and a Deferred that fires (with
 # anything) when its work has ended; the same Deferred when the two cannot differ.

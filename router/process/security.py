@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 
 from twisted.internet.defer import fail
 
-from router.nodeclient import NodeClient
-from router.topology import SecurityConfig, Topology
+from router.cluster.nodeclient import NodeClient
+from router.config.topology import SecurityConfig, Topology
 from shared.gate import GatedEndpoint
 from shared.handshake import SECRET_ENV, read_secret
 from shared.net import is_loopback

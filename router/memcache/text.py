@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Literal, NamedTuple
 
-from router import memcache_meta
-from router.getrun import take_gets
-from router.memcache_meta import Meta, MetaError
+from router.memcache import meta as memcache_meta
+from router.dataplane.getrun import take_gets
+from router.memcache.meta import Meta, MetaError
 
 KEY_MAX_LENGTH = 250
 ITEM_SIZE_MAX = 1024 * 1024
@@ -217,7 +217,7 @@ class MemcacheParser:
 
     def take_gets(self, table, max_keys: int, answer_max: int):
         """Every complete plain ``get`` line at the head of the buffer, routed at once by
-        router/getrun.py (``table``: a RouteTable), or None when the next command is
+        router/dataplane/getrun.py (``table``: a RouteTable), or None when the next command is
         anything else, is not complete, or this parser is in the middle of one."""
         if self._header is not None or self._swallow or self._skip_line:
             return None
@@ -429,7 +429,7 @@ class MemcacheParser:
         return Admin(command, noreply)
 
     def _meta(self, tokens: list[bytes]) -> Event | None:
-        """mg ms md ma mn me (router/memcache_meta.py); an ms waits for its data block."""
+        """mg ms md ma mn me (router/memcache/meta.py); an ms waits for its data block."""
         try:
             event, nbytes = memcache_meta.parse(tokens)
         except LookupError:

@@ -1,4 +1,4 @@
-/* Gets routed a batch at a time, compiled: the twin of router/getrun_py.py (read it first:
+/* Gets routed a batch at a time, compiled: the twin of router/dataplane/getrun_py.py (read it first:
  * the semantics, and every name, are the same; tests/test_getrun.py runs both).
  *
  * take_gets() scans every complete plain get/gets line at the head of a client's buffer,
@@ -245,11 +245,11 @@ static PyGetSetDef table_getset[] = {{"names", (getter)table_names, NULL, NULL, 
 
 static PyTypeObject RouteTableType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "router._getrun.RouteTable",
+    .tp_name = "router.dataplane._getrun.RouteTable",
     .tp_basicsize = sizeof(RouteTableObject),
     .tp_dealloc = (destructor)table_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "What routing a key needs, as plain numbers (see router/getrun_py.py).",
+    .tp_doc = "What routing a key needs, as plain numbers (see router/dataplane/getrun_py.py).",
     .tp_methods = table_methods,
     .tp_getset = table_getset,
     .tp_init = (initproc)table_init,
@@ -722,7 +722,7 @@ static PyGetSetDef run_getset[] = {{"batches", (getter)run_batches, NULL, "(node
 
 static PyTypeObject GetRunType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "router._getrun.GetRun",
+    .tp_name = "router.dataplane._getrun.GetRun",
     .tp_basicsize = sizeof(GetRunObject),
     .tp_dealloc = (destructor)run_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -739,8 +739,8 @@ static PyMethodDef module_methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "router._getrun",
-    "Gets routed a batch at a time, compiled (twin: router/getrun_py.py).", -1, module_methods,
+    PyModuleDef_HEAD_INIT, "router.dataplane._getrun",
+    "Gets routed a batch at a time, compiled (twin: router/dataplane/getrun_py.py).", -1, module_methods,
 };
 
 PyMODINIT_FUNC PyInit__getrun(void) {

@@ -1,4 +1,4 @@
-"""Pipelined and multi-key gets routed a batch at a time: the pure-Python twin of router._getrun.
+"""Pipelined and multi-key gets routed a batch at a time: the pure-Python twin of router.dataplane._getrun.
 
 ``take_gets`` reads every complete plain ``get`` line at the head of a client's buffer (one
 read's worth of pipelined gets, or one multi-get) and routes all their keys at once: each
@@ -8,7 +8,7 @@ renders the client's whole answer (VALUE lines, END) in one go. Anything else --
 node that failed, a group with replicas -- is left ``unresolved`` for the router's slow
 path, which answers it with ``resolve`` or ``resolve_error`` before ``render``.
 
-router/getrun.py picks the compiled module when it is built; tests/test_getrun.py runs the
+router/dataplane/getrun.py picks the compiled module when it is built; tests/test_getrun.py runs the
 same tests against both.
 """
 

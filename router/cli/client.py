@@ -13,8 +13,8 @@ from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import yaml
 
-from router.admin_token import ENV as TOKEN_ENV, TokenUnavailable, read_token
-from router.topology import Address
+from router.http.admin_token import ENV as TOKEN_ENV, TokenUnavailable, read_token
+from router.config.topology import Address
 from shared.cli import ArgumentParser
 from shared.units import parse_duration
 

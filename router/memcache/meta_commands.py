@@ -1,4 +1,4 @@
-"""Carrying out memcached's meta commands (router/memcache_meta.py's events) on the router.
+"""Carrying out memcached's meta commands (router/memcache/meta.py's events) on the router.
 
 ``run(router, meta)`` answers a Deferred of the bytes to send (b"" when quiet mode hides
 the answer); failures are left to the connection, which words them as for any command.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from twisted.internet.defer import succeed
 
-from router import memcache_commands as commands
-from router.items import Item
-from router.memcache_meta import EN, MN, Meta, answer
-from router.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+from router.memcache import commands
+from router.cluster.items import Item
+from router.memcache.meta import EN, MN, Meta, answer
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 
 # An ms/md/ma outcome in meta words.
 _CODES = {STORED: b"HD", NOT_STORED_: b"NS", EXISTS: b"EX", MISSING: b"NF"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from router.loads import LoadLimiter
+from router.cluster.loads import LoadLimiter
 
 
 class Item(NamedTuple):
@@ -20,7 +20,7 @@ class Group:
 
     spec: object  # router.topology.GroupSpec
     source: object | None  # router.sources.Source
-    loads: LoadLimiter | None = None  # bounds the source's loads (router/loads.py)
+    loads: LoadLimiter | None = None  # bounds the source's loads (router/cluster/loads.py)
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.errors import NodeTimeout, NodeUnavailable
+from router.cluster.errors import NodeTimeout, NodeUnavailable
 from shared import ringcache_pb2 as pb
 from shared.codec import append_prepared, append_request, decode_responses
 from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError

@@ -29,7 +29,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from router.standalone import DIE_WITH_PARENT, Child, ChildSpec
+from router.process.supervise import DIE_WITH_PARENT, Child, ChildSpec
 
 log = Logger()
 
@@ -204,7 +204,7 @@ class WorkerLink(amp.AMP):
 
     @Reload.responder
     def reload(self, text: str, path: str):
-        from router.topology import parse_topology_text
+        from router.config.topology import parse_topology_text
 
         result = self.process.apply(parse_topology_text(text, path))
         return {"digest": result["digest"]}

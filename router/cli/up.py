@@ -9,12 +9,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.error import ProcessExitedAlready, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.logger import (
     FilteringLogObserver,
@@ -23,37 +21,22 @@ from twisted.logger import (
     globalLogBeginner,
     textFileLogObserver,
 )
-from twisted.internet.ssl import CertificateOptions
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from router.topology import Address, NodeSpec, Topology, TopologyError, load_topology
-from shared.net import cancel_call
+from router.config.topology import (
+    Address,
+    NodeSpec,
+    Topology,
+    TopologyError,
+    load_topology,
+)
+from router.process.supervise import DIE_WITH_PARENT, LOG_PREFIX, Child, ChildSpec
 from shared.units import format_size
 
 DEFAULT_TOPOLOGY = "topology.yaml"
-LOG_PREFIX = "ringcache up: "
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# Each child starts as this tiny program, which asks Linux to SIGTERM it when `up` dies
-# (even by SIGKILL, which no handler of ours can see) and then execs the real role, so
-# the pid we log is the role's. spawnProcess has no pre-exec hook, hence the detour.
-# Where prctl does not exist the child just execs: a SIGKILLed `up` may orphan it there.
-# It also ignores SIGINT, which survives the exec (and Twisted then installs no handler for
-# it): Ctrl-C in a terminal reaches the whole process group, and a child that stopped on
-# it as well as on the SIGTERM `up` then sends printed a ReactorNotRunning traceback.
-DIE_WITH_PARENT = """\
-import ctypes, os, signal, sys
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # `up` stops its children (SIGTERM)
-try:
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-except (AttributeError, OSError):
-    pass
-if os.getppid() != int(sys.argv[1]):  # `up` died before prctl took effect
-    sys.exit(1)
-os.execv(sys.executable, [sys.executable, "-m", "shared.cli", *sys.argv[2:]])
-"""
 
 
 def resolve_addresses(host: str) -> list[IPAddress]:
@@ -98,12 +81,6 @@ def node_max_memory(topology: Topology) -> int:
     return sum(group.max_bytes for group in topology.groups.values())
 
 
-@dataclass(frozen=True, slots=True)
-class ChildSpec:
-    name: str  # node name or "router": the prefix of its relayed output
-    argv: tuple[str, ...]
-
-
 def plan_children(
     topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool]
 ) -> tuple[list[ChildSpec], list[NodeSpec]]:
@@ -143,128 +120,6 @@ def node_trust_args(topology: Topology) -> tuple[str, ...]:
 def node_certificate(topology: Topology) -> tuple[str, str]:
     directory = os.path.dirname(topology.security.node_tls.cert)
     return os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
-
-
-class Backoff:
-    """Restart delays: ``initial`` doubling up to ``maximum``, back to ``initial`` once a child stayed up ``reset_after``."""
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, reset_after: float = 10.0) -> None:
-        self.initial, self.maximum, self.reset_after = initial, maximum, reset_after
-        self._next = initial
-
-    def delay(self, uptime: float) -> float:
-        """The wait before restarting a child that ran for ``uptime`` seconds."""
-        if uptime >= self.reset_after:
-            self._next = self.initial
-        delay = self._next
-        self._next = min(delay * 2, self.maximum)
-        return delay
-
-
-class Child:
-    """One supervised child: spawned, its output relayed, restarted with backoff when it dies, stopped on request."""
-
-    def __init__(
-        self,
-        spec: ChildSpec,
-        reactor,
-        write: Callable[[str], None],
-        env: Mapping[str, str],
-        backoff: Backoff | None = None,
-        stop_timeout: float = 5.0,
-        prefix: str = LOG_PREFIX,
-    ) -> None:
-        self.spec = spec
-        self._prefix = prefix  # how its lines about children begin
-        self.pid: int | None = None  # of the running process, None between runs
-        self._reactor = reactor
-        self._write = write
-        self._env = dict(env)
-        self._backoff = backoff or Backoff()
-        self._stop_timeout = stop_timeout
-        self._process = None
-        self._started_at = 0.0
-        self._restart = None  # the pending delayed start after a death
-        self._kill = None  # the pending SIGKILL while stopping
-        self._stopped: Deferred[None] | None = None  # set once stop() was called
-
-    def start(self) -> None:
-        self._restart = None
-        self._started_at = self._reactor.seconds()
-        argv = self.spec.argv
-        self._process = self._reactor.spawnProcess(_Relay(self), argv[0], argv, env=self._env)
-        self.pid = self._process.pid
-        self._write(f"{self._prefix}started {self.spec.name} (pid {self.pid})")
-
-    def signal(self, name: str) -> bool:
-        """Send signal ``name`` ("HUP", "TERM", ...) to the running process; False when none runs."""
-        if self._process is None:
-            return False
-        try:
-            self._process.signalProcess(name)
-        except ProcessExitedAlready:
-            return False
-        return True
-
-    def stop(self) -> Deferred[None]:
-        """SIGTERM, SIGKILL after ``stop_timeout``; fires once the process is gone. Call once."""
-        self._stopped = Deferred()
-        if self._restart is not None:
-            self._restart.cancel()
-            self._restart = None
-        if self.signal("TERM"):
-            self._kill = self._reactor.callLater(self._stop_timeout, self._force)
-        elif self._process is None:
-            self._stopped.callback(None)
-        return self._stopped
-
-    def relay(self, line: bytes) -> None:
-        self._write(f"[{self.spec.name}] {line.decode(errors='replace').rstrip()}")
-
-    def ended(self, reason) -> None:
-        pid, self._process, self.pid = self.pid, None, None
-        status = _describe_exit(reason.value)
-        if self._stopped is not None:
-            cancel_call(self._kill)
-            self._write(f"{self._prefix}stopped {self.spec.name} (pid {pid}, {status})")
-            self._stopped.callback(None)
-            return
-        delay = self._backoff.delay(self._reactor.seconds() - self._started_at)
-        self._write(f"{self._prefix}{self.spec.name} (pid {pid}) {status}; restarting in {delay:g}s")
-        self._restart = self._reactor.callLater(delay, self.start)
-
-    def _force(self) -> None:
-        self._write(f"{self._prefix}{self.spec.name} (pid {self.pid}) ignored SIGTERM for {self._stop_timeout:g}s; killing it")
-        self.signal("KILL")
-
-
-class _Relay(ProcessProtocol):
-    """One run of a child: splits its stdout and stderr into lines and reports its end."""
-
-    def __init__(self, child: Child) -> None:
-        self._child = child
-        self._partial: dict[int, bytes] = {}  # per fd: the bytes after the last newline
-
-    def childDataReceived(self, fd: int, data: bytes) -> None:
-        *lines, self._partial[fd] = (self._partial.get(fd, b"") + data).split(b"\n")
-        for line in lines:
-            self._child.relay(line)
-
-    def processEnded(self, reason) -> None:
-        for rest in self._partial.values():
-            if rest:
-                self._child.relay(rest)
-        self._child.ended(reason)
-
-
-def _describe_exit(value) -> str:
-    if isinstance(value, ProcessTerminated) and value.signal is not None:
-        try:
-            name = f" ({signal.Signals(value.signal).name})"
-        except ValueError:
-            name = ""
-        return f"killed by signal {value.signal}{name}"
-    return f"exited with status {value.exitCode}"
 
 
 def _reachable(address: Address) -> str:

@@ -13,20 +13,20 @@ import time
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from router.dataplane import Routes
-from router.errors import UnknownGroup
-from router.getrun import RouteTable
-from router.items import Group, Item
-from router.loads import LoadLimiter
-from router.nodeclient import UP, NodeClient
-from router.reads import Reads
-from router.ring import HashRing, routing_key
-from router.singleflight import SingleFlight
+from router.dataplane.serve import Routes
+from router.cluster.errors import UnknownGroup
+from router.dataplane.getrun import RouteTable
+from router.cluster.items import Group, Item
+from router.cluster.loads import LoadLimiter
+from router.cluster.nodeclient import UP, NodeClient
+from router.cluster.reads import Reads
+from router.cluster.ring import HashRing, routing_key
+from router.cluster.singleflight import SingleFlight
 from router.sources import build_source
-from router.stats import RouterStats
-from router.topology import load_topology
-from router.warmup import WarmUp
-from router.writes import Writes
+from router.cluster.stats import RouterStats
+from router.config.topology import load_topology
+from router.cluster.warmup import WarmUp
+from router.cluster.writes import Writes
 from shared import ringcache_pb2 as pb
 
 log = Logger()
@@ -36,7 +36,7 @@ __all__ = ["Group", "Item", "Router"]
 
 class Router(Reads, Writes):
     """The ring, the groups and their sources, and a client per node; the read and write
-    paths are router/reads.py and router/writes.py, the hot path router/dataplane.py."""
+    paths are router/cluster/reads.py and router/cluster/writes.py, the hot path router/dataplane/serve.py."""
 
     def __init__(self, topology, reactor, clock=time.time):
         self.reactor = reactor
@@ -55,7 +55,7 @@ class Router(Reads, Writes):
         self.warmup = WarmUp(reactor)
         # Called with each topology a reload applied (router workers pass it on).
         self.reload_hooks: list = []
-        # The control process's WorkerPool (router/workers.py), when workers serve memcached.
+        # The control process's WorkerPool (router/process/workers.py), when workers serve memcached.
         self.workers = None
         self._apply(topology)
 

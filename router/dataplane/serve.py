@@ -1,11 +1,11 @@
 """The data plane's hot path: a client read's plain gets served a batch at a time.
 
-One client read becomes one GetRun (router/getrun.py: routed, deduplicated and encoded in
+One client read becomes one GetRun (router/dataplane/getrun.py: routed, deduplicated and encoded in
 one call), one GET_MANY per node and group, one waiter per node answer, and one rendered
 answer for all the read's commands. No Deferred, protobuf message or Python object per key
 on this path. What it cannot answer from the nodes' entries -- a miss (read-through,
 warm-up, negative entries), a node that failed or timed out, a group with replicas -- is
-handed key by key to the router's slow path (router/core.py), and the run is rendered once
+handed key by key to the router's slow path (router/cluster/router.py), and the run is rendered once
 every key has its answer.
 """
 
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from router.errors import AnswerTooLarge, NodeError, NodeUnavailable
-from router.getrun import RouteTable
-from router.reads import gather
+from router.cluster.errors import AnswerTooLarge, NodeError, NodeUnavailable
+from router.dataplane.getrun import RouteTable
+from router.cluster.reads import gather
 from shared import entry
 from shared import ringcache_pb2 as pb
 

@@ -17,12 +17,12 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from router.admin_token import AdminToken, TokenUnavailable, bearer
-from router.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
+from router.http.admin_token import AdminToken, TokenUnavailable, bearer
+from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
-from router.http_bounds import BodyLimit, BoundedSite, HTTPError, error_body
-from router.token_bucket import TokenBucket
-from router.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
+from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
+from router.http.rate_limit import TokenBucket
+from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
 from shared.units import parse_duration
 
 log = Logger()
@@ -96,7 +96,7 @@ def _is_value(path: bytes) -> bool:
 
 class Admission:
     """What the API decides on a request's head, before its body is read
-    (router/http_bounds.py): the admin token, the reload rate, the body's limit."""
+    (router/http/bounds.py): the admin token, the reload rate, the body's limit."""
 
     def __init__(self, router, environ):
         self.router = router
@@ -259,7 +259,7 @@ class RouterResource(Resource):
         registry, pool = self.router.stats.registry, self.router.workers
         if pool is None:
             return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST.encode())
-        from router.workers import merged_metrics  # summed over the router's workers
+        from router.process.workers import merged_metrics  # summed over the router's workers
 
         return pool.stats().addCallback(lambda workers: Reply(
             200, merged_metrics(registry, workers), CONTENT_TYPE_LATEST.encode()))
@@ -282,7 +282,7 @@ class RouterResource(Resource):
                                   "timeouts": c.timeouts}
                            for name, c in router.clients.items()},
                 "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
-                # Source loads per group against their bounds (router/loads.py).
+                # Source loads per group against their bounds (router/cluster/loads.py).
                 "source_loads": {name: {"running": g.loads.running,
                                         "waiting": g.loads.waiting,
                                         "refused": g.loads.refused}
@@ -295,7 +295,7 @@ class RouterResource(Resource):
             document["nodes"] = {name: _node_stats(reply) for name, reply in nodes.items()}
             if router.workers is None:
                 return json_reply(200, document)
-            from router.workers import add_up  # summed over the router's workers
+            from router.process.workers import add_up  # summed over the router's workers
 
             return router.workers.stats().addCallback(
                 lambda workers: json_reply(200, add_up(document, workers, router.workers)))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 
-from router.memcache_parser import EXPIRED, exptime_to_ttl
-from router.writes import MISSING, NOT_STORED_, STORED, Written
+from router.memcache.text import EXPIRED, exptime_to_ttl
+from router.cluster.writes import MISSING, NOT_STORED_, STORED, Written
 from shared import ringcache_pb2 as pb
 
 # The ttl of an item stored already expired (memcached's negative exptime) where the

@@ -12,8 +12,8 @@ from typing import NamedTuple
 
 from twisted.internet.defer import Deferred, DeferredList, fail
 
-from router.errors import NodeUnavailable, TooLarge, UnknownGroup
-from router.reads import node_failed
+from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
+from router.cluster.reads import node_failed
 from shared import ringcache_pb2 as pb
 
 OK, NOT_FOUND, NOT_STORED = pb.OK, pb.NOT_FOUND, pb.NOT_STORED
@@ -48,7 +48,7 @@ class Written(NamedTuple):
 
 
 class Writes:
-    """The write half of Router (router/core.py)."""
+    """The write half of Router (router/cluster/router.py)."""
 
     def write(self, op: int, group: str, key: bytes, value: bytes = b"",
               ttl: float | None = None, flags: int = 0, cas: int = 0,

@@ -10,13 +10,13 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
-from router.core import Router
-from router.http_api import build_site
-from router.memcache_server import MemcacheFactory
-from router.security import secure
-from router.topology import TopologyError, load_topology
-from router.watch import FileWatch
-from router.workers import WorkerPool, connect_to_control, reuseport_listen
+from router.cluster.router import Router
+from router.http.api import build_site
+from router.memcache.server import MemcacheFactory
+from router.process.security import secure
+from router.config.topology import TopologyError, load_topology
+from router.config.watch import FileWatch
+from router.process.workers import WorkerPool, connect_to_control, reuseport_listen
 from shared.cli import ArgumentParser, start_logging
 from shared.connections import fd_headroom
 from shared.net import tcp_server
@@ -30,7 +30,7 @@ class RouterProcess:
     ``mode`` is "single" (one process serves everything: the default), "control" (with
     ``router.workers`` > 1: the HTTP API, the file watch and the workers, which serve the
     memcached port) or "worker" (one of those: the memcached port only, reloaded by its
-    control process). See router/workers.py.
+    control process). See router/process/workers.py.
     """
 
     def __init__(self, router: Router, reactor, mode: str = "single"):
@@ -110,7 +110,7 @@ class RouterProcess:
 def main(argv: list[str]) -> int:
     parser = ArgumentParser(prog="ringcache router", description="Run one ringcache router.")
     parser.add_argument("-c", "--config", default="topology.yaml", help="topology file")
-    # Set by a control process for its workers (router/workers.py), not by people.
+    # Set by a control process for its workers (router/process/workers.py), not by people.
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--control", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

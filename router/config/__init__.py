@@ -1,0 +1,1 @@
+"""The topology: topology.yaml read into validated dataclasses, and watched for changes."""

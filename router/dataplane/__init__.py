@@ -1,0 +1,6 @@
+"""The hot path: a client read's plain gets routed, sent and answered a batch at a time.
+
+`getrun` parses and routes a buffer of gets in one call (compiled `_getrun`, or its
+pure twin `getrun_py`); `serve` sends one GET_MANY per node and renders the answers,
+handing misses and failures to the cluster's slow path.
+"""
