@@ -50,7 +50,7 @@ debian-packages:
 	  echo "$(WHAT) need these Debian packages:" $$missing; \
 	fi
 
-# Regenerate the wire module from its schema (tests/test_proto.py checks it is current).
+# Regenerate the wire module from its schema (tests/shared/test_proto.py checks it is current).
 proto: install
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. shared/ringcache.proto
 

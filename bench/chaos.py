@@ -1,5 +1,5 @@
 """Reloads and node failures under a steady load: requests, errors, wrong values, p99 and max
-latency per phase (the scenario of tests/chaos.py, with real router and node processes).
+latency per phase (the scenario of tests/integration/chaos.py, with real router and node processes).
 
 Run: .venv/bin/python bench/chaos.py [--seconds 5] [--connections 4] [--timeout 300ms]
 """
@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import chaos  # noqa: E402
-from tests.load import table  # noqa: E402
+from tests.integration import chaos  # noqa: E402
+from tests.integration.load import table  # noqa: E402
 
 
 def main() -> int:

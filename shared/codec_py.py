@@ -1,7 +1,7 @@
 """The node wire's hot operations in pure Python: the twin of the compiled shared._codec.
 
 shared/codec.py picks the compiled module when it is built and this one otherwise (or when
-RINGCACHE_PURE_PYTHON is set); tests/test_codec.py runs every test against both. Requests
+RINGCACHE_PURE_PYTHON is set); tests/shared/test_codec.py runs every test against both. Requests
 are encoded by hand (shared/wire.py: cheaper than a message object per request), the rest
 through the protobuf library, whose parser is compiled.
 """

@@ -1,7 +1,7 @@
 """The router <-> node messages encoded by hand, byte for byte as protobuf does.
 
 `shared/ringcache.proto` stays the schema, and what this writes is what the library writes
-for the same message (tests/test_wire.py checks it). Doing it by hand skips a message object
+for the same message (tests/shared/test_wire.py checks it). Doing it by hand skips a message object
 per request on the hot path: a Request to a node is a few concatenations. Encoding follows
 the library's choices so that bytes are identical: fields in number order, proto3 defaults
 (0, empty, false) left out, every repeated element written, even empty ones.

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.servers import HTTPOrigin, MariaDBServer, PostgresServer, RedisServer
+from tests.integration.servers import (
+    HTTPOrigin,
+    MariaDBServer,
+    PostgresServer,
+    RedisServer,
+)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ renders the client's whole answer (VALUE lines, END) in one go. Anything else --
 node that failed, a group with replicas -- is left ``unresolved`` for the router's slow
 path, which answers it with ``resolve`` or ``resolve_error`` before ``render``.
 
-router/dataplane/getrun.py picks the compiled module when it is built; tests/test_getrun.py runs the
+router/dataplane/getrun.py picks the compiled module when it is built; tests/router/dataplane/test_getrun.py runs the
 same tests against both.
 """
 

@@ -38,7 +38,7 @@ place always precedes the key's live one in the same deque.
 This module is the reference. Its compiled twin, storage_node/cores/_adaptive.c, does the
 same steps in the same order in C (3 to 20 times the speed, a quarter less memory per
 entry), and storage_node.cores.CORES["adaptive"] is that one when it is built;
-tests/test_adaptive_twins.py holds the two to the same state after every operation. A
+tests/storage_node/cores/test_adaptive_twins.py holds the two to the same state after every operation. A
 change of policy here is made there too.
 """
 

@@ -50,7 +50,7 @@ def oversized(table: dict, entry_bytes: int) -> bool:
 class CoreBase:
     """Budget, counters and the clock; subclasses keep the entries and the policy.
 
-    Rules every built-in core keeps (tests/core_contract.py checks them):
+    Rules every built-in core keeps (tests/storage_node/cores/core_contract.py checks them):
     - ``nbytes`` charges ``len(key) + len(value) + entry_overhead`` per stored entry, never
       above max_bytes. The node passes the class's measured ENTRY_OVERHEAD (what an entry
       costs in memory beyond its bytes: object headers and the core's own structure), so
@@ -70,7 +70,7 @@ class CoreBase:
 
     name = ""
     # Bytes an entry takes in a node's RSS beyond len(key) + len(value), and what a ttl
-    # adds; measured per core by tests/test_entry_overhead.py, which fails when a figure
+    # adds; measured per core by tests/integration/test_entry_overhead.py, which fails when a figure
     # stops being true.
     ENTRY_OVERHEAD = 0
     TTL_OVERHEAD = 0

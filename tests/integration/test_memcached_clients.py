@@ -1,0 +1,231 @@
+"""Third-party memcached clients and tools against a real router and real nodes, with a
+real memcached 1.6 beside it: whatever memcached passes, the router must pass too.
+
+Needs Debian's memcached and libmemcached-tools (`make system-deps`) and the clients of
+pyproject's test extra (pylibmc, python-memcached, pymemcache).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+
+import memcache as python_memcached
+import pylibmc
+import pytest
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.hash import HashClient
+
+from tests.helpers import free_port, port_open, start_process, stop_process
+from tests.integration.cluster import Cluster
+
+pytestmark = pytest.mark.integration
+
+# Plain cache groups, as memcached is; "loaded" reads through, to show clients get it too.
+GROUPS = """
+groups:
+  scores: {}
+  sessions: {}
+  loaded:
+    source: {python: sources_for_tests:value}
+"""
+
+
+def _need(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} is missing: run `make system-deps` as root (Debian: memcached, " \
+                 "libmemcached-tools)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def memcached_port():
+    port = free_port()
+    proc = start_process([_need("memcached"), "-l", "127.0.0.1", "-p", str(port), "-U", "0",
+                          "-u", "nobody", "-m", "64"], lambda: port_open(port))
+    yield port
+    stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def router_port(tmp_path_factory):
+    cluster = Cluster(tmp_path_factory.mktemp("clients"), groups=GROUPS).start()
+    yield cluster.memcache_port
+    cluster.stop()
+
+
+def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([_need(args[0]), *args[1:]], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def memccapable(port: int, mode: str) -> dict[str, str]:
+    """{test name: "pass", "FAIL" or "skip"} of one memccapable run (names go to stdout and
+    marks to stderr, so the two are read from one pipe, in the order written)."""
+    done = subprocess.run([_need("memccapable"), "-h", "127.0.0.1", "-p", str(port), mode,
+                           "-t", "5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300)
+    return dict(re.findall(r"((?:ascii|binary) [a-z ]+?)[ \t]+\[(pass|FAIL|skip)\]",
+                           done.stdout))
+
+
+@pytest.mark.parametrize("mode", ["-a", "-b"])
+def test_memccapable_passes_on_the_router_whatever_passes_on_memcached(
+        memcached_port, router_port, mode):
+    reference = memccapable(memcached_port, mode)
+    passed = {name for name, mark in reference.items() if mark == "pass"}
+    assert len(passed) >= 25, reference  # the suite really ran against memcached
+    ours = memccapable(router_port, mode)
+    assert {name for name in passed if ours.get(name) != "pass"} == set(), ours
+
+
+def test_libmemcached_tools(router_port):
+    servers = f"--servers=127.0.0.1:{router_port}"
+    assert run("memcping", servers).returncode == 0
+    stat = run("memcstat", servers)
+    assert stat.returncode == 0, stat.stderr
+    assert re.search(r"^\s+version: 1\.6\.21$", stat.stdout, re.MULTILINE), stat.stdout
+    assert re.search(r"^\s+curr_items: \d+$", stat.stdout, re.MULTILINE), stat.stdout
+    client = Client(("127.0.0.1", router_port), timeout=5)
+    client.set("sessions:before-flush", b"x", noreply=False)
+    assert run("memcflush", servers).returncode == 0
+    assert client.get("sessions:before-flush") is None
+    for test in ("set", "get"):
+        slap = run("memcslap", servers, "--concurrency=2", "--execute-number=100",
+                   f"--test={test}")
+        assert slap.returncode == 0, slap.stdout + slap.stderr
+    assert run("memcstat", servers, "--binary").returncode == 0
+    assert run("memcflush", servers, "--binary").returncode == 0
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:  # the client's own exception is part of what it saw
+        return type(exc).__name__
+
+
+def pylibmc_session(port: int, binary: bool) -> list:
+    c = pylibmc.Client([f"127.0.0.1:{port}"], binary=binary, behaviors={"cas": True})
+    out = [c.flush_all(), c.set("a", "1"), c.get("a"), c.incr("a", 5), c.decr("a", 9),
+           c.get("a")]
+    c.set("b", b"x")
+    out += [c.append("b", b"y"), c.prepend("b", b"w"), c.get("b")]
+    out += [_outcome(lambda: c.add("b", "z")), _outcome(lambda: c.replace("nokey", "v")),
+            c.delete("b"), c.get("b"), _outcome(lambda: c.delete("b"))]
+    c.set_multi({"m1": 1, "m2": "two", "m3": b"\x00\xff" * 1000})
+    out.append(c.get_multi(["m1", "m2", "m3", "none"]))
+    _, cas = c.gets("m2")
+    out += [c.cas("m2", "three", cas), c.cas("m2", "four", cas), c.get("m2")]
+    out += [c.set("big", b"v" * 500_000), len(c.get("big")), _outcome(lambda: c.touch("m2", 100))]
+    # Last: after these, libmemcached's binary mode marks the server failed for a while
+    # (UnknownReadFailure, then ServerDown), on memcached as on the router.
+    out += [_outcome(lambda: c.incr("m2")), _outcome(lambda: c.incr("nokey"))]
+    return out
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_pylibmc_sees_what_it_sees_on_memcached(memcached_port, router_port, binary):
+    assert pylibmc_session(router_port, binary) == pylibmc_session(memcached_port, binary)
+
+
+def python_memcached_session(port: int) -> list:
+    m = python_memcached.Client([f"127.0.0.1:{port}"], cache_cas=True)
+    m.flush_all()
+    out = [m.set("pm", 5), m.incr("pm"), m.decr("pm", 30), m.get("pm"), m.incr("nokey")]
+    out += [m.add("pm", 1), m.replace("pm", "r"), m.get("pm"), m.append("pm", "s"),
+            m.prepend("pm", "q"), m.get("pm")]
+    out += [m.gets("pm"), m.cas("pm", "c"), m.cas("pm", "d"), m.get("pm")]
+    m.set("other", "o")
+    out.append(m.gets("other"))
+    m.set("other", "changed")  # a write between gets and cas
+    out += [m.cas("other", "lost"), m.get("other"), m.touch("other", 60), m.delete("other"),
+            m.get_multi(["pm", "other"]), m.set_multi({"x": 1, "y": 2}),
+            sorted(m.get_multi(["x", "y"]).items())]
+    stats = m.get_stats()[0][1]
+    out.append(sorted(k for k in ("curr_items", "get_hits", "cmd_get", "version") if k in stats))
+    return out
+
+
+def test_python_memcached_sees_what_it_sees_on_memcached(memcached_port, router_port):
+    assert python_memcached_session(router_port) == python_memcached_session(memcached_port)
+
+
+def pymemcache_session(client) -> list:
+    out = [client.flush_all(noreply=False), client.set("x", "1", noreply=False),
+           client.incr("x", 2), client.decr("x", 10), client.get("x")]
+    value, cas = client.gets("x")
+    out += [value, client.cas("x", "9", cas, noreply=False),
+            client.cas("x", "10", cas, noreply=False), client.get("x")]
+    client.set("y", "abc")  # noreply by default: the next answer must still be its own
+    out += [client.touch("y", 10, noreply=False), client.append("y", "d", noreply=False),
+            client.prepend("y", "<", noreply=False), client.get("y"),
+            client.add("y", "z", noreply=False), client.replace("nope", "z", noreply=False),
+            client.delete("y", noreply=False), client.delete("y", noreply=False),
+            client.get_many(["x", "y", "nope"]), client.incr("nope", 1), client.flush_all(),
+            client.get("x")]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["Client", "HashClient", "PooledClient"])
+def test_pymemcache_sees_what_it_sees_on_memcached(memcached_port, router_port, kind):
+    def make(port):
+        address = ("127.0.0.1", port)
+        if kind == "HashClient":
+            return HashClient([address], timeout=5)
+        return (Client if kind == "Client" else PooledClient)(address, timeout=5)
+
+    assert pymemcache_session(make(router_port)) == pymemcache_session(make(memcached_port))
+
+
+def test_clients_read_through_the_router(router_port):
+    # A loaded value has flags 0: raw bytes to pylibmc, text to python-memcached.
+    assert pylibmc.Client([f"127.0.0.1:{router_port}"]).get("loaded:k1") == b"value-of-k1"
+    assert pylibmc.Client([f"127.0.0.1:{router_port}"], binary=True).get(
+        "loaded:k2") == b"value-of-k2"
+    assert python_memcached.Client([f"127.0.0.1:{router_port}"]).get(
+        "loaded:k3") in (b"value-of-k3", "value-of-k3")
+
+
+def session(port: int, data: bytes) -> bytes:
+    """Everything the server answers to ``data`` then ``mn`` (whose MN ends the answers)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data + b"mn\r\n")
+        out = b""
+        while not out.endswith(b"MN\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, out
+            out += chunk
+    return out
+
+
+# Commands whose answers hold no CAS unique (those differ from server to server), each
+# answered byte for byte as memcached answers it.
+TEXT_SESSION = (
+    b"flush_all\r\nset n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\nincr n x\r\n"
+    b"incr none 1\r\nincr n 1 noreply\r\nincr n 18446744073709551615\r\nget n\r\n"
+    b"set s 5 0 1\r\na\r\nappend s 9 0 1\r\nb\r\nprepend s 0 0 1\r\nc\r\nget s\r\n"
+    b"append none 0 0 1\r\nx\r\ncas none 0 0 1 5\r\nx\r\ncas s 0 0 1 5\r\nx\r\n"
+    b"touch s 100\r\ntouch none 1\r\ngat 100 s none s\r\ngat 10\r\ngat\r\n"
+    b"incr s 1\r\nverbosity 1\r\nverbosity 1 noreply\r\nverbosity\r\n"
+    b"cache_memlimit\r\nflush_all x\r\nstats noreply\r\nstats detail\r\n"
+    b"set gone 0 -1 1\r\nx\r\nget gone\r\nflush_all noreply\r\nget s n\r\n"
+    b"delete s noreply x\r\nincr\r\ntouch s\r\n"
+)
+
+META_SESSION = (
+    b"flush_all\r\nms mk 2 T0 F7\r\nhi\r\nmg mk v f t s k O99\r\nmg mk\r\nmg none v\r\n"
+    b"mg none v q\r\nms mk 2 ME\r\nyo\r\nms none 2 MA\r\nyo\r\nms none 2 C5\r\nyo\r\n"
+    b"ms mk 2 q\r\nyo\r\nmd none\r\nmd none q\r\nma cnt N0 J5 v\r\nma cnt MD D2 v\r\n"
+    b"ma cnt q\r\nma mk\r\nmg mk X\r\nmg mk v v\r\nms mk 2 MZ\r\nhi\r\nmg mk k v\r\n"
+    b"ms aGk= 2 b k\r\nyo\r\nmg aGk= b k v\r\nmd mk q\r\nmg mk v\r\nmg\r\nma nope\r\n"
+)
+
+
+@pytest.mark.parametrize("data", [TEXT_SESSION, META_SESSION], ids=["text", "meta"])
+def test_answers_are_memcacheds_byte_for_byte(memcached_port, router_port, data):
+    assert session(router_port, data) == session(memcached_port, data)
+
+
