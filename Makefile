@@ -1,10 +1,11 @@
-# ringcache: `make run` serves the demo, `make test` runs every test.
+# ringcache: `make run` serves the demo, `make test` runs every test, `make test-unit` the
+# unit tests alone (no processes, under a minute).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test proto bench bench-vs-twemproxy clean system-deps build-deps debian-packages
+.PHONY: install run test test-unit proto bench bench-vs-twemproxy clean system-deps build-deps debian-packages
 
 # Debian packages the integration tests run for real: origin servers for the sources,
 # and memcached and libmemcached's tools to hold the router to.
@@ -30,6 +31,11 @@ run: install
 
 test: install system-deps
 	$(BIN)/python -m pytest -q --ignore=tests/deploy
+
+# The fast loop: no processes, no sockets, no Debian packages (tests/conftest.py holds
+# every unit test to that).
+test-unit: install
+	$(BIN)/python -m pytest -q tests/router tests/storage_node tests/shared
 
 # Installs what is missing when run as root on Debian; otherwise names it (the tests
 # that need a package fail naming it too).
