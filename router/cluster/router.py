@@ -38,9 +38,13 @@ class Router(Reads, Writes):
     """The ring, the groups and their sources, and a client per node; the read and write
     paths are router/cluster/reads.py and router/cluster/writes.py, the hot path router/dataplane/serve.py."""
 
-    def __init__(self, topology, reactor, clock=time.time):
+    def __init__(self, topology, reactor, clock=time.time, node_client=NodeClient,
+                 build_source=build_source):
         self.reactor = reactor
         self.clock = clock
+        # How a node's client and a group's source are made: tests pass fakes (tests/fakes.py).
+        self._node_client = node_client
+        self._build_source = build_source
         self.flight = SingleFlight()
         self.stats = RouterStats()
         self.topology = None
@@ -80,7 +84,7 @@ class Router(Reads, Writes):
                     source, loads = old.source, old.loads
                 elif spec.source is not None:
                     try:
-                        source = build_source(spec.source, self.reactor, topology.base_dir)
+                        source = self._build_source(spec.source, self.reactor, topology.base_dir)
                     except Exception as exc:
                         raise ValueError(f"{topology.path}: groups.{name}.source: {exc}") from None
                     built.append(source)
@@ -99,7 +103,7 @@ class Router(Reads, Writes):
                 old.timeout = cfg.timeout  # connections to unchanged nodes are kept
                 clients[node.name] = old
             else:
-                clients[node.name] = NodeClient(
+                clients[node.name] = self._node_client(
                     node.name, node.address.host, node.address.port, self.reactor,
                     timeout=cfg.timeout, configure=self._group_configs,
                     observe_latency=self.stats.node_latency.labels(node.name).observe,

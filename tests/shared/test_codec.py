@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from shared import codec_py
 from shared import ringcache_pb2 as pb
 from shared.wire import REQUESTS, RESPONSES, WireError, encode_groups, len_field
-from tests.shared.test_wire import pb_request, pb_response, requests, responses
+from tests.shared.wire_strategies import pb_request, pb_response, requests, responses
 
 
 def _compiled():

@@ -17,7 +17,7 @@ from shared.handshake import (
     read_secret,
 )
 from shared.throttle import LogThrottle
-from tests.storage_node.cores.core_contract import FakeClock
+from tests.fakes import FakeClock
 
 SECRET = b"correct horse battery staple"
 ROUTER_NONCE, NODE_NONCE = b"r" * 32, b"n" * 32

@@ -15,8 +15,9 @@ from storage_node.cores import CORES
 from storage_node.cores.lru import LRUCore
 from storage_node.node import DEFAULT_GROUP_BYTES, Node
 from storage_node.protocol import NodeFactory, NodeProtocol
+from tests.fakes import FakeClock
 from tests.helpers import CountingTransport
-from tests.storage_node.cores.core_contract import FakeClock, FifoCore
+from tests.storage_node.cores.core_contract import FifoCore
 
 MiB = 1 << 20
 DICT_CORE = f"python:{__name__}:DictCore"

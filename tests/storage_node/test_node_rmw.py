@@ -7,7 +7,8 @@ import pytest
 
 from shared import ringcache_pb2 as pb
 from storage_node.node import Node, parse_counter
-from tests.storage_node.cores.core_contract import FakeClock, FifoCore
+from tests.fakes import FakeClock
+from tests.storage_node.cores.core_contract import FifoCore
 
 MiB = 1 << 20
 TTL_CORE = f"python:{__name__}:TtlCore"

@@ -9,15 +9,8 @@ from router.cluster.errors import SourceBusy, SourceError
 from router.cluster.loads import LoadLimiter
 from router.sources.python import PythonSource
 from shared import ringcache_pb2 as pb
+from tests.fakes import FakeReactor, SyncPool, make_router, node, topology
 from tests.helpers import outcomes
-from tests.router.cluster.test_router import (  # noqa: F401 (fixtures)
-    clients,
-    make_router,
-    node,
-    sources,
-    topology,
-)
-from tests.router.sources.test_python import FakeReactor, SyncPool
 
 HERE = "tests.router.sources.test_python"  # its module-level functions are the sources below
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
-from twisted.internet.defer import Deferred, FirstError, succeed
-from twisted.internet.task import Clock
+from twisted.internet.defer import FirstError
 
-from router.cluster import router as core
 from router.cluster.errors import (
     NodeError,
     NodeUnavailable,
@@ -17,143 +13,19 @@ from router.cluster.errors import (
     UnknownGroup,
 )
 from router.cluster.ring import HashRing
-from router.cluster.router import Item, Router
-from router.config.topology import parse_topology
+from router.cluster.router import Item
 from shared import entry
 from shared import ringcache_pb2 as pb
+from tests.fakes import (
+    SCORES,
+    FakeNodes,
+    FakeSources,
+    make_router,
+    node,
+    replicated,
+    topology,
+)
 from tests.helpers import outcomes
-
-SCORES = {"ttl": "5m", "source": {"python": "fake:scores"}}
-
-
-@dataclass
-class Sent:
-    op: int
-    group: str
-    key: bytes
-    value: bytes
-    ttl: float
-    flags: int
-    d: Deferred
-    negative: bool = False
-    keys: list = ()
-    cas: int = 0
-    delta: int = 0
-
-    def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=(),
-               cas=0):
-        self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative, values=values, cas=cas))
-
-    def fail(self, reason="connection refused"):
-        self.d.errback(NodeUnavailable("node", reason))
-
-
-class FakeClient:
-    """Stands in for NodeClient: records requests and answers Deferreds the test fires."""
-
-    made: list[FakeClient] = []
-
-    def __init__(self, name, host, port, reactor, timeout, configure=None, observe_latency=None,
-                 stale_on_return=None):
-        self.name, self.host, self.port, self.timeout = name, host, port, timeout
-        self.stale_on_return = stale_on_return
-        self.address = f"{host}:{port}"
-        self.state = "connecting"
-        self.down_reason = "not connected yet"
-        self.starts = self.stops = self.configures = 0
-        self.marked_down = self.timeouts = 0
-        self.sent: list[Sent] = []
-        self.made.append(self)
-
-    def start(self):
-        self.starts += 1
-        self.state = "up"
-
-    def stop(self):
-        self.stops += 1
-        self.state = "stopped"
-
-    def configure(self):
-        self.configures += 1
-        return succeed(None)
-
-    def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
-                negative=False, keys=None, cas=0, delta=0):
-        d = Deferred()
-        self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ()),
-                              cas, delta))
-        return d
-
-    def take(self) -> list[Sent]:
-        sent, self.sent = self.sent, []
-        return sent
-
-
-class FakeSource:
-    def __init__(self, target):
-        self.name = f"python:{target}"
-        self.loads: list[tuple[str, Deferred]] = []
-        self.closed = False
-
-    def load(self, key):
-        d = Deferred()
-        self.loads.append((key, d))
-        return d
-
-    def check(self):
-        return succeed(None)
-
-    def close(self):
-        self.closed = True
-
-
-@pytest.fixture(autouse=True)
-def clients(monkeypatch):
-    monkeypatch.setattr(core, "NodeClient", FakeClient)
-    monkeypatch.setattr(FakeClient, "made", [])
-    return FakeClient.made
-
-
-@pytest.fixture(autouse=True)
-def sources(monkeypatch):
-    """Sources whose target module is ``fake`` are FakeSources; others are built for real."""
-    built = []
-    real = core.build_source
-
-    def build(spec, reactor, base_dir):
-        if not spec.target.startswith("fake:"):
-            return real(spec, reactor, base_dir)
-        source = FakeSource(spec.target)
-        built.append(source)
-        return source
-
-    monkeypatch.setattr(core, "build_source", build)
-    return built
-
-
-def topology(nodes=("node-a",), groups=None, **router):
-    """A parsed topology; ``nodes`` holds names (port 7001 on) or (name, port) pairs."""
-    node_list = []
-    for i, node in enumerate(nodes):
-        name, port = node if isinstance(node, tuple) else (node, 7001 + i)
-        node_list.append({"name": name, "address": f"127.0.0.1:{port}"})
-    data = {
-        "router": {"default_group": "scores", "item_size_max": "1KiB", **router},
-        "nodes": node_list,
-        "groups": groups if groups is not None else {"scores": SCORES, "sessions": {}},
-    }
-    return parse_topology(data, "t.yaml")
-
-
-def make_router(topo=None) -> Router:
-    router = Router(topo or topology(), Clock(), clock=lambda: 1000.0)
-    router.start()
-    return router
-
-
-def node(router, name="node-a") -> FakeClient:
-    return router.clients[name]
 
 
 def test_hit_returns_the_item():
@@ -425,9 +297,10 @@ def test_keys_go_to_their_ring_owner():
         assert [s.key for s in node(router, owner).take()] == [key]
 
 
-def test_reload_keeps_unchanged_clients_and_replaces_the_rest(clients):
+def test_reload_keeps_unchanged_clients_and_replaces_the_rest():
     before = topology(nodes=("node-a", ("node-b", 7002), "node-c"))
-    router = make_router(before)
+    clients = FakeNodes()
+    router = make_router(before, nodes=clients)
     old = dict(router.clients)
     old_ring = router.ring
     after = topology(nodes=("node-a", ("node-b", 7102), ("node-d", 7004)),
@@ -451,7 +324,7 @@ def test_reload_keeps_unchanged_clients_and_replaces_the_rest(clients):
     for name in ("node-b", "node-d"):
         assert router.clients[name] not in old.values()
         assert router.clients[name].starts == 1
-    assert len(clients) == 5
+    assert len(clients.made) == 5
     assert router.ring.digest == new_ring.digest
     assert router.config_status()["reloads"] == 1
 
@@ -465,8 +338,9 @@ def test_reload_with_the_same_groups_does_not_reconfigure():
     assert router.groups["scores"].source is source and not source.closed
 
 
-def test_reload_replaces_a_changed_source_and_closes_a_removed_one(sources):
-    router = make_router()
+def test_reload_replaces_a_changed_source_and_closes_a_removed_one():
+    sources = FakeSources()
+    router = make_router(sources=sources)
     first = router.groups["scores"].source
     router.reload(topology(groups={"scores": {"source": {"python": "fake:other"}},
                                    "sessions": {}}))
@@ -474,7 +348,7 @@ def test_reload_replaces_a_changed_source_and_closes_a_removed_one(sources):
     assert (second.name, first.closed) == ("python:fake:other", True)
     router.reload(topology(groups={"sessions": {}}, default_group="sessions"))
     assert second.closed
-    assert len(sources) == 2
+    assert len(sources.built) == 2
 
 
 def test_invalid_reload_changes_nothing_and_is_reported():
@@ -499,14 +373,15 @@ def test_invalid_reload_changes_nothing_and_is_reported():
     assert (status["failures"], status["reloads"], status["last_error"]) == (1, 1, None)
 
 
-def test_failed_reload_closes_the_sources_it_built(sources):
-    router = make_router()
+def test_failed_reload_closes_the_sources_it_built():
+    sources = FakeSources()
+    router = make_router(sources=sources)
     bad = topology(groups={"scores": SCORES, "sessions": {},
                            "a": {"source": {"python": "fake:new"}},
                            "z": {"source": {"python": "no_such_module_here:load"}}})
     with pytest.raises(ValueError):
         router.reload(bad)
-    [kept, new] = sources
+    [kept, new] = sources.built
     assert (kept.closed, new.closed) == (False, True)
 
 
@@ -589,11 +464,6 @@ def test_without_negative_ttl_not_found_is_not_cached():
     assert node(router).sent == []
 
 
-def replicated(n_nodes=3, replicas=2):
-    groups = {"scores": {"source": {"python": "fake:scores"}}, "sessions": {"replicas": replicas}}
-    router = make_router(topology(nodes=[f"node-{i}" for i in range(n_nodes)], groups=groups))
-    owners = router.ring.owners(b"sessions:k", replicas)
-    return router, [router.clients[name] for name in owners]
 
 
 def test_replicated_set_goes_to_every_replica_in_ring_order():

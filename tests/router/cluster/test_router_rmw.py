@@ -16,14 +16,8 @@ from router.cluster.writes import (
     Written,
 )
 from shared import ringcache_pb2 as pb
+from tests.fakes import make_router, node, replicated
 from tests.helpers import outcomes
-from tests.router.cluster.test_router import (  # noqa: F401
-    clients,
-    make_router,
-    node,
-    replicated,
-    sources,
-)
 
 
 @pytest.mark.parametrize("op, status, outcome", [

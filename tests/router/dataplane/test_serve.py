@@ -4,7 +4,6 @@ answer, and what goes to the slow path."""
 
 from __future__ import annotations
 
-import pytest
 from twisted.internet.task import Clock
 
 from router.cluster.errors import NodeTimeout
@@ -12,49 +11,16 @@ from router.cluster.router import Router
 from router.memcache.server import MemcacheFactory
 from shared import entry
 from shared import ringcache_pb2 as pb
+from tests.fakes import SCORES, FakeNodes, FakeSources, PlaneClient, topology
 from tests.helpers import CountingTransport
-from tests.router.cluster.test_router import (  # noqa: F401
-    SCORES,
-    FakeClient,
-    clients,
-    sources,
-    topology,
-)
-
-
-class PlaneClient(FakeClient):
-    """A fake node client that takes the data plane's prepared GET_MANYs as well."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.prepared: list[tuple[pb.Request, object]] = []
-
-    def send_prepared(self, body, waiter):
-        if self.state not in ("up", "connecting"):
-            return False
-        self.prepared.append((pb.Request.FromString(body), waiter))
-        return True
-
-    def answer_prepared(self, values_for) -> None:
-        """Answer every GET_MANY waiting, ``values_for(request)`` giving its Response."""
-        prepared, self.prepared = self.prepared, []
-        for request, waiter in prepared:
-            waiter.callback(values_for(request))
-
-
-@pytest.fixture(autouse=True)
-def plane_clients(monkeypatch, clients):  # noqa: F811
-    from router.cluster import router as core
-
-    monkeypatch.setattr(core, "NodeClient", PlaneClient)
-    return clients
 
 
 class Client:
     """A memcached client connection to a router whose nodes are PlaneClients."""
 
     def __init__(self, nodes=("node-a",), groups=None):
-        self.router = Router(topology(nodes, groups), Clock(), clock=lambda: 1000.0)
+        self.router = Router(topology(nodes, groups), Clock(), clock=lambda: 1000.0,
+                             node_client=FakeNodes(PlaneClient), build_source=FakeSources())
         self.router.start()
         self.factory = MemcacheFactory(self.router, self.router.reactor)
         self.protocol = self.factory.buildProtocol(None)

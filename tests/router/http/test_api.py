@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from typing import NamedTuple
-
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
@@ -21,151 +15,23 @@ from router.cluster.errors import (
     NodeUnavailable,
     SourceBusy,
     SourceError,
-    TooLarge,
-    UnknownGroup,
 )
 from router.cluster.loads import LoadLimiter
-from router.cluster.router import Group, Item
-from router.cluster.singleflight import SingleFlight
-from router.cluster.stats import RouterStats
-from router.config.topology import TopologyError, parse_topology
-from router.http.api import build_site
-from shared import ringcache_pb2 as pb
-
-RING = {"digest": "ab12", "vnodes": 160,
-        "nodes": [{"name": "node-a", "address": "127.0.0.1:7001", "weight": 1.0,
-                   "share": 1.0, "state": "up", "healthy": True}]}
-CONFIG = {"path": "topology.yaml", "digest": "ab12", "loaded_at": 1.0, "age_seconds": 2.0,
-          "reloads": 0, "failures": 0, "last_error": None}
-
-
-TOPOLOGY = {"router": {"default_group": "scores"},
-            "nodes": [{"name": "node-a", "address": "127.0.0.1:7001"}],
-            "groups": {"scores": {}, "sessions": {}}}
-
-
-class FakeRouter:
-    """The slice of router.core.Router the HTTP front end calls, answering from a dict."""
-
-    def __init__(self):
-        self.reactor = Clock()
-        self.stats = RouterStats()
-        self.flight = SingleFlight()
-        self.clients = {}
-        self.workers = None  # router workers: tests/integration/test_workers.py
-        self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
-        self.items: dict[tuple[str, bytes], bytes] = {}
-        self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
-        self.pending: Deferred | None = None  # when set, get() answers this
-        self.sets = []
-        self.plans = []
-        self.reload_answer = lambda: {"applied": True, "digest": "cd34", "moved": 0.25}
-        self.reloads = self.reload_failures = 0
-        self.topology = parse_topology(TOPOLOGY, "topology.yaml")
-        self.item_size_max = self.topology.router.item_size_max
-
-    def get(self, group, key):
-        if group not in self.groups:
-            return fail(UnknownGroup(group))
-        if key in self.failures:
-            return fail(self.failures[key])
-        if self.pending is not None:
-            return self.pending
-        value = self.items.get((group, key))
-        return succeed(None if value is None else Item(value))
-
-    def set(self, group, key, value, ttl=None, flags=0):
-        if group not in self.groups:
-            return fail(UnknownGroup(group))
-        if key in self.failures:
-            return fail(self.failures[key])
-        if len(value) > 10:
-            return fail(TooLarge(f"value of {len(value)} bytes is over the item limit of 10"))
-        self.sets.append((group, key, value, ttl))
-        self.items[group, key] = value
-        return succeed(True)
-
-    def delete(self, group, key):
-        if group not in self.groups:
-            return fail(UnknownGroup(group))
-        return succeed(self.items.pop((group, key), None) is not None)
-
-    def where(self, group, key):
-        if group not in self.groups:
-            raise UnknownGroup(group)
-        return {"group": group, "key": key.decode(), "node": "node-a",
-                "address": "127.0.0.1:7001", "state": "up"}
-
-    def ring_info(self):
-        return RING
-
-    def node_stats(self):
-        stats = pb.NodeStats(groups=[pb.GroupStats(name="scores", policy="lru", items=3,
-                                                   bytes=30, max_bytes=1024, hits=7)],
-                             max_memory=4096, bytes=30, uptime=1.5, configured=True)
-        return succeed({"node-a": stats, "node-b": "node node-b unavailable: refused"})
-
-    def config_status(self):
-        return CONFIG
-
-    def reload(self):
-        return self.reload_answer()
-
-    def plan(self, topology):
-        self.plans.append(topology)
-        return {"digest": "ab12", "new_digest": "ef56", "moved": 0.5}
-
-
-class Response(NamedTuple):
-    code: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self):
-        assert self.headers["content-type"] == "application/json"
-        return json.loads(self.body)
-
-
-def parse_response(data: bytes) -> Response:
-    head, _, body = data.partition(b"\r\n\r\n")
-    status, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    assert "transfer-encoding" not in headers
-    assert len(body) == int(headers.get("content-length", 0))
-    return Response(int(status.split()[1]), headers, body)
+from router.cluster.router import Item
+from router.config.topology import TopologyError
+from tests.fakes import CONFIG, RING, FakeHTTPRouter, HTTPConn, Response
 
 
 @pytest.fixture
 def router():
-    return FakeRouter()
+    return FakeHTTPRouter()
 
 
-class Client:
-    """One HTTP connection to the Site, over a StringTransport."""
-
-    def __init__(self, router, environ=None):
-        self.site = build_site(router, {} if environ is None else environ)
-        self.transport = StringTransport()
-        self.protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 50000))
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, method: str, path: str, body: bytes = b"", headers: dict | None = None):
-        lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-        lines += [f"{k}: {v}" for k, v in {"Content-Length": len(body), **(headers or {})}.items()]
-        self.protocol.dataReceived("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
-
-    def response(self) -> Response:
-        data = self.transport.value()
-        self.transport.clear()
-        return parse_response(data)
 
 
 @pytest.fixture
 def client(router):
-    return Client(router)
+    return HTTPConn(router)
 
 
 def call(client, method, path, body=b"", headers=None) -> Response:

@@ -15,7 +15,7 @@ from router.http.admin_token import AdminToken, TokenUnavailable, bearer, read_t
 from router.http.api import ADMIN, OPEN, READ, build_site, protection
 from router.http.bounds import IDLE_TIMEOUT, LINGER, LOG_INTERVAL, MAX_URL
 from router.http.rate_limit import TokenBucket
-from tests.router.http.test_api import TOPOLOGY, Client, FakeRouter, parse_response
+from tests.fakes import TOPOLOGY, FakeHTTPRouter, HTTPConn, parse_response
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -23,7 +23,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 def router():
-    return FakeRouter()
+    return FakeHTTPRouter()
 
 
 def configure(router, tmp_path, security=None, limits=None, token=TOKEN):
@@ -38,7 +38,7 @@ def configure(router, tmp_path, security=None, limits=None, token=TOKEN):
     router.item_size_max = router.topology.router.item_size_max
 
 
-class Connection(Client):
+class Connection(HTTPConn):
     """Another connection to the same site (one site: one reload rate, one connection count)."""
 
     def __init__(self, site):
@@ -86,7 +86,7 @@ def test_protection_of_each_route(method, path, need):
 
 
 def test_without_a_token_everything_stays_open(router):
-    client = Client(router)
+    client = HTTPConn(router)
     assert send(client, "POST", "/v1/reload").code == 200
     assert send(client, "PUT", "/v1/scores/k", b"v").code == 204
 
@@ -103,7 +103,7 @@ def test_admin_requests_without_the_token_are_401_and_do_nothing(router, tmp_pat
     router.items["scores", b"k"] = b"old"
     reloads = []
     router.reload_answer = lambda: reloads.append(1) or {"applied": True}
-    r = send(Client(router), method, path, body)
+    r = send(HTTPConn(router), method, path, body)
     assert r.code == 401
     assert r.headers["www-authenticate"] == 'Bearer realm="ringcache"'
     assert r.headers["connection"] == "close"
@@ -115,7 +115,7 @@ def test_admin_requests_without_the_token_are_401_and_do_nothing(router, tmp_pat
 @pytest.mark.parametrize("authorization", [f"Bearer {TOKEN}x", "Bearer s3cret", f"Basic {TOKEN}"])
 def test_a_wrong_token_is_401(router, tmp_path, authorization):
     configure(router, tmp_path)
-    r = send(Client(router), "POST", "/v1/reload", headers={"Authorization": authorization})
+    r = send(HTTPConn(router), "POST", "/v1/reload", headers={"Authorization": authorization})
     assert r.code == 401
     if authorization.startswith("Bearer"):
         assert r.json() == {"error": "wrong admin token"}
@@ -125,7 +125,7 @@ def test_a_wrong_token_is_401(router, tmp_path, authorization):
 @pytest.mark.parametrize("authorization", [f"Bearer {TOKEN}", f"bearer  {TOKEN} ", f"BEARER {TOKEN}"])
 def test_the_token_lets_admin_requests_through(router, tmp_path, authorization):
     configure(router, tmp_path)
-    client = Client(router)
+    client = HTTPConn(router)
     headers = {"Authorization": authorization}
     assert send(client, "POST", "/v1/reload", headers=headers).code == 200
     assert send(client, "PUT", "/v1/scores/k", b"v", headers).code == 204
@@ -135,35 +135,35 @@ def test_the_token_lets_admin_requests_through(router, tmp_path, authorization):
 def test_reads_are_open_unless_protect_reads(router, tmp_path):
     configure(router, tmp_path)
     router.items["scores", b"k"] = b"v"
-    client = Client(router)
+    client = HTTPConn(router)
     for path in ("/v1/scores/k", "/v1/ring", "/v1/where/scores/k", "/v1/stats", "/metrics"):
         assert send(client, "GET", path).code == 200, path
     configure(router, tmp_path, {"protect_reads": True})
     for path in ("/v1/scores/k", "/v1/ring", "/v1/where/scores/k", "/v1/stats", "/metrics"):
-        assert send(Client(router), "GET", path).code == 401, path
-        assert send(Client(router), "GET", path, headers=AUTH).code == 200, path
-    assert send(Client(router), "GET", "/healthz").code == 200
+        assert send(HTTPConn(router), "GET", path).code == 401, path
+        assert send(HTTPConn(router), "GET", path, headers=AUTH).code == 200, path
+    assert send(HTTPConn(router), "GET", "/healthz").code == 200
 
 
 def test_the_environment_gives_the_token_when_no_file_does(router, tmp_path):
     environ = {"RINGCACHE_ADMIN_TOKEN": " from-env\n"}
-    assert send(Client(router, environ), "POST", "/v1/reload").code == 401
+    assert send(HTTPConn(router, environ), "POST", "/v1/reload").code == 401
     headers = {"Authorization": "Bearer from-env"}
-    assert send(Client(router, environ), "POST", "/v1/reload", headers=headers).code == 200
+    assert send(HTTPConn(router, environ), "POST", "/v1/reload", headers=headers).code == 200
     configure(router, tmp_path)  # the file wins over the environment
-    assert send(Client(router, environ), "POST", "/v1/reload", headers=headers).code == 401
-    assert send(Client(router, environ), "POST", "/v1/reload", headers=AUTH).code == 200
+    assert send(HTTPConn(router, environ), "POST", "/v1/reload", headers=headers).code == 401
+    assert send(HTTPConn(router, environ), "POST", "/v1/reload", headers=AUTH).code == 200
 
 
 def test_the_token_is_read_again_after_a_reload(router, tmp_path):
     configure(router, tmp_path)
-    client = Client(router)
+    client = HTTPConn(router)
     (tmp_path / "admin.token").write_text("rotated\n")
     # The running topology's token stands until a reload brings a new one.
     assert send(client, "PUT", "/v1/scores/k", b"v", AUTH).code == 204
     configure(router, tmp_path, token="rotated")
     assert send(client, "PUT", "/v1/scores/k", b"v", AUTH).code == 401
-    r = send(Client(router), "PUT", "/v1/scores/k", b"v", {"Authorization": "Bearer rotated"})
+    r = send(HTTPConn(router), "PUT", "/v1/scores/k", b"v", {"Authorization": "Bearer rotated"})
     assert r.code == 204
 
 
@@ -171,13 +171,13 @@ def test_a_token_file_that_cannot_be_read_refuses_protected_requests(router, tmp
     configure(router, tmp_path)
     (tmp_path / "admin.token").unlink()
     with capturedLogs() as events:
-        client = Client(router)
+        client = HTTPConn(router)
     assert any("reloads, plans and writes are refused" in e["log_format"] for e in events)
     r = send(client, "POST", "/v1/reload", headers=AUTH)
     assert r.code == 503
     assert r.json()["error"].startswith(
         f"admin token unavailable: cannot read the token file {tmp_path}/admin.token: ")
-    assert send(Client(router), "GET", "/healthz").code == 200
+    assert send(HTTPConn(router), "GET", "/healthz").code == 200
 
 
 @pytest.mark.parametrize("content, problem", [
@@ -206,7 +206,7 @@ def test_a_non_loopback_listener_without_a_token_is_a_warning(router):
     document["router"]["http"] = "0.0.0.0:8080"
     router.topology = parse_topology(document, "topology.yaml")
     with capturedLogs() as events:
-        Client(router)
+        HTTPConn(router)
     [event] = [e for e in events if "has no token" in e["log_format"]]
     assert event["address"] == "0.0.0.0:8080"
 
@@ -253,7 +253,7 @@ def test_token_bucket():
 # -- body bounds -------------------------------------------------------------------------
 
 def test_a_put_announcing_more_than_the_item_limit_is_413_before_any_body(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"PUT /v1/scores/k HTTP/1.1\r\nHost: x\r\nContent-Length: 2147483648\r\n"
                  b"Expect: 100-continue\r\n\r\n")
     r = answer(client)
@@ -270,7 +270,7 @@ def test_a_put_announcing_more_than_the_item_limit_is_413_before_any_body(router
 
 def test_a_put_at_the_item_limit_is_stored(router):
     router.item_size_max = 10
-    assert send(Client(router), "PUT", "/v1/scores/k", b"x" * 10).code == 204
+    assert send(HTTPConn(router), "PUT", "/v1/scores/k", b"x" * 10).code == 204
 
 
 def chunked(parts: list[bytes]) -> bytes:
@@ -279,7 +279,7 @@ def chunked(parts: list[bytes]) -> bytes:
 
 def test_a_chunked_put_is_counted_as_it_arrives_and_refused_past_the_limit(router):
     router.item_size_max = 1000
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"PUT /v1/scores/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
     head(client, chunked([b"a" * 600])[:-5])
     assert client.transport.value() == b""
@@ -292,7 +292,7 @@ def test_a_chunked_put_is_counted_as_it_arrives_and_refused_past_the_limit(route
 
 
 def test_a_chunked_put_within_the_limit_is_stored(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"PUT /v1/scores/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                  + chunked([b"ab", b"cd"]))
     assert answer(client).code == 204
@@ -300,7 +300,7 @@ def test_a_chunked_put_within_the_limit_is_stored(router):
 
 
 def test_a_plan_body_is_capped_at_the_topology_document_limit(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"POST /v1/plan HTTP/1.1\r\nHost: x\r\nContent-Length: 1048577\r\n\r\n")
     r = answer(client)
     assert (r.code, r.json()) == (413, {"error": "topology document of 1048577 bytes is over "
@@ -308,7 +308,7 @@ def test_a_plan_body_is_capped_at_the_topology_document_limit(router):
 
 
 def test_other_routes_take_small_bodies_only(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"GET /v1/scores/k HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n")
     assert answer(client).json() == {"error": "request body of 65537 bytes is over the limit "
                                               "of 65536"}
@@ -319,7 +319,7 @@ def test_other_routes_take_small_bodies_only(router):
 def test_a_body_shorter_than_its_content_length_is_408_after_the_command_timeout(router,
                                                                                  tmp_path):
     configure(router, tmp_path, limits={"command_timeout": "2s"}, token=None)
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"PUT /v1/scores/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
                  + b"x" * 10)
     router.reactor.advance(1.9)
@@ -336,7 +336,7 @@ def test_a_body_shorter_than_its_content_length_is_408_after_the_command_timeout
 
 
 def test_a_head_trickled_byte_by_byte_is_408_after_the_command_timeout(router):
-    client = Client(router)
+    client = HTTPConn(router)
     slow = b"GET /v1/scores/k HTTP/1.1\r\nX-Slow: "
     for byte in slow:
         head(client, bytes([byte]))
@@ -349,7 +349,7 @@ def test_a_head_trickled_byte_by_byte_is_408_after_the_command_timeout(router):
 
 def test_a_complete_request_stops_the_clock_and_the_next_one_starts_its_own(router):
     router.items["scores", b"k"] = b"v"
-    client = Client(router)
+    client = HTTPConn(router)
     for _ in range(3):
         assert send(client, "GET", "/v1/scores/k").code == 200
         router.reactor.advance(29.0)
@@ -357,12 +357,12 @@ def test_a_complete_request_stops_the_clock_and_the_next_one_starts_its_own(rout
 
 
 def test_idle_connections_close_after_idle_timeout_or_a_minute(router, tmp_path):
-    client = Client(router)
+    client = HTTPConn(router)
     assert client.protocol.timeOut == IDLE_TIMEOUT
     router.reactor.advance(IDLE_TIMEOUT)
     assert client.transport.disconnecting
     configure(router, tmp_path, limits={"idle_timeout": "5s"}, token=None)
-    client = Client(router)
+    client = HTTPConn(router)
     router.reactor.advance(4.9)
     assert not client.transport.disconnecting
     router.reactor.advance(0.1)
@@ -372,7 +372,7 @@ def test_idle_connections_close_after_idle_timeout_or_a_minute(router, tmp_path)
 # -- size of the head --------------------------------------------------------------------
 
 def test_a_url_over_the_limit_is_414(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"GET /v1/scores/" + b"k" * MAX_URL + b" HTTP/1.1\r\nHost: x\r\n\r\n")
     r = answer(client)
     assert (r.code, r.json()) == (414, {"error": "the request line is over the limit of "
@@ -380,7 +380,7 @@ def test_a_url_over_the_limit_is_414(router):
 
 
 def test_a_url_trickled_without_its_end_is_414_once_past_the_limit(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"GET /" + b"k" * (MAX_URL - 10))
     assert client.transport.value() == b""
     head(client, b"k" * 20)
@@ -390,13 +390,13 @@ def test_a_url_trickled_without_its_end_is_414_once_past_the_limit(router):
 def test_a_long_url_under_the_limit_is_served_with_its_headers(router):
     key = b"k" * (MAX_URL - 100)
     router.items["scores", key] = b"v"
-    r = send(Client(router), "GET", "/v1/scores/" + key.decode(),
+    r = send(HTTPConn(router), "GET", "/v1/scores/" + key.decode(),
              headers={f"X-{i}": "y" * 100 for i in range(100)})
     assert (r.code, r.body) == (200, b"v")
 
 
 def test_a_header_line_over_the_limit_is_431(router):
-    client = Client(router)
+    client = HTTPConn(router)
     head(client, b"GET /healthz HTTP/1.1\r\nX-Big: " + b"y" * MAX_URL + b"\r\n\r\n")
     assert answer(client).code == 431
 
@@ -455,7 +455,7 @@ BOMB = "\n".join(["x-a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol, lo
      "limit of 1000000"),
 ])
 def test_hostile_plans_are_400_with_the_loaders_message(router, document, message):
-    r = send(Client(router), "POST", "/v1/plan?name=evil.yaml", document.encode())
+    r = send(HTTPConn(router), "POST", "/v1/plan?name=evil.yaml", document.encode())
     assert r.code == 400
     assert message in r.json()["error"]
     assert router.plans == []

@@ -3,28 +3,19 @@ time, with trailing data and split anywhere (Hypothesis), and answers byte for b
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.memcache import binary as mb
 from router.memcache.binary import BinaryParser, Invalid, ProtocolError, Request
+from tests.router.memcache.binary_packets import ARITH, STORE, packet
 
 MAX_BODY = 1000
 
 
-def packet(opcode, key=b"", extras=b"", value=b"", opaque=0xDEADBEEF, cas=0, magic=0x80,
-           extlen=None, keylen=None, bodylen=None):
-    body = extras + key + value
-    return struct.pack(">BBHBBHIIQ", magic, opcode, len(key) if keylen is None else keylen,
-                       len(extras) if extlen is None else extlen, 0, 0,
-                       len(body) if bodylen is None else bodylen, opaque, cas) + body
 
 
-STORE = struct.pack(">II", 7, 60)
-ARITH = struct.pack(">QQI", 5, 10, 0)
 
 CASES = {
     "get": (packet(mb.GET, b"k"), Request(mb.GET, b"k", b"", b"", 0xDEADBEEF, 0)),

@@ -19,13 +19,13 @@ from router.cluster.writes import (
 )
 from router.memcache import binary as mb
 from router.memcache.binary_server import BinaryProtocol
-from tests.router.memcache.test_binary import ARITH, STORE, packet
-from tests.router.memcache.test_server import Conn
+from tests.fakes import MemcacheConn
+from tests.router.memcache.binary_packets import ARITH, STORE, packet
 
 
 @pytest.fixture
 def conn():
-    return Conn()
+    return MemcacheConn()
 
 
 def answers(data: bytes) -> list[tuple]:
@@ -47,7 +47,7 @@ def test_the_first_byte_picks_the_protocol(conn):
     assert conn.router.ops() == [("get", ("default", b"k"))]
     conn.router.deferreds()[0].callback(Item(b"val", 7, 42))
     assert answers(conn.turn()) == [(mb.GET, 0, b"", b"\0\0\0\x07", b"val", 3, 42)]
-    text = Conn()
+    text = MemcacheConn()
     text.send(b"version\r\n")
     assert type(text.protocol) is not BinaryProtocol
     assert text.turn().startswith(b"VERSION ")
@@ -164,7 +164,7 @@ def test_quit_answers_then_closes_and_quitq_just_closes(conn):
     conn.send(packet(mb.QUIT) + packet(mb.NOOP))
     assert [a[0] for a in answers(conn.transport.value())] == [mb.QUIT]
     assert conn.transport.disconnecting
-    quiet = Conn()
+    quiet = MemcacheConn()
     quiet.send(packet(mb.QUITQ))
     assert quiet.transport.value() == b"" and quiet.transport.disconnecting
 

@@ -11,8 +11,8 @@ from router.cluster.errors import NodeTimeout, NodeUnavailable
 from router.cluster.router import Item
 from router.config.topology import LimitsConfig
 from router.memcache.server import MAX_GET_ANSWER, MAX_KEYS_PER_GET, MemcacheFactory
+from tests.fakes import FakeMemcacheRouter
 from tests.helpers import CountingTransport
-from tests.router.memcache.test_server import FakeRouter
 
 
 class Listener:
@@ -20,7 +20,7 @@ class Listener:
 
     def __init__(self, fd_limit=None, **limits):
         self.clock = Clock()
-        self.router = FakeRouter()
+        self.router = FakeMemcacheRouter()
         self.factory = MemcacheFactory(self.router, self.clock, LimitsConfig(**limits), fd_limit)
 
     def connect(self):

@@ -22,7 +22,7 @@ from router.memcache.text import (
     Unknown,
     Version,
 )
-from tests.router.memcache.test_server import Conn
+from tests.fakes import MemcacheConn
 
 
 def meta(command, key=b"", flags=None, order="", value=b"", wire_key=None):
@@ -82,7 +82,7 @@ def test_meta_lines_parse_whole_bytewise_and_with_trailing_data(name):
 
 @pytest.fixture
 def conn():
-    return Conn()
+    return MemcacheConn()
 
 
 def test_mg_hit_echoes_flags_in_request_order(conn):

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.task import Clock
+from twisted.internet.defer import succeed
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
 from router.cluster.router import Item
-from router.cluster.stats import RouterStats
 from router.cluster.writes import (
     EXISTS,
     MISSING,
@@ -22,107 +18,13 @@ from router.cluster.writes import (
     Written,
 )
 from router.memcache.commands import ALREADY_EXPIRED
-from router.memcache.server import MAX_OUTSTANDING, VERSION, MemcacheFactory
-from shared import ringcache_pb2 as pb
-from tests.helpers import CountingTransport
-
-NOW = 1_700_000_000.0  # the router's wall clock, for absolute exptimes
-
-
-class FakeRouter:
-    """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in "default"."""
-
-    item_size_max = 1024
-
-    def __init__(self):
-        self.calls: list[tuple[str, tuple, Deferred]] = []
-        self.stats = RouterStats()
-        self.flight = SimpleNamespace(coalesced=3)
-        self.ring = SimpleNamespace(digest="0123456789abcdef")
-        self.clients = {"node-a": SimpleNamespace(state="up"),
-                        "node-b": SimpleNamespace(state="down")}
-        self.clock = lambda: NOW
-        self.groups = {"default": None, "sessions": None}
-
-    def resolve(self, key: bytes) -> tuple[str, bytes]:
-        group, sep, rest = key.partition(b":")
-        return (group.decode(), rest) if sep else ("default", key)
-
-    def _call(self, op, *args) -> Deferred:
-        d = Deferred()
-        self.calls.append((op, args, d))
-        return d
-
-    def get(self, group, key):
-        return self._call("get", group, key)
-
-    def get_many(self, pairs):
-        return gatherResults([self.get(g, k) for g, k in pairs], consumeErrors=True)
-
-    def read_many(self, pairs):
-        # The core's contract: each key's Item, None or Failure, in order.
-        ds = [self.get(g, k) for g, k in pairs]
-        return DeferredList(ds, consumeErrors=True).addCallback(
-            lambda results: [result for _, result in results])
-
-    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
-        # Recorded by op name, with cas/delta only where the op takes them; a test may
-        # answer a store with True/False (STORED/NOT_STORED) or with a Written.
-        name = pb.Op.Name(op).lower()
-        extra = (cas,) if op in (pb.CAS, pb.APPEND, pb.PREPEND, pb.DELETE) else ()
-        if op in (pb.INCR, pb.DECR):  # with an initial value (and its ttl) to create
-            return self._call(name, group, key, delta, *((value, ttl) if value else ()))
-        return self._call(name, group, key, value, ttl, flags, *extra).addCallback(
-            lambda r: r if isinstance(r, Written) else Written(STORED if r else NOT_STORED_))
-
-    def gat(self, group, key, ttl):
-        return self._call("gat", group, key, ttl)
-
-    def flush(self, delay=0.0):
-        return self._call("flush", delay)
-
-    def node_stats(self):
-        node = pb.NodeStats(max_memory=1000, bytes=300)
-        node.groups.add(name="default", items=2, bytes=300, max_bytes=500, evictions=4,
-                        sets=9, hits=5, expirations=1)
-        return succeed({"node-a": node, "node-b": "node-b unavailable: down"})
-
-    def delete(self, group, key):
-        return self._call("delete", group, key)
-
-    def touch(self, group, key, ttl):
-        return self._call("touch", group, key, ttl)
-
-    def ops(self):
-        return [(op, args) for op, args, _ in self.calls]
-
-    def deferreds(self):
-        return [d for _, _, d in self.calls]
-
-
-class Conn:
-    def __init__(self):
-        self.clock = Clock()
-        self.router = FakeRouter()
-        self.factory = MemcacheFactory(self.router, self.clock)
-        self.protocol = self.factory.buildProtocol(None)
-        self.transport = CountingTransport()
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def turn(self) -> bytes:
-        """End the reactor turn; what was written since the last call."""
-        self.clock.advance(0)
-        out = self.transport.value()
-        self.transport.clear()
-        return out
+from router.memcache.server import MAX_OUTSTANDING, VERSION
+from tests.fakes import NOW, MemcacheConn
 
 
 @pytest.fixture
 def conn():
-    return Conn()
+    return MemcacheConn()
 
 
 def test_pipelined_answers_keep_request_order(conn):

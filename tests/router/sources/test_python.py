@@ -7,13 +7,12 @@ from types import MappingProxyType
 
 import pytest
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
-from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 
 from router.cluster.errors import SourceError
 from router.config.topology import SourceSpec
 from router.sources import DEFAULT_TIMEOUT, build_source, to_bytes
 from router.sources.python import PythonSource
+from tests.fakes import FakeReactor, SyncPool
 
 HERE = __name__  # the functions below are the sources under test
 PENDING: list[Deferred] = []
@@ -73,41 +72,8 @@ async def forever(key):
 NOT_CALLABLE = "just a string"
 
 
-class SyncPool:
-    """A thread pool that runs each call at once, or holds it until ``run_held``."""
-
-    def __init__(self, hold=False):
-        self.hold = hold
-        self.calls = []
-        self.held = []
-
-    def callInThreadWithCallback(self, on_result, fn, *args, **kwargs):
-        self.calls.append(fn.__name__)
-        self.held.append((on_result, fn, args, kwargs))
-        if not self.hold:
-            self.run_held()
-
-    def run_held(self):
-        held, self.held = self.held, []
-        for on_result, fn, args, kwargs in held:
-            try:
-                result = fn(*args, **kwargs)
-            except BaseException:
-                on_result(False, Failure())
-            else:
-                on_result(True, result)
 
 
-class FakeReactor(Clock):
-    def __init__(self, pool=None):
-        super().__init__()
-        self.pool = pool or SyncPool()
-
-    def getThreadPool(self):
-        return self.pool
-
-    def callFromThread(self, fn, *args, **kwargs):
-        fn(*args, **kwargs)
 
 
 @pytest.fixture

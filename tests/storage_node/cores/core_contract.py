@@ -22,15 +22,7 @@ from __future__ import annotations
 
 import pytest
 
-
-class FakeClock:
-    """A clock that stands still until a test moves ``now``."""
-
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import FakeClock
 
 
 def size(key: bytes, value: bytes) -> int:

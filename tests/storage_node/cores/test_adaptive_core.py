@@ -17,8 +17,8 @@ import pytest
 
 from storage_node.cores.adaptive import AdaptiveCore as PureAdaptiveCore
 from storage_node.cores.lru import LRUCore
+from tests.fakes import FakeClock
 from tests.storage_node.cores.adaptive_state import TWINS, snapshot, twin
-from tests.storage_node.cores.core_contract import FakeClock
 
 ENTRY = 10
 BUDGET = 20 * ENTRY

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from storage_node.cores.adaptive import AdaptiveCore as PureAdaptiveCore
+from tests.fakes import FakeClock
 from tests.storage_node.cores.adaptive_state import compiled_class, observable, snapshot
-from tests.storage_node.cores.core_contract import FakeClock
 
 
 def stable_hash(key: bytes) -> int:

@@ -23,10 +23,10 @@ from storage_node.cores import (
 from storage_node.cores.base import Expiring
 from storage_node.cores.lfu import MAX_FREQUENCY, LFUCore
 from storage_node.cores.lru import LRUCore
+from tests.fakes import FakeClock
 from tests.storage_node.cores.adaptive_state import compiled_class
 from tests.storage_node.cores.core_contract import (
     CoreContract,
-    FakeClock,
     FifoCore,
     RequiredCoreContract,
 )
