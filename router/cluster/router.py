@@ -106,7 +106,7 @@ class Router(Reads, Writes):
                 clients[node.name] = self._node_client(
                     node.name, node.address.host, node.address.port, self.reactor,
                     timeout=cfg.timeout, configure=self._group_configs,
-                    observe_latency=self.stats.node_latency.labels(node.name).observe,
+                    observe_latency=self.stats.node_observer(node.name),
                     stale_on_return=self._replicated_groups)
         configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
                    for g in topology.groups.values()]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from google.protobuf.json_format import MessageToDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -20,6 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
+from router.http import metrics
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.http.rate_limit import TokenBucket
 from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -49,6 +50,7 @@ class Reply:
     body: bytes = b""
     content_type: bytes | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    hit: bool = True  # a value's answer: whether its node had it (else a miss to count)
 
 
 def json_reply(code: int, document) -> Reply:
@@ -226,11 +228,20 @@ class RouterResource(Resource):
 
     def _counted(self, op: str, handler):
         def counted(request, group: str, key: bytes):
-            return maybeDeferred(handler, request, group, key).addBoth(self._count, op)
+            started = self.router.reactor.seconds()
+            return maybeDeferred(handler, request, group, key).addBoth(self._count, op, started)
         return counted
 
     def _get(self, request, group: str, key: bytes):
         return self.router.get(group, key).addCallback(_item_reply)
+
+    @staticmethod
+    def _outcome(result, op: str) -> str:
+        if isinstance(result, Failure):
+            return "error"
+        if op == "get":
+            return "hit" if result.code == 200 and result.hit else "miss"
+        return "ok"
 
     def _set(self, request, group: str, key: bytes):
         ttl = _ttl(request)
@@ -240,14 +251,10 @@ class RouterResource(Resource):
     def _delete(self, request, group: str, key: bytes):
         return self.router.delete(group, key).addCallback(lambda _: Reply(204))
 
-    def _count(self, result, op: str):
-        if isinstance(result, Failure):
-            outcome = "error"
-        elif op == "get":
-            outcome = "hit" if result.code == 200 else "miss"
-        else:
-            outcome = "ok"
-        self.router.stats.count("http", op, outcome)
+    def _count(self, result, op: str, started: float):
+        stats = self.router.stats
+        stats.count("http", op, self._outcome(result, op))
+        stats.observe("http", op, self.router.reactor.seconds() - started)
         return result
 
     # -- health, metrics, admin ----------------------------------------------------------
@@ -256,40 +263,12 @@ class RouterResource(Resource):
         return Reply(200, b"ok\n", TEXT)
 
     def _metrics(self, request):
-        registry, pool = self.router.stats.registry, self.router.workers
-        if pool is None:
-            return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST.encode())
-        from router.process.workers import merged_metrics  # summed over the router's workers
-
-        return pool.stats().addCallback(lambda workers: Reply(
-            200, merged_metrics(registry, workers), CONTENT_TYPE_LATEST.encode()))
+        return metrics.scrape(self.router).addCallback(
+            lambda text: Reply(200, text, CONTENT_TYPE_LATEST.encode()))
 
     def _stats(self, request):
-        router, stats = self.router, self.router.stats
-        document = {
-            "router": {
-                "hits": stats.hits,
-                "misses": stats.misses,
-                "loads": stats.loads,
-                "coalesced": router.flight.coalesced,
-                "inflight": len(router.flight),
-                "node_errors": stats.node_errors,
-                "failovers": stats.failovers,
-                "warmup_hits": stats.warmup_hits,
-                "negative_hits": stats.negative_hits,
-                "replica_errors": stats.replica_errors,
-                "health": {name: {"state": c.state, "marked_down": c.marked_down,
-                                  "timeouts": c.timeouts}
-                           for name, c in router.clients.items()},
-                "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
-                # Source loads per group against their bounds (router/cluster/loads.py).
-                "source_loads": {name: {"running": g.loads.running,
-                                        "waiting": g.loads.waiting,
-                                        "refused": g.loads.refused}
-                                 for name, g in router.groups.items() if g.loads is not None},
-            },
-            "config": router.config_status(),
-        }
+        router = self.router
+        document = {"router": metrics.router_document(router), "config": router.config_status()}
 
         def with_nodes(nodes):
             document["nodes"] = {name: _node_stats(reply) for name, reply in nodes.items()}
@@ -389,8 +368,8 @@ def _posted_topology(document: bytes, name: str):
 
 def _item_reply(item) -> Reply:
     if item is None:
-        return Reply(404, error_body("not found"), JSON)
-    return Reply(200, item.value, OCTETS)
+        return Reply(404, error_body("not found"), JSON, hit=False)
+    return Reply(200, item.value, OCTETS, hit=item.hit)
 
 
 def _node_stats(reply) -> dict:

@@ -11,6 +11,7 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from router.cluster.router import Router
+from router.http import metrics
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.process.security import secure
@@ -44,7 +45,7 @@ class RouterProcess:
 
     async def start(self) -> None:
         cfg = self.router.topology.router
-        self.router.stats.attach(self.router)
+        metrics.attach(self.router)
         listening = []
         if self.mode != "control":
             self.memcache = MemcacheFactory(self.router, self.reactor,
