@@ -69,7 +69,7 @@ class RouterProcess:
                                                          self.reactor)
             await self.pool.start()
         if self.mode != "worker":
-            self.watch.start()
+            self._follow_file(self.router.topology)
             serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
                        if self.mode == "control" else f"memcached on {cfg.memcache}")
             scheme = "https" if cfg.http_tls else "http"
@@ -88,7 +88,17 @@ class RouterProcess:
         """A worker applies the topology its control process has just applied."""
         return self.router.reload(topology)
 
+    def _follow_file(self, topology) -> None:
+        """Watch the topology file only when ``router.watch`` asks (SIGHUP and POST
+        /v1/reload always reload); a reload may turn it on or off."""
+        if topology.router.watch and not self.watch.running:
+            self.watch.start()
+        elif not topology.router.watch and self.watch.running:
+            self.watch.stop()
+
     def _pass_on(self, topology) -> None:
+        if self.mode != "worker":
+            self._follow_file(topology)
         if self.memcache is not None:
             self.memcache.apply_limits(topology.limits)
         if self.pool is not None:
