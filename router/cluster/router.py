@@ -9,6 +9,7 @@ Every method answers a Deferred; none blocks.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -33,6 +34,8 @@ log = Logger()
 
 __all__ = ["Group", "Item", "Router"]
 
+HISTORY = 10  # reloads kept for /v1/stats
+
 
 class Router(Reads, Writes):
     """The ring, the groups and their sources, and a client per node; the read and write
@@ -56,6 +59,8 @@ class Router(Reads, Writes):
         self.reload_failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        # The last reloads, newest first, with what moved: the status page shows them.
+        self.history: deque[dict] = deque(maxlen=HISTORY)
         self.warmup = WarmUp(reactor)
         # Called with each topology a reload applied (router workers pass it on).
         self.reload_hooks: list = []
@@ -158,10 +163,13 @@ class Router(Reads, Writes):
             self.reload_failures += 1
             self.last_error = str(exc)
             self.last_error_at = self.clock()
+            self.history.appendleft({"at": self.last_error_at, "applied": False,
+                                     "error": self.last_error})
             log.error("reload refused, the old topology keeps serving: {error}", error=exc)
             raise
         self.reloads += 1
         self.last_error = None
+        self.history.appendleft({"at": self.loaded_at, "applied": True, **result})
         log.info("topology reloaded: digest {digest}, {moved:.1%} of keys moved",
                  digest=result["digest"], moved=result["moved"])
         for hook in self.reload_hooks:
@@ -192,6 +200,7 @@ class Router(Reads, Writes):
             "reloads": self.reloads,
             "failures": self.reload_failures,
             "last_error": self.last_error,
+            "history": list(self.history),
         }
 
     def _replicated_groups(self) -> list[str]:

@@ -20,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
-from router.http import metrics
+from router.http import metrics, status_page
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.http.rate_limit import TokenBucket
 from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -110,7 +110,8 @@ class Admission:
         topology = self.router.topology
         need = protection(method, path)
         if need == ADMIN or (need == READ and topology.security.protect_reads):
-            self._authorize(topology.security, headers.getRawHeaders(b"Authorization", [None])[-1])
+            self._authorize(topology.security, headers.getRawHeaders(b"Authorization", [None])[-1],
+                            path == b"/")
         # Rated after the token, so requests without it cannot spend the admins' quota.
         if method == b"POST" and path in RATED:
             self._rate(topology.limits.reloads_per_minute)
@@ -119,13 +120,16 @@ class Admission:
             limit.check(length)
         return limit
 
-    def _authorize(self, security, authorization: bytes | None) -> None:
+    def _authorize(self, security, authorization: bytes | None, page: bool = False) -> None:
         try:
             token = self.token.required(security)
         except TokenUnavailable as exc:
             raise HTTPError(503, f"admin token unavailable: {exc}") from None
         if token is None or self.token.matches(token, authorization):
             return
+        if page:  # a browser: it asks for the token (as the password) and sends it after
+            raise HTTPError(401, "the status page needs the admin token (as the password)",
+                            ((b"WWW-Authenticate", b'Basic realm="ringcache", charset="UTF-8"'),))
         if bearer(authorization) is None:
             raise HTTPError(401, "this needs the admin token: send Authorization: Bearer TOKEN",
                             ((b"WWW-Authenticate", b'Bearer realm="ringcache"'),))
@@ -179,6 +183,7 @@ class RouterResource(Resource):
         self.router = router
         # path -> {method: handler(request)}; HEAD is served by GET's handler
         self._fixed = {
+            b"/": {b"GET": self._status_page},
             b"/healthz": {b"GET": self._healthz},
             b"/metrics": {b"GET": self._metrics},
             b"/v1/stats": {b"GET": self._stats},
@@ -258,6 +263,10 @@ class RouterResource(Resource):
         return result
 
     # -- health, metrics, admin ----------------------------------------------------------
+
+    def _status_page(self, request):
+        return Reply(200, status_page.page(), status_page.HTML,
+                     ((b"Cache-Control", b"no-cache"),))
 
     def _healthz(self, request):
         return Reply(200, b"ok\n", TEXT)

@@ -28,6 +28,8 @@ PACKAGES = {
     "initdb": "postgresql",
     "mariadbd": "mariadb-server",
     "mariadb-install-db": "mariadb-server",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 _apt_updated = False
 

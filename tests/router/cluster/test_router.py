@@ -404,8 +404,24 @@ def test_config_status():
     router = make_router()
     assert router.config_status() == {
         "path": "t.yaml", "digest": router.ring.digest, "loaded_at": 1000.0,
-        "age_seconds": 0.0, "reloads": 0, "failures": 0, "last_error": None,
+        "age_seconds": 0.0, "reloads": 0, "failures": 0, "last_error": None, "history": [],
     }
+
+
+def test_config_status_keeps_the_last_reloads_newest_first_with_what_moved():
+    router = make_router(topology(nodes=("node-a", "node-b")))
+    router.reload(topology(nodes=("node-a", "node-b", "node-c")))
+    with pytest.raises(ValueError):
+        router.reload(topology(groups={"scores": {"source": {"python": "no_such_module_here:f"}}}))
+    failed, applied = router.config_status()["history"]
+    assert (failed["applied"], failed["at"]) == (False, 1000.0)
+    assert "no_such_module_here" in failed["error"]
+    assert applied["applied"] is True and applied["nodes_added"] == ["node-c"]
+    assert applied["moved"] == pytest.approx(1 / 3, abs=0.05)
+    assert applied["digest"] == router.ring.digest
+    for _ in range(12):
+        router.reload(topology(nodes=("node-a", "node-b")))
+    assert len(router.config_status()["history"]) == 10
 
 
 def test_stop_stops_clients_and_closes_sources():

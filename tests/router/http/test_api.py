@@ -201,6 +201,17 @@ def test_a_value_path_without_group_or_key_is_404(client, path):
 
 # -- health, metrics, admin --------------------------------------------------------------
 
+def test_the_status_page_is_one_self_contained_document(client):
+    r = call(client, "GET", "/")
+    assert (r.code, r.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    page = r.body.decode()
+    assert page.startswith("<!doctype html>") and "/*SCRIPT*/" not in page
+    assert "const SECTIONS = [" in page and "grid-template-columns" in page
+    # Offline: nothing fetched from anywhere but the router itself.
+    assert "://" not in page.replace("http://www.w3.org/2000/svg", "") and "url(" not in page
+    assert 'src="' not in page
+
+
 def test_healthz(client):
     r = call(client, "GET", "/healthz")
     assert (r.code, r.body, r.headers["content-type"]) == (200, b"ok\n",
@@ -396,7 +407,7 @@ def test_wrong_method_is_405_with_allow(router, client, method, path, allow):
     assert router.sets == [] and router.plans == []
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/v2/scores/k", "/healthz/x", "/v1"])
+@pytest.mark.parametrize("path", ["/nope", "/v2/scores/k", "/healthz/x", "/v1", "//"])
 def test_unknown_path_is_404(client, path):
     r = call(client, "GET", path)
     assert r.code == 404
