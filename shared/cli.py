@@ -20,9 +20,12 @@ roles:
 tools:
   certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
 
-clients of the router's HTTP port (--router URL):
+clients of the router's HTTP port (router, TLS and token from -c topology.yaml,
+or --router URL; --json for scripts; --timeout DURATION, default 5s):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
   stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+
+ringcache --version
 """
 
 ROLE_MODULES = {
@@ -56,12 +59,26 @@ def usage_error(message: str) -> int:
     return 2
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ringcache")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         return usage_error("missing command (see ringcache --help)")
     if argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"ringcache {version()}")
         return 0
     command, rest = argv[0], argv[1:]
     if command in ROLE_MODULES:

@@ -24,3 +24,10 @@ def test_help_lists_every_command(capsys):
     words = set(re.findall(r"[a-z]+", capsys.readouterr().out))
     assert {"up", "router", "node", "get", "set", "delete", "stats", "ring", "where",
             "reload", "plan"} <= words
+
+
+def test_version_names_the_installed_distribution(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr() == (f"ringcache {version('ringcache')}\n", "")
