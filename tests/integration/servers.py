@@ -30,6 +30,8 @@ PACKAGES = {
     "mariadb-install-db": "mariadb-server",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "curl": "curl",
+    "nc": "netcat-openbsd",
 }
 _apt_updated = False
 
