@@ -77,6 +77,10 @@ def test_every_command_block_is_run_or_says_why_not():
                 "not run by tests/integration/test_readme.py: "), block.marker
 
 
+# As in a terminal: no make above us (`make test` would make ours say "make[1]: ...").
+SHELL_ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+
+
 class Scratch:
     """A directory laid out like the repository root, on free ports."""
 
@@ -97,7 +101,7 @@ class Scratch:
 
     def serve(self, block: Block, until: str, ready_port: int) -> str:
         self.served = Process(["bash", "-c", self.ported(block.text)], cwd=self.path,
-                              start_new_session=True)
+                              start_new_session=True, env=SHELL_ENV)
         deadline = time.monotonic() + 40
         while until not in self.served.read_stdout():
             assert self.served.poll() is None and time.monotonic() < deadline, self.served.describe()
@@ -110,7 +114,8 @@ class Scratch:
             command = [str(ROOT / ".venv/bin/python"), "-c", self.ported(block.text)]
         else:
             command = ["bash", "-c", "set -euo pipefail\n" + self.ported(block.text)]
-        done = subprocess.run(command, cwd=self.path, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(command, cwd=self.path, capture_output=True, text=True, timeout=60,
+                              env=SHELL_ENV)
         assert done.returncode == 0, (f"README.md line {block.line} failed:\n{done.stdout}\n"
                                       f"{done.stderr}")
         return done.stdout
@@ -158,7 +163,7 @@ def test_the_demo_as_pasted(scratch):
     assert demo["serve"].text == "make run\n"
     # `make run` is the one command the Makefile says, with nothing to rebuild first.
     dry = subprocess.run(["make", "-n", "run"], cwd=scratch.path, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env=SHELL_ENV)
     assert ".venv/bin/ringcache up -c topology.yaml" in dry.stdout
     assert "pip install" not in dry.stdout, "the install is out of date: run `make install` first"
 
