@@ -285,7 +285,8 @@ class EtcdClient:
                 last = exc
                 continue
             except Exception as exc:
-                last = EtcdUnavailable(f"{self.url.base(index)}: {_describe(exc)}")
+                last = EtcdUnavailable(f"cannot reach etcd at {self.url.base(index)}: "
+                                       f"{_describe(exc)}")
                 continue
             self.endpoint = index % len(self.url.endpoints)
             return _answer(response.code, data, self.url.base(index))
@@ -302,7 +303,8 @@ class EtcdClient:
         except CancelledError:
             raise
         except Exception as exc:
-            raise EtcdUnavailable(f"{self.url.base(index)}: {_describe(exc)}") from None
+            raise EtcdUnavailable(f"cannot reach etcd at {self.url.base(index)}: "
+                                  f"{_describe(exc)}") from None
 
     # -- the watch ----------------------------------------------------------------------
 
@@ -414,15 +416,18 @@ def _with_timeout(d: Deferred, seconds: float, reactor) -> Deferred:
     return d.addTimeout(seconds, reactor)
 
 
+_PLAIN = {"ConnectionRefusedError": "connection refused", "TimeoutError": "timed out",
+          "TCPTimedOutError": "timed out", "ConnectionLost": "connection lost",
+          "ConnectionDone": "connection closed", "DNSLookupError": "no such host",
+          "NoRouteError": "no route to host"}
+
+
 def _describe(exc: BaseException) -> str:
-    # twisted.web's failures wrap a list of reasons; the first says what happened.
+    """A network failure in a few words: twisted.web wraps the reason in a list."""
     reasons = getattr(exc, "reasons", None)
     if reasons:
         return _describe(reasons[0].value)
-    text = str(exc) or type(exc).__name__
-    if type(exc).__name__ == "TimeoutError":
-        return "timed out"
-    return text.split(": ", 1)[-1] if text.startswith("<") else text
+    return _PLAIN.get(type(exc).__name__) or str(exc) or type(exc).__name__
 
 
 # -- the command-line flags every etcd user takes (ringcache router, ringcache topology) --

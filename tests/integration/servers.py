@@ -1,5 +1,6 @@
-"""Real origin servers for source tests: Redis, PostgreSQL, MariaDB and an HTTP origin, each
-a child process on a free loopback port, installed from Debian's packages when missing."""
+"""Real servers for the tests: Redis, PostgreSQL, MariaDB and an HTTP origin for the sources,
+and etcd for a topology kept there; each a child process on free loopback ports, installed
+from Debian's packages when missing."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PACKAGES = {
     "initdb": "postgresql",
     "mariadbd": "mariadb-server",
     "mariadb-install-db": "mariadb-server",
+    "etcd": "etcd-server",
+    "etcdctl": "etcd-client",
 }
 _apt_updated = False
 
@@ -266,6 +269,97 @@ class MariaDBServer(Server):
                     cursor.execute(sql, params or None)
         finally:
             connection.close()
+
+
+class EtcdServer(Server):
+    """One etcd member on free loopback ports (client and peer), its data in ``dir``, so
+    that it can be killed and started again with what it held. With ``tls`` its client
+    port speaks TLS and requires a client certificate: the CA, server and client files
+    are shared/certs.py's (clients-ca.pem, server.pem, client.pem) in ``dir``."""
+
+    stop_signal = signal.SIGKILL  # the outage the tests are about; its data is fsynced
+
+    def __init__(self, tls: bool = False, token_ttl: int | None = None):
+        self.paths = require("etcd", "etcdctl")
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ringcache-etcd-"))
+        self.tls = tls
+        self.token_ttl = token_ttl
+        self.root_password: str | None = None  # once auth is enabled
+
+    def prepare(self) -> None:
+        if self.tls:
+            from shared.certs import write_all
+
+            write_all(str(self.dir), ["127.0.0.1"], ["127.0.0.1"], 2)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, key: str = "/ringcache/topology", port: int | None = None) -> str:
+        prefix = "etcd+https" if self.tls else "etcd"
+        return f"{prefix}://127.0.0.1:{port or self.port}{key}"
+
+    def command(self, port: int | None = None) -> list[str]:
+        client = f"{self.scheme}://127.0.0.1:{port or self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        tls = ["--cert-file", str(self.dir / "server.pem"), "--key-file",
+               str(self.dir / "server.key"), "--client-cert-auth", "--trusted-ca-file",
+               str(self.dir / "clients-ca.pem")] if self.tls else []
+        ttl = ["--auth-token-ttl", str(self.token_ttl)] if self.token_ttl else []
+        return [self.paths["etcd"], "--name", "test", "--data-dir", str(self.dir / "data"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"test={peer}", "--logger", "zap", "--log-level", "error",
+                *tls, *ttl]
+
+    def ready(self, port: int | None = None) -> bool:
+        try:
+            self.ctl("endpoint", "health", port=port, timeout=5)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+    def start_on(self, port: int) -> Process:
+        """The same member and data on another client port (a place the tests' routers do
+        not watch): to change what etcd holds while they cannot see it."""
+        return start_process(self.command(port), lambda: self.ready(port), timeout=30)
+
+    def ctl(self, *args: str, stdin: bytes | None = None, port: int | None = None,
+            timeout: float = 15) -> str:
+        """etcdctl against this member (as root once auth is enabled)."""
+        tls = ["--cacert", str(self.dir / "clients-ca.pem"), "--cert", str(self.dir / "client.pem"),
+               "--key", str(self.dir / "client.key")] if self.tls else []
+        user = ["--user", f"root:{self.root_password}"] if self.root_password else []
+        endpoint = f"{self.scheme}://127.0.0.1:{port or self.port}"
+        done = subprocess.run([self.paths["etcdctl"], "--endpoints", endpoint, *tls, *user,
+                               "--dial-timeout", "2s", "--command-timeout", f"{int(timeout)}s",
+                               *args], input=stdin, capture_output=True, check=True,
+                              timeout=timeout + 5, env={**os.environ, "ETCDCTL_API": "3"})
+        return done.stdout.decode()
+
+    def put(self, key: str, value: bytes, port: int | None = None) -> None:
+        """Write ``value`` by other means than ringcache (etcdctl)."""
+        self.ctl("put", key, stdin=value, port=port)
+
+    def revision(self, key: str, port: int | None = None) -> int:
+        """The key's mod_revision (0 when absent)."""
+        out = json.loads(self.ctl("get", key, "-w", "json", port=port))
+        kvs = out.get("kvs") or []
+        return int(kvs[0]["mod_revision"]) if kvs else 0
+
+    def enable_auth(self, user: str, password: str, prefix: str) -> None:
+        """A root user, and ``user`` who may read and write keys under ``prefix`` only."""
+        self.ctl("user", "add", "root", "--new-user-password", "rootpw")
+        self.ctl("user", "grant-role", "root", "root")
+        self.ctl("user", "add", user, "--new-user-password", password)
+        self.ctl("role", "add", "ringcache")
+        self.ctl("role", "grant-permission", "ringcache", "--prefix=true", "readwrite", prefix)
+        self.ctl("user", "grant-role", user, "ringcache")
+        self.ctl("auth", "enable")
+        self.root_password = "rootpw"
 
 
 # An HTTP origin in its own process: GET answers from values.json (raw request path, and
