@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Protocol
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone, _HTTP11ClientFactory
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -174,6 +174,10 @@ class Event:
     revision: int
 
 
+class _QuietFactory(_HTTP11ClientFactory):
+    noisy = False
+
+
 @implementer(IPolicyForHTTPS)
 class _TLSPolicy:
     """TLS to etcd with our CA and client certificate (shared/tls.py checks the files)."""
@@ -213,6 +217,7 @@ class EtcdClient:
         self.token: str | None = None
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 2
+        self._pool._factory = _QuietFactory  # no log line for every connection
         if http is None:
             kwargs = {"contextFactory": _TLSPolicy(credentials)} if url.scheme == "https" else {}
             http = treq.client.HTTPClient(Agent(reactor, connectTimeout=timeout, pool=self._pool,
@@ -395,7 +400,9 @@ def _answer(code: int, data: bytes, where: str) -> dict:
     try:
         doc = json.loads(data)
     except ValueError:
-        raise EtcdUnavailable(f"{where}: not an etcd JSON answer (HTTP {code})") from None
+        said = data[:200].decode("utf-8", "replace").strip().splitlines()[:1]
+        raise EtcdError(f"{where}: not an etcd JSON answer (HTTP {code}"
+                        + (f": {said[0]})" if said else ")")) from None
     if code == 200 and isinstance(doc, dict) and "error" not in doc:
         return doc
     if not isinstance(doc, dict):

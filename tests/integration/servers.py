@@ -271,16 +271,41 @@ class MariaDBServer(Server):
             connection.close()
 
 
+def make_etcd_certificates(directory: Path) -> None:
+    """ca.pem, and server.pem and client.pem it signed (keys beside them). etcd's JSON
+    gateway dials etcd's own gRPC port with the server certificate, so that one serves
+    as a client too (both purposes): etcd refuses the gateway's calls otherwise."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=30)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=ringcache etcd test CA")
+    uses = {"server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            "client": "extendedKeyUsage=clientAuth\n"}
+    for name, extensions in uses.items():
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=ringcache etcd {name}")
+        (directory / f"{name}.ext").write_text(extensions)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                "-extfile", f"{name}.ext")
+
+
 class EtcdServer(Server):
     """One etcd member on free loopback ports (client and peer), its data in ``dir``, so
     that it can be killed and started again with what it held. With ``tls`` its client
-    port speaks TLS and requires a client certificate: the CA, server and client files
-    are shared/certs.py's (clients-ca.pem, server.pem, client.pem) in ``dir``."""
+    port speaks TLS, and with ``client_certs`` requires a client certificate: ca.pem,
+    server.pem and client.pem (with their keys) in ``dir``. ``token_ttl``: seconds an
+    idle auth token lives."""
 
     stop_signal = signal.SIGKILL  # the outage the tests are about; its data is fsynced
 
-    def __init__(self, tls: bool = False, token_ttl: int | None = None):
-        self.paths = require("etcd", "etcdctl")
+    def __init__(self, tls: bool = False, client_certs: bool = False,
+                 token_ttl: int | None = None):
+        self.client_certs = client_certs
+        self.paths = require("etcd", "etcdctl", "openssl")
         self.port = free_port()
         self.peer_port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ringcache-etcd-"))
@@ -290,9 +315,7 @@ class EtcdServer(Server):
 
     def prepare(self) -> None:
         if self.tls:
-            from shared.certs import write_all
-
-            write_all(str(self.dir), ["127.0.0.1"], ["127.0.0.1"], 2)
+            make_etcd_certificates(self.dir)
 
     @property
     def scheme(self) -> str:
@@ -306,8 +329,9 @@ class EtcdServer(Server):
         client = f"{self.scheme}://127.0.0.1:{port or self.port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         tls = ["--cert-file", str(self.dir / "server.pem"), "--key-file",
-               str(self.dir / "server.key"), "--client-cert-auth", "--trusted-ca-file",
-               str(self.dir / "clients-ca.pem")] if self.tls else []
+               str(self.dir / "server.key")] if self.tls else []
+        if self.client_certs:
+            tls += ["--client-cert-auth", "--trusted-ca-file", str(self.dir / "ca.pem")]
         ttl = ["--auth-token-ttl", str(self.token_ttl)] if self.token_ttl else []
         return [self.paths["etcd"], "--name", "test", "--data-dir", str(self.dir / "data"),
                 "--listen-client-urls", client, "--advertise-client-urls", client,
@@ -330,8 +354,9 @@ class EtcdServer(Server):
     def ctl(self, *args: str, stdin: bytes | None = None, port: int | None = None,
             timeout: float = 15) -> str:
         """etcdctl against this member (as root once auth is enabled)."""
-        tls = ["--cacert", str(self.dir / "clients-ca.pem"), "--cert", str(self.dir / "client.pem"),
-               "--key", str(self.dir / "client.key")] if self.tls else []
+        tls = ["--cacert", str(self.dir / "ca.pem")] if self.tls else []
+        if self.client_certs:
+            tls += ["--cert", str(self.dir / "client.pem"), "--key", str(self.dir / "client.key")]
         user = ["--user", f"root:{self.root_password}"] if self.root_password else []
         endpoint = f"{self.scheme}://127.0.0.1:{port or self.port}"
         done = subprocess.run([self.paths["etcdctl"], "--endpoints", endpoint, *tls, *user,

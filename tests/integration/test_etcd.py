@@ -270,3 +270,76 @@ def test_a_bad_url_or_credentials_exit_2_with_one_line(tmp_path):
                               timeout=60, cwd=tmp_path)
         assert done.returncode == 2, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.fixture
+def certified_etcd():
+    from tests.integration.servers import EtcdServer
+
+    with EtcdServer(tls=True, client_certs=True).serving() as server:
+        yield server
+
+
+def test_etcd_over_tls_with_a_client_certificate(certified_etcd, tmp_path):
+    """etcd+https:// where etcd requires a client certificate: the CA and certificate from
+    the environment for the router, as flags for the CLI; without one, refused."""
+    d = certified_etcd.dir
+    env = {**os.environ, "RINGCACHE_ETCD_CA": str(d / "ca.pem"),
+           "RINGCACHE_ETCD_CERT": str(d / "client.pem"), "RINGCACHE_ETCD_KEY": str(d / "client.key")}
+    fleet = Fleet(tmp_path, certified_etcd, routers=1, nodes=1, env=env).start()
+    try:
+        assert fleet.routers[0].digest() == digest_of(fleet.document())
+        flags = ["--etcd-ca", str(d / "ca.pem"), "--etcd-cert", str(d / "client.pem"),
+                 "--etcd-key", str(d / "client.key")]
+        plain = {k: v for k, v in os.environ.items() if not k.startswith("RINGCACHE_ETCD_")}
+        pushed = fleet.write("pushed.yaml", fleet.document(vnodes=100))
+        done = fleet.push(pushed, "--yes", *flags, env=plain)
+        assert done.returncode == 0, done.stderr
+        assert fleet.wait_for_digest(digest_of(fleet.document(vnodes=100)), timeout=5)
+        refused = fleet.push(pushed, "--yes", "--etcd-ca", str(d / "ca.pem"), env=plain)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+        assert "cannot reach etcd at https://127.0.0.1:" in refused.stderr
+    finally:
+        fleet.stop()
+
+
+@pytest.fixture
+def secured_etcd():
+    from tests.integration.servers import EtcdServer
+
+    with EtcdServer(tls=True, token_ttl=2).serving() as server:
+        server.enable_auth("ringcache", "s3cret", "/ringcache/")
+        yield server
+
+
+def test_a_user_and_password_with_tokens_that_expire(secured_etcd, tmp_path):
+    """A user whose password is in a file, over TLS. etcd forgets a token after 2 s idle
+    (--auth-token-ttl) and on a restart: the router asks for a new one, unnoticed."""
+    (tmp_path / "password").write_text("s3cret\n")
+    env = {**os.environ, "RINGCACHE_ETCD_CA": str(secured_etcd.dir / "ca.pem"),
+           "RINGCACHE_ETCD_USER": "ringcache",
+           "RINGCACHE_ETCD_PASSWORD_FILE": str(tmp_path / "password")}
+    fleet = Fleet(tmp_path, secured_etcd, routers=1, nodes=1, env=env).start()
+    try:
+        router = fleet.routers[0]
+        assert router.digest() == digest_of(fleet.document())
+        wrong = fleet.push(fleet.write("p.yaml", fleet.document(vnodes=90)), "--yes",
+                           env={**env, "RINGCACHE_ETCD_PASSWORD_FILE": "",
+                                "RINGCACHE_ETCD_PASSWORD": "wrong"})
+        assert wrong.returncode == 1 and "authentication failed" in wrong.stderr, wrong.stderr
+
+        time.sleep(6)  # the router's token expires between its liveness reads
+        later = fleet.document(vnodes=110)
+        done = fleet.push(fleet.write("later.yaml", later), "--yes")
+        assert done.returncode == 0, done.stderr
+        assert fleet.wait_for_digest(digest_of(later), timeout=5) is not None
+        config = router.http_json("/v1/stats")["config"]
+        assert config["etcd"]["state"] == "watching" and config["etcd"]["outages"] == 0
+
+        secured_etcd.stop()
+        secured_etcd.start()  # a restarted etcd knows no token
+        after = fleet.document(vnodes=120)
+        secured_etcd.put(fleet.key, after)
+        assert fleet.wait_for_digest(digest_of(after), timeout=5) is not None
+    finally:
+        fleet.stop()
