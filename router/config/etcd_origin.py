@@ -151,10 +151,14 @@ class EtcdOrigin:
 
     async def _check(self) -> None:
         """A light read: etcd still answers, and nothing newer than what we saw is there."""
+        watching = self._watching
         try:
             kv, revision = await self.client.get(self.key, keys_only=True)
         except Exception as exc:
-            self._interrupt(exc)
+            if self._watching is watching:  # not a watch started since
+                self._interrupt(exc)
+            return
+        if self._watching is not watching:
             return
         seen = self._latest
         current = kv.mod_revision if kv is not None else None
