@@ -6,6 +6,7 @@ import base64
 import json
 
 import pytest
+from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseDone
 
@@ -128,8 +129,9 @@ def test_a_bad_message_or_a_broken_stream_fails_the_watch_and_closes_it():
 
 def test_cancelling_the_watch_closes_the_connection():
     protocol, got = stream([])
+    done = outcomes(protocol.finished)
     protocol.finished.cancel()
-    assert protocol.transport.stopped
+    assert protocol.transport.stopped and done[0].check(CancelledError)
 
 
 def test_compacted_says_from_where():
