@@ -33,7 +33,7 @@ def process(path) -> tuple[RouterProcess, Clock]:
     router.start()
     proc = RouterProcess(router, clock)
     router.reload_hooks.append(proc._pass_on)
-    proc._follow_file(router.topology)
+    proc._watch_origin(router.topology)
     return proc, clock
 
 
