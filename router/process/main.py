@@ -15,6 +15,7 @@ from router.cluster.router import Router
 from router.config import etcd
 from router.config.origin import FileOrigin, Reader
 from router.config.topology import Address, TopologyError
+from router.http import metrics
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.process.security import secure
@@ -43,10 +44,11 @@ class RouterProcess:
         self.ports = []
         self.memcache = None
         self.pool = None
+        self._watching = False  # whether the topology's origin is being watched
 
     async def start(self) -> None:
         cfg = self.router.topology.router
-        self.router.stats.attach(self.router)
+        metrics.attach(self.router)
         listening = []
         if self.mode != "control":
             self.memcache = MemcacheFactory(self.router, self.reactor,
@@ -71,7 +73,7 @@ class RouterProcess:
                 cfg.workers, topology, self.reader.flags(topology.base_dir), self.reactor)
             await self.pool.start()
         if self.mode != "worker":
-            self.router.origin.watch(self.reactor, self.reload)
+            self._watch_origin(self.router.topology)
             serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
                        if self.mode == "control" else f"memcached on {cfg.memcache}")
             scheme = "https" if cfg.http_tls else "http"
@@ -93,7 +95,20 @@ class RouterProcess:
         """A worker applies the topology its control process has just applied."""
         return self.router.reload(topology)
 
+    def _watch_origin(self, topology) -> None:
+        """An etcd key is always watched; a file only when ``router.watch`` asks (SIGHUP
+        and POST /v1/reload always reload it), and a reload may turn that on or off."""
+        origin = self.router.origin
+        wanted = origin.kind != "file" or topology.router.watch
+        if wanted and not self._watching:
+            origin.watch(self.reactor, self.reload)
+        elif not wanted and self._watching:
+            origin.stop()
+        self._watching = wanted
+
     def _pass_on(self, topology) -> None:
+        if self.mode != "worker":
+            self._watch_origin(topology)
         if self.memcache is not None:
             self.memcache.apply_limits(topology.limits)
         if self.pool is not None:
