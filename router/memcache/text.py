@@ -9,12 +9,10 @@ data block) this parser swallows the data block, so the next command still parse
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Literal, NamedTuple
 
 from router.memcache import meta as memcache_meta
-from router.dataplane.getrun import take_gets
 from router.memcache.meta import Meta, MetaError
 
 KEY_MAX_LENGTH = 250
@@ -34,10 +32,6 @@ _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
 _CONTROL = bytes(range(0x21)) + b"\x7f"  # not allowed in keys
 _GET_PREFIXES = (b"get ", b"gets ")
-# The hot command checked in one C call, straight from the buffer: get/gets with keys of
-# legal bytes and length, single spaces. Anything else (errors, odd spacing) takes the
-# general path, which gives the same events.
-_PLAIN_GET = re.compile(rb"(gets?)((?: [^\x00-\x20\x7f]{1,%d})+)" % KEY_MAX_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,25 +202,23 @@ class MemcacheParser:
             if end - pos > self.max_line and (
                     end - pos > self.max_get_line or not buf.startswith(_GET_PREFIXES, pos)):
                 return ClientError("line too long")
-            if (get := _PLAIN_GET.fullmatch(buf, pos, end)) is not None:
-                return Get(tuple(get[2][1:].split(b" ")), get[1] == b"gets")
             event = self._command(bytes(buf[pos:end]))
             if event is not None:
                 return event
             # None: a storage command line was accepted; its data block follows.
 
-    def take_gets(self, table, max_keys: int, answer_max: int):
-        """Every complete plain ``get`` line at the head of the buffer, routed at once by
-        router/dataplane/getrun.py (``table``: a RouteTable), or None when the next command is
-        anything else, is not complete, or this parser is in the middle of one."""
+    def unparsed(self) -> tuple[bytearray, int] | None:
+        """The buffer and where its next command line starts, for a caller that reads some
+        lines itself (the data plane's plain gets) and then says how far with ``consumed``;
+        None in the middle of a command (a data block or a refused line still to come)."""
         if self._header is not None or self._swallow or self._skip_line:
             return None
-        pos, run = take_gets(self._buf, self._pos, table, self.max_get_line, max_keys,
-                             answer_max)
-        if run is not None:
-            self._pos = pos
-            self._scanned = 0
-        return run
+        return self._buf, self._pos
+
+    def consumed(self, pos: int) -> None:
+        """The caller of ``unparsed`` read every line before ``pos``."""
+        self._pos = pos
+        self._scanned = 0
 
     def events(self) -> Iterator[Event]:
         """Every event the bytes received so far complete."""

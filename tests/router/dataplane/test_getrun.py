@@ -105,6 +105,30 @@ def test_a_get_with_too_many_keys_is_left_to_the_general_parser(impl):
     assert pos == len(b"get a\r\n") and run.ncommands == 1
 
 
+def test_gets_the_parser_split_are_routed_as_plain_lines(impl):
+    from router.dataplane.getrun import route_gets
+    from router.memcache.text import Get
+
+    gets = [Get((b"a", b"sessions:s", b"a"), False), Get((b"b",) * 5000, True)]
+    run = route_gets(gets, table(impl), 1 << 26, take_gets=impl.take_gets)
+    assert (run.ncommands, run.nslots) == (2, 3)  # more keys than one line may hold
+    _, same = run_of(impl, b"get a sessions:s a\r\ngets" + b" b" * 5000 + b"\r\n",
+                     max_keys=5000)
+    assert run.batches == same.batches
+    fill_all(run, {("scores", b"a"): entry.pack(b"A"), ("scores", b"b"): entry.pack(b"B", 1, 9)},
+             as_list=True)
+    assert run.render() == (b"VALUE a 0 1\r\nA\r\nVALUE a 0 1\r\nA\r\nEND\r\n"
+                            + b"VALUE b 1 1 9\r\nB\r\n" * 5000 + b"END\r\n")
+
+
+def test_route_gets_refuses_what_is_not_a_key(impl):
+    from router.dataplane.getrun import route_gets
+    from router.memcache.text import Get
+
+    with pytest.raises(ValueError):
+        route_gets([Get((b"a b",), False)], table(impl), 1 << 26, take_gets=impl.take_gets)
+
+
 def test_the_run_starts_at_pos(impl):
     pos, run = run_of(impl, b"junk\r\nget a\r\n", pos=6)
     assert (pos, run.ncommands) == (13, 1)

@@ -308,6 +308,54 @@ def test_value_waits_for_its_line_end():
     assert parser.next_event() is None
 
 
+def lend_lines(chunks, take=b"get ") -> tuple[list, list]:
+    """Feed ``chunks`` as a connection does, taking every whole line that starts with
+    ``take`` through ``unparsed``/``consumed`` as the data plane takes plain gets: (lines
+    taken, events the parser gave)."""
+    parser = MemcacheParser()
+    taken, events = [], []
+    for chunk in chunks:
+        parser.receive_data(chunk)
+        while True:
+            head = parser.unparsed()
+            if head is not None:
+                buf, pos = head
+                nl = buf.find(b"\n", pos)
+                if buf.startswith(take, pos) and nl >= 0:
+                    taken.append(bytes(buf[pos:nl + 1]))
+                    parser.consumed(nl + 1)
+                    continue
+            event = parser.next_event()
+            if event is None:
+                break
+            events.append(event)
+    assert parser.buffered == 0
+    return taken, events
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes", "trailer"])
+def test_a_caller_may_read_lines_between_commands_but_never_inside_one(split):
+    # "get " inside a value is data, not a line to lend; after it the next line is.
+    data = b"get a\r\nset k 0 0 7\r\nget b\r\n\r\nget c\r\n"
+    chunks = {"whole": [data], "bytes": [data[i:i + 1] for i in range(len(data))],
+              "trailer": [data + TRAILER]}[split]
+    taken, events = lend_lines(chunks)
+    assert taken == [b"get a\r\n", b"get c\r\n"]
+    assert events == [store("set", b"k", b"get b\r\n")] + ([Version()] if split == "trailer" else [])
+
+
+def test_no_line_is_lent_while_a_refused_value_or_line_is_discarded():
+    parser = MemcacheParser(item_size_max=4)
+    parser.receive_data(b"set k 0 0 10\r\nget x")
+    assert parser.next_event() == ServerError(TOO_LARGE, False, b"k")
+    assert parser.unparsed() is None  # the refused value is still arriving
+    parser.receive_data(b"yzzzz\r\n")
+    assert parser.next_event() is None  # discarded: between commands again
+    parser.receive_data(b"get a\r\n")
+    buf, pos = parser.unparsed()
+    assert bytes(buf[pos:]) == b"get a\r\n"
+
+
 def test_events_are_frozen():
     with pytest.raises(AttributeError):
         Get((b"k",), False).keys = ()
