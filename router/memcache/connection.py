@@ -83,22 +83,32 @@ class MemcacheConnection(Protocol):
             self.partial_since = None
         if parser.buffered != self.held:
             self.factory.hold(self, parser.buffered)
-        self.answers.flush()
-        if self.answers.outstanding > MAX_OUTSTANDING and not self._paused:
+        answers = self.answers
+        answers.flush()
+        if self.quitting and not answers.slots:
+            self.transport.loseConnection()
+        elif answers.outstanding > MAX_OUTSTANDING and not self._paused:
             self._paused = True
             self._update_reading()
 
-    def _deliver(self, data: bytes | None) -> None:
-        """What the answer queue has ready, in order (router/memcache/order.py)."""
-        if data is not None:
-            self.last_active = self.reactor.seconds()
-            write_now(self.transport, data)
-            if self._full:
-                self._check_output()
-        if self._paused and self.answers.outstanding <= MAX_OUTSTANDING // 2:
+    def _flush(self) -> None:
+        """Write what is ready; once quitting, close when nothing is left to answer."""
+        answers = self.answers
+        answers.flush()
+        if self.quitting and not answers.slots:
+            self.transport.loseConnection()
+
+    def _deliver(self, data: bytes) -> None:
+        """The answers the queue has ready, in order (router/memcache/order.py)."""
+        self.last_active = self.reactor.seconds()
+        write_now(self.transport, data)
+        if self._full:
+            self._check_output()
+        answers = self.answers
+        if self._paused and answers.outstanding <= MAX_OUTSTANDING // 2:
             self._paused = False
             self._update_reading()
-        if self.quitting and not self.answers:
+        if self.quitting and not answers.slots:
             self.transport.loseConnection()
 
     # -- half-close: the client sent everything and shut its side (nc, printf | ...) -----
@@ -109,8 +119,7 @@ class MemcacheConnection(Protocol):
         self.partial_since = None
         self.quitting = True
         self._update_reading()
-        if not self.answers:
-            self.transport.loseConnection()
+        self._flush()
 
     def writeConnectionLost(self):
         self.transport.loseConnection()
@@ -118,7 +127,7 @@ class MemcacheConnection(Protocol):
     # -- the listener's sweep (shared/connections.py) ------------------------------------
 
     def busy(self) -> bool:
-        return bool(self.answers)
+        return bool(self.answers.slots)
 
     def timed_out(self, why: str) -> None:
         if self.partial_since is not None and self.commands is not None:
@@ -127,7 +136,7 @@ class MemcacheConnection(Protocol):
                 self.answers.answer(line)
         self.partial_since = None
         self.quitting = True
-        self.answers.flush()
+        self._flush()
 
     # -- back-pressure -------------------------------------------------------------------
     # The transport calls pauseProducing once its buffer passes its bufferSize (64 KiB, which

@@ -28,20 +28,17 @@ class Slot:
 
 
 class AnswerQueue:
-    """One connection's slots. ``deliver(data)`` is called after each flush with what the
-    head of the queue had ready (None when nothing was), so the connection writes it and
-    looks again at its bounds."""
+    """One connection's slots. ``deliver(data)`` is called by a flush that found answers
+    ready at the head of the queue, so the connection writes them and looks again at its
+    bounds."""
 
-    def __init__(self, reactor, deliver: Callable[[bytes | None], None]):
+    def __init__(self, reactor, deliver: Callable[[bytes], None]):
         self.reactor = reactor
         self._deliver = deliver
         self.slots: deque[Slot] = deque()
         self.outstanding = 0  # commands queued and not yet written (one slot may hold many)
         self._flush_call = None
         self._closed = False
-
-    def __bool__(self) -> bool:
-        return bool(self.slots)
 
     def queue(self, slot: Slot) -> None:
         self.slots.append(slot)
@@ -85,9 +82,7 @@ class AnswerQueue:
             slot = slots.popleft()
             self.outstanding -= slot.commands
             out.append(slot.data)
-        if not out:
-            self._deliver(None)
-        else:
+        if out:
             self._deliver(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:

@@ -14,7 +14,7 @@ from twisted.logger import Logger
 
 from router.cluster.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
 from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
-from router.dataplane import serve as dataplane
+from router.dataplane.serve import serve
 from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
 from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
@@ -106,13 +106,13 @@ class TextCommands:
         get = mc.Get
         gets = []  # consecutive gets the parser split itself, served as one run
         while not connection.quitting:
-            if not gets and (head := parser.unparsed()) is not None:
+            if not gets:
                 # The hot path: every plain get line at the head of the buffer, at once.
-                pos, run = take_gets(head[0], head[1], routes.table, parser.max_get_line,
-                                     MAX_KEYS_PER_GET, MAX_GET_ANSWER)
+                run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
-                    parser.consumed(pos)
-                    self._serve(run, routes)
+                    slot = Slot(None, run.ncommands)
+                    self.answers.queue(slot)
+                    serve(self.router, run, routes, self._served, slot, error_line)
                     continue
             event = parser.next_event()
             if event is None:
@@ -132,7 +132,7 @@ class TextCommands:
     def _serve(self, run, routes) -> None:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
-        dataplane.serve(self.router, run, routes, self._served, slot, error_line)
+        serve(self.router, run, routes, self._served, slot, error_line)
 
     def _served(self, answer: bytes, run, slot: Slot) -> None:
         """The data plane's answer to a run of gets (router/dataplane/serve.py)."""

@@ -309,22 +309,25 @@ def test_value_waits_for_its_line_end():
 
 
 def lend_lines(chunks, take=b"get ") -> tuple[list, list]:
-    """Feed ``chunks`` as a connection does, taking every whole line that starts with
-    ``take`` through ``unparsed``/``consumed`` as the data plane takes plain gets: (lines
-    taken, events the parser gave)."""
+    """Feed ``chunks`` as a connection does, lending the parser's buffer to a reader that
+    takes every whole line starting with ``take``, as the data plane takes plain gets:
+    (lines taken, events the parser gave)."""
     parser = MemcacheParser()
     taken, events = [], []
+
+    def read(buf, pos, table, max_line, max_keys, answer_max):
+        nl = buf.find(b"\n", pos)
+        if not buf.startswith(take, pos) or nl < 0:
+            return pos, None
+        return nl + 1, bytes(buf[pos:nl + 1])
+
     for chunk in chunks:
         parser.receive_data(chunk)
         while True:
-            head = parser.unparsed()
-            if head is not None:
-                buf, pos = head
-                nl = buf.find(b"\n", pos)
-                if buf.startswith(take, pos) and nl >= 0:
-                    taken.append(bytes(buf[pos:nl + 1]))
-                    parser.consumed(nl + 1)
-                    continue
+            line = parser.lend(read, None, 1, 1)
+            if line is not None:
+                taken.append(line)
+                continue
             event = parser.next_event()
             if event is None:
                 break
@@ -346,14 +349,20 @@ def test_a_caller_may_read_lines_between_commands_but_never_inside_one(split):
 
 def test_no_line_is_lent_while_a_refused_value_or_line_is_discarded():
     parser = MemcacheParser(item_size_max=4)
+    asked = []
+
+    def read(buf, pos, *limits):
+        asked.append(bytes(buf[pos:]))
+        return pos, None
+
     parser.receive_data(b"set k 0 0 10\r\nget x")
     assert parser.next_event() == ServerError(TOO_LARGE, False, b"k")
-    assert parser.unparsed() is None  # the refused value is still arriving
+    assert parser.lend(read, None, 1, 1) is None and asked == []  # the refused value is still arriving
     parser.receive_data(b"yzzzz\r\n")
     assert parser.next_event() is None  # discarded: between commands again
     parser.receive_data(b"get a\r\n")
-    buf, pos = parser.unparsed()
-    assert bytes(buf[pos:]) == b"get a\r\n"
+    parser.lend(read, None, 1, 1)
+    assert asked == [b"get a\r\n"]
 
 
 def test_events_are_frozen():
