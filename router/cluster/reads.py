@@ -16,7 +16,7 @@ from router.cluster.errors import NodeError, NodeUnavailable, SourceError, Unkno
 from router.cluster.items import Group, Item
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.ring import routing_key
-from router.sources import start_load
+from router.sources.base import start_load
 from shared import ringcache_pb2 as pb
 
 log = Logger()
