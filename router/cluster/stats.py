@@ -17,16 +17,37 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
                    1.0, 2.5, 5.0, 10.0)
 
 
+# The router's counters and what each counts: RouterStats keeps them (but coalesced, the
+# singleflight table's), /v1/stats shows them, /metrics exports them as ringcache_<name>,
+# and router workers' are added up by these names (router/process/workers.py).
+COUNTERS = {
+    "hits": "Gets answered from a storage node",
+    "misses": "Gets the owning node did not have",
+    "loads": "Loads started from a source",
+    "coalesced": "Misses that waited on another caller's load (singleflight)",
+    "node_errors": "Requests whose node was unreachable",
+    "failovers": "Gets answered by a replica or the source because a node was unreachable",
+    "warmup_hits": "Misses after a ring change answered by the key's previous owner",
+    "negative_hits": "Gets answered 'not found' from a cached negative entry",
+    "replica_errors": "Writes that reached some replicas but not all",
+}
+_KEPT = [name for name in COUNTERS if name != "coalesced"]
+
+
+def counters(router) -> dict[str, int]:
+    """Every counter of COUNTERS, and ``inflight``: the loads running now."""
+    stats = router.stats
+    values = {name: getattr(stats, name) for name in _KEPT}
+    values["coalesced"] = router.flight.coalesced
+    values["inflight"] = len(router.flight)
+    return values
+
+
 class RouterStats:
     def __init__(self):
-        self.hits = 0
-        self.misses = 0
-        self.loads = 0
-        self.node_errors = 0
-        self.failovers = 0
-        self.warmup_hits = 0
-        self.negative_hits = 0
-        self.replica_errors = 0
+        # hits, misses, loads, ...: plain ints the read and write paths add to.
+        for name in _KEPT:
+            setattr(self, name, 0)
         # (protocol, op, result) -> count, e.g. ("memcache", "get", "hit")
         self.requests: Counter = Counter()
         # (group, result) -> count; result is "ok", "not_found" or "error"
@@ -67,21 +88,10 @@ class _RouterCollector:
         for (protocol, op, result), n in sorted(stats.requests.items()):
             requests.add_metric([protocol, op, result], n)
         yield requests
+        values = counters(router)
+        for name, doc in COUNTERS.items():
+            yield CounterMetricFamily(f"ringcache_{name}", doc, value=values[name])
         for name, value, doc in (
-            ("ringcache_hits", stats.hits, "Gets answered from a storage node"),
-            ("ringcache_misses", stats.misses, "Gets the owning node did not have"),
-            ("ringcache_loads", stats.loads, "Loads started from a source"),
-            ("ringcache_coalesced", router.flight.coalesced,
-             "Misses that waited on another caller's load (singleflight)"),
-            ("ringcache_node_errors", stats.node_errors, "Requests whose node was unreachable"),
-            ("ringcache_failovers", stats.failovers,
-             "Gets answered by a replica or the source because a node was unreachable"),
-            ("ringcache_warmup_hits", stats.warmup_hits,
-             "Misses after a ring change answered by the key's previous owner"),
-            ("ringcache_negative_hits", stats.negative_hits,
-             "Gets answered 'not found' from a cached negative entry"),
-            ("ringcache_replica_errors", stats.replica_errors,
-             "Writes that reached some replicas but not all"),
             ("ringcache_reloads", router.reloads, "Topology reloads applied"),
             ("ringcache_reload_failures", router.reload_failures,
              "Topology reloads refused as invalid"),

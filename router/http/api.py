@@ -19,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
+from router.cluster.stats import counters
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.http.rate_limit import TokenBucket
 from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -256,16 +257,7 @@ class RouterResource(Resource):
         router, stats = self.router, self.router.stats
         document = {
             "router": {
-                "hits": stats.hits,
-                "misses": stats.misses,
-                "loads": stats.loads,
-                "coalesced": router.flight.coalesced,
-                "inflight": len(router.flight),
-                "node_errors": stats.node_errors,
-                "failovers": stats.failovers,
-                "warmup_hits": stats.warmup_hits,
-                "negative_hits": stats.negative_hits,
-                "replica_errors": stats.replica_errors,
+                **counters(router),
                 "health": {name: {"state": c.state, "marked_down": c.marked_down,
                                   "timeouts": c.timeouts}
                            for name, c in router.clients.items()},

@@ -29,6 +29,7 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from router.cluster.stats import counters
 from router.process.supervise import DIE_WITH_PARENT, Child, ChildSpec
 
 log = Logger()
@@ -233,13 +234,7 @@ def worker_stats(process) -> dict:
     return {
         "pid": os.getpid(),
         "digest": router.ring.digest,
-        "counters": {
-            "hits": stats.hits, "misses": stats.misses, "loads": stats.loads,
-            "coalesced": router.flight.coalesced, "inflight": len(router.flight),
-            "node_errors": stats.node_errors, "failovers": stats.failovers,
-            "warmup_hits": stats.warmup_hits, "negative_hits": stats.negative_hits,
-            "replica_errors": stats.replica_errors,
-        },
+        "counters": counters(router),
         "requests": [[*labels, n] for labels, n in stats.requests.items()],
         "connections": memcache.connections if memcache is not None else 0,
         "total_connections": memcache.total_connections if memcache is not None else 0,
