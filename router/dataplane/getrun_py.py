@@ -15,23 +15,22 @@ same tests against both.
 from __future__ import annotations
 
 import re
-import struct
 
 import mmh3
 
+from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS
 from shared import ringcache_pb2 as pb
+from shared.entry import positive, unpack_cas
 from shared.wire import len_field, varint
 
 COMPILED = False
 
-KEY_MAX_LENGTH = 250
-_FLAGS = struct.Struct(">I")
-_CAS = struct.Struct(">Q")
 _GET_MANY = b"\x10" + varint(pb.GET_MANY)
 END = b"END\r\n"
 ANSWER_TOO_BIG = b"SERVER_ERROR out of memory writing get response\r\n"
 # A plain get or gets line: keys of legal bytes and length, single spaces, the line end.
-_PLAIN_GET = re.compile(rb"get(s?)((?: [^\x00-\x20\x7f]{1,%d})+)\r?\n" % KEY_MAX_LENGTH)
+_PLAIN_GET = re.compile(rb"get(s?)((?: [^%b]{1,%d})+)\r?\n"
+                        % (re.escape(NOT_IN_KEYS), KEY_MAX_LENGTH))
 
 
 class RouteTable:
@@ -126,7 +125,7 @@ class GetRun:
         out = []
         for i, (group, node, key, batch, _) in enumerate(self.slots):
             stored = self.entries[i]
-            if i not in self.errors and not _positive(stored):
+            if i not in self.errors and not positive(stored):
                 out.append((i, group, node, batch, key, stored))
         return out
 
@@ -152,11 +151,11 @@ class GetRun:
             size = 0
             for slot, key in zip(slots, keys):
                 stored = entries[slot]
-                if not _positive(stored):
+                if not positive(stored):
                     misses += 1
                     continue
                 hits += 1
-                flags, value, cas = _unpack(stored)
+                value, flags, cas = unpack_cas(stored)
                 size += len(value)
                 if with_cas:
                     parts.append(b"VALUE %b %d %d %d\r\n%b\r\n"
@@ -170,27 +169,6 @@ class GetRun:
             out.append(b"".join(parts))
         self.hits, self.misses = hits, misses
         return b"".join(out)
-
-
-# Where the value starts in a positive entry, by kind (shared/entry.py); kind 2 is negative.
-_VALUE_AT = {0: 1, 1: 5, 3: 9, 4: 13}
-
-
-def _positive(stored) -> bool:
-    """Whether an entry holds a value: one of the value kinds, long enough for its header."""
-    return bool(stored) and len(stored) >= _VALUE_AT.get(stored[0], len(stored) + 1)
-
-
-def _unpack(stored: bytes) -> tuple[int, bytes, int]:
-    """(flags, value, CAS unique) of a positive entry (shared/entry.py)."""
-    kind = stored[0]
-    if kind == 0:
-        return 0, stored[1:], 0
-    if kind == 1:
-        return _FLAGS.unpack_from(stored, 1)[0], stored[5:], 0
-    if kind == 3:
-        return 0, stored[9:], _CAS.unpack_from(stored, 1)[0]
-    return _FLAGS.unpack_from(stored, 9)[0], stored[13:], _CAS.unpack_from(stored, 1)[0]
 
 
 def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_keys: int,

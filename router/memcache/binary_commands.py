@@ -16,13 +16,14 @@ from router.cluster.errors import AnswerTooLarge, NodeUnavailable, RingcacheErro
 from router.memcache import binary as mb
 from router.memcache import commands
 from router.memcache import stats as memcache_stats
+from router.memcache.keys import KEY_MAX_LENGTH
 from router.memcache.text_commands import RESULTS
 from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 
 log = Logger()
 
 # Extras, key and the largest value: what one request's body may hold.
-_OVERHEAD = 20 + mb.KEY_MAX_LENGTH
+_OVERHEAD = 20 + KEY_MAX_LENGTH
 
 
 class BinaryCommands:

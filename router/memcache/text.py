@@ -13,16 +13,16 @@ from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Literal, NamedTuple
 
 from router.memcache import meta as memcache_meta
+from router.memcache.keys import KEY_MAX_LENGTH, MAX_KEYS_PER_GET, has_illegal_byte
 from router.memcache.meta import Meta, MetaError
 
-KEY_MAX_LENGTH = 250
 ITEM_SIZE_MAX = 1024 * 1024
 # A command line longer than this (without its line end) is refused. memcached closes the
 # connection instead; we answer and skip the line, which costs the same bounded memory.
 MAX_LINE = 2048
 # Multigets are the one legitimately long line (memcached grows its buffer for them only):
-# 4096 keys of the longest size fit.
-MAX_GET_LINE = 4096 * (KEY_MAX_LENGTH + 1) + len(b"gets")
+# as many keys of the longest size as one get may name fit.
+MAX_GET_LINE = MAX_KEYS_PER_GET * (KEY_MAX_LENGTH + 1) + len(b"gets")
 # Larger exptimes are absolute unix times (memcached's REALTIME_MAXDELTA, 30 days).
 REALTIME_MAXDELTA = 60 * 60 * 24 * 30
 
@@ -30,7 +30,6 @@ BAD_FORMAT = "bad command line format"
 _DELETE_USAGE = "bad command line format.  Usage: delete <key> [noreply]"
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
-_CONTROL = bytes(range(0x21)) + b"\x7f"  # not allowed in keys
 _GET_PREFIXES = (b"get ", b"gets ")
 
 
@@ -487,8 +486,7 @@ def _key_error(keys: list[bytes]) -> str | None:
     """What is wrong with these keys, if anything (checked together: C loops, not Python)."""
     if max(map(len, keys)) > KEY_MAX_LENGTH:
         return "key too long"
-    joined = b"".join(keys)
-    if len(joined.translate(None, _CONTROL)) != len(joined):
+    if has_illegal_byte(b"".join(keys)):
         return "invalid key"
     return None
 

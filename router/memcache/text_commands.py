@@ -19,6 +19,7 @@ from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
 from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
+from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.order import Slot
 from router.memcache.stats import VERSION
 
@@ -28,8 +29,6 @@ log = Logger()
 # memcached's own words for an answer it cannot hold (the data plane's).
 MAX_GET_ANSWER = 64 * 1024 * 1024
 
-# Distinct keys one get may name: each is a node read and maybe a source load.
-MAX_KEYS_PER_GET = 4096
 TOO_MANY_KEYS = mc.client_error(f"too many keys in one get (at most {MAX_KEYS_PER_GET})")
 
 # A store's outcome in text-protocol words.

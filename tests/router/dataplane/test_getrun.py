@@ -100,6 +100,16 @@ def test_anything_else_is_left_to_the_general_parser(impl, text):
     assert run_of(impl, text) == (0, None)
 
 
+def test_the_bytes_a_key_may_hold_are_memcacheds_key_rule(impl):
+    from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS
+
+    for byte in bytes(range(256)).translate(None, b" \n"):  # these split keys and lines
+        taken = run_of(impl, b"get a%cb\r\n" % byte)[1] is not None
+        assert taken == (byte not in NOT_IN_KEYS), hex(byte)
+    assert run_of(impl, b"get " + b"k" * KEY_MAX_LENGTH + b"\r\n")[1] is not None
+    assert run_of(impl, b"get " + b"k" * (KEY_MAX_LENGTH + 1) + b"\r\n")[1] is None
+
+
 def test_a_get_with_too_many_keys_is_left_to_the_general_parser(impl):
     pos, run = run_of(impl, b"get a\r\nget b c d\r\n", max_keys=2)
     assert pos == len(b"get a\r\n") and run.ncommands == 1

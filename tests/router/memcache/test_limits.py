@@ -10,7 +10,8 @@ from twisted.logger import capturedLogs, formatEvent
 from router.cluster.errors import NodeTimeout, NodeUnavailable
 from router.config.topology import LimitsConfig
 from router.memcache.server import MemcacheFactory
-from router.memcache.text_commands import MAX_GET_ANSWER, MAX_KEYS_PER_GET
+from router.memcache.keys import MAX_KEYS_PER_GET
+from router.memcache.text_commands import MAX_GET_ANSWER
 from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.fakes import FakeMemcacheRouter, PlaneConn
