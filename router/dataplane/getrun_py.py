@@ -15,17 +15,17 @@ same tests against both.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 
-import mmh3
-
-from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS
+from router.cluster.ring import murmur3_32, routing_key
+from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS, split_group
 from shared import ringcache_pb2 as pb
 from shared.entry import positive, unpack_cas
-from shared.wire import len_field, varint
+from shared.wire import Tag, encode_request, len_field
 
 COMPILED = False
 
-_GET_MANY = b"\x10" + varint(pb.GET_MANY)
+_GET_MANY = encode_request(0, pb.GET_MANY)  # a body's op field: no id, that comes later
 END = b"END\r\n"
 ANSWER_TOO_BIG = b"SERVER_ERROR out of memory writing get response\r\n"
 # A plain get or gets line: keys of legal bytes and length, single spaces, the line end.
@@ -43,8 +43,7 @@ class RouteTable:
     index of each point.
     """
 
-    __slots__ = ("prefixes", "default", "names", "fast", "hashes", "owners", "_default_prefix",
-                 "_groups")
+    __slots__ = ("prefixes", "default", "names", "fast", "hashes", "owners", "_groups")
 
     def __init__(self, prefixes: dict, default: int, names: list, fast: list, hashes: list,
                  owners: list):
@@ -54,32 +53,16 @@ class RouteTable:
         self.fast = list(fast)
         self.hashes = list(hashes)
         self.owners = list(owners) + list(owners[:1])  # past the last point: the first
-        self._default_prefix = self.names[default].encode() + b":"
-        self._groups = [len_field(0x1A, n.encode()) for n in self.names]
+        self._groups = [len_field(Tag.GROUP, n.encode()) for n in self.names]
 
     def place(self, key: bytes) -> tuple[int, bytes, int]:
-        """(group index, the key within its group, node index or -1) of a memcached key."""
-        prefix, sep, rest = key.partition(b":")
-        group = self.prefixes.get(prefix) if sep else None
-        if group is None:
-            group, rest, routing = self.default, key, self._default_prefix + key
-        else:
-            routing = key  # "GROUP:KEY" is its own routing key
+        """(group index, the key within its group, node index or -1) of a memcached key:
+        its group as router/memcache/keys.py names it, its node as the ring places it."""
+        group, rest = split_group(key, self.prefixes, self.default)
         if not self.fast[group]:
             return group, rest, -1
-        point = _bisect_left(self.hashes, mmh3.hash(routing, 0, signed=False))
+        point = bisect_left(self.hashes, murmur3_32(routing_key(self.names[group], rest)))
         return group, rest, self.owners[point]
-
-
-def _bisect_left(hashes: list, h: int) -> int:
-    lo, hi = 0, len(hashes)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if hashes[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 class GetRun:
@@ -216,7 +199,7 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
     run.nslots = len(slots)
     run.ncommands = len(run.commands)
     run.batches = [(node, _GET_MANY + table._groups[group]
-                    + b"".join(len_field(0x52, k) for k in keys))
+                    + b"".join(len_field(Tag.KEYS, k) for k in keys))
                    for node, group, keys, _ in run._bodies]
     run.left = len(run.batches)
     return pos, run

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.cluster.ring import HashRing, routing_key
+from router.config.topology import parse_topology
 from router.dataplane import getrun_py
 from shared import codec_py, entry
 from shared import ringcache_pb2 as pb
@@ -45,11 +46,16 @@ def table(impl, default="scores"):
                            [NODES.index(o) for o in owners])
 
 
-def expected_place(key: bytes, default="scores"):
-    prefix, sep, rest = key.partition(b":")
-    group = prefix.decode() if sep and prefix.decode("latin-1") in GROUPS else None
-    if group is None:
-        group, rest = default, key
+TOPOLOGY = parse_topology({
+    "router": {"default_group": "scores"},
+    "nodes": [{"name": n, "address": f"127.0.0.1:{7001 + i}"} for i, n in enumerate(NODES)],
+    "groups": {"scores": {}, "sessions": {}, "replicated": {"replicas": 2}},
+}, "t.yaml")
+
+
+def expected_place(key: bytes):
+    """Where the topology (its group) and the ring (its node) place a memcached key."""
+    group, rest = TOPOLOGY.group_for(key)
     node = -1 if group == "replicated" else NODES.index(RING.owner(routing_key(group, rest)))
     return GROUPS.index(group), rest, node
 
