@@ -57,10 +57,10 @@ class MemcacheConnection(Protocol):
         whole_answers(self.transport)
         self.transport.registerProducer(self, True)
         self.factory.total_connections += 1
-        self.factory.gate.opened(self)
+        self.factory.bounds.opened(self)
 
     def connectionLost(self, reason):
-        self.factory.gate.closed(self)
+        self.factory.bounds.closed(self)
         self.factory.hold(self, 0)
         self.answers.close()
 

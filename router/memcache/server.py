@@ -11,7 +11,7 @@ from twisted.logger import Logger
 from router.config.topology import LimitsConfig
 from router.memcache import text as mc
 from router.memcache.connection import MemcacheConnection
-from shared.connections import ConnectionGate, Refusal
+from shared.connections import ConnectionBounds, Refusal
 
 log = Logger()
 
@@ -33,14 +33,14 @@ class MemcacheFactory(Factory):
         self.fd_limit = fd_limit
         self.held = 0  # bytes of unfinished commands over every connection
         self.starved: set[MemcacheConnection] = set()
-        self.gate = ConnectionGate(reactor, 0, what="memcached clients",
+        self.bounds = ConnectionBounds(reactor, 0, what="memcached clients",
                                    log=lambda text: log.warn("{text}", text=text))
         self.apply_limits(limits)
 
     @property
     def connections(self) -> int:
-        """Client connections open now (the gate counts them for its cap)."""
-        return len(self.gate)
+        """Client connections open now (its bounds count them for the cap)."""
+        return len(self.bounds)
 
     def apply_limits(self, limits: LimitsConfig) -> None:
         """Take ``limits`` (at start and on reload); open connections keep going."""
@@ -51,7 +51,7 @@ class MemcacheFactory(Factory):
             log.warn("limits.max_connections {wanted} lowered to {cap}: the process may open "
                      "only so many files (raise `ulimit -n`)", wanted=limits.max_connections,
                      cap=cap)
-        self.gate.reconfigure(cap, limits.idle_timeout, limits.command_timeout)
+        self.bounds.reconfigure(cap, limits.idle_timeout, limits.command_timeout)
 
     def hold(self, protocol: MemcacheConnection, held: int) -> None:
         """``protocol``'s parser now holds ``held`` bytes of an unfinished command.
@@ -74,9 +74,9 @@ class MemcacheFactory(Factory):
             protocol.starve(False)
 
     def buildProtocol(self, addr):
-        if not self.gate.admit():
+        if not self.bounds.admit():
             return Refusal(TOO_MANY_CONNECTIONS)
         return MemcacheConnection(self)
 
     def stopFactory(self):
-        self.gate.stop()
+        self.bounds.stop()

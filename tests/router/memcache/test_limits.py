@@ -58,7 +58,7 @@ def test_past_the_connection_cap_a_client_is_told_why_and_closed():
     for _, transport in refused:
         assert transport.value() == b"SERVER_ERROR too many connections\r\n"
         assert transport.disconnecting
-    assert listener.factory.gate.refused == 50
+    assert listener.factory.bounds.refused == 50
     # One log line for the burst, not one per refusal; the next carries the count.
     assert len(events) == 1
     listener.clock.advance(10)
@@ -76,7 +76,7 @@ def test_past_the_connection_cap_a_client_is_told_why_and_closed():
 def test_the_cap_is_lowered_to_what_the_descriptor_limit_allows():
     with capturedLogs() as events:
         listener = Listener(fd_limit=3, max_connections=4096)
-    assert listener.factory.gate.limit == 3
+    assert listener.factory.bounds.limit == 3
     assert formatEvent(events[0]).startswith("limits.max_connections 4096 lowered to 3:")
 
 
@@ -89,7 +89,7 @@ def test_a_half_sent_command_times_out_and_closes():
     listener.clock.advance(2)
     assert transport.value() == b"CLIENT_ERROR command not completed within 10s\r\n"
     assert transport.disconnecting
-    assert listener.factory.gate.timed_out == 1
+    assert listener.factory.bounds.timed_out == 1
 
 
 def test_a_refused_value_still_being_discarded_is_mid_command():
@@ -98,7 +98,7 @@ def test_a_refused_value_still_being_discarded_is_mid_command():
     protocol.dataReceived(b"set k 0 0 1048576\r\n" + b"x" * 1000)  # over item_size_max
     assert protocol.partial_since is not None
     listener.clock.advance(11)
-    assert listener.factory.gate.timed_out == 1
+    assert listener.factory.bounds.timed_out == 1
 
 
 def test_a_command_line_trickling_in_is_timed_from_its_first_byte():
