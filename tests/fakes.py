@@ -386,7 +386,7 @@ TOPOLOGY = {"router": {"default_group": "scores"},
 
 
 class FakeHTTPRouter:
-    """The slice of router.core.Router the HTTP front end calls, answering from a dict."""
+    """The slice of router.cluster.router.Router the HTTP front end calls, answering from a dict."""
 
     def __init__(self):
         self.reactor = Clock()

@@ -29,7 +29,7 @@ class Routes:
 
     table: RouteTable
     clients: list  # NodeClient per node index of the table
-    groups: list  # router.core.Group per group index
+    groups: list  # router.cluster.items.Group per group index
 
 
 def gather(ds: list, results) -> Deferred:

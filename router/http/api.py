@@ -293,7 +293,7 @@ class RouterResource(Resource):
 
     def _reload(self, request):
         def refused(failure):
-            # The core kept the old ring and recorded why; a python source that does not
+            # The Router kept the old ring and recorded why; a python source that does not
             # import is as much a refusal as a malformed file.
             failure.trap(ValueError, ImportError)  # TopologyError is a ValueError
             return json_reply(400, {"applied": False, "error": failure.getErrorMessage()})

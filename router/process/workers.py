@@ -194,7 +194,7 @@ class WorkerLink(amp.AMP):
 
     def __init__(self, process, index: int, on_lost):
         super().__init__()
-        self.process = process  # router.main.RouterProcess
+        self.process = process  # router.process.main.RouterProcess
         self.index = index
         self.on_lost = on_lost
 

@@ -1,4 +1,4 @@
-"""router/getrun: gets routed, fetched and rendered a batch at a time, every test run against
+"""router/dataplane/getrun: gets routed, fetched and rendered a batch at a time, every test run against
 both twins (the compiled router.dataplane._getrun and the pure-Python router.dataplane.getrun_py)."""
 
 from __future__ import annotations
