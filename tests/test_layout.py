@@ -138,5 +138,6 @@ def test_no_class_over_300_lines():
     sizes = dict(classes())
     big = {name: lines for name, lines in sizes.items()
            if lines > MAX_CLASS_LINES and lines > NOT_YET_SPLIT.get(name, 0)}
-    assert big == {}
-    assert {name for name in NOT_YET_SPLIT if sizes.get(name, 0) <= MAX_CLASS_LINES} == set()
+    assert big == {}, "split these by idea (or, for one of NOT_YET_SPLIT, do not grow it)"
+    fits = {name for name in NOT_YET_SPLIT if sizes.get(name, 0) <= MAX_CLASS_LINES}
+    assert fits == set(), "these fit now (or are gone): take them out of NOT_YET_SPLIT"
