@@ -2,7 +2,7 @@
  *
  * Requests and responses are written and read by hand, byte for byte as the protobuf
  * library serializes shared/ringcache.proto's messages (fields in number order, proto3
- * defaults left out); tests/test_codec.py runs the same tests against this module and the
+ * defaults left out); tests/shared/test_codec.py runs the same tests against this module and the
  * pure-Python one. Decoding accepts fields in any order and skips unknown ones, as
  * protobuf does; anything malformed raises shared.wire.WireError.
  *

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from shared import ringcache_pb2 as pb
 from shared.framing import decode_payload
-from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, varint
+from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, request_id
 
 COMPILED = False
 
@@ -26,7 +26,7 @@ def append_request(buf: bytearray, rid: int, op: int, group: str = "", key: byte
 
 def append_prepared(buf: bytearray, rid: int, body: bytes) -> None:
     """Add a Request whose fields after the id are already encoded (a GetRun's GET_MANY)."""
-    buf += len_field(REQUESTS, b"\x08" + varint(rid) + body)
+    buf += len_field(REQUESTS, request_id(rid) + body)
 
 
 def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"",

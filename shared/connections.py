@@ -49,7 +49,7 @@ def fd_headroom() -> int:
     return max(1, soft - RESERVED_FDS)
 
 
-class ConnectionGate:
+class ConnectionBounds:
     """Counts a listener's connections, refuses past ``limit``, and sweeps its timeouts.
 
     A connection registers itself with ``opened``/``closed`` and keeps two attributes the

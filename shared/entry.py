@@ -55,6 +55,16 @@ def unpack_cas(entry: bytes) -> tuple[bytes, int, int]:
     raise ValueError(f"not a positive entry (kind {kind})")
 
 
+# Where the value starts in a positive entry, by kind (kind 2 is the negative entry).
+_VALUE_AT = {0: 1, 1: 5, 3: 9, 4: 13}
+
+
+def positive(entry) -> bool:
+    """Whether ``entry`` (as a node answered it: b"" for a miss) holds a value: one of the
+    value kinds, and long enough for its header."""
+    return bool(entry) and len(entry) >= _VALUE_AT.get(entry[0], len(entry) + 1)
+
+
 def present(entry: bytes | None) -> bool:
     """Whether ``entry`` (None for no entry) holds a value, not an absence."""
     return entry is not None and entry != NEGATIVE

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -24,6 +24,8 @@ from router.cluster.singleflight import SingleFlight
 from router.cluster.stats import RouterStats
 from router.cluster.writes import NOT_STORED_, STORED, Written
 from router.config.topology import parse_topology
+from router.dataplane.getrun import RouteTable
+from router.dataplane.serve import Routes
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.sources import build_source as build_real_source
@@ -250,8 +252,20 @@ def replicated(n_nodes=3, replicas=2):
 
 # -- a router as the memcached front end sees it ------------------------------------------
 
+class _NoDataPlane:
+    """FakeMemcacheRouter's one node for the data plane: a text get reaching it is a test
+    that belongs on a real Router (PlaneConn), since every text get is the data plane's."""
+
+    name = "node-a"
+
+    def send_prepared(self, body, waiter):
+        raise AssertionError("a text get on FakeMemcacheRouter: test gets with PlaneConn")
+
+
 class FakeMemcacheRouter:
-    """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in "default"."""
+    """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in "default".
+
+    For the commands other than text gets (binary and meta gets call ``get``)."""
 
     item_size_max = 1024
 
@@ -264,6 +278,9 @@ class FakeMemcacheRouter:
                         "node-b": SimpleNamespace(state="down")}
         self.clock = lambda: NOW
         self.groups = {"default": None, "sessions": None}
+        table = RouteTable({b"default": 0, b"sessions": 1}, 0, ["default", "sessions"],
+                           [True, True], [0], [0])
+        self.routes = Routes(table, [_NoDataPlane()], [None, None])
 
     def resolve(self, key: bytes) -> tuple[str, bytes]:
         group, sep, rest = key.partition(b":")
@@ -276,15 +293,6 @@ class FakeMemcacheRouter:
 
     def get(self, group, key):
         return self._call("get", group, key)
-
-    def get_many(self, pairs):
-        return gatherResults([self.get(g, k) for g, k in pairs], consumeErrors=True)
-
-    def read_many(self, pairs):
-        # The core's contract: each key's Item, None or Failure, in order.
-        ds = [self.get(g, k) for g, k in pairs]
-        return DeferredList(ds, consumeErrors=True).addCallback(
-            lambda results: [result for _, result in results])
 
     def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
         # Recorded by op name, with cas/delta only where the op takes them; a test may
@@ -324,9 +332,9 @@ class FakeMemcacheRouter:
 class MemcacheConn:
     """A memcached client connection over StringTransport to a FakeMemcacheRouter."""
 
-    def __init__(self):
-        self.clock = Clock()
-        self.router = FakeMemcacheRouter()
+    def __init__(self, router=None, clock=None):
+        self.clock = clock or Clock()
+        self.router = router or FakeMemcacheRouter()
         self.factory = MemcacheFactory(self.router, self.clock)
         self.protocol = self.factory.buildProtocol(None)
         self.transport = CountingTransport()
@@ -341,6 +349,25 @@ class MemcacheConn:
         out = self.transport.value()
         self.transport.clear()
         return out
+
+
+class PlaneConn(MemcacheConn):
+    """A memcached client connection to a real Router whose nodes are PlaneClients: for
+    text gets, which the data plane serves (router/dataplane/serve.py)."""
+
+    def __init__(self, nodes=("node-a",), groups=None):
+        router = Router(topology(nodes, groups), Clock(), clock=lambda: NOW,
+                        node_client=FakeNodes(PlaneClient), build_source=FakeSources())
+        router.start()
+        super().__init__(router, router.reactor)
+
+    def node(self, name="node-a") -> PlaneClient:
+        return self.router.clients[name]
+
+    def answer(self, values: dict, name="node-a") -> None:
+        """Node ``name`` answers every GET_MANY it was sent from ``values`` ({key: entry})."""
+        self.node(name).answer_prepared(
+            lambda r: pb.Response(values=[values.get(k, b"") for k in r.keys]))
 
 
 # -- a router as the HTTP front end sees it -----------------------------------------------
@@ -359,7 +386,7 @@ TOPOLOGY = {"router": {"default_group": "scores"},
 
 
 class FakeHTTPRouter:
-    """The slice of router.core.Router the HTTP front end calls, answering from a dict."""
+    """The slice of router.cluster.router.Router the HTTP front end calls, answering from a dict."""
 
     def __init__(self):
         self.reactor = Clock()

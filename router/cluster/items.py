@@ -21,7 +21,7 @@ class Group:
     """A group as the router serves it: its spec and its live source (or None)."""
 
     spec: object  # router.topology.GroupSpec
-    source: object | None  # router.sources.Source
+    source: object | None  # router.sources.base.Source
     loads: LoadLimiter | None = None  # bounds the source's loads (router/cluster/loads.py)
 
     @property

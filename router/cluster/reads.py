@@ -9,54 +9,19 @@ module and hands it what the nodes did not answer: ``missed``, ``read_failed``, 
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
 from router.cluster.items import Group, Item
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.ring import routing_key
-from router.sources import start_load
-from shared import entry
+from router.sources.base import start_load
 from shared import ringcache_pb2 as pb
 
 log = Logger()
 
 OK, NOT_FOUND = pb.OK, pb.NOT_FOUND
-
-
-def _place(result, results: list, i: int) -> None:
-    """Put one key's outcome (a value, None or a Failure) in its place of a multi-get."""
-    results[i] = result
-
-
-def gather(ds: list, results) -> Deferred:
-    """A Deferred firing with ``results`` once every one of ``ds`` (which place their
-    outcome in ``results``, or wherever, and never fail) has fired: DeferredList without
-    its per-result bookkeeping, on the multi-get hot path and the data plane's slow one."""
-    left = len(ds)
-    if left == 0:
-        return succeed(results)
-    done = Deferred()
-
-    def one(_):
-        nonlocal left
-        left -= 1
-        if left == 0:
-            done.callback(results)
-
-    for d in ds:
-        d.addBoth(one)
-    return done
-
-
-def _first_error(results: list) -> list:
-    for i, result in enumerate(results):
-        if isinstance(result, Failure):
-            raise FirstError(result, i)
-    return results
-
 
 
 def node_failed(response) -> NodeError:
@@ -230,68 +195,6 @@ class Reads:
             return failure
 
         return g.loads.run(start)
-
-    def get_many(self, pairs) -> Deferred:
-        """Items (or None) for [(group, key), ...], in order, or FirstError for the first
-        key that failed."""
-        return self.read_many(pairs).addCallback(_first_error)
-
-    def read_many(self, pairs) -> Deferred:
-        """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
-        group on one node go out as one GET_MANY request with one Deferred."""
-        results: list = [None] * len(pairs)
-        batches: dict[tuple[str, str], tuple[NodeClient, Group, list, list]] = {}
-        ds = []
-        groups, clients, owner = self.groups, self.clients, self.ring.owner
-        for i, (group, key) in enumerate(pairs):
-            g = groups.get(group)
-            if g is None or g.spec.replicas != 1:
-                ds.append(self.get(group, key).addBoth(_place, results, i))
-                continue
-            client = clients[owner(routing_key(group, key))]
-            batch = batches.get((client.name, group))
-            if batch is None:
-                batch = batches[client.name, group] = (client, g, [], [])
-            batch[2].append(i)
-            batch[3].append(key)
-        for batch in batches.values():
-            client, g, indexes, keys = batch
-            d = client.request(pb.GET_MANY, g.name, keys=keys)
-            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results), None,
-                           (*batch, results))
-            ds.append(d)
-        return gather(ds, results)
-
-    def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
-                  results: list):
-        values = response.values
-        if response.status != OK or len(values) != len(keys):
-            # A node without GET_MANY (UNKNOWN_OP, mid-upgrade) or answers too big for one
-            # frame (ERROR): ask key by key, so each key gets its own answer.
-            return DeferredList([self._read(g, key, [client], 0).addBoth(_place, results, i)
-                                 for i, key in zip(indexes, keys)])
-        hits = 0
-        later = []
-        for i, key, stored in zip(indexes, keys, values):
-            if stored and stored != entry.NEGATIVE:
-                results[i] = Item(*entry.unpack_cas(stored))
-                hits += 1
-                continue
-            try:
-                result = self._missed(g, key, client, stored == entry.NEGATIVE)
-            except Exception:
-                result = Failure()
-            if isinstance(result, Deferred):
-                later.append(result.addBoth(_place, results, i))
-            else:
-                results[i] = result
-        self.stats.group_hits[g.name] += hits
-        return DeferredList(later) if later else None
-
-    def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
-                          keys: list, results: list):
-        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0)
-                             .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
 
     # -- warm-up after a ring change (router/cluster/warmup.py) ------------------------------------
 

@@ -1,8 +1,8 @@
-"""The router's core: one ring, one singleflight table, node clients and read-through.
+"""The Router: one ring, one singleflight table, node clients and read-through.
 
 This module holds the topology and what follows from it (ring, groups, sources, node
 clients, the data plane's routes) and swaps them on reload. Front ends (memcached, HTTP)
-call the read and write methods and translate router.errors into their protocol's words.
+call the read and write methods and translate router.cluster.errors into their protocol's words.
 Every method answers a Deferred; none blocks.
 """
 

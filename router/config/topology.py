@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from router.memcache.keys import split_group
 from shared.units import parse_duration, parse_size
 
 
@@ -161,12 +162,8 @@ class Topology:
         object.__setattr__(self, "_prefixes", {name.encode(): name for name in self.groups})
 
     def group_for(self, memcache_key: bytes) -> tuple[str, bytes]:
-        """``GROUP:KEY`` goes to GROUP when that group exists; any other key, whole, to the default."""
-        prefix, sep, rest = memcache_key.partition(b":")
-        group = self._prefixes.get(prefix) if sep else None
-        if group is None:
-            return self.router.default_group, memcache_key
-        return group, rest
+        """(group name, key within it) of a memcached key (router/memcache/keys.py)."""
+        return split_group(memcache_key, self._prefixes, self.router.default_group)
 
 
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",

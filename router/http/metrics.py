@@ -191,8 +191,6 @@ def scrape(router):
         node_families = families(NODE_SERIES, answered)
         if router.workers is None:
             return exposition([*router.stats.registry.collect(), *node_families])
-        from router.process.workers import merged_families  # summed over the workers
-
         return router.workers.stats().addCallback(lambda workers: exposition(
             [*merged_families(router.stats.registry, workers), *node_families]))
 
@@ -244,3 +242,45 @@ def router_document(router) -> dict:
 
 
 _NO_TRIPS = {"count": 0, "seconds": 0.0}
+
+
+# How one sample of several processes becomes one: summed, but for these.
+_LOWEST = ("ringcache_node_up",)  # up only if every process reaches the node
+_HIGHEST = ("ringcache_config_age_seconds",)
+
+
+def merged_families(registry, workers: list[dict]) -> list:
+    """/metrics over every process: ``registry`` (the control's) and each worker's samples
+    (router/process/workers.py worker_stats), counters and histograms summed, as
+    prometheus_client Metric families."""
+    from prometheus_client.metrics_core import Metric
+
+    families: dict[str, tuple[str, str, dict]] = {}
+
+    def add(name, kind, doc, samples):
+        family = families.setdefault(name, (kind, doc, {}))[2]
+        for sample_name, labels, value in samples:
+            key = (sample_name, tuple(sorted(labels.items())))
+            if key not in family:
+                family[key] = value
+            elif sample_name.endswith("_created") or name in _LOWEST:
+                family[key] = min(family[key], value)
+            elif name in _HIGHEST:
+                family[key] = max(family[key], value)
+            else:
+                family[key] += value
+
+    for family in registry.collect():
+        add(family.name, family.type, family.documentation,
+            [(s.name, s.labels, s.value) for s in family.samples])
+    for doc in workers:
+        for name, kind, documentation, samples in doc["metrics"]:
+            add(name, kind, documentation, samples)
+
+    merged = []
+    for name, (kind, doc, samples) in families.items():
+        metric = Metric(name, doc, kind)
+        for (sample_name, labels), value in samples.items():
+            metric.add_sample(sample_name, dict(labels), value)
+        merged.append(metric)
+    return merged

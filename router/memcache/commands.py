@@ -1,7 +1,7 @@
 """What memcached's commands do to the router, whichever protocol asked.
 
 The text, meta and binary front ends turn their requests into these calls and the
-outcomes (router.writes.Written, items, booleans) into their own words. Here live the
+outcomes (router.cluster.writes.Written, items, booleans) into their own words. Here live the
 rules all three share: exptimes (relative, absolute, already past), a CAS unique turning
 a store into a compare-and-swap, and incr/decr creating a missing counter when asked.
 """

@@ -16,11 +16,11 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-KEY_MAX_LENGTH = 250
+from router.memcache.keys import KEY_MAX_LENGTH, has_illegal_byte
+
 OPAQUE_MAX = 32
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
-_CONTROL = bytes(range(0x21)) + b"\x7f"
 
 # The flags each command takes, and the kind of token each flag carries: None for none,
 # "int" a 32-bit signed number, "u32"/"u64" unsigned, "text" any token, "mode" one letter.
@@ -105,7 +105,7 @@ def _key(token: bytes, b64: bool) -> bytes:
         if not key:
             raise MetaError("error decoding key")
         return key
-    if len(token) > KEY_MAX_LENGTH or len(token.translate(None, _CONTROL)) != len(token):
+    if len(token) > KEY_MAX_LENGTH or has_illegal_byte(token):
         raise MetaError("bad command line format")
     return token
 

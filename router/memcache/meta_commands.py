@@ -1,6 +1,6 @@
 """Carrying out memcached's meta commands (router/memcache/meta.py's events) on the router.
 
-``run(router, meta)`` answers a Deferred of the bytes to send (b"" when quiet mode hides
+``carry_out(router, meta)`` answers a Deferred of the bytes to send (b"" when quiet mode hides
 the answer); failures are left to the connection, which words them as for any command.
 """
 
@@ -18,14 +18,14 @@ _CODES = {STORED: b"HD", NOT_STORED_: b"NS", EXISTS: b"EX", MISSING: b"NF"}
 NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
-def run(router, meta: Meta):
+def carry_out(router, meta: Meta):
     command = meta.command
     if command == "mn":
         return succeed(MN)
     if command == "me":
         # No item metadata to dump: a proxy holds none (protocol.txt lets me answer EN).
         return succeed(EN)
-    return _RUN[command](router, meta)
+    return _COMMANDS[command](router, meta)
 
 
 def _ttl_flag(meta: Meta) -> int:
@@ -114,4 +114,4 @@ def _ma(router, meta: Meta):
     return d.addCallback(counted)
 
 
-_RUN = {"mg": _mg, "ms": _ms, "md": _md, "ma": _ma}
+_COMMANDS = {"mg": _mg, "ms": _ms, "md": _md, "ma": _ma}

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, ma
 from twisted.internet.threads import deferToThreadPool
 
 from router.cluster.errors import SourceError
-from router.sources import detached, to_bytes
+from router.sources.base import detached, to_bytes
 
 
 def _runs_in_reactor(fn) -> bool:

@@ -13,13 +13,13 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from router.cluster import nodeclient
+from router.cluster.batcher import FLUSH_BYTES, SAMPLE_EVERY
 from router.cluster.errors import NodeUnavailable
 from router.cluster.nodeclient import (
     REPORT_AFTER_ATTEMPTS,
     CONNECTING,
     DOWN,
     PROBING,
-    SAMPLE_EVERY,
     STOPPED,
     UP,
     NodeClient,
@@ -334,7 +334,7 @@ def test_reconnect_backoff_grows_capped_with_jitter(reactor):
 
 def test_large_values_flush_early(reactor, connected):
     client, peer = connected
-    half = b"v" * (nodeclient.FLUSH_BYTES // 2 - 1)
+    half = b"v" * (FLUSH_BYTES // 2 - 1)
     client.request(pb.SET, "scores", b"1", half)
     assert peer.transport.value() == b""
     client.request(pb.SET, "scores", b"2", half)  # keys and values now reach FLUSH_BYTES

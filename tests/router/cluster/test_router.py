@@ -1,9 +1,8 @@
-"""Router core with fake node clients and sources: read-through, singleflight, stores, reload."""
+"""Router with fake node clients and sources: read-through, singleflight, stores, reload."""
 
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import FirstError
 
 from router.cluster.errors import (
     NodeError,
@@ -14,7 +13,6 @@ from router.cluster.errors import (
 )
 from router.cluster.ring import HashRing
 from router.cluster.router import Item
-from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.fakes import (
     SCORES,
@@ -214,76 +212,6 @@ def test_delete_and_touch():
     broken.answer(pb.ERROR, error="disk on fire")
     assert (found, missing) == ([True], [False])
     assert str(failed[0].value) == "disk on fire"
-
-
-def test_get_many_answers_in_order():
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
-    [many] = node(router).take()
-    assert (many.op, many.group, many.keys) == (pb.GET_MANY, "sessions", [b"a", b"b"])
-    many.answer(values=[b"", entry.pack(b"B")])
-    assert got == [[None, Item(b"B", 0)]]
-
-
-def test_get_many_unpacks_flags_and_negative_entries():
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", k) for k in (b"a", b"b", b"c")]))
-    [many] = node(router).take()
-    many.answer(values=[entry.pack(b"A", 7), entry.NEGATIVE, entry.pack(b"")])
-    assert got == [[Item(b"A", 7), None, Item(b"", 0)]]
-    assert (router.stats.hits, router.stats.misses, router.stats.negative_hits) == (2, 1, 1)
-
-
-def test_get_many_batches_per_node_and_reads_through_misses():
-    router = make_router(topology(nodes=("node-a", "node-b")))
-    keys = [b"k%d" % i for i in range(12)]
-    got = outcomes(router.get_many([("scores", k) for k in keys]))
-    sent = {name: c.take() for name, c in router.clients.items()}
-    # One GET_MANY per node, holding exactly the keys that node owns.
-    for name, [many] in sent.items():
-        assert many.op == pb.GET_MANY
-        assert many.keys == [k for k in keys if router.owner("scores", k) == name]
-    assert sorted(k for [many] in sent.values() for k in many.keys) == sorted(keys)
-    assert all(many.keys for [many] in sent.values())  # both nodes got a share
-    for [many] in sent.values():
-        many.answer(values=[b"" if k == b"k3" else entry.pack(b"v-" + k) for k in many.keys])
-    # k3 missed: re-checked inside the flight, then loaded and filled.
-    owner = router.clients[router.owner("scores", b"k3")]
-    owner.take()[0].answer(pb.NOT_FOUND)
-    router.groups["scores"].source.loads[0][1].callback(b"loaded")
-    owner.take()[0].answer()
-    assert got == [[Item(b"loaded", 0, hit=False) if k == b"k3" else Item(b"v-" + k, 0) for k in keys]]
-
-
-@pytest.mark.parametrize("status", [pb.UNKNOWN_OP, pb.ERROR])
-def test_get_many_refused_is_asked_again_key_by_key(status):
-    # UNKNOWN_OP: a node of an older release, mid-upgrade; ERROR: the answers would not
-    # fit one frame. Either way each key is then read on its own.
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
-    [many] = node(router).take()
-    many.answer(status, error="no")
-    a, b = node(router).take()
-    assert [(s.op, s.key) for s in (a, b)] == [(pb.GET, b"a"), (pb.GET, b"b")]
-    a.answer(value=b"A")
-    b.answer(pb.NOT_FOUND)
-    assert got == [[Item(b"A", 0), None]]
-
-
-def test_get_many_with_a_node_down_fails_the_plain_group_and_reads_through_the_other():
-    router = make_router(topology(nodes=("node-a", "node-b")))
-    down = router.clients["node-b"]
-    on_b = next(b"k%d" % i for i in range(100) if router.owner("sessions", b"k%d" % i) == "node-b")
-    s_on_b = next(b"s%d" % i for i in range(100) if router.owner("scores", b"s%d" % i) == "node-b")
-    got = outcomes(router.get_many([("scores", s_on_b)]))
-    down.take()[0].fail()
-    router.groups["scores"].source.loads[0][1].callback(b"from source")
-    assert got == [[Item(b"from source", 0, hit=False)]]
-    assert down.sent == []  # answered from the source without caching
-    plain = outcomes(router.get_many([("sessions", on_b)]))
-    down.take()[0].fail()
-    assert plain[0].check(FirstError)
-    assert plain[0].value.subFailure.check(NodeUnavailable)
 
 
 def test_keys_go_to_their_ring_owner():
@@ -656,6 +584,3 @@ def test_replicated_groups_are_flushed_when_a_node_returns():
     router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups))
     assert router.clients["node-0"].stale_on_return() == ["sessions", "carts"]
 
-
-def test_get_many_of_no_keys_answers_at_once():
-    assert outcomes(make_router().get_many([])) == [[]]

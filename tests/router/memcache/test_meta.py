@@ -1,5 +1,5 @@
 """memcached's meta commands: their lines parsed (whole, a byte at a time, with trailing
-data) and their answers, over a StringTransport against tests/router/memcache/test_server.py's
+data) and their answers, over a StringTransport against tests/fakes.py's
 fake router. Expected answers were taken from memcached 1.6 itself."""
 
 from __future__ import annotations
