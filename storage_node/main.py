@@ -164,10 +164,13 @@ def _data_dir(args):
     from storage_node.snapshot.files import DataDirError, lock
 
     try:
-        lock(Path(args.data_dir))  # held until the process ends
+        _held.append(lock(Path(args.data_dir)))  # held until the process ends
     except DataDirError as exc:
         raise _Refused(str(exc)) from None
     return Path(args.data_dir)
+
+
+_held: list = []  # the data dir's lock file, open while the process lives
 
 
 def main(argv: list[str]) -> int:
