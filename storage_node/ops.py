@@ -66,7 +66,7 @@ class GroupOps:
         return entry.pack(request.value if value is None else value,
                           request.flags if flags is None else flags, self.cas)
 
-    def get(self, group: Group, request, out: bytearray) -> None:
+    def get(self, group: Group, request, out: bytearray) -> pb.Response | None:
         stored = group.core.get(request.key)
         if stored is None:
             group.misses += 1
@@ -79,16 +79,20 @@ class GroupOps:
         value, flags, cas = entry.unpack_cas(stored)
         if len(value) > self.room:
             append_response(out, request.id, pb.TOO_LARGE, error=TOO_BIG)
-            return
+            return None
         self.room -= len(value)
+        ttl = group.ttl_left(request.key)
+        if ttl:  # (a copy made from this answer, a warm-up or a repair, keeps the deadline)
+            return pb.Response(id=request.id, value=value, flags=flags, cas=cas, ttl=ttl)
         append_response(out, request.id, value=value, flags=flags, cas=cas)
+        return None
 
-    def gat(self, group: Group, request, out: bytearray) -> None:
+    def gat(self, group: Group, request, out: bytearray) -> pb.Response | None:
         # memcached's gat: a hit gets the new ttl; a miss is a miss (cached absences too).
         if entry.present(group.core.get(request.key)):
             self.changed(group, request.key)
             group.touch(request.key, ttl_of(request))
-        self.get(group, request, out)
+        return self.get(group, request, out)
 
     def get_many(self, group: Group, request, out: bytearray) -> None:
         # The multi-get hot path: entries go back as stored (never empty), b"" for a

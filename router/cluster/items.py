@@ -12,6 +12,7 @@ class Item(NamedTuple):
     value: bytes
     flags: int = 0
     cas: int = 0  # the node's CAS unique for this copy (0: not known, e.g. straight from a source)
+    ttl: float | None = None  # seconds the copy had left when read (None: none, or not known)
 
 
 @dataclass

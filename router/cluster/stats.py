@@ -27,6 +27,7 @@ class RouterStats:
         self.warmup_hits = 0
         self.negative_hits = 0
         self.replica_errors = 0
+        self.read_repairs = 0  # copies a read found missing and wrote back
         # (protocol, op, result) -> count, e.g. ("memcache", "get", "hit")
         self.requests: Counter = Counter()
         # (group, result) -> count; result is "ok", "not_found" or "error"
@@ -82,6 +83,14 @@ class _RouterCollector:
              "Gets answered 'not found' from a cached negative entry"),
             ("ringcache_replica_errors", stats.replica_errors,
              "Writes that reached some replicas but not all"),
+            ("ringcache_read_repairs", stats.read_repairs,
+             "Copies of a replicated key a read found missing and wrote back"),
+            ("ringcache_hints_noted", router.hints.noted,
+             "Writes a copy missed, kept to replay when its node returns"),
+            ("ringcache_hints_replayed", router.hints.replayed,
+             "Hinted keys sent to a node that came back"),
+            ("ringcache_hint_flushes", router.hints.flushes,
+             "Groups flushed on a node that came back, its hints past their bound"),
             ("ringcache_reloads", router.reloads, "Topology reloads applied"),
             ("ringcache_reload_failures", router.reload_failures,
              "Topology reloads refused as invalid"),
@@ -115,3 +124,47 @@ class _RouterCollector:
         age = GaugeMetricFamily("ringcache_config_age_seconds", "Seconds since the topology was loaded")
         age.add_metric([], router.config_status()["age_seconds"])
         yield age
+
+
+# A node's snapshot figures (NodeStats.snapshot, storage_node/snapshot/) on /metrics:
+# (metric, SnapshotStats field, help).
+_SNAPSHOT_GAUGES = (
+    ("ringcache_node_snapshot_last_timestamp_seconds", "last_at",
+     "When the node's last snapshot was whole (wall clock)"),
+    ("ringcache_node_snapshot_last_duration_seconds", "last_seconds",
+     "How long the node's last snapshot took to write"),
+    ("ringcache_node_snapshot_last_entries", "last_entries", "Entries in the node's last snapshot"),
+    ("ringcache_node_snapshot_last_bytes", "last_bytes", "Bytes of the node's last snapshot"),
+    ("ringcache_node_snapshot_restored_entries", "restored_entries",
+     "Entries the node's start brought back from its snapshot"),
+)
+
+
+def node_metrics(nodes: dict) -> bytes:
+    """Prometheus text for the nodes' snapshots, from Router.node_stats()'s answer (a
+    node that did not answer, or has no data dir, has no samples)."""
+    from prometheus_client import generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_NodeCollector(nodes))
+    return generate_latest(registry)
+
+
+class _NodeCollector:
+    def __init__(self, nodes: dict):
+        self.nodes = nodes
+
+    def collect(self):
+        snapshots = {name: stats.snapshot for name, stats in sorted(self.nodes.items())
+                     if not isinstance(stats, str) and stats.HasField("snapshot")}
+        for metric, field, doc in _SNAPSHOT_GAUGES:
+            family = GaugeMetricFamily(metric, doc, labels=["node"])
+            for name, snapshot in snapshots.items():
+                family.add_metric([name], float(getattr(snapshot, field)))
+            yield family
+        failures = CounterMetricFamily("ringcache_node_snapshot_failures",
+                                       "Snapshots (or journal writes) of the node that failed",
+                                       labels=["node"])
+        for name, snapshot in snapshots.items():
+            failures.add_metric([name], snapshot.failures)
+        yield failures

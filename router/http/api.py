@@ -18,6 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
+from router.cluster.stats import node_metrics
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
@@ -257,12 +258,16 @@ class RouterResource(Resource):
 
     def _metrics(self, request):
         registry, pool = self.router.stats.registry, self.router.workers
+        # The nodes' own figures (their snapshots) follow the router's.
+        nodes = self.router.node_stats()
         if pool is None:
-            return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST.encode())
+            return nodes.addCallback(lambda stats: Reply(
+                200, generate_latest(registry) + node_metrics(stats), CONTENT_TYPE_LATEST.encode()))
         from router.process.workers import merged_metrics  # summed over the router's workers
 
-        return pool.stats().addCallback(lambda workers: Reply(
-            200, merged_metrics(registry, workers), CONTENT_TYPE_LATEST.encode()))
+        return pool.stats().addCallback(lambda workers: nodes.addCallback(lambda stats: Reply(
+            200, merged_metrics(registry, workers) + node_metrics(stats),
+            CONTENT_TYPE_LATEST.encode())))
 
     def _stats(self, request):
         router, stats = self.router, self.router.stats
@@ -278,6 +283,11 @@ class RouterResource(Resource):
                 "warmup_hits": stats.warmup_hits,
                 "negative_hits": stats.negative_hits,
                 "replica_errors": stats.replica_errors,
+                "read_repairs": stats.read_repairs,
+                "hints_noted": router.hints.noted,
+                "hints_replayed": router.hints.replayed,
+                "hint_flushes": router.hints.flushes,
+                "hints_pending": {name: router.hints.pending(name) for name in router.clients},
                 "health": {name: {"state": c.state, "marked_down": c.marked_down,
                                   "timeouts": c.timeouts}
                            for name, c in router.clients.items()},

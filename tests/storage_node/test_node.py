@@ -235,13 +235,24 @@ def test_touch_sets_a_new_ttl(node, clock, group):
     clock.now += 4
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=5)).status == pb.OK
     clock.now += 4  # 8s after the SET, 4s after the TOUCH
-    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(id=1, value=b"v", flags=9, cas=1)
+    left = 1 if group == "g" else 0  # the GET tells what is left, when the core can
+    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(
+        id=1, value=b"v", flags=9, cas=1, ttl=left)
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=0)).status == pb.OK
     clock.now += 10**6
     assert node.handle(req(pb.GET, b"k", group=group)).status == pb.OK
     node.handle(req(pb.TOUCH, b"k", group=group, ttl=1))
     clock.now += 1
     assert node.handle(req(pb.GET, b"k", group=group)).status == pb.NOT_FOUND
+
+
+def test_get_and_gat_answer_the_seconds_an_entry_has_left(node, clock):
+    node.handle(req(pb.SET, b"k", b"v", ttl=60))
+    node.handle(req(pb.SET, b"forever", b"v"))
+    clock.now += 15
+    assert node.handle(req(pb.GET, b"k")).ttl == 45
+    assert node.handle(req(pb.GAT, b"k", ttl=100)).ttl == 100
+    assert node.handle(req(pb.GET, b"forever")).ttl == 0
 
 
 def test_ping_needs_no_group(node):
