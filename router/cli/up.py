@@ -82,11 +82,13 @@ def node_max_memory(topology: Topology) -> int:
 
 
 def plan_children(
-    topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool]
+    topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool],
+    data_dir: str | None = None,
 ) -> tuple[list[ChildSpec], list[NodeSpec]]:
     """The children to start (this host's nodes, then the router) and the nodes left to other hosts.
 
-    ``launcher`` is the command that runs ``ringcache`` with the arguments appended.
+    ``launcher`` is the command that runs ``ringcache`` with the arguments appended; with
+    ``data_dir``, each node keeps its cache across restarts in ``data_dir/NAME``.
     """
     memory = format_size(node_max_memory(topology))
     local = [node for node in topology.nodes if on_this_host(node.address.host)]
@@ -94,7 +96,8 @@ def plan_children(
     trust = node_trust_args(topology)
     children = [
         ChildSpec(node.name, (*launcher, "node", "--listen", str(node.address), "--max-memory", memory,
-                              *trust))
+                              *trust, *(("--data-dir", os.path.join(data_dir, node.name), "--name",
+                                         node.name) if data_dir else ())))
         for node in local
     ]
     children.append(ChildSpec("router", (*launcher, "router", "-c", os.path.abspath(topology.path))))
@@ -197,6 +200,8 @@ def main(argv: list[str]) -> int:
     parser = _Parser(prog="ringcache up", description="Run this host's nodes and one router.")
     parser.add_argument("-c", "--config", default=DEFAULT_TOPOLOGY, metavar="FILE",
                         help=f"topology file (default {DEFAULT_TOPOLOGY})")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="each node snapshots its cache to DIR/NAME and restarts with it")
     try:
         args = parser.parse_args(argv)
         topology = load_topology(args.config)
@@ -213,15 +218,18 @@ def main(argv: list[str]) -> int:
         return exc.code or 0
     hostname = socket.gethostname()
     launcher = (sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()))
-    children, remote = plan_children(topology, launcher, lambda host: is_on_this_host(host, hostname=hostname))
+    children, remote = plan_children(topology, launcher, lambda host: is_on_this_host(host, hostname=hostname),
+                                     args.data_dir and os.path.abspath(args.data_dir))
 
     # Imported only now: installing the reactor is the business of a process that serves.
     from twisted.internet import reactor
 
-    return _serve(reactor, topology, children, remote)
+    # A node with a data dir writes its snapshot as it stops: give it the time.
+    return _serve(reactor, topology, children, remote, stop_timeout=60.0 if args.data_dir else 5.0)
 
 
-def _serve(reactor, topology: Topology, specs: list[ChildSpec], remote: list[NodeSpec]) -> int:
+def _serve(reactor, topology: Topology, specs: list[ChildSpec], remote: list[NodeSpec],
+           stop_timeout: float = 5.0) -> int:
     def write(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
@@ -233,7 +241,7 @@ def _serve(reactor, topology: Topology, specs: list[ChildSpec], remote: list[Nod
         write(f"{LOG_PREFIX}{node.name} at {node.address} is not on this host; not starting it")
     # Unbuffered, so a child's lines reach us as it writes them rather than at exit.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    children = [Child(spec, reactor, write, env) for spec in specs]
+    children = [Child(spec, reactor, write, env, stop_timeout=stop_timeout) for spec in specs]
     router = children[-1]
     stopping = False
 

@@ -166,8 +166,8 @@ class Reads:
                 for copy in missed:
                     copy.request(pb.ADD, g.name, key, response.value, response.ttl,
                                  response.flags).addErrback(lambda _: None)
-            return self._got(response, g, key, client)
-        return self._missed(g, key, replicas[0], False)
+            return await maybeDeferred(self._got, response, g, key, client)
+        return await maybeDeferred(self._missed, g, key, replicas[0], False)
 
     def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
         """A key its node does not hold: None for a cached absence, else what the

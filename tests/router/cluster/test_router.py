@@ -752,6 +752,25 @@ def test_a_miss_on_every_copy_is_a_miss_or_a_load():
     assert router.stats.read_repairs == 0
 
 
+def test_a_read_through_key_every_copy_missed_is_loaded_once_and_cached_on_each():
+    groups = {"scores": {"replicas": 2, "source": {"python": "fake:scores"}}}
+    sources = FakeSources()
+    router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups),
+                         sources=sources)
+    first, second = (router.clients[n] for n in router.ring.owners(b"scores:k", 2))
+    got = outcomes(router.get("scores", b"k"))
+    first.take()[0].answer(pb.NOT_FOUND)
+    second.take()[0].answer(pb.NOT_FOUND)
+    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight
+    [(key, load)] = sources.built[0].loads
+    load.callback(b"score-of-k")
+    fills = first.take() + second.take()
+    assert [(f.op, f.value) for f in fills] == [(pb.SET, b"score-of-k")] * 2
+    for fill in fills:
+        fill.answer()
+    assert got == [Item(b"score-of-k")] and router.stats.loads == 1
+
+
 def test_a_cached_absence_on_the_first_copy_is_not_repaired():
     router, (first, second) = replicated()
     got = outcomes(router.get("sessions", b"k"))
