@@ -11,11 +11,12 @@ import sys
 USAGE = """usage: ringcache COMMAND [ARGS]
 
 roles:
-  up [-c topology.yaml]                  nodes on this host + one router (standalone)
+  up [-c topology.yaml] [--data-dir DIR]   nodes on this host + one router (standalone)
   router [-c topology.yaml]              one router
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
        [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
        [--allow-policy python:module:Class] [--max-connections N]
+       [--data-dir DIR [--snapshot-every D] [--max-snapshot-age D] [--name N]]   keep the cache
 
 tools:
   certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
@@ -23,6 +24,7 @@ tools:
 clients of the router's HTTP port (--router URL):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
   stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+  backup FILE [--group G] | restore FILE [--group G] | keys GROUP [--prefix P] [--limit N]
 """
 
 ROLE_MODULES = {
@@ -32,6 +34,7 @@ ROLE_MODULES = {
     "certs": "shared.certs",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
+TRANSFER_COMMANDS = {"backup", "restore", "keys"}  # every entry, streamed: router.cli.backup
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -66,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command in ROLE_MODULES:
         module_name = ROLE_MODULES[command]
-    elif command in CLIENT_COMMANDS:
-        module_name = "router.cli.client"
+    elif command in CLIENT_COMMANDS or command in TRANSFER_COMMANDS:
+        module_name = "router.cli.client" if command in CLIENT_COMMANDS else "router.cli.backup"
         rest = argv
     else:
         return usage_error(f"unknown command {command!r} (see ringcache --help)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import struct
 import sys
 import zlib
@@ -115,6 +116,35 @@ def encode_entries(group: int, keys: list[bytes], entries: list[bytes], ranks: b
     """One entry block of group index ``group``: ``ranks[i]`` is entry i's rank (NO_RANK:
     none), with HAS_DEADLINE set when it has a deadline, the next of ``deadlines`` in
     order (wall clock). ``entries`` are as a node stores them (shared/entry.py)."""
+    return block(ENTRIES, entries_payload(group, keys, entries, ranks, deadlines))
+
+
+def walked_payload(group: int, batch: list[tuple], wall_now: float) -> bytes:
+    """An entry block's payload of a core walk's batch, (key, entry, ttl left or None,
+    rank) each (storage_node/cores/walk.py): the ttls become wall-clock deadlines."""
+    keys, entries, ranks, deadlines = [], [], bytearray(), []
+    for key, value, left, rank in batch:
+        keys.append(key)
+        entries.append(value)
+        if type(rank) is not int or not 0 <= rank < NO_RANK:
+            rank = NO_RANK
+        if left is None or left == math.inf:
+            ranks.append(rank)
+        else:
+            ranks.append(rank | HAS_DEADLINE)
+            deadlines.append(wall_now + left)
+    return entries_payload(group, keys, entries, ranks, deadlines)
+
+
+def regroup(payload: bytes, group: int) -> bytes:
+    """An entry block's payload with another group index (the place of its group in
+    another file's header): a block as a node answered it, framed for a backup file."""
+    return block(ENTRIES, struct.pack("<H", group) + payload[2:])
+
+
+def entries_payload(group: int, keys: list[bytes], entries: list[bytes], ranks: bytearray,
+                    deadlines: list[float]) -> bytes:
+    """What encode_entries frames as a block."""
     key_lengths = array("H")
     widths = 0
     try:
@@ -132,9 +162,8 @@ def encode_entries(group: int, keys: list[bytes], entries: list[bytes], ranks: b
     if not _LITTLE:
         for column in (key_lengths, entry_lengths, times):
             column.byteswap()
-    payload = b"".join((_ENTRIES.pack(group, len(keys), widths), key_lengths.tobytes(),
-                        entry_lengths.tobytes(), ranks, times.tobytes(), *keys, *entries))
-    return block(ENTRIES, payload)
+    return b"".join((_ENTRIES.pack(group, len(keys), widths), key_lengths.tobytes(),
+                     entry_lengths.tobytes(), ranks, times.tobytes(), *keys, *entries))
 
 
 def decode_entries(payload: bytes, groups: int) -> tuple[int, list[tuple]]:
@@ -225,15 +254,26 @@ class Reader:
             raise SnapshotError("no header block")
         self.header = Header.decode(payload)
 
-    def entry_blocks(self) -> Iterator[tuple[int, list[tuple]]]:
+    def entry_blocks(self, decode: bool = True) -> Iterator[tuple[int, list[tuple] | int]]:
+        """(group index, entries) of each entry block; with ``decode`` False, (group
+        index, number of entries): each block's checksum is checked, not its columns."""
         groups = len(self.header.groups)
         counts, blocks = [0] * groups, 0
         for kind, payload in self._blocks:
             if self.trailer is not None:
                 raise SnapshotError("data after the trailer")
             if kind == ENTRIES:
-                group, entries = decode_entries(payload, groups)
-                counts[group] += len(entries)
+                if decode:
+                    group, entries = decode_entries(payload, groups)
+                    n = len(entries)
+                else:
+                    if len(payload) < _ENTRIES.size:
+                        raise SnapshotError("entry block shorter than its header")
+                    group, n, _ = _ENTRIES.unpack_from(payload)
+                    if group >= groups:
+                        raise SnapshotError(f"entry block names group {group} of {groups}")
+                    entries = n
+                counts[group] += n
                 blocks += 1
                 yield group, entries
             elif kind == TRAILER:

@@ -1,7 +1,8 @@
 """The storage node's logic: one eviction core per group, answering protobuf requests (no I/O).
 
 Node ties the pieces together: the group table and CONFIGURE (groups.py), the plain group
-ops (ops.py), the read-modify-write ops (rmw.py) and the STATS answer (stats.py). A
+ops (ops.py), the read-modify-write ops (rmw.py), DUMP and RESTORE (transfer.py) and the
+STATS answer (stats.py). A
 request's op picks its handler from one table: group ops get the group, node ops the
 request alone; a new kind of op (leases, say) adds its handlers to the table.
 """
@@ -20,6 +21,7 @@ from storage_node.groups import DEFAULT_GROUP_BYTES, DEFAULT_POLICY, ConfigError
 from storage_node.ops import GroupOps, error
 from storage_node.rmw import ReadModifyWrite, parse_counter
 from storage_node.stats import NodeCounters, node_stats
+from storage_node.transfer import Transfers
 
 __all__ = ["DEFAULT_GROUP_BYTES", "DEFAULT_POLICY", "ConfigError", "GroupSpec", "Node",
            "parse_counter"]
@@ -38,6 +40,7 @@ class Node:
         clock: Callable[[], float] = time.monotonic,
         log: Callable[[str], None] = logging.getLogger(__name__).warning,
         allowed_policies: Collection[str] = (),
+        wall: Callable[[], float] = time.time,
     ):
         self.max_memory = max_memory
         self.clock = clock
@@ -47,7 +50,8 @@ class Node:
         self.ops = GroupOps(clock)
         self.snapshot_stats: pb.SnapshotStats | None = None  # with a data dir (snapshot/)
         self.group_ops: dict[int, Callable] = {**self.ops.table(),
-                                               **ReadModifyWrite(self.ops).table()}
+                                               **ReadModifyWrite(self.ops).table(),
+                                               **Transfers(self.ops, clock, wall).table()}
         self.node_ops: dict[int, Callable] = {
             pb.PING: lambda request: pb.Response(id=request.id),
             pb.STATS: self._stats,

@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable
 
-from shared.snapshot import HAS_DEADLINE, MAGIC, NO_RANK, GroupHeader, Header, Trailer, encode_entries
+from shared.snapshot import ENTRIES, MAGIC, GroupHeader, Header, Trailer, block, walked_payload
 from storage_node.cores.walk import walker
 
 # Entries per take(): one entry block each (about 120 KiB of 100-byte entries).
@@ -84,18 +84,6 @@ class SnapshotWalk:
         return False
 
     def _encode(self, batch: list[tuple]) -> bytes:
-        wall_now = self._wall()
-        keys, entries, ranks, deadlines = [], [], bytearray(), []
-        for key, value, left, rank in batch:
-            keys.append(key)
-            entries.append(value)
-            if type(rank) is not int or not 0 <= rank < NO_RANK:
-                rank = NO_RANK
-            if left is None or left == math.inf:
-                ranks.append(rank)
-            else:
-                ranks.append(rank | HAS_DEADLINE)
-                deadlines.append(wall_now + left)
         self.entries[self._index] += len(batch)
         self.blocks += 1
-        return encode_entries(self._index, keys, entries, ranks, deadlines)
+        return block(ENTRIES, walked_payload(self._index, batch, self._wall()))
