@@ -16,14 +16,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
-from router.cli.client import (
-    RouterError,
-    Unreachable,
-    UsageError,
-    _error_message,
-    admin_token,
-    router_url,
-)
+from router.cli.client import RouterError, Target, Unreachable, UsageError, _error_message, _seconds, find_router
 from router.http.admin_token import ENV as TOKEN_ENV
 from shared.cli import ArgumentParser
 from shared.snapshot import Reader, SnapshotError
@@ -39,6 +32,9 @@ def _parser(command: str) -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", metavar="PATH", help="topology file naming the router")
     parser.add_argument("--token-file", metavar="PATH",
                         help=f"file holding the router's admin token (default: ${TOKEN_ENV})")
+    parser.add_argument("--timeout", metavar="DURATION", type=_seconds, default=TIMEOUT,
+                        help=f"how long the router may be silent (default {TIMEOUT:g}s: a "
+                             f"restore answers once it is done)")
     if command == "keys":
         parser.add_argument("group", metavar="GROUP")
         parser.add_argument("--prefix", default="", help="only the keys that start with this")
@@ -60,9 +56,8 @@ def main(argv: list[str]) -> int:
     parser = _parser(command)
     args = parser.parse_args(argv[1:])
     try:
-        base = router_url(args.router, args.config)
-        token = admin_token(args.token_file, args.router, args.config, os.environ)
-        return COMMANDS[command](base, token, args)
+        target = find_router(args.router, args.config, args.token_file, args.timeout, os.environ)
+        return COMMANDS[command](target, args)
     except UsageError as exc:
         parser.error(str(exc))
     except RouterError as exc:
@@ -76,22 +71,23 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def _open(method: str, url: str, token: bytes | None, body=None, length: int | None = None):
-    request = urllib.request.Request(url, data=body, method=method)
+def _open(method: str, target: Target, path: str, body=None, length: int | None = None):
+    """The router's answer, open to be read as it streams."""
+    request = urllib.request.Request(target.base + path, data=body, method=method)
     if body is not None:
         request.add_header("Content-Type", "application/octet-stream")
         request.add_header("Content-Length", str(length))
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.decode('latin-1')}")
+    if target.token is not None:
+        request.add_header("Authorization", f"Bearer {target.token.decode('latin-1')}")
     try:
-        return urllib.request.urlopen(request, timeout=TIMEOUT)
+        return urllib.request.urlopen(request, timeout=target.timeout, context=target.context)
     except urllib.error.HTTPError as exc:
         with exc:
             raise RouterError(exc.code, _error_message(exc.read())) from None
     except urllib.error.URLError as exc:
-        raise Unreachable(url, exc.reason) from None
+        raise Unreachable(target.base, exc.reason) from None
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise Unreachable(url, exc) from None
+        raise Unreachable(target.base, exc) from None
 
 
 def _query(**params) -> str:
@@ -148,8 +144,8 @@ class _Tee:
         return data
 
 
-def _backup(base: str, token, args) -> int:
-    response = _open("GET", f"{base}/v1/backup{_query(group=args.group)}", token)
+def _backup(target: Target, args) -> int:
+    response = _open("GET", target, f"/v1/backup{_query(group=args.group)}")
     total = int(response.headers.get("X-Ringcache-Entries") or 0)
     progress = Progress("backup", total)
     temporary = args.file + ".tmp"
@@ -182,7 +178,7 @@ class _Upload:
         return data
 
 
-def _restore(base: str, token, args) -> int:
+def _restore(target: Target, args) -> int:
     try:
         size = os.path.getsize(args.file)
         with open(args.file, "rb") as f:  # whole and valid, or nothing is sent
@@ -199,7 +195,7 @@ def _restore(base: str, token, args) -> int:
     progress = Progress("restore", entries)
     with open(args.file, "rb") as f:
         upload = _Upload(f, progress)
-        response = _open("POST", f"{base}/v1/restore{_query(group=args.group)}", token,
+        response = _open("POST", target, f"/v1/restore{_query(group=args.group)}",
                          body=upload, length=size)
         with response:
             summary = json.loads(response.read())
@@ -211,10 +207,10 @@ def _restore(base: str, token, args) -> int:
     return 0
 
 
-def _keys(base: str, token, args) -> int:
+def _keys(target: Target, args) -> int:
     query = _query(group=args.group, prefix=args.prefix or None,
                    limit=None if args.limit is None else str(args.limit))
-    response = _open("GET", f"{base}/v1/keys{query}", token)
+    response = _open("GET", target, f"/v1/keys{query}")
     out = sys.stdout.buffer
     with response:
         try:

@@ -141,8 +141,8 @@ class Reads:
     def _got(self, response, g: Group, key: bytes, owner: NodeClient):
         status = response.status
         if status == OK:
-            self.stats.hits += 1
-            return Item(response.value, response.flags, response.cas, response.ttl or None)
+            self.stats.group_hits[g.name] += 1
+            return Item(response.value, response.flags, response.cas, ttl=response.ttl or None)
         if status != NOT_FOUND:
             raise node_failed(response)
         return self._missed(g, key, owner, response.negative)
@@ -172,7 +172,7 @@ class Reads:
     def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
         """A key its node does not hold: None for a cached absence, else what the
         previous owner (warm-up) or the source has, or a Deferred of it."""
-        self.stats.misses += 1
+        self.stats.group_misses[g.name] += 1
         if negative:
             self.stats.negative_hits += 1
             return None
@@ -185,7 +185,7 @@ class Reads:
 
     def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
         failure.trap(NodeUnavailable)
-        self.stats.node_errors += 1
+        self.stats.node_errors_by[replicas[i].name] += 1
         if i + 1 < len(replicas):
             self.stats.failovers += 1
             return self._read(g, key, replicas, i + 1)
@@ -216,7 +216,7 @@ class Reads:
         try:
             again = await owner.request(pb.GET, g.name, key)
             if again.status == OK:
-                return Item(again.value, again.flags, again.cas)
+                return Item(again.value, again.flags, again.cas, hit=False)
             if again.negative:
                 return None
         except NodeUnavailable:
@@ -260,7 +260,7 @@ class Reads:
         def start():
             # Counted and timed from when the load runs, not from when it queued.
             nonlocal started
-            self.stats.loads += 1
+            self.stats.group_loads[g.name] += 1
             started = self.reactor.seconds()
             answer, finished = start_load(source, key.decode("utf-8", "surrogateescape"))
             answer.addCallbacks(loaded, failed)
@@ -269,7 +269,7 @@ class Reads:
         def loaded(value):
             self.stats.observe_load(g.name, self.reactor.seconds() - started, None,
                                     found=value is not None)
-            return None if value is None else Item(value, 0)
+            return None if value is None else Item(value, 0, hit=False)
 
         def failed(failure):
             self.stats.observe_load(g.name, self.reactor.seconds() - started, failure)
@@ -333,7 +333,7 @@ class Reads:
                 later.append(result.addBoth(_place, results, i))
             else:
                 results[i] = result
-        self.stats.hits += hits
+        self.stats.group_hits[g.name] += hits
         return DeferredList(later) if later else None
 
     def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
@@ -367,5 +367,5 @@ class Reads:
             # that reached the new owner meanwhile is not overwritten.
             cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
                                             response.flags, op=pb.ADD)
-            return Item(response.value, response.flags, cas, response.ttl or None)
+            return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)
         return None

@@ -67,6 +67,9 @@ class RouterConfig:
     workers: int = 1  # router processes sharing the memcached port ("auto": the cores, capped)
     memcache_tls: TLSFiles | None = None  # TLS on the client port, as memcached's -Z
     http_tls: TLSFiles | None = None  # HTTPS for the HTTP API
+    # Apply the file when it changes; otherwise only on SIGHUP and POST /v1/reload, so an
+    # operator can save an edit, look at `ringcache plan`, then reload.
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +153,8 @@ class Topology:
     limits: LimitsConfig = LimitsConfig()
     # The YAML it was read from (router workers apply the very same bytes on reload).
     text: str = field(default="", repr=False, compare=False)
+    # The etcd revision the document was read at (router/config/etcd_origin.py); None for a file.
+    revision: int | None = field(default=None, compare=False)
     _prefixes: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -165,7 +170,7 @@ class Topology:
 
 
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
-                "workers", "memcache_tls", "http_tls")
+                "workers", "memcache_tls", "http_tls", "watch")
 _SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
 _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer", "input_buffer",
                 "reloads_per_minute")
@@ -197,19 +202,21 @@ class _Problem(Exception):
         super().__init__(f"{where}: {problem}" if where else problem)
 
 
-def load_topology(path: str | os.PathLike[str]) -> Topology:
-    """Read and validate the topology file at ``path``."""
+def load_topology(path: str | os.PathLike[str], base_dir: str | None = None) -> Topology:
+    """Read and validate the topology file at ``path`` (relative paths in it resolve in
+    its directory, or in ``base_dir``)."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{path}: cannot read: {exc}") from None
-    return parse_topology_text(text, path)
+    return parse_topology_text(text, path, base_dir)
 
 
-def parse_topology_text(text: str, path: str) -> Topology:
-    """Validate a topology YAML document; ``path`` names it in errors and sets base_dir."""
+def parse_topology_text(text: str, path: str, base_dir: str | None = None) -> Topology:
+    """Validate a topology YAML document; ``path`` names it in errors and, unless
+    ``base_dir`` is given, its directory is where relative paths resolve."""
     if len(text) > MAX_YAML_BYTES:
         raise TopologyError(f"{path}: the document is {len(text)} bytes, over the limit of "
                             f"{MAX_YAML_BYTES}")
@@ -221,13 +228,14 @@ def parse_topology_text(text: str, path: str) -> Topology:
         raise TopologyError(f"{path}: {where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path}: {exc}") from None
-    return dataclasses.replace(parse_topology(data, path), text=text)
+    return dataclasses.replace(parse_topology(data, path, base_dir), text=text)
 
 
-def parse_topology(data: Any, path: str) -> Topology:
-    """Validate an already-parsed YAML document; ``path`` names it in errors and sets base_dir."""
+def parse_topology(data: Any, path: str, base_dir: str | None = None) -> Topology:
+    """Validate an already-parsed YAML document; ``path`` names it in errors and, unless
+    ``base_dir`` is given, its directory is where relative paths resolve."""
     try:
-        return _topology(data, path)
+        return _topology(data, path, base_dir)
     except _Problem as exc:
         raise TopologyError(f"{path}: {exc}") from None
 
@@ -275,8 +283,8 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _topology(data: Any, path: str) -> Topology:
-    base_dir = os.path.dirname(os.path.abspath(path))
+def _topology(data: Any, path: str, base_dir: str | None) -> Topology:
+    base_dir = os.path.abspath(base_dir) if base_dir else os.path.dirname(os.path.abspath(path))
     top = _mapping(data, "", ("router", "nodes", "groups", "security", "limits"))
     router_block = _mapping(_required(top, "router", ""), "router", _ROUTER_KEYS)
     nodes = _nodes(_required(top, "nodes", ""))
@@ -330,6 +338,8 @@ def _router(block: dict, groups: Mapping[str, GroupSpec], base_dir: str) -> Rout
         kwargs["item_size_max"] = _positive(parse_size, block["item_size_max"], "router.item_size_max")
     if "workers" in block:
         kwargs["workers"] = _workers(block["workers"])
+    if "watch" in block:
+        kwargs["watch"] = _bool(block["watch"], "router.watch")
     for key in ("memcache_tls", "http_tls"):
         if block.get(key) is not None:
             kwargs[key] = _tls(block[key], f"router.{key}", base_dir)
@@ -380,11 +390,14 @@ def _security(block: Any, base_dir: str) -> SecurityConfig:
         if block.get(key) is not None:
             kwargs[key] = _path(block[key], f"security.{key}", base_dir)
     if "protect_reads" in block:
-        if not isinstance(block["protect_reads"], bool):
-            raise _Problem("security.protect_reads",
-                           f"expected true or false, got {_kind(block['protect_reads'])}")
-        kwargs["protect_reads"] = block["protect_reads"]
+        kwargs["protect_reads"] = _bool(block["protect_reads"], "security.protect_reads")
     return SecurityConfig(**kwargs)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(where, f"expected true or false, got {_kind(value)}")
+    return value
 
 
 def _limits(block: Any) -> LimitsConfig:
