@@ -314,7 +314,8 @@ class MemcacheProtocol(Protocol):
 
         async def write(piece: bytes) -> None:
             nonlocal slot
-            following = _Slot(commands=0)
+            following = _Slot(commands=0)  # the same command's answer, timed with it
+            following.command, following.read_at = slot.command, slot.read_at
             try:
                 self.slots.insert(self.slots.index(slot) + 1, following)
             except ValueError:  # written already: it was at the head
