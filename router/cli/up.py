@@ -38,6 +38,8 @@ def main(argv: list[str]) -> int:
     parser = _Parser(prog="ringcache up", description="Run this host's nodes and one router.")
     parser.add_argument("-c", "--config", default=DEFAULT_TOPOLOGY, metavar="FILE",
                         help=f"topology file (default {DEFAULT_TOPOLOGY})")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="each node snapshots its cache to DIR/NAME and restarts with it")
     try:
         args = parser.parse_args(argv)
         topology = load_topology(args.config)
@@ -65,5 +67,6 @@ def main(argv: list[str]) -> int:
                                     [LogLevelFilterPredicate(LogLevel.warn)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     standalone = Standalone(reactor, topology, launcher,
-                            lambda host: is_on_this_host(host, hostname=hostname))
+                            lambda host: is_on_this_host(host, hostname=hostname),
+                            data_dir=args.data_dir and os.path.abspath(args.data_dir))
     return standalone.run()

@@ -10,6 +10,7 @@ this class writes what the queue has ready and decides when the client is read f
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
@@ -45,6 +46,7 @@ class MemcacheConnection(Protocol):
         # listener's input budget while it too is in the middle of one.
         self._paused = self._blocked = self._starved = False
         self._full = False  # the transport said its buffer is full: watch output_buffer
+        self._drained: list = []  # streamed answers waiting for the buffer to empty
         self._reading = True
         self.held = 0  # bytes of an unfinished command its parser holds (factory.hold)
         self.quitting = False  # answer what was read, then close
@@ -155,9 +157,19 @@ class MemcacheConnection(Protocol):
         self._full = False
         self._blocked = False
         self._update_reading()
+        drained, self._drained = self._drained, []
+        for d in drained:  # answers being streamed (AnswerQueue.stream) go on
+            d.callback(None)
 
     def stopProducing(self):
         pass
+
+    async def drained(self) -> None:
+        """Once the transport's buffer is not full (a streamed answer's next piece)."""
+        while self._full and self.transport is not None and self.transport.connected:
+            d = Deferred()
+            self._drained.append(d)
+            await d
 
     def _check_output(self) -> None:
         transport = self.transport

@@ -10,7 +10,9 @@ the turn could batch nothing more).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from twisted.internet.defer import Deferred
 
 from shared.net import cancel_call
 from shared.reactor import end_of_turn
@@ -81,6 +83,30 @@ class AnswerQueue:
         if noreply:
             d.addBoth(lambda _: b"")
         d.addCallback(self.fill, slot)
+
+    def stream(self, produce, drained: Callable[[], Awaitable], errors) -> None:
+        """An answer written as it is made: ``produce(write)`` awaits ``write(piece)`` for
+        each piece and answers the last one (``errors(failure)`` if it fails). Each piece
+        takes the answer's place in the order and leaves a new place right behind it for
+        the next; a write then waits for ``drained()`` (the client reading what it was
+        sent)."""
+        slot = self.pending()
+
+        async def write(piece: bytes) -> None:
+            nonlocal slot
+            following = Slot(commands=0)  # the same command's answer, timed with it
+            following.command, following.read_at = slot.command, slot.read_at
+            try:
+                self.slots.insert(self.slots.index(slot) + 1, following)
+            except ValueError:  # written already: it was at the head
+                self.slots.appendleft(following)
+            self.fill(piece, slot)
+            slot = following
+            await drained()
+
+        d = Deferred.fromCoroutine(produce(write))
+        d.addErrback(errors)
+        d.addCallback(lambda last: self.fill(last, slot))
 
     def flush(self) -> None:
         cancel_call(self._flush_call)

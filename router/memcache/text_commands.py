@@ -20,6 +20,7 @@ from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
 from router.memcache.keys import MAX_KEYS_PER_GET
+from router.memcache.metadump import metadump
 from router.memcache.order import Slot
 from router.memcache.stats import VERSION
 
@@ -196,6 +197,9 @@ class TextCommands:
             answer(mc.version_line(VERSION))
         elif kind is mc.Stats:
             self._later(self._stats(event), bytes, errors=error_line)
+        elif kind is mc.Metadump:
+            self.answers.stream(lambda write: metadump(self.router, write),
+                                self.connection.drained, error_line)
         elif kind is mc.Quit:
             self.connection.quitting = True
         elif kind is mc.Unknown:
