@@ -24,6 +24,7 @@ class Tag:
 
     ID, OP, GROUP, KEY, VALUE, TTL, FLAGS = 0x08, 0x10, 0x1A, 0x22, 0x2A, 0x31, 0x38
     GROUPS, NEGATIVE, KEYS, CAS, DELTA = 0x42, 0x48, 0x52, 0x58, 0x60
+    LEASE, LEASE_TTL, META = 0x68, 0x71, 0x78
 
 
 # The tags of Frame.requests and Frame.responses elements.
@@ -31,6 +32,7 @@ REQUESTS, RESPONSES = 0x0A, 0x12
 
 _ID, _OP, _TTL, _FLAGS = (bytes((t,)) for t in (Tag.ID, Tag.OP, Tag.TTL, Tag.FLAGS))
 _NEGATIVE, _CAS, _DELTA = bytes((Tag.NEGATIVE, 1)), bytes((Tag.CAS,)), bytes((Tag.DELTA,))
+_LEASE, _LEASE_TTL, _META = bytes((Tag.LEASE,)), bytes((Tag.LEASE_TTL,)), bytes((Tag.META,))
 
 
 def varint(n: int) -> bytes:
@@ -55,7 +57,8 @@ def len_field(tag: int, data: bytes) -> bytes:
 
 def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", value: bytes = b"",
                    ttl: float = 0.0, flags: int = 0, negative: bool = False, keys=None,
-                   groups: bytes = b"", cas: int = 0, delta: int = 0) -> bytes:
+                   groups: bytes = b"", cas: int = 0, delta: int = 0, lease: int = 0,
+                   lease_ttl: float = 0.0, meta: int = 0) -> bytes:
     """A Request message. ``groups`` is the GroupConfig field already encoded (CONFIGURE
     only: see encode_groups); ``group`` is the group name as UTF-8."""
     parts = [_ID + varint(rid)] if rid else []
@@ -81,6 +84,12 @@ def encode_request(rid: int, op: int, group: bytes = b"", key: bytes = b"", valu
         parts.append(_CAS + varint(cas))
     if delta:
         parts.append(_DELTA + varint(delta))
+    if lease:
+        parts.append(_LEASE + varint(lease))
+    if lease_ttl:
+        parts.append(_LEASE_TTL + _DOUBLE.pack(lease_ttl))
+    if meta:
+        parts.append(_META + varint(meta))
     return b"".join(parts)
 
 

@@ -13,7 +13,8 @@ from tests.shared.wire_strategies import pb_request, requests
 def ours_request(r) -> bytes:
     return wire.encode_request(r["rid"], r["op"], r["group"].encode(), r["key"], r["value"],
                                r["ttl"], r["flags"], r["negative"], r["keys"],
-                               wire.encode_groups(r["groups"]), r["cas"], r["delta"])
+                               wire.encode_groups(r["groups"]), r["cas"], r["delta"],
+                               r["lease"], r["lease_ttl"], r["meta"])
 
 
 @given(requests())
