@@ -49,6 +49,7 @@ class NodeProtocol(Protocol):
 
     def connectionLost(self, reason) -> None:
         self.node.connections -= 1
+        self.node.peer_gone(self)
         if self._bounds is not None:
             self._bounds.closed(self)
 
@@ -60,6 +61,13 @@ class NodeProtocol(Protocol):
                 self.partial_since = None
             elif self.partial_since is None:
                 self.partial_since = self._bounds.reactor.seconds()
+
+    def deliver(self, frame) -> None:
+        """A frame of answers to this router's requests that waited on a lease."""
+        transport = self.transport
+        if transport is not None and getattr(transport, "connected", True) and (
+                not transport.disconnecting):
+            write_now(transport, frame)
 
     # For the sweep: routers keep their connections open while idle, so only a frame left
     # half sent counts.
@@ -91,8 +99,10 @@ class NodeProtocol(Protocol):
     def _serve(self) -> None:
         decoder = self._decoder
         try:
+            node = self.node
             while not self._paused and (payload := decoder.next_frame()) is not None:
-                write_now(self.transport, self.node.handle_payload(payload, self.max_frame))
+                write_now(self.transport, node.handle_payload(payload, self.max_frame, self))
+                node.flush_answers()
         except FrameError as exc:  # WireError too: a payload that is not a Frame
             # Nothing after a framing error can be trusted: drop this connection now,
             # without flushing, and keep serving the others.

@@ -508,8 +508,9 @@ fail:
     return NULL;
 }
 
-/* Whether an entry holds a value (kinds 0, 1, 3, 4 of shared/entry.py, long enough). */
-static inline int positive(const unsigned char *e, Py_ssize_t len) {
+/* Whether an entry holds a value (kinds 0, 1, 3, 4 of shared/entry.py, long enough; or
+ * one of them behind kind 5's two bytes of memcached item bits). */
+static inline int positive_plain(const unsigned char *e, Py_ssize_t len) {
     if (len < 1) return 0;
     switch (e[0]) {
     case 0: return 1;
@@ -520,6 +521,12 @@ static inline int positive(const unsigned char *e, Py_ssize_t len) {
     }
 }
 
+static inline int positive(const unsigned char *e, Py_ssize_t len) {
+    if (len >= 1 && e[0] == 5)
+        return positive_plain(e + 2, len - 2);
+    return positive_plain(e, len);
+}
+
 static inline uint32_t be32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
@@ -527,6 +534,10 @@ static inline uint64_t be64(const unsigned char *p) { return ((uint64_t)be32(p) 
 
 static void unpack(const unsigned char *e, Py_ssize_t len, uint32_t *flags, uint64_t *cas,
                    const unsigned char **value, Py_ssize_t *vlen) {
+    if (e[0] == 5) {  /* item bits: the entry is behind them */
+        e += 2;
+        len -= 2;
+    }
     switch (e[0]) {
     case 0: *flags = 0; *cas = 0; *value = e + 1; break;
     case 1: *flags = be32(e + 1); *cas = 0; *value = e + 5; break;
