@@ -88,6 +88,7 @@ class FakeReactor(Clock):
 # -- node clients and sources behind a real Router ----------------------------------------
 
 SCORES = {"ttl": "5m", "source": {"python": "fake:scores"}}
+LEASE = 77  # the token a fake node's lease comes with
 
 
 
@@ -104,11 +105,22 @@ class Sent:
     keys: list = ()
     cas: int = 0
     delta: int = 0
+    lease: int = 0
+    lease_ttl: float = 0.0
+    meta: int = 0
+    wait: float = 0.0
 
     def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=(),
-               cas=0, ttl=0.0):
+               cas=0, ttl=0.0, lease=None, stale=pb.FRESH, meta=0):
+        """The node's answer. A LEASE_GET answered NOT_FOUND (not negative) comes with a
+        lease, token LEASE, unless the test says ``lease=0`` (the lease waited on found
+        nothing)."""
+        if lease is None:
+            lease = LEASE if (self.op == pb.LEASE_GET and status == pb.NOT_FOUND
+                              and not negative) else 0
         self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative, values=values, cas=cas, ttl=ttl))
+                                    negative=negative, values=values, cas=cas, ttl=ttl,
+                                    lease=lease, stale=stale, meta=meta))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -127,6 +139,10 @@ class FakeClient:
         self.starts = self.stops = self.configures = 0
         self.marked_down = self.timeouts = 0
         self.sent: list[Sent] = []
+        self.leases = True
+
+    def lacks_leases(self):
+        self.leases = False
 
     def start(self):
         self.starts += 1
@@ -141,10 +157,11 @@ class FakeClient:
         return succeed(None)
 
     def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
-                negative=False, keys=None, cas=0, delta=0):
+                negative=False, keys=None, cas=0, delta=0, lease=0, lease_ttl=0.0, meta=0,
+                wait=0.0):
         d = Deferred()
         self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ()),
-                              cas, delta))
+                              cas, delta, lease, lease_ttl, meta, wait))
         return d
 
     def take(self) -> list[Sent]:

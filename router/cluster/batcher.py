@@ -2,7 +2,9 @@
 one frame, and each answer is matched to what waits for it by request id.
 
 Each frame has one deadline, the router's timeout, and one timer serves every frame's
-deadline (they come in order). What a NodeClient (router/cluster/nodeclient.py) decides
+deadline (they come in order). A request that may wait at the node (a LEASE_GET waits for
+another router's fill) says how long, and has a deadline of its own: that long plus the
+timeout; its running out is a timeout of that request alone, not of its node. What a NodeClient (router/cluster/nodeclient.py) decides
 -- whether the node takes requests, where frames are written -- it sets here: ``open``,
 ``refusal`` and ``transport``.
 """
@@ -67,14 +69,19 @@ class RequestBatcher:
         self._sample_sent = 0.0
         self.requests = self.timeouts = self.frames_sent = 0
         self._timeouts_in_a_row = 0
+        # Request id -> the deadline timer of a request that may wait at the node.
+        self._patient: dict[int, object] = {}
 
     def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
                 ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-                keys=None, cas: int = 0, delta: int = 0) -> Deferred:
-        """A Deferred firing with the node's pb.Response."""
+                keys=None, cas: int = 0, delta: int = 0, lease: int = 0,
+                lease_ttl: float = 0.0, meta: int = 0, wait: float = 0.0) -> Deferred:
+        """A Deferred firing with the node's pb.Response. ``wait``: the seconds the node
+        may hold the request before it answers, beyond the timeout."""
         if not self.open:
             return fail(NodeUnavailable(self.name, self.refusal))
-        return self.send(op, group, key, value, ttl, flags, groups, negative, keys, cas, delta)
+        return self.send(op, group, key, value, ttl, flags, groups, negative, keys, cas, delta,
+                         lease, lease_ttl, meta, wait)
 
     def send_prepared(self, body: bytes, waiter) -> bool:
         """Send a request whose fields after the id are already encoded (a GetRun's
@@ -90,13 +97,18 @@ class RequestBatcher:
 
     def send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-             keys=None, cas: int = 0, delta: int = 0) -> Deferred:
+             keys=None, cas: int = 0, delta: int = 0, lease: int = 0, lease_ttl: float = 0.0,
+             meta: int = 0, wait: float = 0.0) -> Deferred:
         """``request``, open or not: what the client itself sends (its probe)."""
         rid = self._begin()
         append_request(self._frame, rid, op, group, key, value, ttl, flags, negative, keys,
-                       encode_groups(groups) if groups else b"", cas, delta)
+                       encode_groups(groups) if groups else b"", cas, delta, lease, lease_ttl,
+                       meta)
         d = Deferred()
         self._pending[rid] = d
+        if wait:
+            self._patient[rid] = self.reactor.callLater(wait + self.timeout,
+                                                        self._expire_patient, rid, wait)
         self._queued()
         return d
 
@@ -154,10 +166,12 @@ class RequestBatcher:
 
     def answered(self, payload: bytes) -> None:
         """A frame of responses from the node."""
-        pending = self._pending
+        pending, patient = self._pending, self._patient
         for response in decode_responses(payload):
             waiter = pending.pop(response.id, None)
             if waiter is not None:
+                if patient and response.id in patient:
+                    patient.pop(response.id).cancel()
                 waiter.callback(response)
         self._timeouts_in_a_row = 0
         if self._sample_id is not None and self._sample_id not in pending:
@@ -178,10 +192,11 @@ class RequestBatcher:
             self._expiry_call = self.reactor.callLater(deadlines[0][0] - now, self._expire_due)
 
     def _expire(self, ids: list[int]) -> None:
-        pending = self._pending
+        pending, patient = self._pending, self._patient
         if self._sample_id in ids:
             self._sample_id = None
-        if ids is self._frame_ids:
+        sent = ids is not self._frame_ids
+        if not sent:
             # The batch never left (still connecting). Drop it: its callers are told
             # "unavailable" now, so it must not be acted on later, and the next
             # request must start a batch with a deadline of its own.
@@ -189,6 +204,10 @@ class RequestBatcher:
             self._frame_ids = []
         expired = []
         for rid in ids:
+            if patient and rid in patient:
+                if sent:
+                    continue  # it may wait at the node: its own deadline is later
+                patient.pop(rid).cancel()
             waiter = pending.pop(rid, None)
             if waiter is not None:
                 expired.append(waiter)
@@ -201,10 +220,20 @@ class RequestBatcher:
         self._timeouts_in_a_row += 1
         self._on_timeout(self._timeouts_in_a_row)
 
+    def _expire_patient(self, rid: int, wait: float) -> None:
+        del self._patient[rid]
+        waiter = self._pending.pop(rid, None)
+        if waiter is not None:
+            self.timeouts += 1
+            waiter.errback(NodeTimeout(self.name, wait + self.timeout))
+
     def fail_all(self, reason: str) -> None:
         """Everything waiting or queued fails: the connection is gone."""
         cancel_call(self._flush_call)
         self._flush_call = None
+        patient, self._patient = self._patient, {}
+        for timer in patient.values():
+            timer.cancel()
         cancel_call(self._expiry_call)
         self._expiry_call = None
         self._deadlines.clear()

@@ -15,6 +15,9 @@ class Item(NamedTuple):
     # False when the owning node did not have it (read through, warmed up): a miss to count
     hit: bool = True
     ttl: float | None = None  # seconds the copy had left when read (None: none, or not known)
+    # An answer past its ttl, from the node's grace: "revalidate" (stale_while_revalidate:
+    # a refresh runs behind it) or "if_error" (stale_if_error: its load failed)
+    stale: str | None = None
 
 
 @dataclass

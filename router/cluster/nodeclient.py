@@ -118,6 +118,10 @@ class NodeClient:
         self._attempts = 0
         self._unreported = False  # down since start, and not logged yet
         self._retry_call = None
+        # Whether the node answers leases (LEASE_GET): a node of an older release does not,
+        # and its keys are read through the way it knows (router/cluster/leases.py).
+        self.leases = True
+        self._told_no_leases = False
         # Counters for stats.
         self.connects = 0
         self.marked_down = 0
@@ -127,6 +131,17 @@ class NodeClient:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def lacks_leases(self) -> None:
+        """The node answered a LEASE_GET UNKNOWN_OP: read through it as before leases
+        until it reconnects (it may come back upgraded). Logged once."""
+        self.leases = False
+        if not self._told_no_leases:
+            self._told_no_leases = True
+            log.warn("node {node} ({address}) does not know leases (an older release): its "
+                     "keys' loads are coalesced per router process only, and a write during "
+                     "a load may be overwritten by the load, until it is upgraded",
+                     node=self.name, address=self.address)
 
     @property
     def state(self) -> str:
@@ -222,6 +237,7 @@ class NodeClient:
             transport.loseConnection()
             return
         self.connects += 1
+        self.leases = True
         self._transport = self.batcher.transport = transport
         self.batcher.connected()
         if self.state == CONNECTING:

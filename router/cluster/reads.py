@@ -1,5 +1,6 @@
 """The router's read path: a key's owner, then a replica, a previous owner (warm-up) or
-the group's source, with one load per key at a time (singleflight).
+the group's source, with one load per key at a time: per router process (singleflight),
+and across every router under the owner's lease (router/cluster/leases.py).
 
 A replicated group's copies repair each other: a miss on one copy asks the next, and a
 copy that has the key writes it back to those that missed (read repair, with the copy's
@@ -177,13 +178,26 @@ class Reads:
     async def _fill(self, g: Group, key: bytes, owner: NodeClient):
         # Look again inside the flight: a flight for this key may have landed between
         # our miss and the start of this one, and loading again would break the
-        # promise of one load per miss.
+        # promise of one load per miss. The owner's lease makes that look the one of
+        # every router, and orders our fill against the key's writes.
+        if owner.leases:
+            try:
+                item = await self.leased.read(g, key, owner)
+            except NodeUnavailable:
+                return await self._fill_unleased(g, key, owner, recheck=False)
+            if owner.leases:
+                return item
+        return await self._fill_unleased(g, key, owner)
+
+    async def _fill_unleased(self, g: Group, key: bytes, owner: NodeClient, recheck=True):
+        """The miss of a node without leases (or unreachable): look again, load, fill."""
         try:
-            again = await owner.request(pb.GET, g.name, key)
-            if again.status == OK:
-                return Item(again.value, again.flags, again.cas, hit=False)
-            if again.negative:
-                return None
+            if recheck:
+                again = await owner.request(pb.GET, g.name, key)
+                if again.status == OK:
+                    return Item(again.value, again.flags, again.cas, hit=False)
+                if again.negative:
+                    return None
         except NodeUnavailable:
             pass
         previous = self._previous_owners(g, key, owner)
@@ -257,18 +271,24 @@ class Reads:
                 found.append(client)
         return found
 
-    async def _warm(self, g: Group, key: bytes, previous: list[NodeClient]):
+    async def _warm_copy(self, g: Group, key: bytes, previous: list[NodeClient]):
+        """The first previous owner's answer holding the key, or None."""
         for client in previous:
             try:
                 response = await client.request(pb.GET, g.name, key)
             except NodeUnavailable:
                 continue
-            if response.status != OK:
-                continue
-            self.stats.warmup_hits += 1
-            # The copy keeps the old one's remaining ttl and flags; an ADD, so a write
-            # that reached the new owner meanwhile is not overwritten.
-            cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
-                                            response.flags, op=pb.ADD)
-            return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)
+            if response.status == OK:
+                self.stats.warmup_hits += 1
+                return response
         return None
+
+    async def _warm(self, g: Group, key: bytes, previous: list[NodeClient]):
+        response = await self._warm_copy(g, key, previous)
+        if response is None:
+            return None
+        # The copy keeps the old one's remaining ttl and flags; an ADD, so a write that
+        # reached the new owner meanwhile is not overwritten.
+        cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
+                                        response.flags, op=pb.ADD)
+        return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)

@@ -19,6 +19,7 @@ from router.cluster.errors import UnknownGroup
 from router.cluster.hints import Hints
 from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
+from router.cluster.leases import LeasedReads
 from router.cluster.loads import LoadLimiter
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.plan import plan, ring_for
@@ -51,6 +52,7 @@ class Router(Reads, Writes):
         self._node_client = node_client
         self._build_source = build_source
         self.flight = SingleFlight()
+        self.leased = LeasedReads(self)
         self.stats = RouterStats()
         self.topology = None
         self.clients: dict[str, NodeClient] = {}
@@ -118,7 +120,9 @@ class Router(Reads, Writes):
                     timeout=cfg.timeout, configure=self._group_configs,
                     observe_latency=self.stats.node_observer(node.name),
                     returning=self.hints)
-        configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
+        configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes,
+                                  stale_while_revalidate=g.stale_while_revalidate or 0.0,
+                                  stale_if_error=g.stale_if_error or 0.0)
                    for g in topology.groups.values()]
         configs_changed = configs != self._configure_groups
         previous_ring = getattr(self, "ring", None)

@@ -141,6 +141,10 @@ class GroupSpec:
     negative_ttl: float | None = None
     replicas: int = 1
     source: SourceSpec | None = None
+    # Grace, RFC 5861's names: past its ttl an entry is still answered, at once with a
+    # refresh behind it (stale_while_revalidate) or when its load fails (stale_if_error).
+    stale_while_revalidate: float | None = None
+    stale_if_error: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +177,8 @@ _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_bu
                 "reloads_per_minute")
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
-_GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source")
+_GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source",
+               "stale_while_revalidate", "stale_if_error")
 _LOAD_KEYS = ("timeout", "concurrency", "queue")
 _SOURCE_KEYS = {
     "python": ("python", *_LOAD_KEYS),
@@ -457,7 +462,7 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
         kwargs["policy"] = policy
     if "max_bytes" in block:
         kwargs["max_bytes"] = _positive(parse_size, block["max_bytes"], f"{where}.max_bytes")
-    for key in ("ttl", "negative_ttl"):
+    for key in ("ttl", "negative_ttl", "stale_while_revalidate", "stale_if_error"):
         if block.get(key) is not None:
             kwargs[key] = _positive(parse_duration, block[key], f"{where}.{key}")
     if "replicas" in block:
@@ -467,6 +472,10 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
         kwargs["replicas"] = replicas
     if "source" in block:
         kwargs["source"] = _source(block["source"], f"{where}.source")
+    for key in ("stale_while_revalidate", "stale_if_error"):
+        if key in kwargs and "source" not in kwargs:
+            raise _Problem(f"{where}.{key}", "needs a source: a stale value is answered while "
+                                              "the source refreshes it")
     return GroupSpec(**kwargs)
 
 

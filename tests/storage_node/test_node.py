@@ -571,6 +571,7 @@ def test_stats_counts_exactly(clock):
         frames=1,
         requests=11,  # CONFIGURE, 9 in the frame, this STATS
         configured=True,
+        leases=pb.LeaseStats(),  # no read asked for one
     )
 
 

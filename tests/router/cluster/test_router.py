@@ -15,6 +15,7 @@ from router.cluster.ring import HashRing
 from router.cluster.router import Item
 from shared import ringcache_pb2 as pb
 from tests.fakes import (
+    LEASE,
     SCORES,
     FakeNodes,
     FakeSources,
@@ -42,18 +43,21 @@ def test_hundred_concurrent_misses_load_once():
     gets = [outcomes(router.get("scores", b"k")) for _ in range(100)]
     for sent in node(router).take():
         sent.answer(pb.NOT_FOUND)
-    # Inside the flight the node is asked once more before loading.
+    # Inside the flight the node is asked once more, for a lease: the source's timeout
+    # (3 s by default) and a margin is its life, twice that what the node may hold it.
     [recheck] = node(router).take()
-    assert (recheck.op, recheck.key) == (pb.GET, b"k")
+    assert (recheck.op, recheck.key, recheck.lease_ttl, recheck.wait) == (
+        pb.LEASE_GET, b"k", 4.0, 8.0)
     assert source.loads == []
-    recheck.answer(pb.NOT_FOUND)
+    recheck.answer(pb.NOT_FOUND)  # with the lease: this router loads
     [(key, load)] = source.loads
     assert key == "k"
     load.callback(b"v")
-    # The value is stored, with the group's ttl, before any waiter is answered.
+    # The value is stored under the lease, with the group's ttl, before any waiter is
+    # answered.
     [fill] = node(router).take()
-    assert (fill.op, fill.group, fill.key, fill.value, fill.ttl) == (pb.SET, "scores", b"k",
-                                                                      b"v", 300.0)
+    assert (fill.op, fill.group, fill.key, fill.value, fill.ttl, fill.lease) == (
+        pb.LEASE_FILL, "scores", b"k", b"v", 300.0, LEASE)
     assert all(g == [] for g in gets)
     fill.answer()
     assert all(g == [Item(b"v", 0, hit=False)] for g in gets)
@@ -86,7 +90,8 @@ def test_source_without_value_is_none_and_not_cached():
         node(router).take()[0].answer(pb.NOT_FOUND)
         source.loads[-1][1].callback(None)
         assert got == [None]
-        assert node(router).sent == []  # no SET
+        [release] = node(router).take()  # no fill: the lease is given back
+        assert (release.op, release.lease, release.meta) == (pb.LEASE_RELEASE, LEASE, 0)
         assert len(source.loads) == attempt
     assert router.stats.load_results[("scores", "not_found")] == 2
 
@@ -106,7 +111,9 @@ def test_source_error_reaches_every_waiter_and_is_not_cached(error, reason):
     for [failure] in gets:
         assert failure.check(SourceError)
         assert str(failure.value) == f"source python:fake:scores failed: {reason}"
-    assert node(router).sent == []
+    [release] = node(router).take()  # the lease back, saying why: the node's waiters get it
+    assert (release.op, release.meta, release.value) == (
+        pb.LEASE_RELEASE, pb.LEASE_FAILED, reason.encode())
     assert router.stats.load_results[("scores", "error")] == 1
     # Not cached: the next miss loads again.
     router.get("scores", b"k")
@@ -388,7 +395,8 @@ def test_negative_ttl_caches_not_found_and_spares_the_source():
     node(router).take()[0].answer(pb.NOT_FOUND)  # the re-check inside the flight
     source.loads[0][1].callback(None)
     [fill] = node(router).take()
-    assert (fill.op, fill.key, fill.negative, fill.ttl) == (pb.SET, b"nobody", True, 30.0)
+    assert (fill.op, fill.key, fill.negative, fill.ttl, fill.lease) == (
+        pb.LEASE_FILL, b"nobody", True, 30.0, LEASE)
     fill.answer()
     assert got == [None]
     # The node now answers "negative": not found, and no load.
@@ -406,7 +414,7 @@ def test_without_negative_ttl_not_found_is_not_cached():
     node(router).take()[0].answer(pb.NOT_FOUND)
     router.groups["scores"].source.loads[0][1].callback(None)
     assert got == [None]
-    assert node(router).sent == []
+    assert [s.op for s in node(router).take()] == [pb.LEASE_RELEASE]  # nothing stored
 
 
 
@@ -706,11 +714,16 @@ def test_a_read_through_key_every_copy_missed_is_loaded_once_and_cached_on_each(
     got = outcomes(router.get("scores", b"k"))
     first.take()[0].answer(pb.NOT_FOUND)
     second.take()[0].answer(pb.NOT_FOUND)
-    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight
+    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight: the lease
+    # The other copy is asked for a lease of its own, which never waits, before the load.
+    [copy] = second.take()
+    assert (copy.op, copy.meta) == (pb.LEASE_GET, pb.LEASE_NO_WAIT)
+    copy.answer(pb.NOT_FOUND, lease=78)
     [(key, load)] = sources.built[0].loads
     load.callback(b"score-of-k")
     fills = first.take() + second.take()
-    assert [(f.op, f.value) for f in fills] == [(pb.SET, b"score-of-k")] * 2
+    assert [(f.op, f.value, f.lease) for f in fills] == [(pb.LEASE_FILL, b"score-of-k", LEASE),
+                                                         (pb.LEASE_FILL, b"score-of-k", 78)]
     for fill in fills:
         fill.answer()
     assert got == [Item(b"score-of-k", hit=False)] and router.stats.loads == 1

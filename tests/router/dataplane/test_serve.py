@@ -61,9 +61,9 @@ def test_a_miss_reads_through_the_source_and_a_plain_miss_is_end():
     client = PlaneConn()
     client.send(b"get missing sessions:none\r\n")
     client.node().answer_prepared(store({}))
-    # The read-through key is looked at again inside its flight, then loaded.
+    # The read-through key is looked at again inside its flight, for a lease, then loaded.
     [recheck] = client.node().take()
-    assert (recheck.op, recheck.key) == (pb.GET, b"missing")
+    assert (recheck.op, recheck.key) == (pb.LEASE_GET, b"missing")
     recheck.answer(pb.NOT_FOUND)
     [(key, load)] = client.router.groups["scores"].source.loads
     load.callback(b"loaded")
