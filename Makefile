@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 .PHONY: install run test test-unit proto bench bench-vs-twemproxy clean system-deps build-deps debian-packages
 
 # Debian packages the integration tests run for real: origin servers for the sources,
-# and memcached and libmemcached's tools to hold the router to.
-TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl \
+# memcached and libmemcached's tools to hold the router to, and ss (iproute2) to read listen backlogs.
+TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl iproute2 \
                  memcached libmemcached-tools
 # What the install compiles with: the compiled twins (gcc) and pylibmc (the test extra).
 BUILD_PACKAGES := gcc libmemcached-dev zlib1g-dev

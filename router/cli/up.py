@@ -94,7 +94,7 @@ def plan_children(
     trust = node_trust_args(topology)
     children = [
         ChildSpec(node.name, (*launcher, "node", "--listen", str(node.address), "--max-memory", memory,
-                              *trust))
+                              "--backlog", str(topology.limits.backlog), *trust))
         for node in local
     ]
     children.append(ChildSpec("router", (*launcher, "router", "-c", os.path.abspath(topology.path))))
