@@ -14,7 +14,7 @@ import importlib
 import inspect
 import sys
 
-from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, maybeDeferred
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout, fail, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -66,14 +66,17 @@ class SourceThreads:
         self._running = 0
         self.closed = False
         self._shutdown = None
+        self._shut_down = False  # the reactor has: no thread is started again
 
     def call(self, fn, *args) -> Deferred:
+        if self._shut_down:
+            return fail(RuntimeError("the router is shutting down"))
         if self._pool is None:
             self._pool = self._make_pool(self.size, self.name)
             self._pool.start()
             # The pool's threads would keep the process from exiting: stop them with it.
             self._shutdown = self.reactor.addSystemEventTrigger("during", "shutdown",
-                                                                self._stop)
+                                                                self._shutting_down)
         self._running += 1
         return deferToThreadPool(self.reactor, self._pool, fn, *args).addBoth(self._returned)
 
@@ -87,6 +90,11 @@ class SourceThreads:
         self.closed = True
         if not self._running:
             self._stop()
+
+    def _shutting_down(self) -> None:
+        self._shut_down = True
+        self._shutdown = None  # fired: nothing to remove
+        self._stop()
 
     def _stop(self) -> None:
         pool, self._pool = self._pool, None

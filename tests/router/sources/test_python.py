@@ -223,13 +223,17 @@ def test_closing_stops_the_pool_once_its_running_calls_return():
     assert (reactor.pool.started, reactor.pool.stopped) == (2, 2)
 
 
-def test_the_reactor_shutting_down_stops_the_pool(reactor):
+def test_the_reactor_shutting_down_stops_the_pool_for_good(reactor):
     src = source(reactor, "plain")
     load(src)
     reactor.fire("shutdown")
     assert reactor.pool.stopped == 1
+    # A load that was waiting starts no thread that would keep the process alive.
+    [failure] = load(src)
+    assert str(failure.value) == (f"source python:{HERE}:plain failed: "
+                                  "RuntimeError: the router is shutting down")
     src.close()
-    assert reactor.pool.stopped == 1
+    assert (reactor.pool.started, reactor.pool.stopped) == (1, 1)
 
 
 def test_build_source(reactor):
