@@ -12,13 +12,15 @@ USAGE = """usage: ringcache COMMAND [ARGS]
 
 roles:
   up [-c topology.yaml]                  nodes on this host + one router (standalone)
-  router [-c topology.yaml]              one router
+  router [-c topology.yaml | -c etcd://HOST:PORT/KEY] [--memcache ADDR] [--http ADDR]
+                                         one router; the topology from a file or etcd
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
        [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
        [--allow-policy python:module:Class] [--max-connections N] [--backlog N]
 
 tools:
   certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
+  topology push FILE URL [--yes] | topology get URL [--json]   the routers' topology in etcd
 
 clients of the router's HTTP port (--router URL):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
@@ -30,6 +32,7 @@ ROLE_MODULES = {
     "router": "router.process.main",
     "up": "router.cli.up",
     "certs": "shared.certs",
+    "topology": "router.cli.topology",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
 

@@ -31,10 +31,11 @@ def server_options(cert: str, key: str, ca: str | None = None) -> ssl.Certificat
     return options
 
 
-def client_options(hostname: str, ca: str, cert: str | None = None, key: str | None = None):
+def client_options(hostname: str, ca: str | None, cert: str | None = None,
+                   key: str | None = None):
     """A client's TLS settings for a server at ``hostname`` (a DNS name or an IP address,
-    which the server's certificate must name), trusting only ``ca``; with ``cert`` and
-    ``key``, the client shows that certificate when asked."""
+    which the server's certificate must name), trusting only ``ca`` (None: the system's
+    trusted CAs); with ``cert`` and ``key``, the client shows that certificate when asked."""
     identity = None
     if cert is not None:
         leaf, *_ = _certificates(cert)
@@ -43,7 +44,7 @@ def client_options(hostname: str, ca: str, cert: str | None = None, key: str | N
         _check(ssl.CertificateOptions(privateKey=identity.privateKey.original,
                                       certificate=identity.original), cert, key)
     return ssl.optionsForClientTLS(
-        hostname, trustRoot=ssl.trustRootFromCertificates(_certificates(ca)),
+        hostname, trustRoot=ssl.trustRootFromCertificates(_certificates(ca)) if ca else None,
         clientCertificate=identity, extraCertificateOptions={
             "raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
 

@@ -19,12 +19,13 @@ from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
 from router.cluster.loads import LoadLimiter
 from router.cluster.nodeclient import UP, NodeClient
+from router.cluster.plan import plan, ring_for
 from router.cluster.reads import Reads
 from router.cluster.ring import HashRing, routing_key
 from router.cluster.singleflight import SingleFlight
 from router.sources import build_source
 from router.cluster.stats import RouterStats
-from router.config.topology import load_topology
+from router.config.origin import FileOrigin
 from router.cluster.warmup import WarmUp
 from router.cluster.writes import Writes
 from shared import ringcache_pb2 as pb
@@ -39,7 +40,7 @@ class Router(Reads, Writes):
     paths are router/cluster/reads.py and router/cluster/writes.py, the hot path router/dataplane/serve.py."""
 
     def __init__(self, topology, reactor, clock=time.time, node_client=NodeClient,
-                 build_source=build_source):
+                 build_source=build_source, origin=None):
         self.reactor = reactor
         self.clock = clock
         # How a node's client and a group's source are made: tests pass fakes (tests/fakes.py).
@@ -61,6 +62,8 @@ class Router(Reads, Writes):
         self.reload_hooks: list = []
         # The control process's WorkerPool (router/process/workers.py), when workers serve memcached.
         self.workers = None
+        # Where reload() reads the topology again (router/config/origin.py): its file, or etcd.
+        self.origin = origin if origin is not None else FileOrigin(topology.path)
         self._apply(topology)
 
     # -- topology ------------------------------------------------------------------------
@@ -72,7 +75,7 @@ class Router(Reads, Writes):
         topology that cannot be applied leaves the old one serving untouched.
         """
         cfg = topology.router
-        ring = HashRing(((n.name, n.weight) for n in topology.nodes), vnodes=cfg.vnodes)
+        ring = ring_for(topology)
         old_groups, old_clients = self.groups, self.clients
         groups = {}
         built = []
@@ -145,14 +148,14 @@ class Router(Reads, Writes):
         }
 
     def reload(self, topology=None) -> dict:
-        """Load the topology file again (or apply ``topology``) and swap atomically.
+        """Read the topology again from its origin (or apply ``topology``) and swap atomically.
 
         Raises TopologyError (or ValueError from a source) and keeps the old ring when
         the new topology is invalid; the failure is recorded for /v1/stats.
         """
         try:
             if topology is None:
-                topology = load_topology(self.topology.path)
+                topology = self.origin.read()
             result = self._apply(topology)
         except Exception as exc:
             self.reload_failures += 1
@@ -170,18 +173,7 @@ class Router(Reads, Writes):
 
     def plan(self, topology) -> dict:
         """What applying ``topology`` would move, without applying it."""
-        ring = HashRing(((n.name, n.weight) for n in topology.nodes),
-                        vnodes=topology.router.vnodes)
-        moves = self.ring.moves(ring)
-        return {
-            "digest": self.ring.digest,
-            "new_digest": ring.digest,
-            "moved": self.ring.diff(ring),
-            "moves": [{"from": old, "to": new, "share": share}
-                      for (old, new), share in sorted(moves.items())],
-            "shares_before": self.ring.shares(),
-            "shares_after": ring.shares(),
-        }
+        return plan(self.ring, topology)
 
     def config_status(self) -> dict:
         return {
@@ -192,6 +184,8 @@ class Router(Reads, Writes):
             "reloads": self.reloads,
             "failures": self.reload_failures,
             "last_error": self.last_error,
+            "revision": self.topology.revision,  # etcd's revision of the document serving
+            **self.origin.status(),
         }
 
     def _replicated_groups(self) -> list[str]:
@@ -272,7 +266,9 @@ class Router(Reads, Writes):
                           **({"down_reason": client.down_reason}
                              if client.state != UP else {})})
         return {"digest": self.ring.digest, "vnodes": self.topology.router.vnodes,
-                "nodes": nodes, "warmup": self.warmup.info()}
+                "nodes": nodes, "warmup": self.warmup.info(),
+                "config": {"origin": self.origin.name, "revision": self.topology.revision,
+                           "last_error": self.last_error}}
 
     def node_stats(self) -> Deferred:
         """{node name: NodeStats message or an error string} from every node."""

@@ -153,6 +153,8 @@ class Topology:
     limits: LimitsConfig = LimitsConfig()
     # The YAML it was read from (router workers apply the very same bytes on reload).
     text: str = field(default="", repr=False, compare=False)
+    # The etcd revision the document was read at (router/config/etcd_origin.py); None for a file.
+    revision: int | None = field(default=None, compare=False)
     _prefixes: Mapping[bytes, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -200,19 +202,21 @@ class _Problem(Exception):
         super().__init__(f"{where}: {problem}" if where else problem)
 
 
-def load_topology(path: str | os.PathLike[str]) -> Topology:
-    """Read and validate the topology file at ``path``."""
+def load_topology(path: str | os.PathLike[str], base_dir: str | None = None) -> Topology:
+    """Read and validate the topology file at ``path`` (relative paths in it resolve in
+    its directory, or in ``base_dir``)."""
     path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise TopologyError(f"{path}: cannot read: {exc}") from None
-    return parse_topology_text(text, path)
+    return parse_topology_text(text, path, base_dir)
 
 
-def parse_topology_text(text: str, path: str) -> Topology:
-    """Validate a topology YAML document; ``path`` names it in errors and sets base_dir."""
+def parse_topology_text(text: str, path: str, base_dir: str | None = None) -> Topology:
+    """Validate a topology YAML document; ``path`` names it in errors and, unless
+    ``base_dir`` is given, its directory is where relative paths resolve."""
     if len(text) > MAX_YAML_BYTES:
         raise TopologyError(f"{path}: the document is {len(text)} bytes, over the limit of "
                             f"{MAX_YAML_BYTES}")
@@ -224,13 +228,14 @@ def parse_topology_text(text: str, path: str) -> Topology:
         raise TopologyError(f"{path}: {where}: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise TopologyError(f"{path}: {exc}") from None
-    return dataclasses.replace(parse_topology(data, path), text=text)
+    return dataclasses.replace(parse_topology(data, path, base_dir), text=text)
 
 
-def parse_topology(data: Any, path: str) -> Topology:
-    """Validate an already-parsed YAML document; ``path`` names it in errors and sets base_dir."""
+def parse_topology(data: Any, path: str, base_dir: str | None = None) -> Topology:
+    """Validate an already-parsed YAML document; ``path`` names it in errors and, unless
+    ``base_dir`` is given, its directory is where relative paths resolve."""
     try:
-        return _topology(data, path)
+        return _topology(data, path, base_dir)
     except _Problem as exc:
         raise TopologyError(f"{path}: {exc}") from None
 
@@ -278,8 +283,8 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _topology(data: Any, path: str) -> Topology:
-    base_dir = os.path.dirname(os.path.abspath(path))
+def _topology(data: Any, path: str, base_dir: str | None) -> Topology:
+    base_dir = os.path.abspath(base_dir) if base_dir else os.path.dirname(os.path.abspath(path))
     top = _mapping(data, "", ("router", "nodes", "groups", "security", "limits"))
     router_block = _mapping(_required(top, "router", ""), "router", _ROUTER_KEYS)
     nodes = _nodes(_required(top, "nodes", ""))

@@ -1,4 +1,5 @@
-"""`ringcache router`: one router process serving memcached and HTTP from a topology file."""
+"""`ringcache router`: one router process serving memcached and HTTP from a topology
+kept in a file or in an etcd key (router/config/origin.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from router.cluster.router import Router
+from router.config import etcd
+from router.config.origin import FileOrigin, Reader
+from router.config.topology import Address, TopologyError
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.process.security import secure
-from router.config.topology import TopologyError, load_topology
-from router.config.watch import FileWatch
 from router.process.workers import WorkerPool, connect_to_control, reuseport_listen
 from shared.backlog import capped_warning
 from shared.cli import ArgumentParser, start_logging
@@ -30,20 +32,20 @@ class RouterProcess:
     """The running router: listeners, the core, the file watch, and signal handling.
 
     ``mode`` is "single" (one process serves everything: the default), "control" (with
-    ``router.workers`` > 1: the HTTP API, the file watch and the workers, which serve the
-    memcached port) or "worker" (one of those: the memcached port only, reloaded by its
+    ``router.workers`` > 1: the HTTP API, the topology's watch and the workers, which serve
+    the memcached port) or "worker" (one of those: the memcached port only, reloaded by its
     control process). See router/process/workers.py.
     """
 
-    def __init__(self, router: Router, reactor, mode: str = "single"):
+    def __init__(self, router: Router, reactor, mode: str = "single", reader: Reader = Reader()):
         self.router = router
         self.reactor = reactor
         self.mode = mode
+        self.reader = reader  # how this process parses a document (workers: what the control sends)
         self.ports = []
         self.backlog = router.topology.limits.backlog  # the listeners' (shared/backlog.py)
         self.memcache = None
         self.pool = None
-        self.watch = FileWatch(router.topology.path, self.reload, reactor)
 
     async def start(self) -> None:
         cfg = self.router.topology.router
@@ -80,20 +82,24 @@ class RouterProcess:
         self.router.start()
         self.router.reload_hooks.append(self._pass_on)
         if self.mode == "control":
-            self.pool = self.router.workers = WorkerPool(cfg.workers, self.router.topology.path,
-                                                         self.reactor)
+            topology = self.router.topology
+            self.pool = self.router.workers = WorkerPool(
+                cfg.workers, topology, self.reader.flags(topology.base_dir), self.reactor)
             await self.pool.start()
         if self.mode != "worker":
-            self.watch.start()
+            self.router.origin.watch(self.reactor, self.reload)
             serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
                        if self.mode == "control" else f"memcached on {cfg.memcache}")
             scheme = "https" if cfg.http_tls else "http"
+            revision = self.router.topology.revision
             print(f"ringcache router: {serving}, HTTP on {scheme}://{cfg.http}, "
-                  f"{len(self.router.clients)} nodes, ring digest {self.router.ring.digest}",
-                  flush=True)
+                  f"{len(self.router.clients)} nodes, ring digest {self.router.ring.digest}"
+                  + (f", topology from {self.router.origin.name} at revision {revision}"
+                     if revision is not None else ""), flush=True)
 
     def reload(self):
-        """Re-read the topology file (SIGHUP, the file watch); None when it is refused."""
+        """Re-read the topology (SIGHUP, the file watch, a new etcd revision); None when
+        it is refused."""
         try:
             return self.router.reload()
         except Exception:
@@ -133,7 +139,7 @@ class RouterProcess:
             self.pool.reload(text, topology.path)
 
     async def stop(self) -> None:
-        self.watch.stop()
+        self.router.origin.stop()
         if self.pool is not None:
             await self.pool.stop()
         # Stop accepting first, then close node connections: reverse order of start.
@@ -141,16 +147,46 @@ class RouterProcess:
         self.router.stop()
 
 
-def main(argv: list[str]) -> int:
+def _parser() -> ArgumentParser:
     parser = ArgumentParser(prog="ringcache router", description="Run one ringcache router.")
-    parser.add_argument("-c", "--config", default="topology.yaml", help="topology file")
+    parser.add_argument("-c", "--config", default="topology.yaml", metavar="FILE|URL",
+                        help="topology file, or etcd://HOST:PORT/KEY (etcd+https:// for TLS): "
+                             "read and watched")
+    parser.add_argument("--memcache", metavar="ADDR", type=_address,
+                        help="listen here for memcached clients instead of router.memcache")
+    parser.add_argument("--http", metavar="ADDR", type=_address,
+                        help="serve the HTTP API here instead of router.http")
+    parser.add_argument("--base-dir", metavar="DIR",
+                        help="where relative paths and python: sources in the topology resolve "
+                             "(default: the file's directory; for etcd, the working directory)")
+    etcd.add_arguments(parser)
     # Set by a control process for its workers (router/process/workers.py), not by people.
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--control", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _address(text: str) -> Address:
     try:
-        topology = load_topology(args.config)
-    except TopologyError as exc:
+        return Address.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    reader = Reader(args.base_dir, args.memcache, args.http)
+    if args.base_dir is not None and not Path(args.base_dir).is_dir():
+        print(f"ringcache router: --base-dir {args.base_dir}: no such directory", file=sys.stderr)
+        return 2
+    from_etcd = etcd.is_etcd_url(args.config)
+    topology = None
+    try:
+        if from_etcd:
+            url, credentials = etcd.EtcdURL.parse(args.config), etcd.credentials_from(args)
+        else:
+            topology = reader.load(args.config)  # a bad file stops us before anything starts
+    except (TopologyError, ValueError) as exc:
         print(f"ringcache router: {exc}", file=sys.stderr)
         return 2
 
@@ -160,27 +196,48 @@ def main(argv: list[str]) -> int:
     from twisted.internet import reactor
 
     start_logging()
-    if args.worker is not None:
-        mode = "worker"
+    if from_etcd:
+        try:
+            from router.config.etcd_origin import EtcdOrigin
+
+            origin = EtcdOrigin(etcd.EtcdClient(url, reactor, credentials), reader, reactor)
+        except ValueError as exc:
+            print(f"ringcache router: {exc}", file=sys.stderr)
+            return 2
     else:
-        mode = "control" if topology.router.workers > 1 else "single"
-    try:
-        router = Router(topology, reactor)
-        secure(router, reactor, lambda line: log.warn("{line}", line=line))
-    except (ValueError, ImportError) as exc:
-        print(f"ringcache router: {exc}", file=sys.stderr)
-        return 2
-    process = RouterProcess(router, reactor, mode)
+        origin = FileOrigin(args.config, reader)
     status = {"code": 0}
+    running: dict = {}
+
+    def refuse(message, code: int = 2) -> None:
+        print(f"ringcache router: {message}", file=sys.stderr)
+        status["code"] = code
+        reactor.stop()
 
     def started_failed(failure):
         if failure.check(FirstError):
             failure = failure.value.subFailure
-        print(f"ringcache router: cannot start: {failure.getErrorMessage()}", file=sys.stderr)
-        status["code"] = 1
-        reactor.stop()
+        refuse(f"cannot start: {failure.getErrorMessage()}", 1)
 
     async def start():
+        first = topology
+        if first is None:
+            try:
+                first = await origin.first()  # waits for etcd and for a document at the key
+            except TopologyError as exc:
+                origin.stop()
+                return refuse(exc)
+        if args.worker is not None:
+            mode = "worker"
+        else:
+            mode = "control" if first.router.workers > 1 else "single"
+        try:
+            router = Router(first, reactor, origin=origin)
+            secure(router, reactor, lambda line: log.warn("{line}", line=line))
+        except (ValueError, ImportError) as exc:
+            origin.stop()
+            return refuse(exc)
+        process = running["process"] = RouterProcess(router, reactor, mode, reader)
         await process.start()
         if mode == "worker":
             # Its control process drives it: reloads come from there, and without it the
@@ -192,14 +249,19 @@ def main(argv: list[str]) -> int:
         Deferred.fromCoroutine(start()).addErrback(started_failed)
 
     def on_hup(signum, frame):
-        reactor.callFromThread(process.reload)
+        if "process" in running:
+            reactor.callFromThread(running["process"].reload)
 
-    if mode == "worker":
+    def shutdown():
+        if "process" in running:
+            return Deferred.fromCoroutine(running["process"].stop())
+        origin.stop()
+
+    if args.worker is not None:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the control process reloads us
     else:
         signal.signal(signal.SIGHUP, on_hup)
-    reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: Deferred.fromCoroutine(process.stop()))
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     reactor.callWhenRunning(startup)
     reactor.run()
     return status["code"]

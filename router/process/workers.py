@@ -106,13 +106,19 @@ class _ControlProtocol(amp.AMP):
 class WorkerPool:
     """The control process's N workers: started, restarted, reloaded and asked for stats."""
 
-    def __init__(self, count: int, config_path: str, reactor, write=None):
+    def __init__(self, count: int, topology, flags: list[str], reactor, write=None):
+        """``topology`` is the one the control serves; ``flags`` give each worker the
+        control's way of reading it (router/config/origin.py Reader.flags)."""
         self.count = count
-        self.config_path = os.path.abspath(config_path)
         self.reactor = reactor
+        self.flags = list(flags)
         self._write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self._dir = tempfile.mkdtemp(prefix="ringcache-control-")  # 0700: ours alone
         self.socket_path = os.path.join(self._dir, "control.sock")
+        # A worker (re)starts from the document the control applied last, whatever its
+        # origin (a file since changed, an etcd key), so it builds the control's ring.
+        self.config_path = os.path.join(self._dir, "topology.yaml")
+        self._keep(topology.text)
         self.links: dict[int, _ControlProtocol] = {}
         self.info: dict[int, dict] = {}
         self._children: list[Child] = []
@@ -125,7 +131,7 @@ class WorkerPool:
         launcher = (sys.executable, "-c", DIE_WITH_PARENT, str(os.getpid()))
         for index in range(self.count):
             spec = ChildSpec(f"worker-{index}", (*launcher, "router", "-c", self.config_path,
-                                                 "--worker", str(index),
+                                                 *self.flags, "--worker", str(index),
                                                  "--control", self.socket_path))
             child = Child(spec, self.reactor, self._write, os.environ,
                           prefix="ringcache router: ")
@@ -136,11 +142,21 @@ class WorkerPool:
         await DeferredList([child.stop() for child in self._children])
         if self._port is not None:
             await self._port.stopListening()
+        for path in (self.socket_path, self.config_path):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         try:
-            os.unlink(self.socket_path)
             os.rmdir(self._dir)
         except OSError:
             pass
+
+    def _keep(self, text: str) -> None:
+        partial = self.config_path + ".new"
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(partial, self.config_path)
 
     def _joined(self, index: int, pid: int, digest: str, link: _ControlProtocol) -> None:
         self.links[index] = link
@@ -158,6 +174,7 @@ class WorkerPool:
 
     def reload(self, text: str, path: str) -> Deferred:
         """Every connected worker applies ``text``; fires with {index: digest or error}."""
+        self._keep(text)
         indexes = sorted(self.links)
         ds = [self.links[i].callRemote(Reload, text=text, path=path) for i in indexes]
 
@@ -207,9 +224,7 @@ class WorkerLink(amp.AMP):
 
     @Reload.responder
     def reload(self, text: str, path: str):
-        from router.config.topology import parse_topology_text
-
-        result = self.process.apply(parse_topology_text(text, path))
+        result = self.process.apply(self.process.reader.parse(text, path))
         return {"digest": result["digest"]}
 
     @Stats.responder

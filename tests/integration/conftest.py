@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.servers import (
+    EtcdServer,
     HTTPOrigin,
     MariaDBServer,
     PostgresServer,
@@ -33,4 +34,11 @@ def mariadb_server():
 @pytest.fixture(scope="session")
 def http_origin():
     with HTTPOrigin().serving() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def etcd_server():
+    """Module-scoped: the etcd tests kill and restart it."""
+    with EtcdServer().serving() as server:
         yield server

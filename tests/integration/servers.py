@@ -1,5 +1,6 @@
-"""Real origin servers for source tests: Redis, PostgreSQL, MariaDB and an HTTP origin, each
-a child process on a free loopback port, installed from Debian's packages when missing."""
+"""Real servers for the tests: Redis, PostgreSQL, MariaDB and an HTTP origin for the sources,
+and etcd for a topology kept there; each a child process on free loopback ports, installed
+from Debian's packages when missing."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ PACKAGES = {
     "initdb": "postgresql",
     "mariadbd": "mariadb-server",
     "mariadb-install-db": "mariadb-server",
+    "etcd": "etcd-server",
+    "etcdctl": "etcd-client",
 }
 _apt_updated = False
 
@@ -266,6 +269,122 @@ class MariaDBServer(Server):
                     cursor.execute(sql, params or None)
         finally:
             connection.close()
+
+
+def make_etcd_certificates(directory: Path) -> None:
+    """ca.pem, and server.pem and client.pem it signed (keys beside them). etcd's JSON
+    gateway dials etcd's own gRPC port with the server certificate, so that one serves
+    as a client too (both purposes): etcd refuses the gateway's calls otherwise."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True,
+                       timeout=30)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=ringcache etcd test CA")
+    uses = {"server": "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            "client": "extendedKeyUsage=clientAuth\n"}
+    for name, extensions in uses.items():
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", f"/CN=ringcache etcd {name}")
+        (directory / f"{name}.ext").write_text(extensions)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+                "-extfile", f"{name}.ext")
+
+
+class EtcdServer(Server):
+    """One etcd member on free loopback ports (client and peer), its data in ``dir``, so
+    that it can be killed and started again with what it held. With ``tls`` its client
+    port speaks TLS, and with ``client_certs`` requires a client certificate: ca.pem,
+    server.pem and client.pem (with their keys) in ``dir``. ``token_ttl``: seconds an
+    idle auth token lives."""
+
+    stop_signal = signal.SIGKILL  # the outage the tests are about; its data is fsynced
+
+    def __init__(self, tls: bool = False, client_certs: bool = False,
+                 token_ttl: int | None = None):
+        self.client_certs = client_certs
+        self.paths = require("etcd", "etcdctl", "openssl")
+        self.port = free_port()
+        self.peer_port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ringcache-etcd-"))
+        self.tls = tls
+        self.token_ttl = token_ttl
+        self.root_password: str | None = None  # once auth is enabled
+
+    def prepare(self) -> None:
+        if self.tls:
+            make_etcd_certificates(self.dir)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    def url(self, key: str = "/ringcache/topology", port: int | None = None) -> str:
+        prefix = "etcd+https" if self.tls else "etcd"
+        return f"{prefix}://127.0.0.1:{port or self.port}{key}"
+
+    def command(self, port: int | None = None) -> list[str]:
+        client = f"{self.scheme}://127.0.0.1:{port or self.port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        tls = ["--cert-file", str(self.dir / "server.pem"), "--key-file",
+               str(self.dir / "server.key")] if self.tls else []
+        if self.client_certs:
+            tls += ["--client-cert-auth", "--trusted-ca-file", str(self.dir / "ca.pem")]
+        ttl = ["--auth-token-ttl", str(self.token_ttl)] if self.token_ttl else []
+        return [self.paths["etcd"], "--name", "test", "--data-dir", str(self.dir / "data"),
+                "--listen-client-urls", client, "--advertise-client-urls", client,
+                "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", f"test={peer}", "--logger", "zap", "--log-level", "error",
+                *tls, *ttl]
+
+    def ready(self, port: int | None = None) -> bool:
+        try:
+            self.ctl("endpoint", "health", port=port, timeout=5)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+    def start_on(self, port: int) -> Process:
+        """The same member and data on another client port (a place the tests' routers do
+        not watch): to change what etcd holds while they cannot see it."""
+        return start_process(self.command(port), lambda: self.ready(port), timeout=30)
+
+    def ctl(self, *args: str, stdin: bytes | None = None, port: int | None = None,
+            timeout: float = 15) -> str:
+        """etcdctl against this member (as root once auth is enabled)."""
+        tls = ["--cacert", str(self.dir / "ca.pem")] if self.tls else []
+        if self.client_certs:
+            tls += ["--cert", str(self.dir / "client.pem"), "--key", str(self.dir / "client.key")]
+        user = ["--user", f"root:{self.root_password}"] if self.root_password else []
+        endpoint = f"{self.scheme}://127.0.0.1:{port or self.port}"
+        done = subprocess.run([self.paths["etcdctl"], "--endpoints", endpoint, *tls, *user,
+                               "--dial-timeout", "2s", "--command-timeout", f"{int(timeout)}s",
+                               *args], input=stdin, capture_output=True, check=True,
+                              timeout=timeout + 5, env={**os.environ, "ETCDCTL_API": "3"})
+        return done.stdout.decode()
+
+    def put(self, key: str, value: bytes, port: int | None = None) -> None:
+        """Write ``value`` by other means than ringcache (etcdctl)."""
+        self.ctl("put", key, stdin=value, port=port)
+
+    def revision(self, key: str, port: int | None = None) -> int:
+        """The key's mod_revision (0 when absent)."""
+        out = json.loads(self.ctl("get", key, "-w", "json", port=port))
+        kvs = out.get("kvs") or []
+        return int(kvs[0]["mod_revision"]) if kvs else 0
+
+    def enable_auth(self, user: str, password: str, prefix: str) -> None:
+        """A root user, and ``user`` who may read and write keys under ``prefix`` only."""
+        self.ctl("user", "add", "root", "--new-user-password", "rootpw")
+        self.ctl("user", "grant-role", "root", "root")
+        self.ctl("user", "add", user, "--new-user-password", password)
+        self.ctl("role", "add", "ringcache")
+        self.ctl("role", "grant-permission", "ringcache", "--prefix=true", "readwrite", prefix)
+        self.ctl("user", "grant-role", user, "ringcache")
+        self.ctl("auth", "enable")
+        self.root_password = "rootpw"
 
 
 # An HTTP origin in its own process: GET answers from values.json (raw request path, and

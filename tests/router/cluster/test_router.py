@@ -405,6 +405,7 @@ def test_config_status():
     assert router.config_status() == {
         "path": "t.yaml", "digest": router.ring.digest, "loaded_at": 1000.0,
         "age_seconds": 0.0, "reloads": 0, "failures": 0, "last_error": None,
+        "revision": None, "origin": "file",
     }
 
 
