@@ -6,6 +6,12 @@ The bursts are timed: the user-visible goal is a time, and the failure it guards
 costs a second per dropped SYN, so one second for the whole burst is a wide margin (on an
 idle 2-core machine 2,000 connections take about 0.1 s; with Twisted's backlog of 50, 400
 took 2 to 7 s). The backlogs themselves are read from the kernel with ``ss``.
+
+A burst within the backlog (500 here) cannot overflow it however slowly the server
+accepts. A burst past it (2,000 against the default 1,024) relies on the server accepting
+as fast as the client connects: on this machine the router does (bench/connect_burst.py,
+0.06-0.23 s), but on a host loaded 2.5 times over its cores one such burst in 40
+overflowed, so the 2,000 burst here runs against a backlog that holds it.
 """
 
 from __future__ import annotations
@@ -85,15 +91,21 @@ def test_every_listener_queues_1024_new_connections_by_default(cluster):
         == [[1024], [1024], [1024]]
 
 
-def test_2000_connections_opened_back_to_back_on_the_memcached_port_in_under_a_second(cluster):
-    seconds, opened = burst(cluster.memcache_port, 2000)
+def test_2000_connections_opened_back_to_back_on_the_memcached_port_in_under_a_second(
+        tmp_path, open_files):
+    c = Cluster(tmp_path, nodes=1, groups=GROUPS + "limits: {backlog: 2048}\n").start()
     try:
-        assert seconds < 1.0, f"2,000 connections took {seconds:.2f}s"
-        # Accepted and served, not only queued by the kernel: the first and the last answer.
-        for sock in (opened[0], opened[-1]):
-            assert ask(sock, b"version\r\n", b"\r\n").startswith(b"VERSION ")
+        assert listen_backlogs(c.memcache_port) == [2048]
+        seconds, opened = burst(c.memcache_port, 2000)
+        try:
+            assert seconds < 1.0, f"2,000 connections took {seconds:.2f}s"
+            # Accepted and served, not only queued by the kernel: the first and the last.
+            for sock in (opened[0], opened[-1]):
+                assert ask(sock, b"version\r\n", b"\r\n").startswith(b"VERSION ")
+        finally:
+            close(opened)
     finally:
-        close(opened)
+        c.stop()
 
 
 def test_500_connections_on_the_http_port_in_under_a_second(cluster):
@@ -135,13 +147,13 @@ def test_limits_backlog_and_the_node_flag_set_the_backlogs_and_a_reload_changes_
 
 
 def test_router_workers_listen_with_the_backlog_each(tmp_path, open_files):
-    c = Cluster(tmp_path, nodes=1, groups=GROUPS + "limits: {backlog: 300}\n",
+    c = Cluster(tmp_path, nodes=1, groups=GROUPS + "limits: {backlog: 600}\n",
                 router_extra="  workers: 2\n").start()
     try:
         deadline = time.monotonic() + 20
         while len(listen_backlogs(c.memcache_port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert listen_backlogs(c.memcache_port) == [300, 300]
+        assert listen_backlogs(c.memcache_port) == [600, 600]
         seconds, opened = burst(c.memcache_port, 500)
         close(opened)
         assert seconds < 1.0, f"500 connections took {seconds:.2f}s"
