@@ -45,9 +45,10 @@ def burst(port: int, conns: int) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--conns", type=int, default=2000, help="connections per burst")
-    parser.add_argument("--rounds", type=int, default=3, help="bursts per port (best and worst shown)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="bursts per port (best and worst shown)")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the servers inherit it too
     if args.conns + 64 > hard:
         parser.error(f"--conns {args.conns} needs more open files than the limit ({hard})")
