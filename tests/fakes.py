@@ -404,6 +404,7 @@ class FakeHTTPRouter:
         self.workers = None  # router workers: tests/integration/test_workers.py
         self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
         self.items: dict[tuple[str, bytes], bytes] = {}
+        self.loaded: set[bytes] = set()  # keys get() answers as read through (misses)
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
         self.pending: Deferred | None = None  # when set, get() answers this
         self.conns = []  # the client connection of each get
@@ -423,7 +424,7 @@ class FakeHTTPRouter:
         if self.pending is not None:
             return self.pending
         value = self.items.get((group, key))
-        return succeed(None if value is None else Item(value))
+        return succeed(None if value is None else Item(value, hit=key not in self.loaded))
 
     def set(self, group, key, value, ttl=None, flags=0):
         if group not in self.groups:

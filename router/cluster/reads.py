@@ -132,7 +132,7 @@ class Reads:
     def _got(self, response, g: Group, key: bytes, owner: NodeClient, conn):
         status = response.status
         if status == OK:
-            self.stats.hits += 1
+            self.stats.group_hits[g.name] += 1
             return Item(response.value, response.flags, response.cas)
         if status != NOT_FOUND:
             raise node_failed(response)
@@ -141,7 +141,7 @@ class Reads:
     def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool, conn):
         """A key its node does not hold: None for a cached absence, else what the
         previous owner (warm-up) or the source has, or a Deferred of it."""
-        self.stats.misses += 1
+        self.stats.group_misses[g.name] += 1
         if negative:
             self.stats.negative_hits += 1
             return None
@@ -156,7 +156,7 @@ class Reads:
 
     def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int, conn):
         failure.trap(NodeUnavailable)
-        self.stats.node_errors += 1
+        self.stats.node_errors_by[replicas[i].name] += 1
         if i + 1 < len(replicas):
             self.stats.failovers += 1
             return self._read(g, key, replicas, i + 1, conn)
@@ -174,7 +174,7 @@ class Reads:
         try:
             again = await owner.request(pb.GET, g.name, key)
             if again.status == OK:
-                return Item(again.value, again.flags, again.cas)
+                return Item(again.value, again.flags, again.cas, hit=False)
             if again.negative:
                 return None
         except NodeUnavailable:
@@ -217,7 +217,7 @@ class Reads:
         def start():
             # Counted and timed from when the load runs, not from when it queued.
             nonlocal started
-            self.stats.loads += 1
+            self.stats.group_loads[g.name] += 1
             started = self.reactor.seconds()
             answer, finished = start_load(source, key.decode("utf-8", "surrogateescape"))
             answer.addCallbacks(loaded, failed)
@@ -226,7 +226,7 @@ class Reads:
         def loaded(value):
             self.stats.observe_load(g.name, self.reactor.seconds() - started, None,
                                     found=value is not None)
-            return None if value is None else Item(value, 0)
+            return None if value is None else Item(value, 0, hit=False)
 
         def failed(failure):
             self.stats.observe_load(g.name, self.reactor.seconds() - started, failure)
@@ -290,7 +290,7 @@ class Reads:
                 later.append(result.addBoth(_place, results, i))
             else:
                 results[i] = result
-        self.stats.hits += hits
+        self.stats.group_hits[g.name] += hits
         return DeferredList(later) if later else None
 
     def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
@@ -317,4 +317,4 @@ class Reads:
         self.stats.warmup_hits += 1
         # The old copy's remaining ttl is unknown here; the group ttl bounds it.
         cas = await self._fill_replicas(g, key, response.value, g.spec.ttl, response.flags)
-        return Item(response.value, response.flags, cas)
+        return Item(response.value, response.flags, cas, hit=False)

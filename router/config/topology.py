@@ -68,6 +68,9 @@ class RouterConfig:
     workers: int = 1  # router processes sharing the memcached port ("auto": the cores, capped)
     memcache_tls: TLSFiles | None = None  # TLS on the client port, as memcached's -Z
     http_tls: TLSFiles | None = None  # HTTPS for the HTTP API
+    # Apply the file when it changes; otherwise only on SIGHUP and POST /v1/reload, so an
+    # operator can save an edit, look at `ringcache plan`, then reload.
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,7 +173,7 @@ class Topology:
 
 
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
-                "workers", "memcache_tls", "http_tls")
+                "workers", "memcache_tls", "http_tls", "watch")
 _SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
 _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer", "input_buffer",
                 "reloads_per_minute", "backlog")
@@ -338,6 +341,8 @@ def _router(block: dict, groups: Mapping[str, GroupSpec], base_dir: str) -> Rout
         kwargs["item_size_max"] = _positive(parse_size, block["item_size_max"], "router.item_size_max")
     if "workers" in block:
         kwargs["workers"] = _workers(block["workers"])
+    if "watch" in block:
+        kwargs["watch"] = _bool(block["watch"], "router.watch")
     for key in ("memcache_tls", "http_tls"):
         if block.get(key) is not None:
             kwargs[key] = _tls(block[key], f"router.{key}", base_dir)
@@ -388,11 +393,14 @@ def _security(block: Any, base_dir: str) -> SecurityConfig:
         if block.get(key) is not None:
             kwargs[key] = _path(block[key], f"security.{key}", base_dir)
     if "protect_reads" in block:
-        if not isinstance(block["protect_reads"], bool):
-            raise _Problem("security.protect_reads",
-                           f"expected true or false, got {_kind(block['protect_reads'])}")
-        kwargs["protect_reads"] = block["protect_reads"]
+        kwargs["protect_reads"] = _bool(block["protect_reads"], "security.protect_reads")
     return SecurityConfig(**kwargs)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(where, f"expected true or false, got {_kind(value)}")
+    return value
 
 
 def _limits(block: Any) -> LimitsConfig:

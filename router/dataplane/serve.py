@@ -36,16 +36,18 @@ class Routes:
 class Run:
     """One GetRun in flight: its answer slot, and why a failed batch failed."""
 
-    __slots__ = ("run", "routes", "done", "token", "error_line", "failures", "conn")
+    __slots__ = ("run", "routes", "done", "token", "error_line", "failures", "loaded", "conn")
 
     def __init__(self, run, routes: Routes, done, token, error_line, conn):
         self.run = run
         self.routes = routes
         self.conn = conn  # the client connection, by which the slow path queues loads
-        # done(answer bytes, run, token): the client's answer to every command of the run.
+        # done(answer bytes, run, token, loaded): the client's answer to every command of
+        # the run, and how many of its keys were answered but not cached (misses).
         self.done, self.token = done, token
         self.error_line = error_line  # a Failure in the client protocol's words
         self.failures: dict[int, object] = {}  # batch -> Failure, or the Response refused
+        self.loaded = 0
 
 
 class _BatchWaiter:
@@ -97,7 +99,7 @@ def finish(state: Run, router) -> None:
     """Every batch is in: answer what the nodes answered, and the rest by the slow path."""
     run = state.run
     unresolved = run.unresolved()
-    router.stats.hits += run.nslots - len(unresolved)
+    _count_hits(router.stats.group_hits, run, unresolved, state.routes.groups)
     if not unresolved:
         _render(state)
         return
@@ -112,6 +114,15 @@ def finish(state: Run, router) -> None:
         else:
             _resolved(result, state, slot)
     gather(waiting, state).addCallback(_render)
+
+
+def _count_hits(hits, run, unresolved: list, groups: list) -> None:
+    """Per group, the keys the nodes answered: each batch's keys less those unresolved."""
+    for group, n in run.batch_sizes():
+        hits[groups[group].name] += n
+    for _, group, _, batch, _, _ in unresolved:
+        if batch >= 0:
+            hits[groups[group].name] -= 1
 
 
 def _slow(state: Run, router, group: int, node: int, batch: int, key: bytes, stored):
@@ -143,8 +154,10 @@ def _resolved(result, state: Run, slot: int) -> None:
     elif result is None:
         state.run.resolve(slot, b"")
     else:
+        if not result.hit:
+            state.loaded += 1
         state.run.resolve(slot, entry.pack(result.value, result.flags, result.cas))
 
 
 def _render(state: Run) -> None:
-    state.done(state.run.render(), state.run, state.token)
+    state.done(state.run.render(), state.run, state.token, state.loaded)

@@ -45,6 +45,7 @@ class BinaryProtocol(MemcacheProtocol):
             if type(request) is mb.Invalid:
                 self._answer(mb.error(request.opcode, request.opaque, request.status))
             else:
+                self._command = _COMMAND_NAMES[request.command]
                 _COMMANDS[request.command](self, request)
         self._read_done(now)
 
@@ -76,7 +77,8 @@ class BinaryProtocol(MemcacheProtocol):
                 if with_key:  # memcached answers a getk miss with the key, no message
                     return mb.response(r.opcode, r.opaque, mb.KEY_ENOENT, key=r.key)
                 return mb.error(r.opcode, r.opaque, mb.KEY_ENOENT)
-            self.router.stats.count("memcache", op, "hit" if op == "get" else "ok")
+            self.router.stats.count("memcache", op,
+                                    ("hit" if item.hit else "miss") if op == "get" else "ok")
             value = b"" if command == mb.TOUCH else item.value
             return mb.response(r.opcode, r.opaque, key=r.key if with_key else b"",
                                extras=mb.FLAGS.pack(item.flags), value=value, cas=item.cas)
@@ -191,4 +193,13 @@ _COMMANDS = {
     mb.INCR: BinaryProtocol._do_arith, mb.DECR: BinaryProtocol._do_arith,
     mb.FLUSH: BinaryProtocol._do_flush, mb.STAT: BinaryProtocol._do_stat,
     **dict.fromkeys((mb.NOOP, mb.VERSION, mb.VERBOSITY, mb.QUIT), BinaryProtocol._do_simple),
+}
+# The command label of each opcode in ringcache_request_duration_seconds, as the text
+# protocol names the command.
+_COMMAND_NAMES = {
+    **dict.fromkeys((mb.GET, mb.GETK), "get"), **dict.fromkeys((mb.GAT, mb.GATK), "gat"),
+    mb.TOUCH: "touch", mb.SET: "set", mb.ADD: "add", mb.REPLACE: "replace",
+    mb.APPEND: "append", mb.PREPEND: "prepend", mb.DELETE: "delete", mb.INCR: "incr",
+    mb.DECR: "decr", mb.FLUSH: "flush_all", mb.STAT: "stats", mb.NOOP: "noop",
+    mb.VERSION: "version", mb.VERBOSITY: "verbosity", mb.QUIT: "quit",
 }

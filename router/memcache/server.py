@@ -69,9 +69,10 @@ REFUSED = {
 
 class _Slot:
     """A place in the answer order for one command, or for the ``commands`` of a run the
-    data plane serves at once; ``data`` is None until it is answered."""
+    data plane serves at once; ``data`` is None until it is answered. ``command`` and
+    ``read_at`` time it for the request latency histogram, when it is written."""
 
-    __slots__ = ("data", "commands")
+    __slots__ = ("data", "commands", "command", "read_at")
 
     def __init__(self, data: bytes | None = None, commands: int = 1):
         self.data = data
@@ -134,6 +135,10 @@ class MemcacheProtocol(Protocol):
         self._outstanding = 0  # commands read and not yet written (one slot may hold many)
         self._quitting = False
         self._read_closed = False
+        # The command being dispatched and when its read came in: each slot queued takes
+        # them, for ringcache_request_duration_seconds.
+        self._command = "get"
+        self._read_at = 0.0
         # For the listener's timeout sweep (shared/connections.py).
         self.last_active = self.reactor.seconds()
         self.partial_since: float | None = None
@@ -230,7 +235,7 @@ class MemcacheProtocol(Protocol):
     def dataReceived(self, data: bytes):
         parser = self.parser
         parser.receive_data(data)
-        self.last_active = now = self.reactor.seconds()
+        self.last_active = self._read_at = now = self.reactor.seconds()
         # Taken per read: a reload swaps them, and what was routed finishes on the old.
         routes = getattr(self.router, "routes", None)
         get = mc.Get
@@ -241,6 +246,7 @@ class MemcacheProtocol(Protocol):
                 batch = parser.take_gets(routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if batch is not None:
                     slot = _Slot(None, batch.ncommands)
+                    self._command = "get"
                     self._queue(slot)
                     dataplane.serve(self.router, batch, routes, self._served, slot, _error_line,
                                     self)
@@ -252,10 +258,13 @@ class MemcacheProtocol(Protocol):
                 run.append(event)
                 continue
             if run:
+                self._command = "get"
                 self._gets(run)
                 run = []
+            self._command = _command_name(event)
             self._dispatch(event)
         if run:
+            self._command = "get"
             self._gets(run)
         self._read_done(now)
 
@@ -278,6 +287,7 @@ class MemcacheProtocol(Protocol):
     # -- answer ordering --------------------------------------------------------------
 
     def _queue(self, slot: _Slot) -> None:
+        slot.command, slot.read_at = self._command, self._read_at
         self.slots.append(slot)
         self._outstanding += slot.commands
 
@@ -306,12 +316,15 @@ class MemcacheProtocol(Protocol):
         self._flush_call = None
         slots = self.slots
         out = []
+        now = self.reactor.seconds()
+        observe = self.router.stats.observe
         while slots and slots[0].data is not None:
             slot = slots.popleft()
             self._outstanding -= slot.commands
+            observe("memcache", slot.command, now - slot.read_at, slot.commands)
             out.append(slot.data)
         if out:
-            self.last_active = self.reactor.seconds()
+            self.last_active = now
             write_now(self.transport, out[0] if len(out) == 1 else b"".join(out))
             if self._full:
                 self._check_output()
@@ -378,13 +391,14 @@ class MemcacheProtocol(Protocol):
             d.addBoth(lambda _: line)
             self._later(d, bytes, event.noreply)
 
-    def _served(self, answer: bytes, run, slot: _Slot) -> None:
-        """The data plane's answer to a run of gets (router/dataplane/serve.py)."""
+    def _served(self, answer: bytes, run, slot: _Slot, loaded: int) -> None:
+        """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
+        of the keys it found were not cached (read through): misses."""
         count = self.router.stats.count
-        if run.hits:
-            count("memcache", "get", "hit", run.hits)
-        if run.misses:
-            count("memcache", "get", "miss", run.misses)
+        if run.hits > loaded:
+            count("memcache", "get", "hit", run.hits - loaded)
+        if run.misses + loaded:
+            count("memcache", "get", "miss", run.misses + loaded)
         self._fill(answer, slot)
 
     # The general path for gets the data plane does not take (gets, odd spacing): one slot
@@ -464,7 +478,7 @@ class MemcacheProtocol(Protocol):
                 count("memcache", op, "miss")
                 self._fill(mc.END, slot)
             else:
-                count("memcache", op, "hit")
+                count("memcache", op, "hit" if items.hit else "miss")
                 cas = items.cas if with_cas else None
                 self._fill(mc.value_line(keys[0], items.flags, items.value, cas) + mc.END, slot)
             return
@@ -473,11 +487,12 @@ class MemcacheProtocol(Protocol):
             self._fill(TOO_BIG_ANSWER, slot)
             return
         parts = []
+        hits = 0
         for key, item in zip(keys, items):
             if item is not None:
                 cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
-        hits = len(parts)
+                hits += item.hit
         if hits:
             count("memcache", op, "hit", hits)
         if hits < len(keys):
@@ -557,6 +572,23 @@ class MemcacheProtocol(Protocol):
             return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
         d = memcache_stats.pairs(self.router, self.factory, args, self.reactor.seconds())
         return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
+
+
+def _command_name(event) -> str:
+    """The command label of ``event`` in ringcache_request_duration_seconds."""
+    kind = type(event)
+    name = _COMMAND_NAMES.get(kind)
+    if name is not None:
+        return name
+    if kind is mc.Arith:
+        return "incr" if event.incr else "decr"
+    return getattr(event, "command", "other")  # stores, meta commands, admin commands
+
+
+_COMMAND_NAMES = {mc.Delete: "delete", mc.Touch: "touch", mc.GetAndTouch: "gat",
+                  mc.FlushAll: "flush_all", mc.Version: "version", mc.Stats: "stats",
+                  mc.Quit: "quit", mc.Unknown: "unknown", mc.ClientError: "invalid",
+                  mc.ServerError: "invalid", mc.Get: "get"}
 
 
 # A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.

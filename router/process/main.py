@@ -16,6 +16,7 @@ from router.cluster.router import Router
 from router.config import etcd
 from router.config.origin import FileOrigin, Reader
 from router.config.topology import Address, TopologyError
+from router.http import metrics
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.process.security import secure
@@ -46,11 +47,12 @@ class RouterProcess:
         self.backlog = router.topology.limits.backlog  # the listeners' (shared/backlog.py)
         self.memcache = None
         self.pool = None
+        self._watching = False  # whether the topology's origin is being watched
 
     async def start(self) -> None:
         cfg = self.router.topology.router
         backlog = self.backlog
-        self.router.stats.attach(self.router)
+        metrics.attach(self.router)
         if self.mode != "worker":  # one line per router, not per worker
             self._warn_if_capped(backlog)
         listening = []
@@ -87,7 +89,7 @@ class RouterProcess:
                 cfg.workers, topology, self.reader.flags(topology.base_dir), self.reactor)
             await self.pool.start()
         if self.mode != "worker":
-            self.router.origin.watch(self.reactor, self.reload)
+            self._watch_origin(self.router.topology)
             serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
                        if self.mode == "control" else f"memcached on {cfg.memcache}")
             scheme = "https" if cfg.http_tls else "http"
@@ -125,8 +127,21 @@ class RouterProcess:
         for port in self.ports:
             port.socket.listen(backlog)
 
+    def _watch_origin(self, topology) -> None:
+        """An etcd key is always watched; a file only when ``router.watch`` asks (SIGHUP
+        and POST /v1/reload always reload it), and a reload may turn that on or off."""
+        origin = self.router.origin
+        wanted = origin.kind != "file" or topology.router.watch
+        if wanted and not self._watching:
+            origin.watch(self.reactor, self.reload)
+        elif not wanted and self._watching:
+            origin.stop()
+        self._watching = wanted
+
     def _pass_on(self, topology) -> None:
         self._relisten(topology.limits.backlog)
+        if self.mode != "worker":
+            self._watch_origin(topology)
         if self.memcache is not None:
             self.memcache.apply_limits(topology.limits)
             presize_fd_table(topology.limits.max_connections + RESERVED_FDS)

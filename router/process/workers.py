@@ -243,22 +243,18 @@ def connect_to_control(reactor, path: str, process, index: int, on_lost) -> Defe
 
 
 def worker_stats(process) -> dict:
-    """What the control adds up for /v1/stats and /metrics: this worker's counters, and
-    its Prometheus samples (counters and histograms are summed over the workers)."""
+    """What the control adds up for /v1/stats and /metrics: this worker's /v1/stats
+    router section, and its Prometheus samples (counters and histograms are summed over
+    the workers)."""
+    from router.http.metrics import router_document
+
     router = process.router
     stats = router.stats
     memcache = process.memcache
     return {
         "pid": os.getpid(),
         "digest": router.ring.digest,
-        "counters": {
-            "hits": stats.hits, "misses": stats.misses, "loads": stats.loads,
-            "coalesced": router.flight.coalesced, "inflight": len(router.flight),
-            "node_errors": stats.node_errors, "failovers": stats.failovers,
-            "warmup_hits": stats.warmup_hits, "negative_hits": stats.negative_hits,
-            "replica_errors": stats.replica_errors,
-        },
-        "requests": [[*labels, n] for labels, n in stats.requests.items()],
+        "router": router_document(router),
         "connections": memcache.connections if memcache is not None else 0,
         "total_connections": memcache.total_connections if memcache is not None else 0,
         "metrics": [
@@ -274,16 +270,9 @@ def worker_stats(process) -> dict:
 
 def add_up(document: dict, workers: list[dict], pool: WorkerPool) -> dict:
     """/v1/stats over every process: the control's ``document`` with each worker's
-    counters and requests added, and a ``workers`` list."""
-    router = document["router"]
-    requests = router["requests"]
+    router section added in, and a ``workers`` list."""
     for doc in workers:
-        for name, n in doc["counters"].items():
-            router[name] = router.get(name, 0) + n
-        for protocol, op, result, n in doc["requests"]:
-            key = f"{protocol}/{op}/{result}"
-            requests[key] = requests.get(key, 0) + n
-    router["requests"] = dict(sorted(requests.items()))
+        _add_into(document["router"], doc["router"])
     by_pid = {doc["pid"]: doc for doc in workers}
     document["workers"] = [
         {**w, "connections": by_pid[w["pid"]]["connections"] if w["pid"] in by_pid else 0}
@@ -291,15 +280,30 @@ def add_up(document: dict, workers: list[dict], pool: WorkerPool) -> dict:
     return document
 
 
+def _add_into(total: dict, more: dict) -> None:
+    """Numbers summed, mappings merged key by key; anything else (a node's state) stays
+    as the control has it, or as the first worker that has it says."""
+    for key, value in more.items():
+        mine = total.get(key)
+        if isinstance(value, dict):
+            if not isinstance(mine, dict):
+                mine = total[key] = {}
+            _add_into(mine, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                mine is None or isinstance(mine, (int, float))):
+            total[key] = (mine or 0) + value
+        elif key not in total:
+            total[key] = value
+
+
 # How one sample of several processes becomes one: summed, but for these.
 _LOWEST = ("ringcache_node_up",)  # up only if every process reaches the node
 _HIGHEST = ("ringcache_config_age_seconds",)
 
 
-def merged_metrics(registry, workers: list[dict]) -> bytes:
+def merged_families(registry, workers: list[dict]) -> list:
     """/metrics over every process: ``registry`` (the control's) and each worker's samples,
-    counters and histograms summed."""
-    from prometheus_client import CollectorRegistry, generate_latest
+    counters and histograms summed, as prometheus_client Metric families."""
     from prometheus_client.metrics_core import Metric
 
     families: dict[str, tuple[str, str, dict]] = {}
@@ -324,14 +328,10 @@ def merged_metrics(registry, workers: list[dict]) -> bytes:
         for name, kind, documentation, samples in doc["metrics"]:
             add(name, kind, documentation, samples)
 
-    class Merged:
-        def collect(self):
-            for name, (kind, doc, samples) in families.items():
-                metric = Metric(name, doc, kind)
-                for (sample_name, labels), value in samples.items():
-                    metric.add_sample(sample_name, dict(labels), value)
-                yield metric
-
-    merged = CollectorRegistry(auto_describe=False)
-    merged.register(Merged())
-    return generate_latest(merged)
+    merged = []
+    for name, (kind, doc, samples) in families.items():
+        metric = Metric(name, doc, kind)
+        for (sample_name, labels), value in samples.items():
+            metric.add_sample(sample_name, dict(labels), value)
+        merged.append(metric)
+    return merged

@@ -85,10 +85,11 @@ def test_plan_starts_local_nodes_then_the_router_and_skips_remote_ones():
     children, remote = plan_children(topology, ("rc",), lambda host: host != "10.9.9.9")
     assert children == [
         ChildSpec("node-a", ("rc", "node", "--listen", "127.0.0.1:7001", "--max-memory", "128MiB",
-                             "--backlog", "1024")),
+                             "--backlog", "1024"), ready="ringcache node listening on"),
         ChildSpec("node-c", ("rc", "node", "--listen", "[::1]:7003", "--max-memory", "128MiB",
-                             "--backlog", "1024")),
-        ChildSpec("router", ("rc", "router", "-c", "/etc/ringcache/topology.yaml")),
+                             "--backlog", "1024"), ready="ringcache node listening on"),
+        ChildSpec("router", ("rc", "router", "-c", "/etc/ringcache/topology.yaml"),
+                  ready="ringcache router: memcached on"),
     ]
     assert [node.name for node in remote] == ["node-b"]
 
@@ -106,12 +107,21 @@ def test_banner_says_where_to_connect():
     )
     assert banner(topology, 1, "d1g3st") == (
         "ringcache is up: 2 nodes (1 on this host), router digest d1g3st\n"
-        "  memcached:  127.0.0.1:11311   (e.g. printf 'get scores:42\\r\\n' | nc 127.0.0.1 11311)\n"
+        "  memcached:  127.0.0.1:11311   (e.g. printf 'get scores:42\\r\\n' | nc -q1 127.0.0.1 11311)\n"
         "  HTTP:       http://127.0.0.1:8181/v1/scores/42\n"
-        "  stats:      http://127.0.0.1:8181/v1/stats\n"
+        "  status:     http://127.0.0.1:8181/\n"
         "  stop:       Ctrl-C\n"
     )
     assert banner(make_topology(), 1, None).splitlines()[0] == "ringcache is up: 1 node"
+
+
+def test_banner_names_the_nodes_that_are_down_and_why():
+    topology = make_topology(nodes=[{"name": "node-a", "address": "127.0.0.1:7001"},
+                                    {"name": "node-b", "address": "127.0.0.1:7002"}])
+    lines = banner(topology, 2, "d1", {"node-b": "authentication with the node failed: " + "x" * 90})
+    assert lines.splitlines()[:2] == [
+        "ringcache is up: 2 nodes, 1 down, router digest d1",
+        "  down:       node-b: authentication with the node failed: xxxxxxxxxxxxxxxxxxxxxx…"]
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -188,7 +188,7 @@ BAD = [
     ("no groups", delitem("groups"), "groups: required key is missing"),
     ("router not mapping", setitem("router", "x"), "router: expected a mapping with keys memcache"),
     ("unknown router key", setitem("router", "vnode", 10),
-     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max, workers, memcache_tls, http_tls)"),
+     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max, workers, memcache_tls, http_tls, watch)"),
     ("no default group", delitem("router", "default_group"), "router.default_group: required key is missing"),
     ("undefined default group", setitem("router", "default_group", "users"),
      "router.default_group: 'users' is not a defined group (groups: scores, sessions)"),

@@ -88,6 +88,43 @@ def test_multi_get_answers_only_hits(conn):
     assert requests[("memcache", "get", "miss")] == 1
 
 
+def test_a_get_answered_by_a_load_counts_as_a_miss(conn):
+    conn.send(b"get a b\r\nget c\r\n")
+    a, b, c = conn.router.deferreds()
+    a.callback(Item(b"1"))
+    b.callback(Item(b"2", hit=False))  # read through the source
+    c.callback(Item(b"3", hit=False))
+    conn.turn()
+    requests = conn.router.stats.requests
+    assert (requests[("memcache", "get", "hit")], requests[("memcache", "get", "miss")]) == (1, 2)
+
+
+def test_a_get_after_another_command_is_timed_as_a_get(conn):
+    conn.send(b"delete b\r\n")
+    conn.router.deferreds()[0].callback(True)
+    conn.turn()
+    conn.send(b"get a\r\n")
+    conn.router.deferreds()[-1].callback(None)
+    conn.turn()
+    counts = {labels: sum(c) for labels, (c, _) in conn.router.stats.latency.series.items()}
+    assert counts == {("memcache", "delete"): 1, ("memcache", "get"): 1}
+
+
+def test_requests_are_timed_by_command_from_read_to_answer(conn):
+    conn.send(b"get a\r\ndelete b\r\nversion\r\n")
+    get, delete = conn.router.deferreds()
+    conn.clock.advance(0.02)
+    delete.callback(True)
+    get.callback(None)
+    conn.turn()
+    latency = conn.router.stats.latency
+    assert sorted(latency.series) == [("memcache", "delete"), ("memcache", "get"),
+                                      ("memcache", "version")]
+    buckets, count, seconds = latency.cumulative(("memcache", "delete"))
+    assert (count, seconds) == (1, pytest.approx(0.02))
+    assert dict(buckets)["0.01"] == 0 and dict(buckets)["0.025"] == 1
+
+
 def test_multi_get_failure_answers_the_first_error(conn):
     conn.send(b"get a b\r\n")
     a, b = conn.router.deferreds()
