@@ -97,6 +97,7 @@ def node_spec(topology: Topology, name: str, address: str, launcher: Sequence[st
     """How `up` runs node ``name`` at ``address``, with what the topology asks of nodes."""
     memory = format_size(node_max_memory(topology))
     return ChildSpec(name, (*launcher, "node", "--listen", address, "--max-memory", memory,
+                            "--backlog", str(topology.limits.backlog),
                             *node_trust_args(topology)), ready=NODE_READY)
 
 

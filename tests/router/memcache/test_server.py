@@ -449,7 +449,7 @@ def test_answers_after_the_connection_closed_are_dropped(conn):
 
 def test_gets_pipelined_in_one_read_share_one_router_read(conn):
     calls = []
-    conn.router.read_many = lambda pairs: calls.append(pairs) or succeed(
+    conn.router.read_many = lambda pairs, conn: calls.append(pairs) or succeed(
         [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"),
          Item(b"D", 2, 5)])
     conn.send(b"get a\r\nget b\r\nget x y\r\ngets d\r\n")
@@ -459,3 +459,13 @@ def test_gets_pipelined_in_one_read_share_one_router_read(conn):
     assert conn.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n" b"END\r\n"
                            b"SERVER_ERROR node node-b unavailable: down\r\n"
                            b"VALUE d 2 1 5\r\nD\r\nEND\r\n")
+
+
+def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time.
+    conn.send(b"get a\r\nget b c\r\nget d\r\ngets e\r\ngat 0 f\r\nmg g v\r\n")
+    other = MemcacheConn()
+    other.send(b"get h\r\n")
+    assert len(conn.router.conns) == 7
+    assert set(conn.router.conns) == {conn.protocol}
+    assert other.router.conns == [other.protocol]
