@@ -48,18 +48,19 @@ class LeasedReads:
     def __init__(self, router):
         self.router = router
 
-    async def read(self, g: Group, key: bytes, owner: NodeClient):
+    async def read(self, g: Group, key: bytes, owner: NodeClient, conn=None):
         """What a miss of ``key`` (its owner ``owner`` has no entry) answers under a lease:
         an Item or None. None also when ``owner`` does not know leases: then ``owner.leases``
-        is False and the caller reads through the old way."""
+        is False and the caller reads through the old way. ``conn``: the client connection
+        the read serves, by which its load is queued (router/cluster/loads.py)."""
         life = lease_life(g)
         answer = await owner.request(pb.LEASE_GET, g.name, key, lease_ttl=life, wait=2 * life)
         if answer.status == pb.UNKNOWN_OP:
             owner.lacks_leases()
             return None
-        return await self._answered(g, key, owner, answer)
+        return await self._answered(g, key, owner, answer, conn)
 
-    async def _answered(self, g: Group, key: bytes, owner: NodeClient, answer):
+    async def _answered(self, g: Group, key: bytes, owner: NodeClient, answer, conn):
         status, stats = answer.status, self.router.stats
         if status == pb.OK:
             item = Item(answer.value, answer.flags, answer.cas, hit=False, ttl=answer.ttl or None)
@@ -69,10 +70,10 @@ class LeasedReads:
             stale = item._replace(stale=kind)
             if answer.lease and answer.stale == pb.REVALIDATE:
                 stats.lease_loads[g.name] += 1
-                self.refresh(g, key, owner, answer.lease)
+                self.refresh(g, key, owner, answer.lease, conn)
             elif answer.lease:
                 try:
-                    return await self.load(g, key, owner, answer.lease)
+                    return await self.load(g, key, owner, answer.lease, conn)
                 except RingcacheError as exc:
                     log.info("group {group}: load failed, answered stale: {why}",
                              group=g.name, why=exc)
@@ -82,19 +83,19 @@ class LeasedReads:
             if answer.negative or not answer.lease:
                 # A cached absence, or the lease we waited on found nothing at its source.
                 return None
-            return await self.load(g, key, owner, answer.lease)
+            return await self.load(g, key, owner, answer.lease, conn)
         if status == pb.SOURCE_FAILED:  # the load we waited on failed
             raise SourceError(g.source.name, answer.error)
         raise NodeError(answer.error or pb.Status.Name(status))
 
-    def refresh(self, g: Group, key: bytes, owner: NodeClient, token: int) -> None:
+    def refresh(self, g: Group, key: bytes, owner: NodeClient, token: int, conn) -> None:
         """Load and fill ``key`` behind a stale answer (stale_while_revalidate)."""
-        d = Deferred.fromCoroutine(self.load(g, key, owner, token, counted=True))
+        d = Deferred.fromCoroutine(self.load(g, key, owner, token, conn, counted=True))
         d.addErrback(lambda failure: log.info(
             "group {group}: background refresh failed: {why}", group=g.name,
             why=failure.getErrorMessage()))
 
-    async def load(self, g: Group, key: bytes, owner: NodeClient, token: int,
+    async def load(self, g: Group, key: bytes, owner: NodeClient, token: int, conn=None,
                    counted: bool = False):
         """Load ``key`` holding the owner's lease ``token`` and fill it: the Item or None."""
         router = self.router
@@ -108,7 +109,7 @@ class LeasedReads:
                                    found.ttl or None, found.flags)
             return Item(found.value, found.flags, cas, hit=False, ttl=found.ttl or None)
         try:
-            item = await router._load(g, key)
+            item = await router._load(g, key, conn)
         except Exception as exc:
             why = exc.reason if isinstance(exc, SourceError) else str(exc)
             self._give_back(g, key, owner, token, copies, why)

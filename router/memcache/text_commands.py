@@ -114,7 +114,8 @@ class TextCommands:
                     answers.command = "get"
                     slot = Slot(None, run.ncommands)
                     self.answers.queue(slot)
-                    serve(self.router, run, routes, self._served, slot, error_line)
+                    serve(self.router, run, routes, self._served, slot, error_line,
+                          connection)
                     continue
             event = parser.next_event()
             if event is None:
@@ -135,7 +136,7 @@ class TextCommands:
     def _serve(self, run, routes) -> None:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
-        serve(self.router, run, routes, self._served, slot, error_line)
+        serve(self.router, run, routes, self._served, slot, error_line, self.connection)
 
     def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
         """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
@@ -185,8 +186,8 @@ class TextCommands:
         elif kind is mc.GetAndTouch:
             self._gat(event)
         elif kind is mc.Meta:
-            self._later(meta_commands.carry_out(self.router, event), bytes, errors=(
-                error_line if event.command == "mg" else write_error_line))
+            self._later(meta_commands.carry_out(self.router, event, self.connection), bytes,
+                        errors=error_line if event.command == "mg" else write_error_line)
         elif kind is mc.FlushAll:
             count("memcache", "flush_all", "ok")
             self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
@@ -276,7 +277,7 @@ class TextCommands:
             self.router.stats.count("memcache", "gat", "error")
             self.answers.fill(TOO_MANY_KEYS, slot)
             return
-        ds = [commands.gat(self.router, key, event.exptime) for key in distinct]
+        ds = [commands.gat(self.router, key, event.exptime, self.connection) for key in distinct]
         d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
         if len(distinct) < len(keys):
             d.addCallback(_spread, distinct, keys)

@@ -514,3 +514,18 @@ def test_answers_after_the_connection_closed_are_dropped(plane):
     assert plane.factory.connections == 0
     plane.node().answer_prepared(values(a=entry.pack(b"A")))
     assert plane.turn() == b""
+
+
+def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time.
+    conn.send(b"gat 0 f\r\nmg g v\r\n")
+    other = MemcacheConn()
+    other.send(b"mg h v\r\n")
+    assert conn.router.conns == [conn.protocol, conn.protocol]
+    assert other.router.conns == [other.protocol]
+    plane = PlaneConn()  # the data plane's misses name it too
+    seen, missed = [], plane.router.missed
+    plane.router.missed = lambda *args: seen.append(args[-1]) or missed(*args)
+    plane.send(b"get a b\r\n")
+    plane.answer({})
+    assert seen == [plane.protocol] * 2
