@@ -379,10 +379,19 @@ def _posted_topology(document: bytes, name: str):
         raise HTTPError(400, str(exc)) from None
 
 
+# RFC 9211's Cache-Status of a value's answer: from a node, loaded from the group's source,
+# or past its ttl from the group's grace (RFC 5861): at once while a refresh runs behind
+# it, or because its load failed.
+CACHE_HIT, CACHE_MISS = b"ringcache; hit", b"ringcache; fwd=miss"
+CACHE_STALE = {"revalidate": b"ringcache; hit; detail=stale-while-revalidate",
+               "if_error": b"ringcache; fwd=stale; detail=stale-if-error"}
+
+
 def _item_reply(item) -> Reply:
     if item is None:
         return Reply(404, error_body("not found"), JSON, hit=False)
-    return Reply(200, item.value, OCTETS, hit=item.hit)
+    status = CACHE_STALE.get(item.stale) or (CACHE_HIT if item.hit else CACHE_MISS)
+    return Reply(200, item.value, OCTETS, ((b"cache-status", status),), hit=item.hit)
 
 
 def _node_stats(reply) -> dict:
