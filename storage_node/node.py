@@ -21,6 +21,7 @@ from shared.wire import RESPONSES, len_field
 from storage_node.groups import DEFAULT_GROUP_BYTES, DEFAULT_POLICY, ConfigError, GroupSpec, GroupTable
 from storage_node.lease_ops import LeaseOps
 from storage_node.leases import LeaseTable
+from storage_node.meta_ops import MetaOps
 from storage_node.ops import GroupOps, error
 from storage_node.rmw import ReadModifyWrite, parse_counter
 from storage_node.stats import NodeCounters, node_stats
@@ -65,10 +66,11 @@ class Node:
         # ``call_later`` (the reactor's) times the leases' lapses while readers wait.
         self.leases = LeaseTable(clock, call_later, rng)
         self.lease_ops = LeaseOps(self.ops, self.groups, self.leases)
-        self.group_ops: dict[int, Callable] = {**self.ops.table(),
-                                               **ReadModifyWrite(self.ops).table(),
+        rmw = ReadModifyWrite(self.ops)
+        self.group_ops: dict[int, Callable] = {**self.ops.table(), **rmw.table(),
                                                **Transfers(self.ops, clock, wall).table(),
-                                               **self.lease_ops.table_ops()}
+                                               **self.lease_ops.table_ops(),
+                                               **MetaOps(self.ops, rmw).table()}
         self.node_ops: dict[int, Callable] = {
             pb.PING: lambda request: pb.Response(id=request.id),
             pb.STATS: self._stats,

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
 from router.cluster.hints import Hints
+from router.cluster.metaget import UNANSWERED
 from router.cluster.router import Group, Item, Router
 from router.cluster.singleflight import SingleFlight
 from router.cluster.stats import RouterStats
@@ -346,11 +347,17 @@ class FakeMemcacheRouter:
         self.conns.append(conn)
         return self._call("get", group, key)
 
-    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
-        # Recorded by op name, with cas/delta only where the op takes them; a test may
-        # answer a store with True/False (STORED/NOT_STORED) or with a Written.
+    def meta_get(self, group, key, meta, ttl=None, vivify_ttl=None, recache=0.0, conn=None):
+        # As a node without META_GET: mg takes the plain way, through get (and gat, add).
+        return succeed(UNANSWERED)
+
+    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0, meta=0):
+        # Recorded by op name, with cas/delta only where the op takes them (and the Meta
+        # bits, if any); a test may answer a store with True/False (STORED/NOT_STORED) or
+        # with a Written.
         name = pb.Op.Name(op).lower()
         extra = (cas,) if op in (pb.CAS, pb.APPEND, pb.PREPEND, pb.DELETE) else ()
+        extra += (meta,) if meta else ()
         if op in (pb.INCR, pb.DECR):  # with an initial value (and its ttl) to create
             return self._call(name, group, key, delta, *((value, ttl) if value else ()))
         return self._call(name, group, key, value, ttl, flags, *extra).addCallback(

@@ -18,6 +18,8 @@ class Item(NamedTuple):
     # An answer past its ttl, from the node's grace: "revalidate" (stale_while_revalidate:
     # a refresh runs behind it) or "if_error" (stale_if_error: its load failed)
     stale: str | None = None
+    # memcached's item bits of a meta get's answer (shared/ringcache.proto's Meta: ITEM_*)
+    meta: int = 0
 
 
 @dataclass

@@ -21,6 +21,7 @@ from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
 from router.cluster.leases import LeasedReads
 from router.cluster.loads import LoadLimiter
+from router.cluster.metaget import meta_get
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.plan import plan, ring_for
 from router.cluster.reads import Reads
@@ -242,6 +243,12 @@ class Router(Reads, Writes):
             return self.groups[name]
         except KeyError:
             raise UnknownGroup(name) from None
+
+    def meta_get(self, group: str, key: bytes, meta: int, ttl=None, vivify_ttl=None,
+                 recache: float = 0.0, conn=None) -> Deferred:
+        """memcached's mg with its flags, on the key's owner (router/cluster/metaget.py)."""
+        return Deferred.fromCoroutine(meta_get(self, group, key, meta, ttl, vivify_ttl,
+                                               recache, conn))
 
     def owner(self, group: str, key: bytes) -> str:
         return self.ring.owner(routing_key(group, key))
