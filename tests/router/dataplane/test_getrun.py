@@ -197,6 +197,19 @@ def test_hits_render_as_memcached_answers_them(impl, as_list):
     assert (run.hits, run.misses) == (6, 1)
 
 
+@pytest.mark.parametrize("as_list", [True, False], ids=["bytes", "valuelist"])
+def test_entries_with_memcacheds_item_bits_render_as_their_values(impl, as_list):
+    # md I / ms I / mg N leave kind 5 entries (shared/entry.py): plain gets read through them.
+    store = {("scores", b"a"): entry.with_bits(entry.pack(b"A", 4, 7), entry.STALE),
+             ("scores", b"b"): entry.with_bits(entry.pack(b"", 0, 8), entry.WIN_SENT),
+             ("scores", b"c"): b"\x05\x01"}  # bits and nothing behind them: not a value
+    pos, run = run_of(impl, b"gets a b c\r\n")
+    fill_all(run, store, as_list)
+    assert [u[4] for u in run.unresolved()] == [b"c"]
+    run.resolve(run.unresolved()[0][0], b"")
+    assert run.render() == b"VALUE a 4 1 7\r\nA\r\nVALUE b 0 0 8\r\n\r\nEND\r\n"
+
+
 def test_misses_negatives_failures_and_other_groups_are_unresolved(impl):
     store = {("scores", b"n"): entry.NEGATIVE, ("scores", b"bad"): b"\x07junk"}
     pos, run = run_of(impl, b"get n m bad replicated:r\r\n")
