@@ -66,7 +66,7 @@ class LeaseTable:
         self.max_waiting = max_waiting
         self.max_waiting_bytes = max_waiting_bytes
         self.on_lapse: Callable[[str, bytes, list[Waiter]], None] = lambda group, key, waiters: None
-        self._leases: dict[tuple[str, bytes], Lease] = {}
+        self.out: dict[tuple[str, bytes], Lease] = {}  # the leases out, by (group, key)
         self._waited: set[tuple[str, bytes]] = set()  # the leases readers wait on
         # Tokens start at a random place, so that a token from before a restart is not
         # taken for one given out since.
@@ -76,21 +76,21 @@ class LeaseTable:
         self.fills_dropped = self.voided = self.refused = 0
 
     def __len__(self) -> int:
-        return len(self._leases)
+        return len(self.out)
 
     def current(self, group: str, key: bytes) -> Lease | None:
         """The key's lease, if one is out and alive. One past its life is ended here (its
         waiters, if its lapse has not come round yet, are handed on first)."""
-        lease = self._leases.get((group, key))
+        lease = self.out.get((group, key))
         if lease is None or lease.expires > self.clock():
             return lease
         self._lapse(group, key, lease)
-        return self._leases.get((group, key))
+        return self.out.get((group, key))
 
     def grant(self, group: str, key: bytes, life: float) -> int:
         """A new lease on ``key``, which has none out: its token."""
         self._token += 1
-        self._leases[group, key] = Lease(self._token, self.clock() + life)
+        self.out[group, key] = Lease(self._token, self.clock() + life)
         self.granted += 1
         return self._token
 
@@ -101,7 +101,7 @@ class LeaseTable:
                 or self.waiting_bytes + waiter.size > self.max_waiting_bytes):
             self.refused += 1
             return False
-        lease = self._leases[group, key]
+        lease = self.out[group, key]
         lease.waiters.append(waiter)
         self._waited.add((group, key))
         self.waiting += 1
@@ -123,7 +123,7 @@ class LeaseTable:
 
     def void(self, group: str, key: bytes) -> list[Waiter]:
         """A write of ``key``: its lease, if any, ends; its waiters."""
-        lease = self._leases.get((group, key))
+        lease = self.out.get((group, key))
         if lease is None:
             return []
         self.voided += 1
@@ -132,15 +132,15 @@ class LeaseTable:
     def void_group(self, group: str) -> list[tuple[bytes, list[Waiter]]]:
         """A flush of ``group`` (or its removal): every lease of it ends."""
         ended = []
-        for g, key in [k for k in self._leases if k[0] == group]:
+        for g, key in [k for k in self.out if k[0] == group]:
             self.voided += 1
-            ended.append((key, self._end(g, key, self._leases[g, key])))
+            ended.append((key, self._end(g, key, self.out[g, key])))
         return ended
 
     def forget(self, peer) -> None:
         """``peer``'s connection is gone: its readers stop waiting (the leases stay)."""
         for place in list(self._waited):
-            lease = self._leases[place]
+            lease = self.out[place]
             kept = [w for w in lease.waiters if w.peer is not peer]
             for waiter in lease.waiters:
                 if waiter.peer is peer:
@@ -151,7 +151,7 @@ class LeaseTable:
                 self._waited.discard(place)
 
     def _end(self, group: str, key: bytes, lease: Lease) -> list[Waiter]:
-        del self._leases[group, key]
+        del self.out[group, key]
         if lease.timer is not None:
             if lease.timer.active():
                 lease.timer.cancel()
@@ -165,7 +165,7 @@ class LeaseTable:
 
     def _lapse_due(self, group: str, key: bytes, lease: Lease) -> None:
         lease.timer = None
-        if self._leases.get((group, key)) is lease:
+        if self.out.get((group, key)) is lease:
             self._lapse(group, key, lease)
 
     def _lapse(self, group: str, key: bytes, lease: Lease) -> None:

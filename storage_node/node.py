@@ -65,6 +65,7 @@ class Node:
         self.snapshot_stats: pb.SnapshotStats | None = None  # with a data dir (snapshot/)
         # ``call_later`` (the reactor's) times the leases' lapses while readers wait.
         self.leases = LeaseTable(clock, call_later, rng)
+        self._leased = self.leases.out  # (group, key) -> Lease: empty, nothing to void
         self.lease_ops = LeaseOps(self.ops, self.groups, self.leases)
         rmw = ReadModifyWrite(self.ops)
         self.group_ops: dict[int, Callable] = {**self.ops.table(), **rmw.table(),
@@ -151,10 +152,10 @@ class Node:
                 if group is None:
                     response = error(request, pb.UNKNOWN_GROUP, _unknown_group(name))
                 else:
-                    if group.flush_due(self.clock()) and self.leases:
+                    if group.flush_due(self.clock()) and self._leased:
                         self.lease_ops.flushed(name)
                     response = group_op(group, request, out)
-                    if self.leases and _voids(op, request):
+                    if self._leased and _voids(op, request):
                         self._void(op, group, request)
             else:
                 node_op = self.node_ops.get(op)
