@@ -175,6 +175,10 @@ class Node:
             message = response.SerializeToString()
             out += len_field(RESPONSES, message)
 
+    # Every write of a key that a lease must not outlive passes here, after the write is
+    # applied (and flushes, by group): the one place a node learns a key changed. A cache
+    # kept outside the node (a router's near cache of hot keys) that must not outlive a
+    # write would be told from here.
     def _void(self, op: int, group, request) -> None:
         if op in (pb.FLUSH_GROUP, pb.RESTORE):
             self.lease_ops.flushed(group.spec.name)
