@@ -459,3 +459,26 @@ def test_gets_pipelined_in_one_read_share_one_router_read(conn):
     assert conn.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n" b"END\r\n"
                            b"SERVER_ERROR node node-b unavailable: down\r\n"
                            b"VALUE d 2 1 5\r\nD\r\nEND\r\n")
+
+
+def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
+    # lru_crawler metadump (router/memcache/metadump.py) writes its lines as the nodes
+    # answer; the commands after it wait for its END, and each piece leaves at once.
+    from twisted.internet.defer import Deferred
+
+    from router.memcache import server
+
+    more = Deferred()
+
+    async def fake_metadump(router, write):
+        await write(b"key=a exp=-1\n")
+        await more
+        await write(b"key=b exp=-1\n")
+        return b"END\r\n"
+
+    monkeypatch.setattr(server, "metadump", fake_metadump)
+    conn = MemcacheConn()
+    conn.send(b"lru_crawler metadump all\r\nversion\r\n")
+    assert conn.turn() == b"key=a exp=-1\n"
+    more.callback(None)
+    assert conn.turn() == b"key=b exp=-1\nEND\r\nVERSION " + VERSION.encode() + b"\r\n"
