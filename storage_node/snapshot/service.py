@@ -25,7 +25,7 @@ from storage_node.snapshot.writer import SnapshotWalk
 
 TURN = 0.002  # seconds of walking per reactor turn
 JOURNAL_LIMIT = 64 << 20  # a journal past this starts a snapshot early (which restarts it)
-TICK = 1.0  # how often the schedule is looked at
+TICK = 1.0  # how often the schedule is looked at (at most: as often as --snapshot-every)
 
 
 class Snapshots:
@@ -75,7 +75,7 @@ class Snapshots:
         """Once serving: look at the schedule every TICK seconds."""
         self._tick = LoopingCall(self._scheduled)
         self._tick.clock = self.reactor
-        self._tick.start(TICK, now=False)
+        self._tick.start(min(TICK, self.every) if self.every else TICK, now=False)
 
     def _scheduled(self) -> None:
         if self._running is not None:
