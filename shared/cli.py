@@ -17,7 +17,7 @@ roles:
                                          one router; the topology from a file or etcd
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
        [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
-       [--allow-policy python:module:Class] [--max-connections N]
+       [--allow-policy python:module:Class] [--max-connections N] [--backlog N]
        [--data-dir DIR [--snapshot-every D] [--max-snapshot-age D] [--name N]]   keep the cache
 
 tools:

@@ -102,6 +102,7 @@ def node_spec(topology: Topology, name: str, address: str, launcher: Sequence[st
     memory = format_size(node_max_memory(topology))
     data = ("--data-dir", os.path.join(data_dir, name), "--name", name) if data_dir else ()
     return ChildSpec(name, (*launcher, "node", "--listen", address, "--max-memory", memory,
+                            "--backlog", str(topology.limits.backlog),
                             *node_trust_args(topology), *data), ready=NODE_READY)
 
 

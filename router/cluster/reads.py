@@ -76,30 +76,32 @@ class Reads:
     #
     # Each step carries the Group object it started with, not its name: a reload may
     # replace or remove the group while a request is out, and the request finishes
-    # with the configuration it began under.
+    # with the configuration it began under. It carries ``conn`` too: the client
+    # connection the read serves (any hashable; None for callers without one), by which
+    # the group's source loads are queued and served in turn (router/cluster/loads.py).
 
-    def read(self, g: Group, key: bytes, replicas: list | None = None) -> Deferred:
+    def read(self, g: Group, key: bytes, replicas: list | None = None, conn=None) -> Deferred:
         """Item or None for ``key`` of ``g``, from ``replicas`` (default: its copies in ring
         order) and, on a miss, its previous owner or source."""
-        return self._read(g, key, replicas or self._replicas(g, key), 0)
+        return self._read(g, key, replicas or self._replicas(g, key), 0, conn)
 
-    def missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
+    def missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool, conn=None):
         """A key its node ``owner`` did not have (``negative``: a cached absence): None, or
         what the previous owner (warm-up) or the source has, or a Deferred of it."""
-        return self._missed(g, key, owner, negative)
+        return self._missed(g, key, owner, negative, conn)
 
-    def read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
+    def read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int, conn=None):
         """``replicas[i]`` failed to answer for ``key``: the next replica, or the source."""
-        return self._read_failed(failure, g, key, replicas, i)
+        return self._read_failed(failure, g, key, replicas, i, conn)
 
-    def get(self, group: str, key: bytes) -> Deferred:
+    def get(self, group: str, key: bytes, conn=None) -> Deferred:
         """Item or None; reads through the group's source on a miss."""
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
-        return self._read(g, key, self._replicas(g, key), 0)
+        return self._read(g, key, self._replicas(g, key), 0, conn)
 
-    def gat(self, group: str, key: bytes, ttl: float | None) -> Deferred:
+    def gat(self, group: str, key: bytes, ttl: float | None, conn=None) -> Deferred:
         """memcached's gat: Item or None, the item given ``ttl`` (None: no expiry). A miss
         reads through like get, and what it loads gets ``ttl`` too."""
         g = self.groups.get(group)
@@ -107,17 +109,18 @@ class Reads:
             return fail(UnknownGroup(group))
         replicas = self._replicas(g, key)
         d = replicas[0].request(pb.GAT, g.name, key, ttl=ttl or 0.0)
-        d.addCallbacks(self._gatted, self._read_failed, (g, key, replicas[0], ttl), None,
-                       (g, key, replicas, 0))
+        d.addCallbacks(self._gatted, self._read_failed, (g, key, replicas[0], ttl, conn), None,
+                       (g, key, replicas, 0, conn))
         if len(replicas) > 1:
             for client in replicas[1:]:
                 client.request(pb.TOUCH, g.name, key, ttl=ttl or 0.0).addErrback(lambda _: None)
         return d
 
-    def _gatted(self, response, g: Group, key: bytes, owner: NodeClient, ttl: float | None):
+    def _gatted(self, response, g: Group, key: bytes, owner: NodeClient, ttl: float | None,
+                conn):
         if response.status != NOT_FOUND or response.negative:
-            return self._got(response, g, key, owner)
-        d = maybeDeferred(self._missed, g, key, owner, False)
+            return self._got(response, g, key, owner, conn)
+        d = maybeDeferred(self._missed, g, key, owner, False, conn)
 
         def touch_loaded(item):
             if item is None:
@@ -126,28 +129,28 @@ class Reads:
 
         return d.addCallback(touch_loaded)
 
-    def _read(self, g: Group, key: bytes, replicas: list, i: int) -> Deferred:
+    def _read(self, g: Group, key: bytes, replicas: list, i: int, conn) -> Deferred:
         d = replicas[i].request(pb.GET, g.name, key)
-        d.addCallbacks(self._got_copy, self._read_failed, (g, key, replicas, i), None,
-                       (g, key, replicas, i))
+        d.addCallbacks(self._got_copy, self._read_failed, (g, key, replicas, i, conn), None,
+                       (g, key, replicas, i, conn))
         return d
 
-    def _got_copy(self, response, g: Group, key: bytes, replicas: list, i: int):
+    def _got_copy(self, response, g: Group, key: bytes, replicas: list, i: int, conn):
         if (response.status == NOT_FOUND and not response.negative
                 and i + 1 < len(replicas)):
-            return Deferred.fromCoroutine(self._repair(g, key, replicas, i))
-        return self._got(response, g, key, replicas[i])
+            return Deferred.fromCoroutine(self._repair(g, key, replicas, i, conn))
+        return self._got(response, g, key, replicas[i], conn)
 
-    def _got(self, response, g: Group, key: bytes, owner: NodeClient):
+    def _got(self, response, g: Group, key: bytes, owner: NodeClient, conn):
         status = response.status
         if status == OK:
             self.stats.group_hits[g.name] += 1
             return Item(response.value, response.flags, response.cas, ttl=response.ttl or None)
         if status != NOT_FOUND:
             raise node_failed(response)
-        return self._missed(g, key, owner, response.negative)
+        return self._missed(g, key, owner, response.negative, conn)
 
-    async def _repair(self, g: Group, key: bytes, replicas: list, i: int):
+    async def _repair(self, g: Group, key: bytes, replicas: list, i: int, conn):
         """``replicas[i]`` missed: the next copies are asked, and the first that has the
         key writes it back to every copy that missed (read repair)."""
         missed = [replicas[i]]
@@ -166,10 +169,10 @@ class Reads:
                 for copy in missed:
                     copy.request(pb.ADD, g.name, key, response.value, response.ttl,
                                  response.flags).addErrback(lambda _: None)
-            return await maybeDeferred(self._got, response, g, key, client)
-        return await maybeDeferred(self._missed, g, key, replicas[0], False)
+            return await maybeDeferred(self._got, response, g, key, client, conn)
+        return await maybeDeferred(self._missed, g, key, replicas[0], False, conn)
 
-    def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool):
+    def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool, conn):
         """A key its node does not hold: None for a cached absence, else what the
         previous owner (warm-up) or the source has, or a Deferred of it."""
         self.stats.group_misses[g.name] += 1
@@ -181,35 +184,37 @@ class Reads:
             if not previous:
                 return None
             return Deferred.fromCoroutine(self._warm(g, key, previous))
-        return self.flight.do((g.name, key), lambda: Deferred.fromCoroutine(self._fill(g, key, owner)))
+        # A load coalesced here counts for the connection that started it.
+        return self.flight.do((g.name, key),
+                              lambda: Deferred.fromCoroutine(self._fill(g, key, owner, conn)))
 
-    def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int):
+    def _read_failed(self, failure, g: Group, key: bytes, replicas: list, i: int, conn):
         failure.trap(NodeUnavailable)
         self.stats.node_errors_by[replicas[i].name] += 1
         if i + 1 < len(replicas):
             self.stats.failovers += 1
-            return self._read(g, key, replicas, i + 1)
+            return self._read(g, key, replicas, i + 1, conn)
         # No copy reachable: during a warm-up the previous owners may hold the key; then
         # a group with a source still answers, straight from the source and without
         # caching; a plain cache group has nowhere else to look.
         previous = self._previous_owners(g, key, replicas[0])
         if previous:
-            return Deferred.fromCoroutine(self._warm_or(g, key, previous, failure))
+            return Deferred.fromCoroutine(self._warm_or(g, key, previous, failure, conn))
         if g.source is None:
             return failure
         self.stats.failovers += 1
-        return self.flight.do((g.name, key), lambda: self._load(g, key))
+        return self.flight.do((g.name, key), lambda: self._load(g, key, conn))
 
-    async def _warm_or(self, g: Group, key: bytes, previous: list, failure):
+    async def _warm_or(self, g: Group, key: bytes, previous: list, failure, conn):
         item = await self._warm(g, key, previous)
         if item is not None:
             return item
         if g.source is None:
             return failure
         self.stats.failovers += 1
-        return await self.flight.do((g.name, key), lambda: self._load(g, key))
+        return await self.flight.do((g.name, key), lambda: self._load(g, key, conn))
 
-    async def _fill(self, g: Group, key: bytes, owner: NodeClient):
+    async def _fill(self, g: Group, key: bytes, owner: NodeClient, conn):
         # Look again inside the flight: a flight for this key may have landed between
         # our miss and the start of this one, and loading again would break the
         # promise of one load per miss.
@@ -226,7 +231,7 @@ class Reads:
             item = await self._warm(g, key, previous)
             if item is not None:
                 return item
-        item = await self._load(g, key)
+        item = await self._load(g, key, conn)
         # Fill before landing the flight, so a request arriving after it lands hits.
         if item is not None:
             cas = await self._fill_replicas(g, key, item.value, g.spec.ttl, item.flags)
@@ -251,9 +256,9 @@ class Reads:
                 cas = result.cas if ok and result.status == OK else 0
         return cas or 0
 
-    def _load(self, g: Group, key: bytes) -> Deferred:
-        """The source's answer, through the group's bounds: a SourceBusy failure at once
-        when as many loads as allowed are running and waiting."""
+    def _load(self, g: Group, key: bytes, conn) -> Deferred:
+        """The source's answer, through the group's bounds, queued among ``conn``'s loads:
+        a SourceBusy failure when as many loads as allowed are running and waiting."""
         source = g.source
         started = None
 
@@ -277,14 +282,14 @@ class Reads:
                 raise SourceError(source.name, failure.getErrorMessage())
             return failure
 
-        return g.loads.run(start)
+        return g.loads.run(start, conn)
 
-    def get_many(self, pairs) -> Deferred:
+    def get_many(self, pairs, conn=None) -> Deferred:
         """Items (or None) for [(group, key), ...], in order, or FirstError for the first
         key that failed."""
-        return self.read_many(pairs).addCallback(_first_error)
+        return self.read_many(pairs, conn).addCallback(_first_error)
 
-    def read_many(self, pairs) -> Deferred:
+    def read_many(self, pairs, conn=None) -> Deferred:
         """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
         group on one node go out as one GET_MANY request with one Deferred."""
         results: list = [None] * len(pairs)
@@ -294,7 +299,7 @@ class Reads:
         for i, (group, key) in enumerate(pairs):
             g = groups.get(group)
             if g is None or g.spec.replicas != 1:
-                ds.append(self.get(group, key).addBoth(_place, results, i))
+                ds.append(self.get(group, key, conn).addBoth(_place, results, i))
                 continue
             client = clients[owner(routing_key(group, key))]
             batch = batches.get((client.name, group))
@@ -305,18 +310,18 @@ class Reads:
         for batch in batches.values():
             client, g, indexes, keys = batch
             d = client.request(pb.GET_MANY, g.name, keys=keys)
-            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results), None,
-                           (*batch, results))
+            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results, conn), None,
+                           (*batch, results, conn))
             ds.append(d)
         return gather(ds, results)
 
     def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
-                  results: list):
+                  results: list, conn):
         values = response.values
         if response.status != OK or len(values) != len(keys):
             # A node without GET_MANY (UNKNOWN_OP, mid-upgrade) or answers too big for one
             # frame (ERROR): ask key by key, so each key gets its own answer.
-            return DeferredList([self._read(g, key, [client], 0).addBoth(_place, results, i)
+            return DeferredList([self._read(g, key, [client], 0, conn).addBoth(_place, results, i)
                                  for i, key in zip(indexes, keys)])
         hits = 0
         later = []
@@ -326,7 +331,7 @@ class Reads:
                 hits += 1
                 continue
             try:
-                result = self._missed(g, key, client, stored == entry.NEGATIVE)
+                result = self._missed(g, key, client, stored == entry.NEGATIVE, conn)
             except Exception:
                 result = Failure()
             if isinstance(result, Deferred):
@@ -337,8 +342,8 @@ class Reads:
         return DeferredList(later) if later else None
 
     def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
-                          keys: list, results: list):
-        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0)
+                          keys: list, results: list, conn):
+        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0, conn)
                              .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
 
     # -- warm-up after a ring change (router/cluster/warmup.py) ------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from shared.backlog import DEFAULT_BACKLOG, backlog_problem
 from shared.units import parse_duration, parse_size
 
 
@@ -99,6 +100,8 @@ class LimitsConfig:
     # past it, connections in the middle of a value are not read until others finish.
     input_buffer: int = 64 << 20
     reloads_per_minute: int = 30  # reload/plan requests over HTTP; more are answered 429
+    # Connections the kernel queues for each listener before accepting (shared/backlog.py).
+    backlog: int = DEFAULT_BACKLOG
 
 
 # Ring and document bounds: a topology past them is refused rather than frozen on.
@@ -173,7 +176,7 @@ _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmu
                 "workers", "memcache_tls", "http_tls", "watch")
 _SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
 _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer", "input_buffer",
-                "reloads_per_minute")
+                "reloads_per_minute", "backlog")
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
 _GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source")
@@ -415,6 +418,11 @@ def _limits(block: Any) -> LimitsConfig:
     for key in ("output_buffer", "input_buffer"):
         if key in block:
             kwargs[key] = _positive(parse_size, block[key], f"limits.{key}")
+    if "backlog" in block:
+        problem = backlog_problem(block["backlog"])
+        if problem:
+            raise _Problem("limits.backlog", problem)
+        kwargs["backlog"] = block["backlog"]
     return LimitsConfig(**kwargs)
 
 

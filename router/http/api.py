@@ -248,7 +248,8 @@ class RouterResource(Resource):
         return counted
 
     def _get(self, request, group: str, key: bytes):
-        return self.router.get(group, key).addCallback(_item_reply)
+        # Loads of a miss are queued per client connection (router/cluster/loads.py).
+        return self.router.get(group, key, conn=request.channel).addCallback(_item_reply)
 
     @staticmethod
     def _outcome(result, op: str) -> str:

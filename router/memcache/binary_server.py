@@ -63,9 +63,9 @@ class BinaryProtocol(MemcacheProtocol):
     def _do_get(self, r: mb.Request) -> None:
         command = r.command
         if command in (mb.GAT, mb.GATK, mb.TOUCH):
-            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0])
+            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0], self)
         else:
-            d = self.router.get(*self.router.resolve(r.key))
+            d = self.router.get(*self.router.resolve(r.key), conn=self)
         with_key = command in (mb.GETK, mb.GATK)
         op = "touch" if command == mb.TOUCH else "get"
 

@@ -253,7 +253,8 @@ class MemcacheProtocol(Protocol):
                     slot = _Slot(None, batch.ncommands)
                     self._command = "get"
                     self._queue(slot)
-                    dataplane.serve(self.router, batch, routes, self._served, slot, _error_line)
+                    dataplane.serve(self.router, batch, routes, self._served, slot, _error_line,
+                                    self)
                     continue
             event = parser.next_event()
             if event is None:
@@ -387,7 +388,7 @@ class MemcacheProtocol(Protocol):
         elif kind is mc.GetAndTouch:
             self._gat(event)
         elif kind is mc.Meta:
-            self._later(memcache_meta_run.run(self.router, event), bytes, errors=(
+            self._later(memcache_meta_run.run(self.router, event, self), bytes, errors=(
                 _error_line if event.command == "mg" else _write_error_line))
         elif kind is mc.FlushAll:
             self.router.stats.count("memcache", "flush_all", "ok")
@@ -442,13 +443,13 @@ class MemcacheProtocol(Protocol):
         slot = _Slot()
         self._queue(slot)
         if len(keys) == 1:
-            d = router.get(*router.resolve(keys[0]))
+            d = router.get(*router.resolve(keys[0]), conn=self)
         else:
             distinct = self._distinct(keys, slot, "get")
             if distinct is None:
                 return
             resolve = router.resolve
-            d = router.get_many([resolve(k) for k in distinct])
+            d = router.get_many([resolve(k) for k in distinct], conn=self)
             d.addErrback(_first_failure)
             if len(distinct) < len(keys):
                 d.addCallback(_spread, distinct, keys)
@@ -479,7 +480,7 @@ class MemcacheProtocol(Protocol):
             slots.append(slot)
         resolve = self.router.resolve
         distinct = list(dict.fromkeys(keys))
-        d = self.router.read_many([resolve(k) for k in distinct])
+        d = self.router.read_many([resolve(k) for k in distinct], conn=self)
         if len(distinct) < len(keys):
             d.addCallback(_spread, distinct, keys)
         d.addCallbacks(self._run_answered, self._run_failed, (events, slots), None, (slots,))
@@ -587,7 +588,7 @@ class MemcacheProtocol(Protocol):
         distinct = self._distinct(keys, slot, "gat")
         if distinct is None:
             return
-        ds = [commands.gat(self.router, key, event.exptime) for key in distinct]
+        ds = [commands.gat(self.router, key, event.exptime, self) for key in distinct]
         d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
         if len(distinct) < len(keys):
             d.addCallback(_spread, distinct, keys)

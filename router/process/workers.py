@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.protocols import amp
 
 from router.process.supervise import DIE_WITH_PARENT, Child, ChildSpec
+from shared.backlog import DEFAULT_BACKLOG
 
 log = Logger()
 
@@ -53,10 +54,12 @@ class Stats(amp.Command):
 # -- the memcached listener every worker shares ---------------------------------------
 
 
-def reuseport_listen(reactor, host: str, port: int, factory, tls=None, backlog: int = 1024):
+def reuseport_listen(reactor, host: str, port: int, factory, tls=None,
+                     backlog: int = DEFAULT_BACKLOG):
     """Listen on host:port with SO_REUSEPORT, so that several processes share the port and
-    the kernel balances new connections over them. With ``tls`` (topology.TLSFiles) the
-    connections speak TLS, as tcp_server's do."""
+    the kernel balances new connections over them, each with a listen backlog of
+    ``backlog``. With ``tls`` (topology.TLSFiles) the connections speak TLS, as
+    tcp_server's do."""
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

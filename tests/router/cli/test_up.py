@@ -23,12 +23,14 @@ ip = ipaddress.ip_address
 FIFO = "python:tests.storage_node.cores.core_contract:FifoCore"
 
 
-def make_topology(router=None, nodes=None, groups=None, path="/etc/ringcache/topology.yaml"):
+def make_topology(router=None, nodes=None, groups=None, path="/etc/ringcache/topology.yaml",
+                  limits=None):
     return parse_topology(
         {
             "router": router or {"default_group": "scores"},
             "nodes": nodes or [{"name": "node-a", "address": "127.0.0.1:7001"}],
             "groups": groups or {"scores": {}},
+            **({"limits": limits} if limits else {}),
         },
         path,
     )
@@ -82,10 +84,10 @@ def test_plan_starts_local_nodes_then_the_router_and_skips_remote_ones():
     )
     children, remote = plan_children(topology, ("rc",), lambda host: host != "10.9.9.9")
     assert children == [
-        ChildSpec("node-a", ("rc", "node", "--listen", "127.0.0.1:7001", "--max-memory", "128MiB"),
-                  ready="ringcache node listening on"),
-        ChildSpec("node-c", ("rc", "node", "--listen", "[::1]:7003", "--max-memory", "128MiB"),
-                  ready="ringcache node listening on"),
+        ChildSpec("node-a", ("rc", "node", "--listen", "127.0.0.1:7001", "--max-memory", "128MiB",
+                             "--backlog", "1024"), ready="ringcache node listening on"),
+        ChildSpec("node-c", ("rc", "node", "--listen", "[::1]:7003", "--max-memory", "128MiB",
+                             "--backlog", "1024"), ready="ringcache node listening on"),
         ChildSpec("router", ("rc", "router", "-c", "/etc/ringcache/topology.yaml"),
                   ready="ringcache router: memcached on"),
     ]
@@ -96,6 +98,12 @@ def test_with_a_data_dir_each_node_keeps_its_cache_in_a_dir_of_its_own():
     topology = make_topology(nodes=[{"name": "node-a", "address": "127.0.0.1:7001"}])
     [node, _router], _ = plan_children(topology, ("rc",), lambda host: True, "/var/lib/rc")
     assert node.argv[-4:] == ("--data-dir", "/var/lib/rc/node-a", "--name", "node-a")
+
+
+def test_nodes_get_the_topologys_listen_backlog():
+    topology = make_topology(limits={"backlog": 4096})
+    [node, _] = plan_children(topology, ("rc",), lambda host: True)[0]
+    assert node.argv[node.argv.index("--backlog") + 1] == "4096"
 
 
 def test_banner_says_where_to_connect():

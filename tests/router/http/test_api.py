@@ -51,6 +51,16 @@ def test_get_hit_answers_the_raw_value(router, client):
     assert router.stats.requests == {("http", "get", "hit"): 1}
 
 
+def test_gets_name_their_connection_so_its_loads_queue_apart(router, client):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time.
+    call(client, "GET", "/v1/scores/a")
+    call(client, "GET", "/v1/scores/b")
+    call(HTTPConn(router), "GET", "/v1/scores/c")
+    first, again, other = router.conns
+    assert first is again and first is not None
+    assert other is not first and other is not None
+
+
 def test_get_miss_is_404_not_found(router, client):
     r = call(client, "GET", "/v1/scores/nobody")
     assert r.code == 404

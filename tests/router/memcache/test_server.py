@@ -449,7 +449,7 @@ def test_answers_after_the_connection_closed_are_dropped(conn):
 
 def test_gets_pipelined_in_one_read_share_one_router_read(conn):
     calls = []
-    conn.router.read_many = lambda pairs: calls.append(pairs) or succeed(
+    conn.router.read_many = lambda pairs, conn: calls.append(pairs) or succeed(
         [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"),
          Item(b"D", 2, 5)])
     conn.send(b"get a\r\nget b\r\nget x y\r\ngets d\r\n")
@@ -482,3 +482,13 @@ def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
     assert conn.turn() == b"key=a exp=-1\n"
     more.callback(None)
     assert conn.turn() == b"key=b exp=-1\nEND\r\nVERSION " + VERSION.encode() + b"\r\n"
+
+
+def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time.
+    conn.send(b"get a\r\nget b c\r\nget d\r\ngets e\r\ngat 0 f\r\nmg g v\r\n")
+    other = MemcacheConn()
+    other.send(b"get h\r\n")
+    assert len(conn.router.conns) == 7
+    assert set(conn.router.conns) == {conn.protocol}
+    assert other.router.conns == [other.protocol]
