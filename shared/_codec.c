@@ -499,6 +499,7 @@ typedef struct {
     PyObject *value, *error, *values, *stats_raw;
     unsigned long long flags, cas;
     char negative;
+    double ttl;
 } ResponseObject;
 
 static PyObject *pb_module(void) { return PyImport_ImportModule("shared.ringcache_pb2"); }
@@ -572,6 +573,7 @@ static PyMemberDef response_members[] = {
     {"negative", T_BOOL, offsetof(ResponseObject, negative), READONLY, NULL},
     {"values", T_OBJECT, offsetof(ResponseObject, values), READONLY, NULL},
     {"cas", T_ULONGLONG, offsetof(ResponseObject, cas), READONLY, NULL},
+    {"ttl", T_DOUBLE, offsetof(ResponseObject, ttl), READONLY, NULL},
     {NULL},
 };
 
@@ -689,7 +691,7 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *base,
     ResponseObject *s = PyObject_New(ResponseObject, &ResponseType);
     if (s == NULL)
         return NULL;
-    s->id = 0; s->status = 0; s->flags = s->cas = 0; s->negative = 0;
+    s->id = 0; s->status = 0; s->flags = s->cas = 0; s->negative = 0; s->ttl = 0.0;
     s->value = Py_NewRef(empty_bytes);
     s->error = Py_NewRef(empty_str);
     s->stats_raw = Py_NewRef(empty_bytes);
@@ -724,6 +726,7 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *base,
             n++;
             break;
         case 9: WANT(0); s->cas = f.num; break;
+        case 10: WANT(1); memcpy(&s->ttl, &f.num, 8); break;
         default: break;
         }
     }

@@ -12,12 +12,13 @@ import sys
 USAGE = """usage: ringcache COMMAND [ARGS]
 
 roles:
-  up [-c topology.yaml]                  nodes on this host + one router (standalone)
+  up [-c topology.yaml] [--data-dir DIR]   nodes on this host + one router (standalone)
   router [-c topology.yaml | -c etcd://HOST:PORT/KEY] [--memcache ADDR] [--http ADDR]
                                          one router; the topology from a file or etcd
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
        [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
        [--allow-policy python:module:Class] [--max-connections N] [--backlog N]
+       [--data-dir DIR [--snapshot-every D] [--max-snapshot-age D] [--name N]]   keep the cache
 
 tools:
   certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
@@ -27,6 +28,7 @@ clients of the router's HTTP port (router, TLS and token from -c topology.yaml,
 or --router URL; --json for scripts; --timeout DURATION, default 5s):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
   stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+  backup FILE [--group G] | restore FILE [--group G] | keys GROUP [--prefix P] [--limit N]
 
 ringcache --version
 """
@@ -39,6 +41,7 @@ ROLE_MODULES = {
     "topology": "router.cli.topology",
 }
 CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
+TRANSFER_COMMANDS = {"backup", "restore", "keys"}  # every entry, streamed: router.cli.backup
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -113,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command in ROLE_MODULES:
         module_name = ROLE_MODULES[command]
-    elif command in CLIENT_COMMANDS:
-        module_name = "router.cli.client"
+    elif command in CLIENT_COMMANDS or command in TRANSFER_COMMANDS:
+        module_name = "router.cli.client" if command in CLIENT_COMMANDS else "router.cli.backup"
         rest = argv
     else:
         return usage_error(f"unknown command {command!r} (see ringcache --help)")

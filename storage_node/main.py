@@ -1,5 +1,5 @@
-"""`ringcache node --listen HOST:PORT [--max-memory SIZE] [auth and trust options]`: serve one
-storage node until signalled."""
+"""`ringcache node --listen HOST:PORT [--max-memory SIZE] [--data-dir DIR] [auth and trust
+options]`: serve one storage node until signalled; with a data dir, restart with its cache."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ DEFAULT_MAX_CONNECTIONS = 1000
 DEFAULT_HANDSHAKE_TIMEOUT = "5s"
 DEFAULT_FRAME_TIMEOUT = "30s"
 REFUSALS_LOGGED_EVERY = 10.0  # seconds: one line per interval however many peers are refused
+DEFAULT_SNAPSHOT_EVERY = "5m"
+# A snapshot older than this is not loaded: the writes a node missed while away are kept
+# by the routers only so long (router hinted handoff, docs/snapshot.md).
+DEFAULT_MAX_SNAPSHOT_AGE = "1h"
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -40,6 +44,13 @@ def _positive(parse, unit: str = ""):
         return value
 
     return convert
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -91,6 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backlog", type=_backlog, default=DEFAULT_BACKLOG, metavar="N",
                         help=f"new connections the kernel queues before the node accepts them "
                              f"(default {DEFAULT_BACKLOG}, as memcached's -b)")
+    data = parser.add_argument_group("restarting with the cache (docs/snapshot.md)")
+    data.add_argument("--data-dir", metavar="DIR",
+                      help="snapshot every group here as the node stops (and periodically), "
+                           "and load it as it starts")
+    data.add_argument("--snapshot-every", type=_duration, metavar="DURATION",
+                      help=f"snapshot this often while serving; 0: only as the node stops "
+                           f"(default {DEFAULT_SNAPSHOT_EVERY})")
+    data.add_argument("--max-snapshot-age", type=_positive(parse_duration), metavar="DURATION",
+                      help=f"do not load a snapshot older than this (default "
+                           f"{DEFAULT_MAX_SNAPSHOT_AGE})")
+    data.add_argument("--name", metavar="NAME",
+                      help="this node's name in its snapshots, which it refuses to load if "
+                           "another node wrote them (default: the --listen address)")
     return parser
 
 
@@ -139,11 +163,33 @@ def _credentials(args):
     return secret, tls
 
 
+def _data_dir(args):
+    """The data dir, locked for this process, or None without --data-dir."""
+    if args.data_dir is None:
+        for flag in ("snapshot_every", "max_snapshot_age"):
+            if getattr(args, flag) is not None:
+                raise _Refused(f"--{flag.replace('_', '-')} needs --data-dir")
+        return None
+    from pathlib import Path
+
+    from storage_node.snapshot.files import DataDirError, lock
+
+    try:
+        _held.append(lock(Path(args.data_dir)))  # held until the process ends
+    except DataDirError as exc:
+        raise _Refused(str(exc)) from None
+    return Path(args.data_dir)
+
+
+_held: list = []  # the data dir's lock file, open while the process lives
+
+
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
         secret, tls = _credentials(args)
         allowed = _allowed_policies(args)
+        data_dir = _data_dir(args)
     except SystemExit as exc:  # bad input (its one line is printed) or --help
         return exc.code or 0
     except _Refused as exc:
@@ -167,8 +213,17 @@ def main(argv: list[str]) -> int:
         log.warn("{text}", text=text)
 
     node = Node(args.max_memory, log=warn, allowed_policies=allowed)
-    factory = _factory(node, reactor, args, secret, tls, warn)
     host, port = args.listen
+    snapshots = None
+    if data_dir is not None:
+        from storage_node.snapshot.service import Snapshots
+
+        every = parse_duration(DEFAULT_SNAPSHOT_EVERY) if args.snapshot_every is None else args.snapshot_every
+        snapshots = Snapshots(node, data_dir, args.name or format_address(host, port), reactor,
+                              every=every, max_age=args.max_snapshot_age
+                              or parse_duration(DEFAULT_MAX_SNAPSHOT_AGE), log=warn)
+        snapshots.load()  # before serving: the first router sees the cache back
+    factory = _factory(node, reactor, args, secret, tls, warn)
     endpoint = tcp_server(reactor, host, port, backlog=args.backlog)
     exit_code = 0
     auth = " and ".join(name for name, on in (("mutual TLS", tls), ("a shared secret", secret)) if on)
@@ -189,6 +244,10 @@ def main(argv: list[str]) -> int:
               + (f" (routers authenticate with {auth})" if auth else ""), flush=True)
         # Stop accepting first; the reactor then closes the open connections as it stops.
         reactor.addSystemEventTrigger("before", "shutdown", listening_port.stopListening)
+        if snapshots is not None:
+            # Then the final snapshot, whole: nothing is served while it is written.
+            reactor.addSystemEventTrigger("before", "shutdown", snapshots.stop)
+            snapshots.start()
 
     def failed(failure) -> None:
         nonlocal exit_code

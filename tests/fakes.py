@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
+from router.cluster.hints import Hints
 from router.cluster.router import Group, Item, Router
 from router.cluster.singleflight import SingleFlight
 from router.cluster.stats import RouterStats
@@ -134,9 +135,9 @@ class Sent:
     delta: int = 0
 
     def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=(),
-               cas=0):
+               cas=0, ttl=0.0):
         self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative, values=values, cas=cas))
+                                    negative=negative, values=values, cas=cas, ttl=ttl))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -146,9 +147,9 @@ class FakeClient:
     """Stands in for NodeClient: records requests and answers Deferreds the test fires."""
 
     def __init__(self, name, host, port, reactor, timeout, configure=None, observe_latency=None,
-                 stale_on_return=None):
+                 returning=None):
         self.name, self.host, self.port, self.timeout = name, host, port, timeout
-        self.stale_on_return = stale_on_return
+        self.returning = returning
         self.address = f"{host}:{port}"
         self.state = "connecting"
         self.down_reason = "not connected yet"
@@ -400,6 +401,7 @@ class FakeHTTPRouter:
         self.reactor = Clock()
         self.stats = RouterStats()
         self.flight = SingleFlight()
+        self.hints = Hints(lambda: [])
         self.clients = {}
         self.workers = None  # router workers: tests/integration/test_workers.py
         self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}

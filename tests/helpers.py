@@ -13,6 +13,9 @@ from pathlib import Path
 
 from twisted.internet.testing import StringTransport
 
+from shared import ringcache_pb2 as pb
+from shared.framing import FrameDecoder, decode_payload, encode_batch
+
 ROOT = Path(__file__).resolve().parent.parent
 # The console script's code path without depending on where the script was installed.
 RINGCACHE = [sys.executable, "-m", "shared.cli"]
@@ -133,3 +136,22 @@ def wait_for(probe, timeout: float = 15.0):
         assert time.monotonic() < deadline, "timed out waiting"
         time.sleep(0.05)
     return result
+
+
+class NodeConnection:
+    """A blocking client of a storage node: one frame of requests out, one frame back."""
+
+    def __init__(self, port: int):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.decoder = FrameDecoder()
+
+    def call(self, *requests: pb.Request) -> list[pb.Response]:
+        self.sock.sendall(encode_batch(requests=requests))
+        while (payload := self.decoder.next_frame()) is None:
+            data = self.sock.recv(65536)
+            assert data, "the node closed the connection"
+            self.decoder.receive_data(data)
+        return list(decode_payload(payload).responses)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -30,6 +30,8 @@ from router.process.supervise import LOG_PREFIX, Child
 
 FOLLOW_EVERY = 1.0  # seconds between looks at the router's ring
 FIRST_PROBE = 5.0  # seconds the banner waits for the router to have tried every node
+STOP_TIMEOUT = 5.0  # seconds a child has to exit after SIGTERM, then SIGKILL
+NODE_STOP_TIMEOUT = 60.0  # with a data dir: the final snapshot is written meanwhile
 
 
 @implementer(IPolicyForHTTPS)
@@ -42,8 +44,12 @@ class _OwnRouter:
 
 
 class Standalone:
-    def __init__(self, reactor, topology, launcher, on_this_host, write=None, env=None):
+    def __init__(self, reactor, topology, launcher, on_this_host, write=None, env=None,
+                 data_dir: str | None = None):
         self.reactor = reactor
+        # Each node's cache across restarts in data_dir/NAME; its final snapshot as it
+        # stops takes a while (about a second a million entries).
+        self.data_dir = data_dir
         self.topology = topology
         self.launcher = launcher
         self.on_this_host = on_this_host
@@ -84,7 +90,8 @@ class Standalone:
 
     def start(self) -> None:
         """Start this host's nodes, then the router."""
-        specs, remote = plan_children(self.topology, self.launcher, self.on_this_host)
+        specs, remote = plan_children(self.topology, self.launcher, self.on_this_host,
+                                      self.data_dir)
         for node in remote:
             self.write(f"{LOG_PREFIX}{node.name} at {node.address} is not on this host; "
                        "not starting it")
@@ -112,7 +119,8 @@ class Standalone:
 
     def _child(self, spec) -> Child:
         return Child(spec, self.reactor, self.write, self.env,
-                     on_failed_start=self._failed_start)
+                     on_failed_start=self._failed_start,
+                     stop_timeout=NODE_STOP_TIMEOUT if self.data_dir else STOP_TIMEOUT)
 
     def _start_node(self, spec) -> None:
         child = self._child(spec)
@@ -177,7 +185,7 @@ class Standalone:
                 running[1].stop()
             else:
                 self.write(f"{LOG_PREFIX}{name} joined the ring; starting it")
-            self._start_node(node_spec(self.topology, name, address, self.launcher))
+            self._start_node(node_spec(self.topology, name, address, self.launcher, self.data_dir))
         if (ring.get("warmup") or {}).get("active"):
             return
         for name in [n for n in self.nodes if n not in wanted]:

@@ -80,25 +80,30 @@ ROUTER_READY = "ringcache router: memcached on"  # and a router (router/process/
 
 
 def plan_children(
-    topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool]
+    topology: Topology, launcher: Sequence[str], on_this_host: Callable[[str], bool],
+    data_dir: str | None = None,
 ) -> tuple[list[ChildSpec], list[NodeSpec]]:
     """The children to start (this host's nodes, then the router) and the nodes left to other hosts.
 
-    ``launcher`` is the command that runs ``ringcache`` with the arguments appended.
+    ``launcher`` is the command that runs ``ringcache`` with the arguments appended; with
+    ``data_dir``, each node keeps its cache across restarts in ``data_dir/NAME``.
     """
     local = [node for node in topology.nodes if on_this_host(node.address.host)]
     remote = [node for node in topology.nodes if node not in local]
-    children = [node_spec(topology, node.name, str(node.address), launcher) for node in local]
+    children = [node_spec(topology, node.name, str(node.address), launcher, data_dir)
+                for node in local]
     children.append(router_spec(topology, launcher))
     return children, remote
 
 
-def node_spec(topology: Topology, name: str, address: str, launcher: Sequence[str]) -> ChildSpec:
+def node_spec(topology: Topology, name: str, address: str, launcher: Sequence[str],
+              data_dir: str | None = None) -> ChildSpec:
     """How `up` runs node ``name`` at ``address``, with what the topology asks of nodes."""
     memory = format_size(node_max_memory(topology))
+    data = ("--data-dir", os.path.join(data_dir, name), "--name", name) if data_dir else ()
     return ChildSpec(name, (*launcher, "node", "--listen", address, "--max-memory", memory,
                             "--backlog", str(topology.limits.backlog),
-                            *node_trust_args(topology)), ready=NODE_READY)
+                            *node_trust_args(topology), *data), ready=NODE_READY)
 
 
 def router_spec(topology: Topology, launcher: Sequence[str]) -> ChildSpec:
@@ -174,6 +179,8 @@ def main(argv: list[str]) -> int:
     parser = _Parser(prog="ringcache up", description="Run this host's nodes and one router.")
     parser.add_argument("-c", "--config", default=DEFAULT_TOPOLOGY, metavar="FILE",
                         help=f"topology file (default {DEFAULT_TOPOLOGY})")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="each node snapshots its cache to DIR/NAME and restarts with it")
     try:
         args = parser.parse_args(argv)
         topology = load_topology(args.config)
@@ -201,5 +208,6 @@ def main(argv: list[str]) -> int:
                                     [LogLevelFilterPredicate(LogLevel.warn)])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     standalone = Standalone(reactor, topology, launcher,
-                            lambda host: is_on_this_host(host, hostname=hostname))
+                            lambda host: is_on_this_host(host, hostname=hostname),
+                            data_dir=args.data_dir and os.path.abspath(args.data_dir))
     return standalone.run()

@@ -14,6 +14,7 @@ class Item(NamedTuple):
     cas: int = 0  # the node's CAS unique for this copy (0: not known, e.g. straight from a source)
     # False when the owning node did not have it (read through, warmed up): a miss to count
     hit: bool = True
+    ttl: float | None = None  # seconds the copy had left when read (None: none, or not known)
 
 
 @dataclass

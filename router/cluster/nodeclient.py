@@ -13,7 +13,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, DeferredList, fail
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -49,6 +49,17 @@ SAMPLE_EVERY = 16
 # A frame is flushed early once its values reach this many bytes, so one busy turn
 # cannot build a frame near the peer's MAX_FRAME.
 FLUSH_BYTES = 4 * 1024 * 1024
+
+
+class NothingMissed:
+    """What a node that comes back is sent when nobody keeps track: nothing (the hook
+    Router fills with its hints, router/cluster/hints.py)."""
+
+    def on_return(self, node: str, seen_up: bool) -> list[tuple]:
+        return []
+
+    def replay_failed(self, node: str, requests: list[tuple]) -> None:
+        return None
 
 
 class _NodeProtocol(Protocol):
@@ -92,16 +103,17 @@ class NodeClient:
                  backoff_initial: float = 0.1, backoff_max: float = 5.0,
                  rng: random.Random | None = None,
                  observe_latency: Callable[[float], None] | None = None,
-                 stale_on_return: Callable[[], list[str]] | None = None):
+                 returning=None):
         self.name = name
         self.host, self.port = host, port
         self.reactor = reactor
         self.timeout = timeout
         # Returns the GroupConfig list to send as CONFIGURE on every (re)connect.
         self._configure = configure
-        # Returns the groups whose entries on this node cannot be trusted after an
-        # outage (replicated groups: writes went to the other replicas meanwhile).
-        self._stale_on_return = stale_on_return
+        # What the node is sent when it comes back, before it serves again: the writes
+        # it missed meanwhile (router/cluster/hints.py).
+        self._returning = returning or NothingMissed()
+        self._seen_up = False  # whether this client ever had the node up
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rng = rng or random.Random()
@@ -226,11 +238,6 @@ class NodeClient:
         else:
             d = self._send(pb.PING)
         d.addCallbacks(self._probe_answered, self._probe_failed)
-        # Flushed in the probe's own frame: the node handles a frame in order before it
-        # answers, so by the time the probe's answer marks the node up, no stale copy
-        # is left to read.
-        for group in self._stale_on_return() if self._stale_on_return else ():
-            self._send(pb.FLUSH_GROUP, group).addErrback(lambda _: None)
         self._flush()
 
     def _probe_answered(self, response) -> None:
@@ -239,6 +246,28 @@ class NodeClient:
         if response.status != pb.OK:
             log.warn("node {node}: group configuration not applied: {problem}",
                      node=self.name, problem=response.error or pb.Status.Name(response.status))
+        # Then what it missed, in a frame of its own sent once the probe is answered: a
+        # node that was stopped may still hold frames of the old connection, which it
+        # handles as it resumes, so these come after them. Until they are answered
+        # requests keep failing fast; once they are, no copy older than them is left.
+        missed = self._returning.on_return(self.name, self._seen_up)
+        if not missed:
+            self._back()
+            return
+        ds = [self._send(op, group, key) for op, group, key in missed]
+        self._flush()
+        DeferredList(ds, consumeErrors=True).addCallback(self._caught_up, missed)
+
+    def _caught_up(self, results, missed: list) -> None:
+        if self.state != PROBING or not all(ok for ok, _ in results):
+            self._returning.replay_failed(self.name, missed)
+            if self.state == PROBING and self._transport is not None:
+                self._close_reason = "could not replay the writes it missed"
+                self._transport.abortConnection()
+            return
+        self._back()
+
+    def _back(self) -> None:
         log.info("node {node} ({address}) is up", node=self.name, address=self.address)
         self._up()
 
@@ -249,6 +278,7 @@ class NodeClient:
 
     def _up(self) -> None:
         self.state = UP
+        self._seen_up = True
         self._attempts = 0
         self.down_reason = ""
 

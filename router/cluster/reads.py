@@ -1,6 +1,12 @@
 """The router's read path: a key's owner, then a replica, a previous owner (warm-up) or
 the group's source, with one load per key at a time (singleflight).
 
+A replicated group's copies repair each other: a miss on one copy asks the next, and a
+copy that has the key writes it back to those that missed (read repair, with the copy's
+remaining ttl and flags, as an ADD, so that it never overwrites a newer write). Warm-up
+asks the key's owners under the previous rings on every miss the new owner answers, and
+when the new owner cannot be reached at all.
+
 Each step carries the Group object it started with, not its name: a reload may replace or
 remove the group while a request is out, and the request finishes with the configuration
 it began under. The data plane (router/dataplane/serve.py) serves cached keys without this
@@ -125,18 +131,46 @@ class Reads:
 
     def _read(self, g: Group, key: bytes, replicas: list, i: int, conn) -> Deferred:
         d = replicas[i].request(pb.GET, g.name, key)
-        d.addCallbacks(self._got, self._read_failed, (g, key, replicas[i], conn), None,
+        d.addCallbacks(self._got_copy, self._read_failed, (g, key, replicas, i, conn), None,
                        (g, key, replicas, i, conn))
         return d
+
+    def _got_copy(self, response, g: Group, key: bytes, replicas: list, i: int, conn):
+        if (response.status == NOT_FOUND and not response.negative
+                and i + 1 < len(replicas)):
+            return Deferred.fromCoroutine(self._repair(g, key, replicas, i, conn))
+        return self._got(response, g, key, replicas[i], conn)
 
     def _got(self, response, g: Group, key: bytes, owner: NodeClient, conn):
         status = response.status
         if status == OK:
             self.stats.group_hits[g.name] += 1
-            return Item(response.value, response.flags, response.cas)
+            return Item(response.value, response.flags, response.cas, ttl=response.ttl or None)
         if status != NOT_FOUND:
             raise node_failed(response)
         return self._missed(g, key, owner, response.negative, conn)
+
+    async def _repair(self, g: Group, key: bytes, replicas: list, i: int, conn):
+        """``replicas[i]`` missed: the next copies are asked, and the first that has the
+        key writes it back to every copy that missed (read repair)."""
+        missed = [replicas[i]]
+        for client in replicas[i + 1:]:
+            if client.state != UP:
+                continue
+            try:
+                response = await client.request(pb.GET, g.name, key)
+            except NodeUnavailable:
+                continue
+            if response.status == NOT_FOUND and not response.negative:
+                missed.append(client)
+                continue
+            if response.status == OK:
+                self.stats.read_repairs += len(missed)
+                for copy in missed:
+                    copy.request(pb.ADD, g.name, key, response.value, response.ttl,
+                                 response.flags).addErrback(lambda _: None)
+            return await maybeDeferred(self._got, response, g, key, client, conn)
+        return await maybeDeferred(self._missed, g, key, replicas[0], False, conn)
 
     def _missed(self, g: Group, key: bytes, owner: NodeClient, negative: bool, conn):
         """A key its node does not hold: None for a cached absence, else what the
@@ -146,8 +180,8 @@ class Reads:
             self.stats.negative_hits += 1
             return None
         if g.source is None:
-            previous = self._previous_owner(g, key, owner)
-            if previous is None:
+            previous = self._previous_owners(g, key, owner)
+            if not previous:
                 return None
             return Deferred.fromCoroutine(self._warm(g, key, previous))
         # A load coalesced here counts for the connection that started it.
@@ -160,12 +194,25 @@ class Reads:
         if i + 1 < len(replicas):
             self.stats.failovers += 1
             return self._read(g, key, replicas, i + 1, conn)
-        # No copy reachable: a group with a source still answers, straight from the
-        # source and without caching; a plain cache group has nowhere else to look.
+        # No copy reachable: during a warm-up the previous owners may hold the key; then
+        # a group with a source still answers, straight from the source and without
+        # caching; a plain cache group has nowhere else to look.
+        previous = self._previous_owners(g, key, replicas[0])
+        if previous:
+            return Deferred.fromCoroutine(self._warm_or(g, key, previous, failure, conn))
         if g.source is None:
             return failure
         self.stats.failovers += 1
         return self.flight.do((g.name, key), lambda: self._load(g, key, conn))
+
+    async def _warm_or(self, g: Group, key: bytes, previous: list, failure, conn):
+        item = await self._warm(g, key, previous)
+        if item is not None:
+            return item
+        if g.source is None:
+            return failure
+        self.stats.failovers += 1
+        return await self.flight.do((g.name, key), lambda: self._load(g, key, conn))
 
     async def _fill(self, g: Group, key: bytes, owner: NodeClient, conn):
         # Look again inside the flight: a flight for this key may have landed between
@@ -179,8 +226,8 @@ class Reads:
                 return None
         except NodeUnavailable:
             pass
-        previous = self._previous_owner(g, key, owner)
-        if previous is not None:
+        previous = self._previous_owners(g, key, owner)
+        if previous:
             item = await self._warm(g, key, previous)
             if item is not None:
                 return item
@@ -194,14 +241,15 @@ class Reads:
         return item
 
     async def _fill_replicas(self, g: Group, key: bytes, value: bytes, ttl: float | None,
-                             flags: int, negative: bool = False) -> int:
+                             flags: int, negative: bool = False, op: int = pb.SET) -> int:
         """Cache a loaded value on every live replica; failing to cache is not an error.
-        Answers the CAS unique the first replica (the one reads ask first) gave it, or 0."""
-        ds = [c.request(pb.SET, g.name, key, value, ttl or 0.0, flags, negative=negative)
+        Answers the CAS unique the first replica (the one reads ask first) gave it, or 0.
+        ``op`` ADD copies a value found elsewhere without overwriting a newer write."""
+        ds = [c.request(op, g.name, key, value, ttl or 0.0, flags, negative=negative)
               for c in self._replicas(g, key) if c.state == UP]
         cas = None
         for ok, result in await DeferredList(ds, consumeErrors=True):
-            if ok and result.status != OK:
+            if ok and result.status != OK and not (op == pb.ADD and result.status == pb.NOT_STORED):
                 log.warn("group {group}: could not cache a loaded value: {why}",
                          group=g.name, why=result.error or pb.Status.Name(result.status))
             if cas is None:
@@ -300,21 +348,29 @@ class Reads:
 
     # -- warm-up after a ring change (router/cluster/warmup.py) ------------------------------------
 
-    def _previous_owner(self, g: Group, key: bytes, owner: NodeClient) -> NodeClient | None:
-        name = self.warmup.previous_owner(routing_key(g.name, key))
-        if name is None or name == owner.name:
-            return None
-        client = self.clients.get(name) or self.warmup.retired.get(name)
-        return client if client is not None and client.state == UP else None
+    def _previous_owners(self, g: Group, key: bytes, owner: NodeClient) -> list[NodeClient]:
+        """The live clients of the key's owners under the previous rings (warm-up)."""
+        found = []
+        for name in self.warmup.previous_owners(routing_key(g.name, key)):
+            if name == owner.name:
+                continue
+            client = self.clients.get(name) or self.warmup.retired.get(name)
+            if client is not None and client.state == UP:
+                found.append(client)
+        return found
 
-    async def _warm(self, g: Group, key: bytes, previous: NodeClient):
-        try:
-            response = await previous.request(pb.GET, g.name, key)
-        except NodeUnavailable:
-            return None
-        if response.status != OK:
-            return None
-        self.stats.warmup_hits += 1
-        # The old copy's remaining ttl is unknown here; the group ttl bounds it.
-        cas = await self._fill_replicas(g, key, response.value, g.spec.ttl, response.flags)
-        return Item(response.value, response.flags, cas, hit=False)
+    async def _warm(self, g: Group, key: bytes, previous: list[NodeClient]):
+        for client in previous:
+            try:
+                response = await client.request(pb.GET, g.name, key)
+            except NodeUnavailable:
+                continue
+            if response.status != OK:
+                continue
+            self.stats.warmup_hits += 1
+            # The copy keeps the old one's remaining ttl and flags; an ADD, so a write
+            # that reached the new owner meanwhile is not overwritten.
+            cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
+                                            response.flags, op=pb.ADD)
+            return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)
+        return None

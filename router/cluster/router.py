@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from router.dataplane.serve import Routes
 from router.cluster.errors import UnknownGroup
+from router.cluster.hints import Hints
 from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
 from router.cluster.loads import LoadLimiter
@@ -63,6 +64,7 @@ class Router(Reads, Writes):
         # The last reloads, newest first, with what moved: the status page shows them.
         self.history: deque[dict] = deque(maxlen=HISTORY)
         self.warmup = WarmUp(reactor)
+        self.hints = Hints(self._replicated_groups)  # writes a down copy missed
         # Called with each topology a reload applied (router workers pass it on).
         self.reload_hooks: list = []
         # The control process's WorkerPool (router/process/workers.py), when workers serve memcached.
@@ -115,7 +117,7 @@ class Router(Reads, Writes):
                     node.name, node.address.host, node.address.port, self.reactor,
                     timeout=cfg.timeout, configure=self._group_configs,
                     observe_latency=self.stats.node_observer(node.name),
-                    stale_on_return=self._replicated_groups)
+                    returning=self.hints)
         configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
                    for g in topology.groups.values()]
         configs_changed = configs != self._configure_groups
@@ -198,8 +200,8 @@ class Router(Reads, Writes):
         }
 
     def _replicated_groups(self) -> list[str]:
-        # A replica that was down missed the writes that went to the others meanwhile;
-        # when it returns it starts empty for those groups rather than serve stale copies.
+        # What a node this router never saw up may hold stale: the groups whose writes
+        # went to other copies while it was away (router/cluster/hints.py).
         return [g.name for g in self.groups.values() if g.spec.replicas > 1]
 
     def _group_configs(self) -> list:

@@ -67,6 +67,7 @@ class RouterStats:
         self.warmup_hits = 0
         self.negative_hits = 0
         self.replica_errors = 0
+        self.read_repairs = 0  # copies a read found missing and wrote back
         # (protocol, command, result) -> count, e.g. ("memcache", "get", "hit"); a get
         # answered by a load is a miss: the cache did not have it.
         self.requests: Counter = Counter()

@@ -86,21 +86,27 @@ class Writes:
             return d.addBoth(lambda _: written)
 
         def next_decides(failure):
-            # The deciding replica went away mid-request: the next one decides.
+            # The deciding replica went away mid-request: the next one decides, and the
+            # one that missed the write is told of it when it returns.
             failure.trap(NodeUnavailable)
             self.stats.replica_errors += 1
+            self.hints.note(replicas[0].name, group, key)
             return self._decide(request, replicas[1:])
 
         return d.addCallbacks(follow, next_decides)
 
     def _on_all(self, clients, op, group, key, value=b"", ttl=0.0, flags=0, **fields) -> Deferred:
         """Send one request to several replicas; fires with the list of responses that came
-        back (a replica that is down is skipped: it is refilled on its next miss)."""
+        back. A replica that did not take it is given a hint (router/cluster/hints.py): it
+        forgets the key when it returns, and is repaired on its next miss."""
         ds = [c.request(op, group, key, value, ttl, flags, **fields) for c in clients]
 
         def answered(results):
             responses = [r for ok, r in results if ok]
             self.stats.replica_errors += len(results) - len(responses)
+            for client, (ok, result) in zip(clients, results):
+                if not ok and result.check(NodeUnavailable):
+                    self.hints.note(client.name, group, key)
             if not responses:
                 return results[0][1]  # every replica failed: the first failure
             return responses
@@ -145,10 +151,13 @@ class Writes:
         """memcached's flush_all: every group on every node, now or ``delay`` seconds from
         now (each node applies the delay on its own clock). Fires with None once every
         node answered, or with the first failure."""
-        ds = [client.request(pb.FLUSH_GROUP, group, ttl=delay)
-              for client in self.clients.values() for group in self.groups]
+        sent = [(client, group) for client in self.clients.values() for group in self.groups]
+        ds = [client.request(pb.FLUSH_GROUP, group, ttl=delay) for client, group in sent]
 
         def flushed(results):
+            for (client, group), (ok, result) in zip(sent, results):
+                if not ok and result.check(NodeUnavailable):
+                    self.hints.note(client.name, group, None)  # flushed when it returns
             for ok, result in results:
                 if not ok:
                     return result

@@ -11,13 +11,14 @@ from urllib.parse import unquote_to_bytes
 
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import CONTENT_TYPE_LATEST
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
+from router.http import transfer as http_transfer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
 from router.http import metrics, status_page
@@ -75,6 +76,9 @@ def build_site(router, environ=os.environ) -> Site:
 # Bodies past these are refused on the request's head (413); a value's is item_size_max.
 MAX_OTHER_BODY = 64 << 10  # bytes; routes that ignore their body
 RATED = (b"/v1/reload", b"/v1/plan")  # POSTs counted against limits.reloads_per_minute
+# Every entry out or in (router/http/transfer.py): for admins; a restore's body is a file.
+TRANSFERS = (b"/v1/backup", b"/v1/restore")
+MAX_RESTORE_BODY = 1 << 40
 OPEN, READ, ADMIN = "open", "read", "admin"
 
 
@@ -83,7 +87,7 @@ def protection(method: bytes, path: bytes) -> str:
     (OPEN), token holders (ADMIN), or token holders when security.protect_reads (READ)."""
     if path == b"/healthz":
         return OPEN
-    if path in RATED:
+    if path in RATED or path in TRANSFERS:
         return ADMIN
     if _is_value(path) and method not in (b"GET", b"HEAD"):
         return ADMIN
@@ -93,7 +97,7 @@ def protection(method: bytes, path: bytes) -> str:
 def _is_value(path: bytes) -> bool:
     """Whether ``path`` is /v1/{group}/{key} (or an attempt at it), as RouterResource routes."""
     return (path.startswith(b"/v1/") and not path.startswith(b"/v1/where/")
-            and path not in (b"/v1/stats", b"/v1/ring", *RATED))
+            and path not in (b"/v1/stats", b"/v1/ring", b"/v1/keys", *RATED, *TRANSFERS))
 
 
 class Admission:
@@ -149,6 +153,8 @@ class Admission:
             return BodyLimit(self.router.item_size_max, "value", "item limit")
         if path == b"/v1/plan":
             return BodyLimit(MAX_YAML_BYTES, "topology document")
+        if path == b"/v1/restore":  # (Twisted keeps a body this large in a temporary file)
+            return BodyLimit(MAX_RESTORE_BODY, "backup file")
         return BodyLimit(MAX_OTHER_BODY)
 
     def warn_if_open(self, topology) -> None:
@@ -190,6 +196,10 @@ class RouterResource(Resource):
             b"/v1/ring": {b"GET": self._ring},
             b"/v1/reload": {b"POST": self._reload},
             b"/v1/plan": {b"POST": self._plan},
+            b"/v1/backup": {b"GET": lambda request: self._transfer(http_transfer.backup, request)},
+            b"/v1/restore": {b"POST": lambda request: self._transfer(http_transfer.restore, request)},
+            b"/v1/keys": {b"GET": lambda request: Deferred.fromCoroutine(
+                http_transfer.keys(self.router, request))},
         }
         # {method: handler(request, group, key)} under /v1/where/ and /v1/
         self._where = {b"GET": self._owner}
@@ -310,6 +320,11 @@ class RouterResource(Resource):
         d = maybeDeferred(self.router.reload)
         return d.addCallbacks(lambda result: json_reply(200, result), refused)
 
+    def _transfer(self, handler, request):
+        d = Deferred.fromCoroutine(handler(self.router, request, self.router.clock()))
+        return d.addCallback(lambda body: body if body is http_transfer.STREAMED
+                             else Reply(200, body, JSON))
+
     def _plan(self, request):
         name = request.args.get(b"name", [b"<posted topology>"])[-1].decode("utf-8", "replace")
         topology = _posted_topology(request.content.read(), name)
@@ -335,8 +350,8 @@ class RouterResource(Resource):
 
     @staticmethod
     def _send(reply: Reply, request, gone: list) -> None:
-        if gone:  # the client left; writing now would raise
-            return
+        if gone or reply is http_transfer.STREAMED or request.startedWriting:
+            return  # the client left, or the response is written (or begun: a stream cut)
         request.setResponseCode(reply.code)
         for name, value in reply.headers:
             request.setHeader(name, value)

@@ -80,6 +80,19 @@ ROUTER_SERIES = (
            _one(lambda r: r.stats.negative_hits)),
     Series("ringcache_replica_errors", COUNTER, "Writes that reached some replicas but not all",
            (), _one(lambda r: r.stats.replica_errors)),
+    Series("ringcache_read_repairs", COUNTER,
+           "Copies of a replicated key a read found missing and wrote back", (),
+           _one(lambda r: r.stats.read_repairs)),
+    Series("ringcache_hints_noted", COUNTER,
+           "Writes a copy missed, kept to replay when its node returns (hinted handoff)", (),
+           _one(lambda r: r.hints.noted)),
+    Series("ringcache_hints_replayed", COUNTER, "Hinted keys sent to a node that came back", (),
+           _one(lambda r: r.hints.replayed)),
+    Series("ringcache_hint_flushes", COUNTER,
+           "Groups flushed on a node that came back, its hints past their bound", (),
+           _one(lambda r: r.hints.flushes)),
+    Series("ringcache_hints_pending", GAUGE, "Hints kept for a node until it returns", ("node",),
+           lambda r: [((name,), r.hints.pending(name)) for name in sorted(r.clients)]),
     Series("ringcache_reloads", COUNTER, "Topology reloads applied", (),
            _one(lambda r: r.reloads)),
     Series("ringcache_reload_failures", COUNTER, "Topology reloads refused as invalid", (),
@@ -108,6 +121,12 @@ def _per_group(read):
                           for g in stats.groups]
 
 
+def _snapshot(read):
+    """A figure of each node's snapshots (NodeStats.snapshot), for the nodes with a data dir."""
+    return lambda nodes: [((name,), read(s.snapshot)) for name, s in sorted(nodes.items())
+                          if s.HasField("snapshot")]
+
+
 NODE_SERIES = (
     Series("ringcache_group_items", GAUGE, "Entries a group holds on a node", ("group", "node"),
            _per_group(lambda g: g.items)),
@@ -125,6 +144,23 @@ NODE_SERIES = (
            ("node",), lambda nodes: [((name,), s.max_memory) for name, s in sorted(nodes.items())]),
     Series("ringcache_node_uptime_seconds", GAUGE, "Seconds since the node started", ("node",),
            lambda nodes: [((name,), s.uptime) for name, s in sorted(nodes.items())]),
+    # A node's snapshots (storage_node/snapshot/, docs/snapshot.md), for a node with a data dir.
+    Series("ringcache_node_snapshot_last_timestamp_seconds", GAUGE,
+           "When the node's last snapshot was whole (wall clock)", ("node",),
+           _snapshot(lambda s: s.last_at)),
+    Series("ringcache_node_snapshot_last_duration_seconds", GAUGE,
+           "How long the node's last snapshot took to write", ("node",),
+           _snapshot(lambda s: s.last_seconds)),
+    Series("ringcache_node_snapshot_last_entries", GAUGE, "Entries in the node's last snapshot",
+           ("node",), _snapshot(lambda s: s.last_entries)),
+    Series("ringcache_node_snapshot_last_bytes", GAUGE, "Bytes of the node's last snapshot",
+           ("node",), _snapshot(lambda s: s.last_bytes)),
+    Series("ringcache_node_snapshot_failures", COUNTER,
+           "Snapshots (or journal writes) of the node that failed", ("node",),
+           _snapshot(lambda s: s.failures)),
+    Series("ringcache_node_snapshot_restored_entries", GAUGE,
+           "Entries the node's start brought back from its snapshot", ("node",),
+           _snapshot(lambda s: s.restored_entries)),
 )
 
 REQUEST_LATENCY = "ringcache_request_duration_seconds"
@@ -228,6 +264,11 @@ def router_document(router) -> dict:
         "warmup_hits": stats.warmup_hits,
         "negative_hits": stats.negative_hits,
         "replica_errors": stats.replica_errors,
+        "read_repairs": stats.read_repairs,
+        "hints_noted": router.hints.noted,
+        "hints_replayed": router.hints.replayed,
+        "hint_flushes": router.hints.flushes,
+        "hints_pending": {name: router.hints.pending(name) for name in router.clients},
         "health": {name: {"state": c.state, "marked_down": c.marked_down,
                           "timeouts": c.timeouts, "errors": stats.node_errors_by[name],
                           "latency": dict(stats.node_round_trips.get(name, _NO_TRIPS)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from twisted.internet.defer import gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -23,6 +23,7 @@ from router.memcache import meta_commands as memcache_meta_run
 
 from router.memcache import stats as memcache_stats
 from router.memcache import commands
+from router.memcache.metadump import metadump
 from router.memcache import text as mc
 from router.cluster.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
 from router.dataplane.getrun import ANSWER_TOO_BIG
@@ -130,6 +131,7 @@ class MemcacheProtocol(Protocol):
         # listener's input budget while it too is in the middle of one.
         self._paused = self._blocked = self._starved = False
         self._full = False  # the transport said its buffer is full: watch output_buffer
+        self._drained: list = []  # streamed answers waiting for the buffer to empty
         self._reading = True
         self._held = 0  # bytes of an unfinished command its parser holds
         self._outstanding = 0  # commands read and not yet written (one slot may hold many)
@@ -206,6 +208,9 @@ class MemcacheProtocol(Protocol):
         self._full = False
         self._blocked = False
         self._update_reading()
+        drained, self._drained = self._drained, []
+        for d in drained:  # answers being streamed (_stream) go on
+            d.callback(None)
 
     def _check_output(self) -> None:
         transport = self.transport
@@ -301,6 +306,32 @@ class MemcacheProtocol(Protocol):
         self._queue(slot)
         return slot
 
+    def _stream(self, produce) -> None:
+        """An answer written as it is made: ``produce(write)`` awaits ``write(piece)`` for
+        each piece and answers the last one. Each piece takes the answer's place in the
+        order and leaves a new place right behind it for the next; a write waits while
+        the client is not reading (the transport's buffer is full)."""
+        slot = self._pending()
+
+        async def write(piece: bytes) -> None:
+            nonlocal slot
+            following = _Slot(commands=0)  # the same command's answer, timed with it
+            following.command, following.read_at = slot.command, slot.read_at
+            try:
+                self.slots.insert(self.slots.index(slot) + 1, following)
+            except ValueError:  # written already: it was at the head
+                self.slots.appendleft(following)
+            self._fill(piece, slot)
+            slot = following
+            while self._full and self.transport is not None and self.transport.connected:
+                drained = Deferred()
+                self._drained.append(drained)
+                await drained
+
+        d = Deferred.fromCoroutine(produce(write))
+        d.addErrback(_error_line)
+        d.addCallback(lambda last: self._fill(last, slot))
+
     def _fill(self, data: bytes, slot: _Slot) -> None:
         slot.data = data
         slots = self.slots
@@ -369,6 +400,8 @@ class MemcacheProtocol(Protocol):
             self._answer(mc.version_line(VERSION))
         elif kind is mc.Stats:
             self._later(self._stats(event), bytes, errors=_error_line)
+        elif kind is mc.Metadump:
+            self._stream(lambda write: metadump(self.router, write))
         elif kind is mc.Quit:
             self._quitting = True
         elif kind is mc.Unknown:

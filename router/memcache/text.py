@@ -41,6 +41,13 @@ _PLAIN_GET = re.compile(rb"(gets?)((?: [^\x00-\x20\x7f]{1,%d})+)" % KEY_MAX_LENG
 
 
 @dataclass(frozen=True, slots=True)
+class Metadump:
+    """lru_crawler metadump all|hash|CLASSES: every key's metadata, streamed."""
+
+    which: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Get:
     keys: tuple[bytes, ...]
     with_cas: bool
@@ -149,7 +156,7 @@ class ServerError:
 
 
 Event = (Get | Store | Delete | Touch | Arith | GetAndTouch | FlushAll | Admin | Version | Stats
-         | Quit | Meta | Unknown | ClientError | ServerError)
+         | Quit | Meta | Metadump | Unknown | ClientError | ServerError)
 
 
 class _StoreHeader(NamedTuple):
@@ -455,6 +462,12 @@ class MemcacheParser:
     def _quit(self, tokens: list[bytes]) -> Event:
         return Quit()
 
+    def _lru_crawler(self, tokens: list[bytes]) -> Event:
+        # Only metadump (router/memcache/metadump.py): every key, as memcached lists them.
+        if len(tokens) == 3 and tokens[1] == b"metadump":
+            return Metadump(tokens[2])
+        return ClientError("bad command line format")
+
 
 _HANDLERS = {
     b"get": MemcacheParser._get,
@@ -484,6 +497,7 @@ _HANDLERS = {
     b"version": MemcacheParser._version,
     b"stats": MemcacheParser._stats,
     b"quit": MemcacheParser._quit,
+    b"lru_crawler": MemcacheParser._lru_crawler,
 }
 
 

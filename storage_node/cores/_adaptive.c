@@ -87,6 +87,8 @@ typedef struct {
     long long per_epoch[2][EPOCHS];
 } ghosts_t;
 
+struct Walk;
+
 typedef struct {
     PyObject_HEAD
     PyObject *clock;
@@ -107,7 +109,18 @@ typedef struct {
     band_t *bands;
     size_t nbands, bands_cap, expiry_size;
     ghosts_t ghosts;
+    struct Walk *walks;  /* the walks in progress (their places follow a compaction) */
 } Core;
+
+/* A walk of the core (storage_node/cores/walk.py): the rings' places copied when it
+ * starts, the stale ones already NONE, each resolved to its entry when reached. */
+typedef struct Walk {
+    PyObject_HEAD
+    Core *core;       /* a strong reference; NULL once the walk is over */
+    uint32_t *order;  /* the small ring's places, then the main ring's */
+    size_t len, at;
+    struct Walk *prev, *next;
+} Walk;
 
 static PyTypeObject CoreType;
 static PyObject *builtin_hash_fn, *default_clock, *zero;
@@ -945,8 +958,10 @@ static int compact_entries(Core *s) {
     uint32_t next = 0;
     for (uint32_t i = 0; i < s->high; i++) {
         entry_t *e = ENTRY(s, i);
-        if (!e->key)
+        if (!e->key) {
+            moved[i] = NONE;
             continue;
+        }
         moved[i] = next;
         chunks[next >> CHUNK_BITS][next & (CHUNK - 1)] = *e;
         uint32_t tag = (uint32_t)(uint64_t)key_hash(e->key);
@@ -963,6 +978,10 @@ static int compact_entries(Core *s) {
             *place = moved[*place];
         }
     }
+    for (struct Walk *w = s->walks; w; w = w->next)
+        for (size_t i = w->at; i < w->len; i++)
+            if (w->order[i] != NONE)
+                w->order[i] = moved[w->order[i]];
     for (uint32_t c = 0; c < s->nchunks; c++)
         PyMem_Free(s->chunks[c]);
     PyMem_Free(s->chunks);
@@ -978,7 +997,10 @@ static int compact_entries(Core *s) {
     return 0;
 }
 
+static void end_walks(Core *s);
+
 static int core_clear_state(Core *s) {
+    end_walks(s);
     free_tables(s);
     if (new_tables(s) < 0)
         return -1;
@@ -1071,55 +1093,43 @@ static int refuse_oversized(Core *s, PyObject *key, PyObject *value, int has_ttl
     return -1;
 }
 
-/* ``set``, the steps of adaptive.py's in its order; 0 or -1. */
-static int set_entry(Core *s, PyObject *key, PyObject *value, PyObject *ttl) {
-    Py_hash_t hash = key_hash(key);
-    int queue = -1, count = 0;
-    int r = take(s, key, hash, &queue, &count);
-    if (r < 0)
-        return -1;
-    if (!r)
-        queue = -1, count = 0;
-    int has_ttl = 0;
-    double deadline = 0.0;
+/* A write's ttl read as set does: 1 if it is negative (already past: nothing is
+ * stored), else 0 with whether it has one and its deadline on the core's clock; -1. */
+static int read_ttl(Core *s, PyObject *ttl, int *has_ttl, double *deadline) {
+    *has_ttl = 0;
+    *deadline = 0.0;
     if (ttl != Py_None) {
         int negative = PyFloat_CheckExact(ttl) ? PyFloat_AS_DOUBLE(ttl) < 0
                                                 : PyObject_RichCompareBool(ttl, zero, Py_LT);
         if (negative)
-            return negative < 0 ? -1 : 0;
-        if ((has_ttl = PyObject_IsTrue(ttl)) < 0)
+            return negative < 0 ? -1 : 1;
+        if ((*has_ttl = PyObject_IsTrue(ttl)) < 0)
             return -1;
     }
-    if (has_ttl) {
+    if (*has_ttl) {
         PyObject *now = call_clock(s);
         if (now == NULL)
             return -1;
         if (PyFloat_CheckExact(now) && PyFloat_CheckExact(ttl)) {
-            deadline = PyFloat_AS_DOUBLE(now) + PyFloat_AS_DOUBLE(ttl);
+            *deadline = PyFloat_AS_DOUBLE(now) + PyFloat_AS_DOUBLE(ttl);
         } else {
             PyObject *sum = PyNumber_Add(now, ttl);
-            deadline = sum ? PyFloat_AsDouble(sum) : -1.0;
+            *deadline = sum ? PyFloat_AsDouble(sum) : -1.0;
             Py_XDECREF(sum);
-            if (deadline == -1.0 && PyErr_Occurred()) {
+            if (*deadline == -1.0 && PyErr_Occurred()) {
                 Py_DECREF(now);
                 return -1;
             }
         }
         Py_DECREF(now);
     }
-    long long size = (long long)PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(value) + s->entry_overhead
-                     + (has_ttl ? s->ttl_overhead : 0);
-    if (size > s->max_bytes)
-        return refuse_oversized(s, key, value, has_ttl);
-    if (queue < 0) {
-        uint64_t h;
-        if (ghost_hash(s, key, &h) < 0)
-            return -1;
-        int ghost = ghosts_pop(&s->ghosts, h);
-        queue = ghost < 0 ? SMALL : adapt(s, ghost, size);
-    }
-    if (s->nbytes + size > s->max_bytes && make_room(s, s->max_bytes - size) < 0)
-        return -1;
+    return 0;
+}
+
+/* The last steps of a write, room made: the entry in ``state`` at its queue's tail (or
+ * the small queue's head: ``front``), charged, and its deadline noted; 0 or -1. */
+static int place(Core *s, PyObject *key, Py_hash_t hash, PyObject *value, PyObject *ttl,
+                 int has_ttl, double deadline, long long size, int state, int front) {
     /* The key's entry: its tombstone if it still has one (make_room may have freed it). */
     uint32_t idx = find(s, key, hash);
     if (idx == NONE && (idx = new_entry(s, key, hash)) == NONE)
@@ -1129,18 +1139,17 @@ static int set_entry(Core *s, PyObject *key, PyObject *value, PyObject *ttl) {
     e->value = value;
     e->has_ttl = (uint8_t)has_ttl;
     e->deadline = deadline;
-    if (queue == SMALL) {
+    e->state = (uint8_t)state;
+    int r;
+    if (state < MAIN0) {
         s->small_bytes += size;
-        e->state = count ? READ : FRESH;
-        r = !count && (double)size > s->target ? ring_push_front(&s->order[SMALL], idx)
-                                               : ring_push(&s->order[SMALL], idx);
+        r = front ? ring_push_front(&s->order[SMALL], idx) : ring_push(&s->order[SMALL], idx);
     } else {
-        e->state = (uint8_t)(MAIN0 + count);
         r = ring_push(&s->order[MAIN], idx);
     }
     if (r < 0) {  /* out of memory for its place: the entry cannot stay */
         Py_CLEAR(e->value);
-        if (queue == SMALL)
+        if (state < MAIN0)
             s->small_bytes -= size;
         release(s, idx);
         return -1;
@@ -1155,6 +1164,59 @@ static int set_entry(Core *s, PyObject *key, PyObject *value, PyObject *ttl) {
             expiry_compact(s);
     }
     return 0;
+}
+
+/* ``set``, the steps of adaptive.py's in its order; 0 or -1. */
+static int set_entry(Core *s, PyObject *key, PyObject *value, PyObject *ttl) {
+    Py_hash_t hash = key_hash(key);
+    int queue = -1, count = 0;
+    int r = take(s, key, hash, &queue, &count);
+    if (r < 0)
+        return -1;
+    if (!r)
+        queue = -1, count = 0;
+    int has_ttl;
+    double deadline;
+    if ((r = read_ttl(s, ttl, &has_ttl, &deadline)) != 0)
+        return r < 0 ? -1 : 0;
+    long long size = (long long)PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(value) + s->entry_overhead
+                     + (has_ttl ? s->ttl_overhead : 0);
+    if (size > s->max_bytes)
+        return refuse_oversized(s, key, value, has_ttl);
+    if (queue < 0) {
+        uint64_t h;
+        if (ghost_hash(s, key, &h) < 0)
+            return -1;
+        int ghost = ghosts_pop(&s->ghosts, h);
+        queue = ghost < 0 ? SMALL : adapt(s, ghost, size);
+    }
+    if (s->nbytes + size > s->max_bytes && make_room(s, s->max_bytes - size) < 0)
+        return -1;
+    if (queue == SMALL)
+        return place(s, key, hash, value, ttl, has_ttl, deadline, size, count ? READ : FRESH,
+                     !count && (double)size > s->target);
+    return place(s, key, hash, value, ttl, has_ttl, deadline, size, MAIN0 + count, 0);
+}
+
+/* ``restore``: at the tail of the queue ``state`` names, in that state; no ghost, no
+ * adapting. 0 or -1. */
+static int restore_entry(Core *s, PyObject *key, PyObject *value, PyObject *ttl, int state) {
+    Py_hash_t hash = key_hash(key);
+    int queue, count;
+    if (take(s, key, hash, &queue, &count) < 0)
+        return -1;
+    int has_ttl;
+    double deadline;
+    int r = read_ttl(s, ttl, &has_ttl, &deadline);
+    if (r != 0)
+        return r < 0 ? -1 : 0;
+    long long size = (long long)PyBytes_GET_SIZE(key) + PyBytes_GET_SIZE(value) + s->entry_overhead
+                     + (has_ttl ? s->ttl_overhead : 0);
+    if (size > s->max_bytes)
+        return refuse_oversized(s, key, value, has_ttl);
+    if (s->nbytes + size > s->max_bytes && make_room(s, s->max_bytes - size) < 0)
+        return -1;
+    return place(s, key, hash, value, ttl, has_ttl, deadline, size, state, 0);
 }
 
 static int parse_set(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
@@ -1283,6 +1345,205 @@ static PyObject *core_clear(Core *s, PyObject *unused) {
 static Py_ssize_t core_len(Core *s) {
     return (Py_ssize_t)s->entries;
 }
+
+/* -- walk and restore (storage_node/cores/walk.py) ------------------------------------ */
+
+static PyTypeObject WalkType;
+
+static void unlink_walk(Walk *w) {
+    if (w->prev)
+        w->prev->next = w->next;
+    else if (w->core && w->core->walks == w)
+        w->core->walks = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* The walk is over: its copy freed, the core no longer held. */
+static void finish_walk(Walk *w) {
+    unlink_walk(w);
+    PyMem_Free(w->order);
+    w->order = NULL;
+    w->len = w->at = 0;
+    Py_CLEAR(w->core);
+}
+
+static void end_walks(Core *s) {
+    while (s->walks)
+        finish_walk(s->walks);
+}
+
+/* The ring's places into ``out``, each stale one (a tombstone's, one in a queue its entry
+ * is not live in, or one before the live place) as NONE: what the pure core's stale counts
+ * skip. ``seen`` is a zeroed bitmap over entry indices; it is left zeroed. */
+static void copy_places(Core *s, ring_t *r, int queue, uint32_t *out, uint8_t *seen) {
+    for (size_t i = 0; i < r->len; i++)
+        out[i] = r->buf[(r->head + i) & (r->cap - 1)];
+    for (size_t i = r->len; i-- > 0;) {
+        entry_t *e = ENTRY(s, out[i]);
+        int live = e->value != NULL && (e->state >= MAIN0) == (queue == MAIN);
+        if (!live || seen[out[i] >> 3] & (1u << (out[i] & 7)))
+            out[i] = NONE;
+        else
+            seen[out[i] >> 3] |= (uint8_t)(1u << (out[i] & 7));
+    }
+    for (size_t i = 0; i < r->len; i++)
+        if (out[i] != NONE)
+            seen[out[i] >> 3] = 0;
+}
+
+static PyObject *core_walk(Core *s, PyObject *unused) {
+    ENTER(s, NULL);
+    size_t small = s->order[SMALL].len, len = small + s->order[MAIN].len;
+    Walk *w = PyObject_GC_New(Walk, &WalkType);
+    uint32_t *order = PyMem_Malloc((len ? len : 1) * sizeof(uint32_t));
+    uint8_t *seen = PyMem_Calloc((size_t)s->high / 8 + 1, 1);
+    if (w == NULL || order == NULL || seen == NULL) {
+        s->busy = 0;
+        PyMem_Free(order);
+        PyMem_Free(seen);
+        if (w != NULL) {
+            w->core = NULL, w->order = NULL, w->prev = w->next = NULL;
+            Py_DECREF(w);
+        }
+        return PyErr_NoMemory();
+    }
+    copy_places(s, &s->order[SMALL], SMALL, order, seen);
+    copy_places(s, &s->order[MAIN], MAIN, order + small, seen);
+    PyMem_Free(seen);
+    w->core = (Core *)Py_NewRef(s);
+    w->order = order;
+    w->len = len;
+    w->at = 0;
+    w->prev = NULL;
+    w->next = s->walks;
+    if (s->walks)
+        s->walks->prev = w;
+    s->walks = w;
+    PyObject_GC_Track(w);
+    s->busy = 0;
+    return (PyObject *)w;
+}
+
+static PyObject *walk_take(Walk *w, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *out = PyList_New(0);
+    Core *s = w->core;
+    if (out == NULL || s == NULL || w->at >= w->len)
+        return out;
+    if (s->busy) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_RuntimeError, "adaptive: the core was called from its own clock or hash");
+        return NULL;
+    }
+    s->busy = 1;
+    PyObject *now = call_clock(s);
+    double now_d = now ? PyFloat_AsDouble(now) : -1.0;
+    Py_XDECREF(now);
+    if (now == NULL || (now_d == -1.0 && PyErr_Occurred()))
+        goto fail;
+    while (PyList_GET_SIZE(out) < n && w->at < w->len) {
+        uint32_t idx = w->order[w->at++];
+        if (idx == NONE || idx >= s->high)
+            continue;
+        entry_t *e = ENTRY(s, idx);
+        if (e->key == NULL || e->value == NULL)
+            continue;
+        PyObject *item;
+        if (e->has_ttl) {
+            double left = e->deadline - now_d;
+            if (!(left > 0))
+                continue;
+            item = Py_BuildValue("(OOdi)", e->key, e->value, left, (int)e->state);
+        } else {
+            item = Py_BuildValue("(OOOi)", e->key, e->value, Py_None, (int)e->state);
+        }
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    s->busy = 0;
+    if (w->at >= w->len)
+        finish_walk(w);
+    return out;
+fail:
+    s->busy = 0;
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *core_restore(Core *s, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "restore(key, value, ttl, rank)");
+        return NULL;
+    }
+    PyObject *key = args[0], *value = args[1], *ttl = args[2], *rank = args[3];
+    if (check_key(key) < 0)
+        return NULL;
+    if (!PyBytes_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "adaptive: values are bytes, not %.100s", Py_TYPE(value)->tp_name);
+        return NULL;
+    }
+    long state = MAIN0;
+    if (rank != Py_None) {
+        state = PyLong_CheckExact(rank) ? PyLong_AsLong(rank) : -1;
+        if (state == -1 && PyErr_Occurred())
+            PyErr_Clear();
+        if (state < FRESH || state > MAIN0 + MAX_COUNT) {
+            PyObject *text = PyObject_Repr(rank);
+            if (text != NULL)
+                PyErr_Format(PyExc_ValueError, "adaptive: rank %U is not a state 0..%d", text,
+                             MAIN0 + MAX_COUNT);
+            Py_XDECREF(text);
+            return NULL;
+        }
+    }
+    ENTER(s, NULL);
+    int r = restore_entry(s, key, value, ttl, (int)state);
+    s->busy = 0;
+    if (r < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static int walk_traverse(Walk *w, visitproc visit, void *arg) {
+    Py_VISIT(w->core);
+    return 0;
+}
+
+static int walk_gc_clear(Walk *w) {
+    finish_walk(w);
+    return 0;
+}
+
+static void walk_dealloc(Walk *w) {
+    PyObject_GC_UnTrack(w);
+    finish_walk(w);
+    PyObject_GC_Del(w);
+}
+
+static PyMethodDef walk_methods[] = {
+    {"take", (PyCFunction)walk_take, METH_O,
+     "Up to n more entries as (key, value, ttl_left, rank), coldest first; [] at the end."},
+    {NULL},
+};
+
+static PyTypeObject WalkType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "storage_node.cores._adaptive.Walk",
+    .tp_basicsize = sizeof(Walk),
+    .tp_dealloc = (destructor)walk_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A walk of an adaptive core's entries (storage_node/cores/walk.py).",
+    .tp_traverse = (traverseproc)walk_traverse,
+    .tp_clear = (inquiry)walk_gc_clear,
+    .tp_methods = walk_methods,
+};
 
 /* _snapshot(): the state as plain Python data, in the pure core's terms, for the tests
  * that compare the twins (tests/adaptive_state.py reads the pure core the same way). */
@@ -1454,6 +1715,10 @@ static PyMethodDef core_methods[] = {
     {"ttl_left", (PyCFunction)core_ttl_left, METH_O,
      "Seconds the live entry under key has left, or None when it has no expiry."},
     {"clear", (PyCFunction)core_clear, METH_NOARGS, "Empty the core; the counters stay."},
+    {"walk", (PyCFunction)core_walk, METH_NOARGS,
+     "A cursor over the live entries, coldest first (storage_node/cores/walk.py)."},
+    {"restore", (PyCFunction)(void (*)(void))core_restore, METH_FASTCALL,
+     "Store an entry as the hottest of the state rank names (None: main, count 0)."},
     {"_snapshot", (PyCFunction)core_snapshot, METH_NOARGS, "The whole state, for the tests."},
     {NULL},
 };
@@ -1535,7 +1800,8 @@ PyMODINIT_FUNC PyInit__adaptive(void) {
     Py_DECREF(builtins);
     Py_DECREF(time);
     zero = PyLong_FromLong(0);
-    if (builtin_hash_fn == NULL || default_clock == NULL || zero == NULL || PyType_Ready(&CoreType) < 0)
+    if (builtin_hash_fn == NULL || default_clock == NULL || zero == NULL || PyType_Ready(&CoreType) < 0
+        || PyType_Ready(&WalkType) < 0)
         return NULL;
     PyObject *attrs = CoreType.tp_dict;
     PyObject *entry_overhead = PyLong_FromLong(ENTRY_OVERHEAD), *ttl_overhead = PyLong_FromLong(TTL_OVERHEAD);

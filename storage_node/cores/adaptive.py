@@ -47,18 +47,18 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from storage_node.cores.adaptive_walk import MAX_COUNT, AdaptiveWalk
 from storage_node.cores.base import CoreBase, Expiring, oversized
 from storage_node.cores.expiry import ExpiryIndex
 from storage_node.cores.ghost import MAIN, SMALL, Ghosts
 
-MAX_COUNT = 3
 START_SHARE = 0.1  # the small queue's share before any ghost hit, as in S3-FIFO
 # The share stays within these bounds so that neither queue vanishes for good.
 MIN_SHARE, MAX_SHARE = 0.001, 0.99
 DICT_BYTES = 128  # a churning dict's table per entry at most: 6 slots, 2/3 with 24-byte entries
 
 
-class AdaptiveCore(CoreBase):
+class AdaptiveCore(AdaptiveWalk, CoreBase):
     """S3-FIFO with an ARC-adapted small queue; see the module's docstring.
 
     The hot paths (a get, a write of a new key, evicting from the small queue) are written
@@ -210,6 +210,7 @@ class AdaptiveCore(CoreBase):
         self._ghosts.clear()
         self._expiry.clear()
         self.nbytes = 0
+        self._generation += 1
 
     def _adapt(self, ghost: int, size: int) -> int:
         """Move the small queue's target on a write of a ghost; the queue the entry goes to."""

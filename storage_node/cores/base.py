@@ -83,6 +83,7 @@ class CoreBase:
         self.evictions = 0
         self.expirations = 0
         self._clock = clock
+        self._generation = 0  # one more at each clear(), which ends the walks in progress
 
     def touch(self, key: bytes, ttl: float | None) -> bool:
         """Give a live key a new ttl (None or 0: none); counts as an access, like a get."""
@@ -131,3 +132,56 @@ class CoreBase:
                 f"{self.name}: entry of {size} bytes (key {len(key)} + value {len(value)}"
                 f" + overhead {overhead}) exceeds max_bytes {self.max_bytes}")
         return size
+
+
+class OrderWalk:
+    """The pure cores' walk cursor (storage_node/cores/walk.py): the keys of each queue,
+    copied in order when the walk starts, each looked up when the cursor reaches it.
+
+    ``orders`` are the copied queues, coldest first; ``skips[i]`` (or None) counts, per
+    key, the places of queue i to pass over before its live one (a core that leaves
+    stale places in a queue, as the adaptive core does, copies that count with the
+    queue); ``locate(key)`` gives the stored entry and its rank now, or None.
+    """
+
+    def __init__(self, core: CoreBase, orders: list[list], skips: list[dict | None], locate):
+        self._core = core
+        self._generation = core._generation
+        self._orders = orders
+        self._skips = skips
+        self._locate = locate
+        self._queue = 0
+        self._at = 0
+
+    def take(self, n: int) -> list[tuple]:
+        core = self._core
+        if core._generation != self._generation:
+            self._orders = []  # cleared since the start: nothing more to give
+        out = []
+        if self._queue >= len(self._orders):
+            return out
+        now = core._clock()
+        locate = self._locate
+        while len(out) < n and self._queue < len(self._orders):
+            order, skips = self._orders[self._queue], self._skips[self._queue]
+            at, end = self._at, min(len(order), self._at + n - len(out))
+            for key in order[at:end]:
+                if skips and skips.get(key):
+                    skips[key] -= 1
+                    continue
+                found = locate(key)
+                if found is None:
+                    continue
+                stored, rank = found
+                if type(stored) is Expiring:
+                    left = stored - now
+                    if left > 0:
+                        out.append((key, stored.value, left, rank))
+                else:
+                    out.append((key, stored, None, rank))
+            self._at = end
+            if end == len(order):
+                self._orders[self._queue] = None  # its copy is no longer needed
+                self._queue += 1
+                self._at = 0
+        return out

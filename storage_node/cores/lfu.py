@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from storage_node.cores.base import CoreBase, Expiring, oversized, stored
+from storage_node.cores.base import CoreBase, Expiring, OrderWalk, oversized, stored
 
 # Counts stop here, as Caffeine's 4-bit counters do: past a few reads "hot" is hot enough,
 # and a small cap keeps the aging hand's round (below) short.
@@ -34,6 +34,10 @@ class LFUCore(CoreBase):
     most recent end of the level below. Idle entries thus sink one level per round of
     the hand they spend at the front of their level, while a scan of fresh keys needs
     about MAX_FREQUENCY**2 evictions before it can reach a key that was fully hot.
+
+    A walk (storage_node/cores/walk.py) goes level by level from 1 up, each least recent
+    first, and an entry's rank is its frequency; the copy of the levels' order when it
+    starts costs what LRU's does (a pass over OrderedDict links).
     """
 
     name = "lfu"
@@ -74,7 +78,28 @@ class LFUCore(CoreBase):
         return value
 
     def set(self, key: bytes, value: bytes, ttl: float | None = None) -> None:
-        freq = self._remove(key) or 1
+        self._store(key, value, ttl, self._remove(key) or 1)
+
+    def restore(self, key: bytes, value: bytes, ttl: float | None, rank: int | None) -> None:
+        """As the most recent entry of frequency ``rank`` (None: 2, read once since written)."""
+        if rank is None:
+            rank = 2
+        if type(rank) is not int or not 1 <= rank <= MAX_FREQUENCY:
+            raise ValueError(f"lfu: rank {rank!r} is not a frequency 1..{MAX_FREQUENCY}")
+        self._remove(key)
+        self._store(key, value, ttl, rank)
+
+    def walk(self) -> OrderWalk:
+        levels = self._levels[1:]
+
+        def locate(key: bytes):  # (levels and _freq are replaced as they drain)
+            f = self._freq.get(key, 1)
+            entry = self._levels[f].get(key)
+            return None if entry is None else (entry, f)
+
+        return OrderWalk(self, [list(level) for level in levels], [None] * len(levels), locate)
+
+    def _store(self, key: bytes, value: bytes, ttl: float | None, freq: int) -> None:
         if ttl is not None and ttl < 0:
             return
         size = self._refuse_oversized(key, value, ttl)
@@ -98,6 +123,7 @@ class LFUCore(CoreBase):
         self._hand = 1
         self._until_upkeep = 0
         self.nbytes = 0
+        self._generation += 1
 
     def _upkeep(self) -> None:
         """Every sixteenth of the entries' worth of evicting writes: give back the tables

@@ -192,6 +192,21 @@ def test_a_node_container_obeys_only_the_router_that_knows_the_secret(deployment
     assert all(node["healthy"] for node in deployment.http_json("/v1/ring")["nodes"])
 
 
+def test_a_node_container_restarted_keeps_its_cache(deployment):
+    values = store(deployment, "restart")
+    by_owner = owners(deployment, values)
+    node_a = [k for k, owner in by_owner.items() if owner == "node-a"]
+    assert node_a
+    # docker restart: SIGTERM, the final snapshot into the node's volume, a new process.
+    run(["docker", "restart", "--time", "60", deployment.container("node-a")], timeout=120)
+    deployment.wait_until_ready()
+    snapshot = deployment.http_json("/v1/stats")["nodes"]["node-a"]["snapshot"]
+    assert snapshot["restored"] == "loaded" and int(snapshot["restored_entries"]) >= len(node_a)
+    client = deployment.memcache()
+    for batch in batches(node_a):
+        assert client.get_many(batch) == {k: values[k] for k in batch}
+
+
 def check_answers(dep: Deployment, values: dict[str, bytes], by_owner: dict[str, str],
                   alive: set[str], bound: float) -> None:
     """Keys on live nodes read back right, keys on lost nodes fail or miss, no key ever

@@ -64,12 +64,14 @@ class Cluster:
 
     def __init__(self, directory: Path, nodes: int = 3, timeout: str = "500ms",
                  groups: str = GROUPS, node_args: tuple[str, ...] = (), security: str = "",
-                 router_extra: str = "", https=None):
+                 router_extra: str = "", https=None, data_dirs: bool = False):
         """``node_args`` go to every node (e.g. --secret-file); ``security`` is the
         topology's security block and ``router_extra`` more router keys, as YAML lines;
-        ``https`` is the ssl context to reach an HTTP API that router_extra put on TLS."""
+        ``https`` is the ssl context to reach an HTTP API that router_extra put on TLS;
+        ``data_dirs`` gives each node a data dir of its own (DIR/data/NAME)."""
         self.dir = directory
         self.node_args = tuple(node_args)
+        self.data_dirs = data_dirs
         self.security = security
         self.router_extra = router_extra
         self.https = https
@@ -113,8 +115,10 @@ class Cluster:
 
     def start_node(self, name: str) -> Process:
         port = self.node_ports[name]
-        proc = start_process([*RINGCACHE, "node", "--listen", f"127.0.0.1:{port}", *self.node_args],
-                             lambda: port_open(port))
+        data = (["--data-dir", str(self.dir / "data" / name), "--name", name]
+                if self.data_dirs else [])
+        proc = start_process([*RINGCACHE, "node", "--listen", f"127.0.0.1:{port}", *self.node_args,
+                              *data], lambda: port_open(port), timeout=30)
         self.nodes[name] = proc
         return proc
 

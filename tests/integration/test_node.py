@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from shared import ringcache_pb2 as pb
-from shared.framing import FrameDecoder, decode_payload, encode_batch
 from tests.helpers import RINGCACHE, free_port, port_open, start_process, stop_process
+from tests.helpers import NodeConnection as Connection
 
 pytestmark = pytest.mark.integration
 
@@ -22,25 +22,6 @@ def node_port():
         yield port, proc
     finally:
         stop_process(proc)
-
-
-class Connection:
-    """A blocking client that sends one frame of requests and reads one frame back."""
-
-    def __init__(self, port: int):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.decoder = FrameDecoder()
-
-    def call(self, *requests: pb.Request) -> list[pb.Response]:
-        self.sock.sendall(encode_batch(requests=requests))
-        while (payload := self.decoder.next_frame()) is None:
-            data = self.sock.recv(65536)
-            assert data, "the node closed the connection"
-            self.decoder.receive_data(data)
-        return list(decode_payload(payload).responses)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_configure_set_get_and_a_bad_peer_does_not_hurt_others(node_port):

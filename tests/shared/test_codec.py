@@ -67,7 +67,7 @@ def test_append_response_writes_what_protobuf_serializes(name, r):
     stats = r["stats"].SerializeToString() if r["stats"] is not None else b""
     pick(name).append_response(buf, r["rid"], r["status"], r["value"], r["error"], r["flags"],
                                stats, r["negative"], r["values"], r["cas"])
-    expected = pb_response(r)
+    expected = pb_response({**r, "ttl": 0.0})  # (a ttl is answered by a message: storage_node/ops.py)
     if r["stats"] is not None and not stats:
         expected.ClearField("stats")  # an empty sub-message is not written by ours
     assert bytes(buf) == len_field(RESPONSES, expected.SerializeToString())
@@ -93,8 +93,9 @@ def test_decode_responses_reads_what_protobuf_wrote(name, r):
     payload = pb.Frame(responses=[pb_response(r)]).SerializeToString()
     (ours,) = pick(name).decode_responses(payload)
     assert (ours.id, ours.status, ours.value, ours.error, ours.flags, ours.negative,
-            list(ours.values), ours.cas) == (r["rid"], r["status"], r["value"], r["error"],
-                                             r["flags"], r["negative"], r["values"], r["cas"])
+            list(ours.values), ours.cas, ours.ttl) == (
+        r["rid"], r["status"], r["value"], r["error"], r["flags"], r["negative"], r["values"],
+        r["cas"], r["ttl"])
     assert ours.stats == (r["stats"] or pb.NodeStats())
 
 

@@ -40,10 +40,10 @@ def responses(draw):
     return dict(rid=draw(ids), status=draw(statuses), value=draw(blobs), error=draw(names),
                 flags=draw(st.integers(0, 2**32 - 1)), stats=stats,
                 negative=draw(st.booleans()), values=draw(st.lists(blobs, max_size=5)),
-                cas=draw(ids))
+                cas=draw(ids), ttl=draw(st.floats(0, 1e9)))
 
 
 def pb_response(r) -> pb.Response:
     return pb.Response(id=r["rid"], status=r["status"], value=r["value"], error=r["error"],
                        flags=r["flags"], stats=r["stats"], negative=r["negative"],
-                       values=r["values"], cas=r["cas"])
+                       values=r["values"], cas=r["cas"], ttl=r["ttl"])

@@ -125,7 +125,7 @@ def test_flags_wrapper_is_what_the_core_stores_and_charges(clock):
     node.handle(configure_request(("d", DICT_CORE, 1000)))
     node.handle(req(pb.SET, b"a", b"plain", group="d"))
     node.handle(req(pb.SET, b"b", b"flagged", group="d", flags=0x01020304))
-    core = node._groups["d"].core
+    core = node.groups.get("d").core
     # Kind 3 (CAS unique 1), then kind 4 (CAS unique 2, flags): shared/entry.py.
     assert core.data[b"a"] == (b"\x03" + (1).to_bytes(8, "big") + b"plain", None)
     assert core.data[b"b"] == (b"\x04" + (2).to_bytes(8, "big") + b"\x01\x02\x03\x04flagged", None)
@@ -235,7 +235,9 @@ def test_touch_sets_a_new_ttl(node, clock, group):
     clock.now += 4
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=5)).status == pb.OK
     clock.now += 4  # 8s after the SET, 4s after the TOUCH
-    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(id=1, value=b"v", flags=9, cas=1)
+    left = 1 if group == "g" else 0  # the GET tells what is left, when the core can
+    assert node.handle(req(pb.GET, b"k", group=group)) == pb.Response(
+        id=1, value=b"v", flags=9, cas=1, ttl=left)
     assert node.handle(req(pb.TOUCH, b"k", group=group, ttl=0)).status == pb.OK
     clock.now += 10**6
     assert node.handle(req(pb.GET, b"k", group=group)).status == pb.OK
@@ -244,11 +246,20 @@ def test_touch_sets_a_new_ttl(node, clock, group):
     assert node.handle(req(pb.GET, b"k", group=group)).status == pb.NOT_FOUND
 
 
+def test_get_and_gat_answer_the_seconds_an_entry_has_left(node, clock):
+    node.handle(req(pb.SET, b"k", b"v", ttl=60))
+    node.handle(req(pb.SET, b"forever", b"v"))
+    clock.now += 15
+    assert node.handle(req(pb.GET, b"k")).ttl == 45
+    assert node.handle(req(pb.GAT, b"k", ttl=100)).ttl == 100
+    assert node.handle(req(pb.GET, b"forever")).ttl == 0
+
+
 def test_ping_needs_no_group(node):
     assert node.handle(pb.Request(id=42, op=pb.PING)) == pb.Response(id=42, status=pb.OK)
 
 
-@pytest.mark.parametrize("op", [pb.OP_UNSPECIFIED, 10, 99])
+@pytest.mark.parametrize("op", [pb.OP_UNSPECIFIED, 12, 99])
 def test_unknown_op(node, op):
     assert node.handle(pb.Request(id=5, op=op, group="g")) == pb.Response(
         id=5, status=pb.UNKNOWN_OP, error=f"unknown op {op}"
@@ -366,12 +377,23 @@ def test_configure_keeps_unchanged_groups_and_their_data(node):
 
 
 @pytest.mark.parametrize("changed", [("g", DICT_CORE, MiB), ("g", "lru", 2 * MiB)], ids=["policy", "budget"])
-def test_configure_gives_a_changed_group_a_fresh_core(node, changed):
+def test_configure_moves_a_changed_group_s_entries_into_a_new_core(node, changed):
     node.handle(req(pb.SET, b"k", b"v"))
     assert node.handle(configure_request(changed)).status == pb.OK
-    assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
+    assert node.handle(req(pb.GET, b"k")) == pb.Response(id=1, value=b"v", cas=1)
     g = group_stats(node, "g")
-    assert (g.policy, g.max_bytes, g.items, g.sets) == (changed[1], changed[2], 0, 0)
+    assert (g.policy, g.max_bytes, g.items, g.sets) == (changed[1], changed[2], 1, 1)
+
+
+def test_a_smaller_budget_keeps_the_hottest_entries_in_the_policy_s_order(node, logged):
+    for i in range(10):
+        node.handle(req(pb.SET, b"k%d" % i, b"v" * 100))
+    node.handle(req(pb.GET, b"k0"))  # lru: k0 is now the most recent
+    one = group_stats(node, "g").bytes // 10
+    assert node.handle(configure_request(("g", "lru", 3 * one))).status == pb.OK
+    kept = [i for i in range(10) if node.handle(req(pb.GET, b"k%d" % i)).status == pb.OK]
+    assert kept == [0, 8, 9]
+    assert logged[-1].endswith(f"budget {MiB} -> {3 * one} bytes; 3 kept, 7 evicted to fit")
 
 
 def test_configure_drops_unlisted_groups_and_logs_what_it_dropped(node, logged):
@@ -384,13 +406,23 @@ def test_configure_drops_unlisted_groups_and_logs_what_it_dropped(node, logged):
                       f"it is not in the new configuration"]
 
 
-def test_configure_that_empties_a_group_logs_what_it_held(node, logged):
+def test_configure_that_moves_a_group_logs_what_it_held(node, logged):
     node.handle(req(pb.SET, b"k", b"v"))
     node.handle(req(pb.SET, b"k2", b"v"))
     held = group_stats(node, "g").bytes
     assert node.handle(configure_request(("g", "lfu", MiB // 2))).status == pb.OK
-    assert logged == [f"emptying group 'g' (it held 2 entries, {held} bytes): policy lru -> lfu, "
-                      f"budget {MiB} -> {MiB // 2} bytes"]
+    assert logged == [f"moving group 'g' (it held 2 entries, {held} bytes) to a new core: "
+                      f"policy lru -> lfu, budget {MiB} -> {MiB // 2} bytes; 2 kept"]
+
+
+def test_a_group_whose_core_cannot_list_its_entries_is_emptied_by_a_change(clock, logged):
+    node = Node(MiB, clock=clock, log=logged.append, allowed_policies=PLUGINS)
+    node.handle(configure_request(("g", DICT_CORE, 1000)))
+    node.handle(req(pb.SET, b"k", b"v"))
+    assert node.handle(configure_request(("g", "lru", 1000))).status == pb.OK
+    assert node.handle(req(pb.GET, b"k")).status == pb.NOT_FOUND
+    assert logged[-1].startswith("emptying group 'g' (it held 1 entry, ")
+    assert logged[-1].endswith("its core cannot list its entries for the new one")
 
 
 def test_configure_naming_no_group_is_refused_and_changes_nothing(node, logged):
@@ -485,8 +517,9 @@ def test_default_groups_are_scaled_when_they_outgrow_max_memory(clock, logged):
     assert logged == []
     node.handle(req(pb.SET, b"k", b"v", group="two"))
     assert [(g.name, g.max_bytes) for g in stats(node).groups] == [("one", 500), ("two", 500)]
-    assert logged[0].startswith("emptying group 'one' (it held 1 entry, ")
-    assert logged[0].endswith("policy adaptive -> adaptive, budget 1000 -> 500 bytes")
+    assert logged[0].startswith("moving group 'one' (it held 1 entry, ")
+    assert logged[0].endswith("policy adaptive -> adaptive, budget 1000 -> 500 bytes; 1 kept")
+    assert node.handle(req(pb.GET, b"k", group="one")).value == b"v"
     assert logged[1].startswith("group budgets sum to 2000 bytes")
     assert len(logged) == 2
 

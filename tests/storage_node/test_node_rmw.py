@@ -133,7 +133,7 @@ def test_append_and_prepend_keep_flags_and_check_a_cas_unique(node):
 def test_gat_answers_like_get_and_sets_the_ttl_of_a_hit(node, clock):
     assert node.handle(req(pb.GAT, ttl=5)).status == pb.NOT_FOUND
     node.handle(req(pb.SET, value=b"v", flags=2, ttl=100))
-    assert node.handle(req(pb.GAT, ttl=5)) == pb.Response(id=1, value=b"v", flags=2, cas=1)
+    assert node.handle(req(pb.GAT, ttl=5)) == pb.Response(id=1, value=b"v", flags=2, cas=1, ttl=5)
     clock.now += 5
     assert node.handle(req(pb.GET)).status == pb.NOT_FOUND
 

@@ -94,6 +94,12 @@ def test_plan_starts_local_nodes_then_the_router_and_skips_remote_ones():
     assert [node.name for node in remote] == ["node-b"]
 
 
+def test_with_a_data_dir_each_node_keeps_its_cache_in_a_dir_of_its_own():
+    topology = make_topology(nodes=[{"name": "node-a", "address": "127.0.0.1:7001"}])
+    [node, _router], _ = plan_children(topology, ("rc",), lambda host: True, "/var/lib/rc")
+    assert node.argv[-4:] == ("--data-dir", "/var/lib/rc/node-a", "--name", "node-a")
+
+
 def test_nodes_get_the_topologys_listen_backlog():
     topology = make_topology(limits={"backlog": 4096})
     [node, _] = plan_children(topology, ("rc",), lambda host: True)[0]

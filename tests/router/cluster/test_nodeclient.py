@@ -504,17 +504,55 @@ def test_a_multi_get_is_one_request_carrying_its_keys(reactor, connected):
     assert single == []
 
 
-def test_a_returning_node_flushes_its_stale_groups_before_it_is_up(reactor):
-    client = make_client(reactor, configure=lambda: GROUPS, stale_on_return=lambda: ["sessions"])
+class Missed:
+    """A returning hook that hands back a fixed list once, and records failed replays."""
+
+    def __init__(self, requests):
+        self.requests, self.calls, self.failed = requests, [], []
+
+    def on_return(self, node, seen_up):
+        self.calls.append((node, seen_up))
+        requests, self.requests = self.requests, []
+        return requests
+
+    def replay_failed(self, node, requests):
+        self.failed.append((node, requests))
+
+
+def test_a_returning_node_is_sent_what_it_missed_after_its_probe_before_it_is_up(reactor):
+    missed = Missed([(pb.DELETE, "sessions", b"k1"), (pb.FLUSH_GROUP, "carts", b"")])
+    client = make_client(reactor, configure=lambda: GROUPS, returning=missed)
     peer = Peer(reactor)
     reactor.advance(0)
     [first] = peer.frames()
-    # The first connection is trusted: nothing is flushed.
+    # The first connection is trusted: nothing is replayed.
     assert [r.op for r in first.requests] == [pb.CONFIGURE]
+    assert missed.calls == []
     peer = lose_and_reconnect(reactor, client, peer)
-    [frame] = peer.frames()
-    assert [(r.op, r.group) for r in frame.requests] == [(pb.CONFIGURE, ""),
-                                                          (pb.FLUSH_GROUP, "sessions")]
+    [probe] = peer.frames()
+    assert [r.op for r in probe.requests] == [pb.CONFIGURE]
+    peer.answer(*(pb.Response(id=r.id) for r in probe.requests))
+    assert missed.calls == [("node-a", True)]
+    reactor.advance(0)
+    [frame] = peer.frames()  # a frame of its own, after the probe's answer
+    assert [(r.op, r.group, r.key) for r in frame.requests] == [
+        (pb.DELETE, "sessions", b"k1"), (pb.FLUSH_GROUP, "carts", b"")]
     assert client.state == PROBING
     peer.answer(*(pb.Response(id=r.id) for r in frame.requests))
     assert client.state == UP
+
+
+def test_a_replay_cut_off_is_handed_back_for_the_next_return(reactor):
+    missed = Missed([(pb.DELETE, "sessions", b"k1")])
+    client = make_client(reactor, configure=lambda: GROUPS, returning=missed)
+    peer = Peer(reactor)
+    reactor.advance(0)
+    peer.frames()
+    peer = lose_and_reconnect(reactor, client, peer)
+    [probe] = peer.frames()
+    peer.answer(*(pb.Response(id=r.id) for r in probe.requests))
+    reactor.advance(0)
+    peer.frames()
+    peer.lose()
+    assert missed.failed == [("node-a", [(pb.DELETE, "sessions", b"k1")])]
+    assert client.state == DOWN

@@ -563,11 +563,12 @@ def test_warmup_asks_the_previous_owner_and_fills_the_new_one():
     new.take()[0].answer(pb.NOT_FOUND)
     [ask] = old.take()
     assert (ask.op, ask.key) == (pb.GET, key)
-    ask.answer(value=b"kept", flags=5)
+    ask.answer(value=b"kept", flags=5, ttl=42.5)
     [fill] = new.take()
-    assert (fill.op, fill.value, fill.flags) == (pb.SET, b"kept", 5)
+    # An ADD, with the old copy's remaining ttl: never over a newer write.
+    assert (fill.op, fill.value, fill.flags, fill.ttl) == (pb.ADD, b"kept", 5, 42.5)
     fill.answer()
-    assert got == [Item(b"kept", 5, hit=False)]
+    assert got == [Item(b"kept", 5, hit=False, ttl=42.5)]
     assert router.stats.warmup_hits == 1
     assert router.ring_info()["warmup"]["active"] is True
 
@@ -593,6 +594,48 @@ def test_warmup_miss_on_the_previous_owner_goes_on_to_the_source():
     load.callback(b"loaded")
     new.take()[0].answer()
     assert got == [Item(b"loaded", 0, hit=False)]
+
+
+def test_a_reload_that_moves_nothing_keeps_the_warmup_window():
+    # The file watch applies the file again after POST /v1/reload: it must not end the
+    # window the reload opened (it did: every read went to the source again).
+    groups = {"scores": {"ttl": "1m", "source": {"python": "fake:scores"}}, "sessions": {}}
+    router, old, new, key, _ = warmed_up(groups)
+    router.reload(topology(nodes=["node-a", "node-b"], groups=groups, warmup="30s"))
+    got = outcomes(router.get("sessions", key))
+    new.take()[0].answer(pb.NOT_FOUND)
+    old.take()[0].answer(value=b"kept")
+    new.take()[0].answer()
+    assert got == [Item(b"kept", hit=False)] and router.stats.warmup_hits == 1
+
+
+def test_a_new_owner_not_reachable_is_warmed_from_the_previous_one():
+    router, old, new, key, _ = warmed_up()
+    new.state = "down"
+    got = outcomes(router.get("scores", key))
+    new.take()[0].fail()
+    [ask] = old.take()
+    assert (ask.op, ask.key) == (pb.GET, key)
+    ask.answer(value=b"kept")
+    assert got == [Item(b"kept", hit=False)] and router.stats.loads == 0
+
+
+def test_a_node_removed_while_running_is_drained_by_the_warmup():
+    groups = {"scores": {"ttl": "1m", "source": {"python": "fake:scores"}}, "sessions": {}}
+    router = make_router(topology(nodes=["node-a", "node-b"], groups=groups, warmup="30s"))
+    leaving = router.clients["node-b"]
+    key = next(b"k%d" % i for i in range(1000) if router.owner("sessions", b"k%d" % i) == "node-b")
+    router.reload(topology(nodes=["node-a"], groups=groups, warmup="30s"))
+    assert leaving.stops == 0  # kept for the window
+    got = outcomes(router.get("sessions", key))
+    router.clients["node-a"].take()[0].answer(pb.NOT_FOUND)
+    leaving.take()[0].answer(value=b"drained")
+    [fill] = router.clients["node-a"].take()
+    assert (fill.op, fill.value) == (pb.ADD, b"drained")
+    fill.answer()
+    assert got == [Item(b"drained", hit=False)]
+    router.reactor.advance(31)
+    assert leaving.stops == 1
 
 
 def test_warmup_ends_after_its_window():
@@ -650,11 +693,106 @@ def test_a_follower_that_is_down_does_not_fail_the_write():
     assert router.stats.replica_errors == 1
 
 
-def test_replicated_groups_are_flushed_when_a_node_returns():
+def test_a_node_this_router_never_saw_up_has_its_replicated_groups_flushed_as_it_returns():
     groups = {"scores": {"source": {"python": "fake:scores"}}, "sessions": {"replicas": 2},
               "carts": {"replicas": 3}}
     router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups))
-    assert router.clients["node-0"].stale_on_return() == ["sessions", "carts"]
+    assert router.hints.on_return("node-0", seen_up=False) == [
+        (pb.FLUSH_GROUP, "carts", b""), (pb.FLUSH_GROUP, "sessions", b"")]
+
+
+def test_writes_a_copy_missed_are_replayed_as_deletes_when_it_returns():
+    router, (first, second) = replicated()
+    got = outcomes(router.set("sessions", b"k", b"v"))
+    first.take()[0].answer()
+    second.take()[0].fail()
+    outcomes(router.delete("sessions", b"gone"))
+    for sent in first.take():
+        sent.answer()
+    for sent in second.take():
+        sent.fail()
+    assert got == [True]
+    # Only the copy that missed them has hints, each key once.
+    assert router.hints.on_return(first.name, seen_up=True) == []
+    assert router.hints.on_return(second.name, seen_up=True) == [
+        (pb.DELETE, "sessions", b"k"), (pb.DELETE, "sessions", b"gone")]
+    assert router.hints.on_return(second.name, seen_up=True) == []  # handed over once
+
+
+def test_a_write_whose_decider_went_away_leaves_it_a_hint():
+    router, (first, second) = replicated()
+    outcomes(router.set("sessions", b"k", b"v"))
+    first.take()[0].fail()
+    second.take()[0].answer()
+    assert router.hints.on_return(first.name, seen_up=True) == [(pb.DELETE, "sessions", b"k")]
+
+
+def test_a_flush_a_node_missed_flushes_it_when_it_returns():
+    router, (first, second) = replicated()
+    outcomes(router.flush())
+    for client in router.clients.values():
+        for sent in client.take():
+            sent.fail() if client is first else sent.answer()
+    assert router.hints.on_return(first.name, seen_up=True) == [
+        (pb.FLUSH_GROUP, "scores", b""), (pb.FLUSH_GROUP, "sessions", b"")]
+
+
+def test_hints_past_their_bound_fall_back_to_flushing_the_group():
+    router, (first, second) = replicated()
+    router.hints.limit = 3
+    for i in range(4):
+        router.hints.note(first.name, "sessions", b"k%d" % i)
+    router.hints.note(first.name, "sessions", b"later")
+    assert router.hints.on_return(first.name, seen_up=True) == [(pb.FLUSH_GROUP, "sessions", b"")]
+
+
+def test_a_miss_on_one_copy_is_repaired_from_the_next():
+    router, (first, second) = replicated()
+    got = outcomes(router.get("sessions", b"k"))
+    first.take()[0].answer(pb.NOT_FOUND)
+    [read] = second.take()
+    assert read.op == pb.GET
+    read.answer(value=b"copy", flags=3, ttl=30.0)
+    assert got == [Item(b"copy", 3, ttl=30.0)]
+    [repair] = first.take()  # an ADD: a write that reached it meanwhile stands
+    assert (repair.op, repair.key, repair.value, repair.flags, repair.ttl) == (
+        pb.ADD, b"k", b"copy", 3, 30.0)
+    assert router.stats.read_repairs == 1
+
+
+def test_a_miss_on_every_copy_is_a_miss_or_a_load():
+    router, (first, second) = replicated()
+    got = outcomes(router.get("sessions", b"k"))
+    first.take()[0].answer(pb.NOT_FOUND)
+    second.take()[0].answer(pb.NOT_FOUND)
+    assert got == [None]
+    assert router.stats.read_repairs == 0
+
+
+def test_a_read_through_key_every_copy_missed_is_loaded_once_and_cached_on_each():
+    groups = {"scores": {"replicas": 2, "source": {"python": "fake:scores"}}}
+    sources = FakeSources()
+    router = make_router(topology(nodes=["node-0", "node-1", "node-2"], groups=groups),
+                         sources=sources)
+    first, second = (router.clients[n] for n in router.ring.owners(b"scores:k", 2))
+    got = outcomes(router.get("scores", b"k"))
+    first.take()[0].answer(pb.NOT_FOUND)
+    second.take()[0].answer(pb.NOT_FOUND)
+    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight
+    [(key, load)] = sources.built[0].loads
+    load.callback(b"score-of-k")
+    fills = first.take() + second.take()
+    assert [(f.op, f.value) for f in fills] == [(pb.SET, b"score-of-k")] * 2
+    for fill in fills:
+        fill.answer()
+    assert got == [Item(b"score-of-k", hit=False)] and router.stats.loads == 1
+
+
+def test_a_cached_absence_on_the_first_copy_is_not_repaired():
+    router, (first, second) = replicated()
+    got = outcomes(router.get("sessions", b"k"))
+    first.take()[0].answer(pb.NOT_FOUND, negative=True)
+    assert got == [None] and second.sent == []
 
 
 def test_get_many_of_no_keys_answers_at_once():

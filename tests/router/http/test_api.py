@@ -293,7 +293,9 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     assert r.json() == {
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
                    "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
-                   "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5},
+                   "replica_errors": 10, "read_repairs": 0, "hints_noted": 0,
+                   "hints_replayed": 0, "hint_flushes": 0, "hints_pending": {},
+                   "health": {}, "requests": {"memcache/get/hit": 5},
                    "latency": {"memcache/get": {"count": 5, "seconds": 0.01}},
                    "groups": {
                        "scores": {"hits": 5, "misses": 2, "loads": 1, "load_results": {"ok": 1},

@@ -82,6 +82,9 @@ def send(client, method, path, body=b"", headers=None):
     (b"GET", b"/v1/where/scores/k", READ),
     (b"GET", b"/metrics", READ),
     (b"GET", b"/nope", READ),
+    (b"GET", b"/v1/backup", ADMIN),  # every entry of the cluster
+    (b"POST", b"/v1/restore", ADMIN),
+    (b"GET", b"/v1/keys", READ),
 ])
 def test_protection_of_each_route(method, path, need):
     assert protection(method, path) == need

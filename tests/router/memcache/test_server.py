@@ -461,6 +461,29 @@ def test_gets_pipelined_in_one_read_share_one_router_read(conn):
                            b"VALUE d 2 1 5\r\nD\r\nEND\r\n")
 
 
+def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
+    # lru_crawler metadump (router/memcache/metadump.py) writes its lines as the nodes
+    # answer; the commands after it wait for its END, and each piece leaves at once.
+    from twisted.internet.defer import Deferred
+
+    from router.memcache import server
+
+    more = Deferred()
+
+    async def fake_metadump(router, write):
+        await write(b"key=a exp=-1\n")
+        await more
+        await write(b"key=b exp=-1\n")
+        return b"END\r\n"
+
+    monkeypatch.setattr(server, "metadump", fake_metadump)
+    conn = MemcacheConn()
+    conn.send(b"lru_crawler metadump all\r\nversion\r\n")
+    assert conn.turn() == b"key=a exp=-1\n"
+    more.callback(None)
+    assert conn.turn() == b"key=b exp=-1\nEND\r\nVERSION " + VERSION.encode() + b"\r\n"
+
+
 def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
     # router/cluster/loads.py serves a group's waiting loads a connection at a time.
     conn.send(b"get a\r\nget b c\r\nget d\r\ngets e\r\ngat 0 f\r\nmg g v\r\n")

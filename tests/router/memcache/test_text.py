@@ -25,6 +25,7 @@ from router.memcache.text import (
     Get,
     GetAndTouch,
     MemcacheParser,
+    Metadump,
     Quit,
     ServerError,
     Stats,
@@ -456,6 +457,16 @@ def test_error_lines():
     # A line break in a message (say an exception's text) must not end the answer early.
     assert server_error("source failed:\r\nboom\nagain") == (
         b"SERVER_ERROR source failed: boom again\r\n")
+
+
+@pytest.mark.parametrize("line, event", [
+    (b"lru_crawler metadump all\r\n", Metadump(b"all")),
+    (b"lru_crawler metadump 1,2\r\n", Metadump(b"1,2")),
+    (b"lru_crawler metadump\r\n", BAD_FORMAT),
+    (b"lru_crawler crawl all\r\n", BAD_FORMAT),
+])
+def test_lru_crawler_metadump_and_nothing_else_of_it(line, event):
+    assert parse_whole(line + TRAILER) == [event, Version()]
 
 
 def test_version_line():

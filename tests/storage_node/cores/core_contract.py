@@ -213,9 +213,144 @@ class RequiredCoreContract:
         assert (len(core), core.nbytes) == (10, budget)
 
 
-class CoreContract(RequiredCoreContract):
-    """The contract of the built-in cores: the required one plus touch, counters and the
-    per-entry overhead."""
+def walk_all(core, chunk: int = 1_000_000) -> list[tuple]:
+    """Every entry a fresh walk of ``core`` yields, taken ``chunk`` at a time."""
+    cursor, out = core.walk(), []
+    while batch := cursor.take(chunk):
+        assert len(batch) <= chunk
+        out += batch
+    assert cursor.take(chunk) == []  # over is over
+    return out
+
+
+class WalkContract:
+    """walk() and restore() (storage_node/cores/walk.py), as every built-in core has them:
+    a snapshot of a node lists a core's entries coldest first while it serves, and puts
+    them back in that order."""
+
+    def filled(self, n: int = 12, max_bytes: int | None = None):
+        """A core holding n entries, some with a ttl, some read since."""
+        core = self.new(max_bytes if max_bytes is not None
+                        else n * (self.charge_with_ttl(8) + 8) * 2)
+        for i in range(n):
+            core.set(b"k%02d" % i, b"v%03d" % i, ttl=100 + i if i % 3 == 0 else None)
+        for i in range(0, n, 2):
+            core.get(b"k%02d" % i)
+        return core
+
+    def test_a_walk_yields_every_live_entry_once_with_its_value_and_ttl(self):
+        core = self.filled()
+        self.clock.now += 10
+        walked = walk_all(core)
+        assert sorted((key, value, ttl) for key, value, ttl, _ in walked) == [
+            (b"k%02d" % i, b"v%03d" % i, float(100 + i - 10) if i % 3 == 0 else None)
+            for i in range(12)]
+        assert all(isinstance(rank, int) for *_, rank in walked)
+
+    def test_an_empty_core_walks_to_nothing(self):
+        assert walk_all(self.new()) == []
+
+    def test_walking_is_not_an_access_and_changes_nothing(self):
+        core = self.filled()
+        before = (len(core), core.nbytes, core.evictions, core.expirations)
+        first = walk_all(core)
+        assert walk_all(core) == first
+        assert (len(core), core.nbytes, core.evictions, core.expirations) == before
+
+    def test_a_walk_in_small_steps_yields_what_one_step_does(self):
+        core = self.filled()
+        assert walk_all(core, chunk=1) == walk_all(core, chunk=5) == walk_all(core)
+
+    def test_expired_entries_are_not_walked(self):
+        core = self.filled()
+        self.clock.now += 100  # k00 (ttl 100) is due now, k03 (103) and the others not
+        keys = [key for key, *_ in walk_all(core)]
+        assert b"k00" not in keys and b"k03" in keys and len(keys) == 11
+
+    def test_a_walk_survives_the_core_changing_under_it(self):
+        core = self.filled(n=30)
+        cursor = core.walk()
+        first = cursor.take(5)
+        seen = {key for key, *_ in first}
+        rest = [b"k%02d" % i for i in range(30) if b"k%02d" % i not in seen]
+        deleted, rewritten, read = rest[:4], rest[4:8], rest[8:12]
+        for key in deleted:
+            core.delete(key)
+        for key in rewritten:
+            core.set(key, b"new")
+        for key in read:
+            core.get(key)
+        for i in range(5):
+            core.set(b"added%d" % i, b"x")
+        out = first
+        while batch := cursor.take(3):
+            out += batch
+        got = {}
+        for key, value, _, _ in out:
+            got.setdefault(key, []).append(value)
+        assert not set(deleted) & set(got)
+        for key in rewritten:  # written after the start: its new value, or not at all
+            assert got.get(key, [b"new"])[-1] == b"new"
+        untouched = set(rest[12:]) | set(read)
+        assert untouched <= set(got)
+        assert all(values[-1] == b"v%03d" % int(key[1:]) for key, values in got.items()
+                   if key in untouched)
+
+    def test_clear_ends_a_walk(self):
+        core = self.filled()
+        cursor = core.walk()
+        cursor.take(2)
+        core.clear()
+        core.set(b"after", b"clear")
+        assert cursor.take(100) == []
+
+    def test_restoring_a_walk_rebuilds_its_order_and_ranks(self):
+        core = self.filled(n=40, max_bytes=self.charge_with_ttl(8) * 25)
+        for i in range(40, 60):  # evictions, so the queues hold a history
+            core.set(b"k%02d" % i, b"v%03d" % i)
+            core.get(b"k%02d" % (i - 7))
+        walked = walk_all(core)
+        twin = self.make_core(core.max_bytes, self.clock)
+        for key, value, ttl, rank in walked:
+            twin.restore(key, value, ttl, rank)
+        assert walk_all(twin) == walked
+        assert (len(twin), twin.nbytes) == (len(core), core.nbytes)
+
+    def test_restoring_into_a_smaller_budget_evicts_to_fit(self):
+        core = self.filled(n=20)
+        walked = walk_all(core)
+        small = self.make_core(self.charge_with_ttl(8) * 6, self.clock)
+        for key, value, ttl, rank in walked:
+            small.restore(key, value, ttl, rank)
+        assert 0 < len(small) < 20
+        assert small.nbytes <= small.max_bytes
+        assert small.evictions == 20 - len(small)
+        hottest = walked[-1]
+        assert small.get(hottest[0]) == hottest[1]  # the last restored is the last to go
+
+    def test_restore_replaces_a_key_and_keeps_the_accounting(self):
+        core = self.new()
+        core.set(b"k", b"old value")
+        core.restore(b"k", b"new", 5, None)
+        assert core.get(b"k") == b"new"
+        assert (len(core), core.nbytes) == (1, self.charge_with_ttl(1 + 3))
+        assert core.ttl_left(b"k") == 5
+
+    def test_restore_of_an_oversized_entry_is_refused(self):
+        core = self.new(max_bytes=50)
+        with pytest.raises(ValueError):
+            core.restore(b"k", b"x" * 100, None, None)
+        assert (len(core), core.nbytes) == (0, 0)
+
+    @pytest.mark.parametrize("rank", [-1, 99, "1", 1.0])
+    def test_restore_of_a_rank_the_policy_has_not_is_refused(self, rank):
+        with pytest.raises(ValueError):
+            self.new().restore(b"k", b"v", None, rank)
+
+
+class CoreContract(WalkContract, RequiredCoreContract):
+    """The contract of the built-in cores: the required one plus touch, counters, the
+    per-entry overhead, and walk/restore."""
 
     def make_core(self, max_bytes: int, clock: FakeClock):
         return self.core_class(max_bytes, clock, entry_overhead=self.entry_overhead)
