@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from router.cluster import transfer  # noqa: E402
 from shared import entry  # noqa: E402
 from shared.snapshot import GroupHeader, Header, entries_payload, block, ENTRIES  # noqa: E402
-from tests.helpers import RINGCACHE  # noqa: E402
+from tests.helpers import RINGCACHE, rss_bytes  # noqa: E402
 from tests.integration.cluster import Cluster  # noqa: E402
 
 GROUPS = """
@@ -36,14 +36,6 @@ groups:
   sessions: {max_bytes: 1GiB}
 """
 KEY = b"key:%012d"  # 16 bytes: with an 84-byte value, 100 bytes an entry
-
-
-def rss(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def write_file(path: Path, n: int, value_size: int) -> None:
@@ -63,13 +55,13 @@ def write_file(path: Path, n: int, value_size: int) -> None:
 
 def timed(label: str, argv: list[str], router_pid: int) -> tuple[float, int]:
     """Run a CLI command; its seconds and the router's RSS growth at its peak meanwhile."""
-    base = rss(router_pid)
+    base = rss_bytes(router_pid)
     peak = [base]
     stop = threading.Event()
 
     def watch():
         while not stop.wait(0.05):
-            peak[0] = max(peak[0], rss(router_pid))
+            peak[0] = max(peak[0], rss_bytes(router_pid))
 
     watcher = threading.Thread(target=watch)
     watcher.start()

@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlencode
 
-from router.cli.client import RouterError, Target, Unreachable, UsageError, _error_message, _seconds, find_router
+from router.cli.client import (RouterError, Target, Unreachable, UsageError, _error_message,
+                               _seconds, run)
 from router.http.admin_token import ENV as TOKEN_ENV
 from shared.cli import ArgumentParser
 from shared.snapshot import Reader, SnapshotError
@@ -27,6 +28,7 @@ TIMEOUT = 300.0  # seconds without a byte: a restore answers only once it is don
 
 def _parser(command: str) -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=f"ringcache {command}")
+    parser.set_defaults(command=command)
     parser.add_argument("--router", metavar="URL", help="the router's HTTP address "
                         "(default: router.http of the topology)")
     parser.add_argument("-c", "--config", metavar="PATH", help="topology file naming the router")
@@ -52,23 +54,18 @@ def _count(text: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    command = argv[0]
-    parser = _parser(command)
-    args = parser.parse_args(argv[1:])
-    try:
-        target = find_router(args.router, args.config, args.token_file, args.timeout, os.environ)
-        return COMMANDS[command](target, args)
-    except UsageError as exc:
-        parser.error(str(exc))
-    except RouterError as exc:
-        print(f"ringcache {command}: {exc} (HTTP {exc.code})", file=sys.stderr)
-        return 1
-    except Unreachable as exc:
-        print(f"ringcache: {exc}", file=sys.stderr)
-        return 1
-    except SnapshotError as exc:
-        print(f"ringcache {command}: {exc}", file=sys.stderr)
-        return 1
+    return run(argv, _parser, COMMANDS)
+
+
+def _told(command):
+    """A command whose broken file or stream is told in one line (exit 1)."""
+    def told(target: Target, args) -> int:
+        try:
+            return command(target, args)
+        except SnapshotError as exc:
+            print(f"ringcache {args.command}: {exc}", file=sys.stderr)
+            return 1
+    return told
 
 
 def _open(method: str, target: Target, path: str, body=None, length: int | None = None):
@@ -223,4 +220,4 @@ def _keys(target: Target, args) -> int:
     return 0
 
 
-COMMANDS = {"backup": _backup, "restore": _restore, "keys": _keys}
+COMMANDS = {"backup": _told(_backup), "restore": _told(_restore), "keys": _keys}

@@ -109,12 +109,19 @@ def _seconds(text: str) -> float:
 
 def main(argv: list[str]) -> int:
     """Run one client command; bad input exits with status 2 (SystemExit), as argparse does."""
+    return run(argv, _parser, COMMANDS)
+
+
+def run(argv: list[str], make_parser, commands: dict) -> int:
+    """``commands[argv[0]](target, args)`` with the arguments ``make_parser(argv[0])``
+    reads, the router found, and the errors told as every client command tells them
+    (router/cli/backup.py's commands run this way too)."""
     command = argv[0]
-    parser = _parser(command)
+    parser = make_parser(command)
     args = parser.parse_args(argv[1:])
     try:
         target = find_router(args.router, args.config, args.token_file, args.timeout, os.environ)
-        return COMMANDS[command](target, args)
+        return commands[command](target, args)
     except UsageError as exc:
         parser.error(str(exc))
     except RouterError as exc:

@@ -3,7 +3,8 @@
 ``dump`` walks each group on each node (the nodes' DUMP op, storage_node/transfer.py) and
 hands on the entries the ring serves from that node (its first live copy of the key):
 an entry left on a node from an older ring, or a second copy, is not served, so it is not
-backed up either. Blocks go out one at a time, each after the sink took the one before,
+backed up either. A node that is down fails the dump (its keys cannot be read), unless
+the group is replicated: its keys come from their next copies then. Blocks go out one at a time, each after the sink took the one before,
 so memory stays at a block or two whatever the number of entries.
 
 ``restore`` reads a snapshot or backup file (shared/snapshot.py) block by block and sends
@@ -75,6 +76,8 @@ async def dump(router, groups: list, emit: Callable[[list[tuple], int], Awaitabl
     for index, g in enumerate(groups):
         for name in router.ring.weights:
             client = router.clients[name]
+            if g.spec.replicas > 1 and client.state != UP:
+                continue  # its keys are served, and dumped, from their next copies
             cursor = 0
             while True:
                 response = await client.request(pb.DUMP, g.name, prefix, cas=cursor,

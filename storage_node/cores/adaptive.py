@@ -47,20 +47,18 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from storage_node.cores.base import CoreBase, Expiring, OrderWalk, oversized
+from storage_node.cores.adaptive_walk import MAX_COUNT, AdaptiveWalk
+from storage_node.cores.base import CoreBase, Expiring, oversized
 from storage_node.cores.expiry import ExpiryIndex
 from storage_node.cores.ghost import MAIN, SMALL, Ghosts
 
-MAX_COUNT = 3
 START_SHARE = 0.1  # the small queue's share before any ghost hit, as in S3-FIFO
 # The share stays within these bounds so that neither queue vanishes for good.
 MIN_SHARE, MAX_SHARE = 0.001, 0.99
 DICT_BYTES = 128  # a churning dict's table per entry at most: 6 slots, 2/3 with 24-byte entries
-# An entry's rank in a walk (storage_node/cores/walk.py): which dict holds it.
-FRESH, READ, MAIN0 = 0, 1, 2  # main with count c: MAIN0 + c
 
 
-class AdaptiveCore(CoreBase):
+class AdaptiveCore(AdaptiveWalk, CoreBase):
     """S3-FIFO with an ARC-adapted small queue; see the module's docstring.
 
     The hot paths (a get, a write of a new key, evicting from the small queue) are written
@@ -251,57 +249,6 @@ class AdaptiveCore(CoreBase):
         if queue == SMALL:
             self._small_bytes -= self._size(key, entry)
         return self._uncharge(key, entry)
-
-    # --- walk and restore (storage_node/cores/walk.py) -----------------------------------
-
-    def walk(self) -> OrderWalk:
-        """The small queue head to tail, then the main queue's; ranks FRESH, READ or
-        MAIN0 + count. The start copies both queues' keys (C speed: about 6 ms a million)
-        and their stale counts, which skip the stale places as the queues' heads do."""
-        return OrderWalk(self, [list(self._small_order), list(self._main_order)],
-                         [dict(self._stale[SMALL]), dict(self._stale[MAIN])], self._rank_of)
-
-    def _rank_of(self, key: bytes):
-        counts = self._counts
-        for rank, level in ((5, counts[3]), (4, counts[2]), (3, counts[1]), (2, counts[0]),
-                            (READ, self._read), (FRESH, self._fresh)):
-            entry = level.get(key)
-            if entry is not None:
-                return entry, rank
-        return None
-
-    def restore(self, key: bytes, value: bytes, ttl: float | None, rank: int | None) -> None:
-        """Store at the tail of the queue ``rank`` names, in that state (None: MAIN0, an
-        entry proven elsewhere); no ghost is consulted and the target does not move."""
-        if rank is None:
-            rank = MAIN0
-        if type(rank) is not int or not FRESH <= rank <= MAIN0 + MAX_COUNT:
-            raise ValueError(f"adaptive: rank {rank!r} is not a state 0..{MAIN0 + MAX_COUNT}")
-        self._take(key)
-        if ttl is not None and ttl < 0:
-            return
-        if ttl:
-            entry = Expiring(self._clock() + ttl)
-            entry.value = value
-            size = len(key) + len(value) + self.entry_overhead + self._ttl_overhead
-        else:
-            entry = value
-            size = len(key) + len(value) + self.entry_overhead
-        if size > self.max_bytes:
-            self._refuse_oversized(key, value, ttl)
-        if self.nbytes + size > self.max_bytes:
-            self._make_room(self.max_bytes - size)
-        if rank < MAIN0:
-            self._small_bytes += size
-            (self._read if rank == READ else self._fresh)[key] = entry
-            self._small_order.append(key)
-        else:
-            self._counts[rank - MAIN0][key] = entry
-            self._main_order.append(key)
-        self.nbytes += size
-        self._entries += 1
-        if ttl:
-            self._note_deadline(key, entry, ttl)
 
     # --- eviction ------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from storage_node.snapshot.writer import SnapshotWalk
 
 TURN = 0.002  # seconds of walking per reactor turn
 JOURNAL_LIMIT = 64 << 20  # a journal past this starts a snapshot early (which restarts it)
-TICK = 1.0  # how often the schedule is looked at
+TICK = 1.0  # how often the schedule is looked at (at most: as often as --snapshot-every)
 
 
 class Snapshots:
@@ -75,7 +75,7 @@ class Snapshots:
         """Once serving: look at the schedule every TICK seconds."""
         self._tick = LoopingCall(self._scheduled)
         self._tick.clock = self.reactor
-        self._tick.start(TICK, now=False)
+        self._tick.start(min(TICK, self.every) if self.every else TICK, now=False)
 
     def _scheduled(self) -> None:
         if self._running is not None:
@@ -89,10 +89,11 @@ class Snapshots:
     def snapshot(self) -> Deferred:
         """Write a snapshot a slice per turn; fires with True once it is in force (False if
         it failed: logged and counted). One at a time: a second call gets the first's."""
-        if self._running is None:
-            self._running = Deferred.fromCoroutine(self._write())
-            self._running.addBoth(self._finished)
-        return _follow(self._running)
+        running = self._running
+        if running is None:
+            running = self._running = Deferred.fromCoroutine(self._write())
+            running.addBoth(self._finished)  # (at once, if it failed before its first turn)
+        return _follow(running)
 
     def _finished(self, result):
         self._running = None
@@ -105,7 +106,10 @@ class Snapshots:
         self.stats.in_progress = True
         walk, seq = self._begin(final=False)
         started = self.timer()
-        writer = self._writer(files.SnapshotFile(self.directory), self.reactor.callFromThread)
+        try:
+            writer = self._writer(files.SnapshotFile(self.directory), self.reactor.callFromThread)
+        except OSError as exc:  # the data dir cannot take a new file (full, read-only)
+            return self._end(walk, seq, started, 0, exc)
         try:
             writer.write(walk.header_block())
             while not walk.done:
@@ -136,18 +140,19 @@ class Snapshots:
             self._running.cancel()
         walk, seq = self._begin(final=True)
         started = self.timer()
-        file = files.SnapshotFile(self.directory)
-        error = None
+        error = file = None
         try:
+            file = files.SnapshotFile(self.directory)
             file.write(walk.header_block())
             for data in walk.step(math.inf):
                 file.write(data)
             file.write(walk.trailer_block(self.node.ops.cas))
             file.commit()
         except Exception as exc:
-            file.abort()
+            if file is not None:
+                file.abort()
             error = exc
-        self._end(walk, seq, started, file.written, error)
+        self._end(walk, seq, started, file.written if file is not None else 0, error)
         self.journal.close()
 
     # -- both ----------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pytest
 
 from shared import entry
 from shared import ringcache_pb2 as pb
-from tests.helpers import RINGCACHE, NodeConnection, free_port, port_open, start_process, stop_process
+from tests.helpers import (RINGCACHE, NodeConnection, free_port, port_open, start_process,
+                           stop_process, wait_for)
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +100,7 @@ def test_kill_9_at_random_moments_never_brings_back_an_older_value(tmp_path):
         batch = [(k, b"0:" + k) for k in names[i:i + 1000]]
         node.set_many(batch)
         acknowledged.update(batch)
+    wait_for(lambda: node.stats().snapshot.written > 0, timeout=30)
     for round_ in range(1, 7):
         deadline = time.monotonic() + rng.uniform(0.1, 1.5)
         while time.monotonic() < deadline:

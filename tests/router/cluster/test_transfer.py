@@ -95,3 +95,21 @@ def test_a_restore_of_one_group_leaves_the_others():
     done = outcomes(Deferred.fromCoroutine(transfer.restore(router, data.read, "sessions", WALL)))
     assert not any(c.sent for c in router.clients.values())
     assert done[0].stored == 0
+
+
+def test_a_dump_of_a_replicated_group_reads_a_down_node_s_keys_from_their_next_copies():
+    router = cluster()
+    router.clients["node-1"].state = "down"
+    keys = [b"k%d" % i for i in range(30)]
+    emitted = []
+
+    async def emit(entries, index):
+        emitted.extend(e[0] for e in entries)
+
+    done = outcomes(Deferred.fromCoroutine(
+        transfer.dump(router, [router.groups["copies"]], emit)))
+    assert router.clients["node-1"].sent == []
+    for name in ("node-0", "node-2"):
+        [sent] = router.clients[name].take()
+        sent.answer(value=payload(keys))  # every copy it holds
+    assert done and sorted(emitted) == sorted(keys)  # each key once, node-1's too

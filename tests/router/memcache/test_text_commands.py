@@ -516,6 +516,29 @@ def test_answers_after_the_connection_closed_are_dropped(plane):
     assert plane.turn() == b""
 
 
+def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
+    # lru_crawler metadump (router/memcache/metadump.py) writes its lines as the nodes
+    # answer; the commands after it wait for its END, and each piece leaves at once.
+    from twisted.internet.defer import Deferred
+
+    from router.memcache import text_commands
+
+    more = Deferred()
+
+    async def fake_metadump(router, write):
+        await write(b"key=a exp=-1\n")
+        await more
+        await write(b"key=b exp=-1\n")
+        return b"END\r\n"
+
+    monkeypatch.setattr(text_commands, "metadump", fake_metadump)
+    conn = MemcacheConn()
+    conn.send(b"lru_crawler metadump all\r\nversion\r\n")
+    assert conn.turn() == b"key=a exp=-1\n"
+    more.callback(None)
+    assert conn.turn() == b"key=b exp=-1\nEND\r\nVERSION " + VERSION.encode() + b"\r\n"
+
+
 def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
     # router/cluster/loads.py serves a group's waiting loads a connection at a time.
     conn.send(b"gat 0 f\r\nmg g v\r\n")

@@ -379,3 +379,15 @@ def test_entries_keep_their_cas_unique_through_a_restart(setup):
     answer = after.handle(pb.Request(id=1, op=pb.CAS, group="g", key=b"k", value=b"w", cas=cas))
     assert answer.status == pb.OK
     assert entry.unpack_cas(after.groups.get("g").core.get(b"k"))[0] == b"w"
+
+
+def test_a_data_dir_that_takes_no_new_file_fails_the_snapshot_not_the_node(setup):
+    node = setup.start()
+    configure(node, ("g", "lru", MiB))
+    put(node, b"k")
+    (setup.directory / files.TEMPORARY).mkdir()  # in the way: the new file cannot be made
+    assert run_periodic(node) == [False]
+    node.snapshots_.stop()
+    assert node_stats(node).snapshot.failures == 2
+    assert get(node, b"k").status == pb.OK
+    assert any("snapshot to " in line and "failed" in line for line in setup.logged)
