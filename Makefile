@@ -39,7 +39,7 @@ test: install system-deps
 # The fast loop: no processes, no sockets, no Debian packages (tests/conftest.py holds
 # every unit test to that).
 test-unit: install
-	$(BIN)/python -m pytest -q tests/router tests/storage_node tests/shared
+	$(BIN)/python -m pytest -q tests/router tests/storage_node tests/shared tests/test_layout.py
 
 # Installs what is missing when run as root on Debian; otherwise names it (the tests
 # that need a package fail naming it too).

@@ -2,7 +2,7 @@
 
 Usage: python bench/hotpath.py [--requests 200000] [--profile]
 
-The real MemcacheProtocol, Router, NodeClient, NodeProtocol and Node are wired
+The real MemcacheConnection, Router, NodeClient, NodeProtocol and Node are wired
 through StringTransports and a Clock, so what is timed is exactly our Python work per
 request (parsing, routing, framing, protobuf, Deferreds, answer assembly) without the
 kernel and reactor costs the socket benchmarks add. Run before and after a hot-path change.

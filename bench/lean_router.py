@@ -3,7 +3,7 @@
 Usage: python bench/lean_router.py TOPOLOGY_FILE
 
 It listens on the topology's memcache address and places keys as the real router does
-(router.topology's group_for, router.ring's HashRing and routing_key, same vnodes and
+(router.config.topology's group_for, router.cluster.ring's HashRing and routing_key, same vnodes and
 weights), so with the same topology it reads the keys the real router wrote. Each node
 gets CONFIGURE (every group's name, policy and max_bytes) when the loop starts, then,
 once per loop iteration, one frame: a GET_MANY per group holding every key that all

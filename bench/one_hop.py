@@ -131,7 +131,7 @@ def main() -> None:
                              backlog=topology.limits.backlog, interface=cfg.host)
 
     def stop():
-        # Stop accepting first, then close the node connections, as router.main does.
+        # Stop accepting first, then close the node connections, as router/process/main.py does.
         d = port.stopListening()
         d.addCallback(lambda _: router.stop())
         return d

@@ -2,7 +2,7 @@
  *
  * Requests and responses are written and read by hand, byte for byte as the protobuf
  * library serializes shared/ringcache.proto's messages (fields in number order, proto3
- * defaults left out); tests/test_codec.py runs the same tests against this module and the
+ * defaults left out); tests/shared/test_codec.py runs the same tests against this module and the
  * pure-Python one. Decoding accepts fields in any order and skips unknown ones, as
  * protobuf does; anything malformed raises shared.wire.WireError.
  *
@@ -83,25 +83,28 @@ static int get_u64(PyObject *obj, uint64_t *out, const char *what) {
  *                negative=False, keys=None, groups=b"", cas=0, delta=0) */
 static PyObject *append_request(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"buf", "rid", "op", "group", "key", "value", "ttl", "flags",
-                            "negative", "keys", "groups", "cas", "delta", NULL};
+                            "negative", "keys", "groups", "cas", "delta", "lease",
+                            "lease_ttl", "meta", NULL};
     PyObject *buf, *rid_o, *group_o = empty_str, *key_o = empty_bytes, *value_o = empty_bytes;
     PyObject *flags_o = NULL, *keys_o = Py_None, *groups_o = empty_bytes, *cas_o = NULL, *delta_o = NULL;
-    PyObject *ttl_o = Py_None;
+    PyObject *ttl_o = Py_None, *lease_o = NULL, *meta_o = NULL;
     int op, negative = 0;
-    double ttl = 0.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!Oi|OOOOOpOOOO", names, &PyByteArray_Type, &buf,
-                                     &rid_o, &op, &group_o, &key_o, &value_o, &ttl_o, &flags_o,
-                                     &negative, &keys_o, &groups_o, &cas_o, &delta_o))
+    double ttl = 0.0, lease_ttl = 0.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!Oi|OOOOOpOOOOOdO", names, &PyByteArray_Type,
+                                     &buf, &rid_o, &op, &group_o, &key_o, &value_o, &ttl_o,
+                                     &flags_o, &negative, &keys_o, &groups_o, &cas_o, &delta_o,
+                                     &lease_o, &lease_ttl, &meta_o))
         return NULL;
     if (ttl_o != Py_None) {  /* None: no expiry, as 0 */
         ttl = PyFloat_AsDouble(ttl_o);
         if (ttl == -1.0 && PyErr_Occurred())
             return NULL;
     }
-    uint64_t rid, flags, cas, delta;
+    uint64_t rid, flags, cas, delta, lease, meta;
     view_t group, key, value, groups;
     if (get_u64(rid_o, &rid, "rid") < 0 || get_u64(flags_o, &flags, "flags") < 0
         || get_u64(cas_o, &cas, "cas") < 0 || get_u64(delta_o, &delta, "delta") < 0
+        || get_u64(lease_o, &lease, "lease") < 0 || get_u64(meta_o, &meta, "meta") < 0
         || get_view(group_o, &group, "group") < 0 || get_view(key_o, &key, "key") < 0
         || get_view(value_o, &value, "value") < 0 || get_view(groups_o, &groups, "groups") < 0)
         return NULL;
@@ -133,6 +136,9 @@ static PyObject *append_request(PyObject *self, PyObject *args, PyObject *kw) {
     }
     if (cas) size += 1 + varint_size(cas);
     if (delta) size += 1 + varint_size(delta);
+    if (lease) size += 1 + varint_size(lease);
+    if (lease_ttl != 0.0) size += 9;
+    if (meta) size += 1 + varint_size(meta);
     char *p = grow(buf, 1 + varint_size(size) + size);
     if (p == NULL) {
         Py_XDECREF(keys);
@@ -155,6 +161,9 @@ static PyObject *append_request(PyObject *self, PyObject *args, PyObject *kw) {
     }
     if (cas) { *p++ = 0x58; p = put_varint(p, cas); }
     if (delta) { *p++ = 0x60; p = put_varint(p, delta); }
+    if (lease) { *p++ = 0x68; p = put_varint(p, lease); }
+    if (lease_ttl != 0.0) { *p++ = 0x71; memcpy(p, &lease_ttl, 8); p += 8; }
+    if (meta) { *p++ = 0x78; p = put_varint(p, meta); }
     Py_XDECREF(keys);
     Py_RETURN_NONE;
 }
@@ -182,7 +191,7 @@ static PyObject *append_prepared(PyObject *self, PyObject *const *args, Py_ssize
 
 /* Size of a Response's fields (not its frame header); values given as a fast sequence. */
 typedef struct {
-    uint64_t rid, status, flags, cas;
+    uint64_t rid, status, flags, cas, lease, stale, meta;
     view_t value, error, stats;
     int negative;
 } response_t;
@@ -204,6 +213,9 @@ static Py_ssize_t response_size(const response_t *r, PyObject *values) {
         }
     }
     if (r->cas) size += 1 + varint_size(r->cas);
+    if (r->lease) size += 1 + varint_size(r->lease);
+    if (r->stale) size += 1 + varint_size(r->stale);
+    if (r->meta) size += 1 + varint_size(r->meta);
     return size;
 }
 
@@ -225,25 +237,32 @@ static char *put_response(char *p, const response_t *r, PyObject *values, Py_ssi
         }
     }
     if (r->cas) { *p++ = 0x48; p = put_varint(p, r->cas); }
+    if (r->lease) { *p++ = 0x58; p = put_varint(p, r->lease); }
+    if (r->stale) { *p++ = 0x60; p = put_varint(p, r->stale); }
+    if (r->meta) { *p++ = 0x68; p = put_varint(p, r->meta); }
     return p;
 }
 
 /* append_response(buf, rid, status=0, value=b"", error="", flags=0, stats=b"",
- *                 negative=False, values=None, cas=0) */
+ *                 negative=False, values=None, cas=0, lease=0, stale=0, meta=0) */
 static PyObject *append_response(PyObject *self, PyObject *args, PyObject *kw) {
     static char *names[] = {"buf", "rid", "status", "value", "error", "flags", "stats",
-                            "negative", "values", "cas", NULL};
+                            "negative", "values", "cas", "lease", "stale", "meta", NULL};
     PyObject *buf, *rid_o, *status_o = NULL, *value_o = empty_bytes, *error_o = empty_str;
     PyObject *flags_o = NULL, *stats_o = empty_bytes, *values_o = Py_None, *cas_o = NULL;
+    PyObject *lease_o = NULL, *stale_o = NULL, *meta_o = NULL;
     int negative = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O|OOOOOpOO", names, &PyByteArray_Type, &buf,
-                                     &rid_o, &status_o, &value_o, &error_o, &flags_o, &stats_o,
-                                     &negative, &values_o, &cas_o))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O|OOOOOpOOOOO", names, &PyByteArray_Type,
+                                     &buf, &rid_o, &status_o, &value_o, &error_o, &flags_o,
+                                     &stats_o, &negative, &values_o, &cas_o, &lease_o,
+                                     &stale_o, &meta_o))
         return NULL;
     response_t r;
     r.negative = negative;
     if (get_u64(rid_o, &r.rid, "rid") < 0 || get_u64(status_o, &r.status, "status") < 0
         || get_u64(flags_o, &r.flags, "flags") < 0 || get_u64(cas_o, &r.cas, "cas") < 0
+        || get_u64(lease_o, &r.lease, "lease") < 0 || get_u64(stale_o, &r.stale, "stale") < 0
+        || get_u64(meta_o, &r.meta, "meta") < 0
         || get_view(value_o, &r.value, "value") < 0 || get_view(error_o, &r.error, "error") < 0
         || get_view(stats_o, &r.stats, "stats") < 0)
         return NULL;
@@ -487,8 +506,8 @@ typedef struct {
     unsigned long long id;
     int op;
     PyObject *group, *key, *value, *keys, *groups_raw;
-    double ttl;
-    unsigned long long flags, cas, delta;
+    double ttl, lease_ttl;
+    unsigned long long flags, cas, delta, lease, meta;
     char negative;
 } RequestObject;
 
@@ -497,7 +516,8 @@ typedef struct {
     unsigned long long id;
     int status;
     PyObject *value, *error, *values, *stats_raw;
-    unsigned long long flags, cas;
+    unsigned long long flags, cas, lease, meta;
+    int stale;
     char negative;
     double ttl;
 } ResponseObject;
@@ -556,6 +576,9 @@ static PyMemberDef request_members[] = {
     {"keys", T_OBJECT, offsetof(RequestObject, keys), READONLY, NULL},
     {"cas", T_ULONGLONG, offsetof(RequestObject, cas), READONLY, NULL},
     {"delta", T_ULONGLONG, offsetof(RequestObject, delta), READONLY, NULL},
+    {"lease", T_ULONGLONG, offsetof(RequestObject, lease), READONLY, NULL},
+    {"lease_ttl", T_DOUBLE, offsetof(RequestObject, lease_ttl), READONLY, NULL},
+    {"meta", T_ULONGLONG, offsetof(RequestObject, meta), READONLY, NULL},
     {NULL},
 };
 
@@ -574,6 +597,9 @@ static PyMemberDef response_members[] = {
     {"values", T_OBJECT, offsetof(ResponseObject, values), READONLY, NULL},
     {"cas", T_ULONGLONG, offsetof(ResponseObject, cas), READONLY, NULL},
     {"ttl", T_DOUBLE, offsetof(ResponseObject, ttl), READONLY, NULL},
+    {"lease", T_ULONGLONG, offsetof(ResponseObject, lease), READONLY, NULL},
+    {"stale", T_INT, offsetof(ResponseObject, stale), READONLY, NULL},
+    {"meta", T_ULONGLONG, offsetof(ResponseObject, meta), READONLY, NULL},
     {NULL},
 };
 
@@ -631,7 +657,8 @@ static PyObject *decode_request(const unsigned char *p, const unsigned char *end
     RequestObject *q = PyObject_New(RequestObject, &RequestType);
     if (q == NULL)
         return NULL;
-    q->id = 0; q->op = 0; q->ttl = 0.0; q->flags = q->cas = q->delta = 0; q->negative = 0;
+    q->id = 0; q->op = 0; q->ttl = q->lease_ttl = 0.0; q->negative = 0;
+    q->flags = q->cas = q->delta = q->lease = q->meta = 0;
     q->group = Py_NewRef(empty_str);
     q->key = Py_NewRef(empty_bytes);
     q->value = Py_NewRef(empty_bytes);
@@ -669,6 +696,9 @@ static PyObject *decode_request(const unsigned char *p, const unsigned char *end
             break;
         case 11: WANT(0); q->cas = f.num; break;
         case 12: WANT(0); q->delta = f.num; break;
+        case 13: WANT(0); q->lease = f.num; break;
+        case 14: WANT(1); memcpy(&q->lease_ttl, &f.num, 8); break;
+        case 15: WANT(0); q->meta = (uint32_t)f.num; break;
         default: break;  /* unknown: skipped, as protobuf does */
         }
     }
@@ -691,7 +721,8 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *base,
     ResponseObject *s = PyObject_New(ResponseObject, &ResponseType);
     if (s == NULL)
         return NULL;
-    s->id = 0; s->status = 0; s->flags = s->cas = 0; s->negative = 0; s->ttl = 0.0;
+    s->id = 0; s->status = 0; s->flags = s->cas = s->lease = s->meta = 0; s->stale = 0;
+    s->negative = 0; s->ttl = 0.0;
     s->value = Py_NewRef(empty_bytes);
     s->error = Py_NewRef(empty_str);
     s->stats_raw = Py_NewRef(empty_bytes);
@@ -727,6 +758,9 @@ static PyObject *decode_response(PyObject *payload, const unsigned char *base,
             break;
         case 9: WANT(0); s->cas = f.num; break;
         case 10: WANT(1); memcpy(&s->ttl, &f.num, 8); break;
+        case 11: WANT(0); s->lease = f.num; break;
+        case 12: WANT(0); s->stale = enum_value(f.num); break;
+        case 13: WANT(0); s->meta = (uint32_t)f.num; break;
         default: break;
         }
     }

@@ -10,31 +10,34 @@ from __future__ import annotations
 
 from shared import ringcache_pb2 as pb
 from shared.framing import decode_payload
-from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, varint
+from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, request_id
 
 COMPILED = False
 
 
 def append_request(buf: bytearray, rid: int, op: int, group: str = "", key: bytes = b"",
                    value: bytes = b"", ttl: float = 0.0, flags: int = 0, negative: bool = False,
-                   keys=None, groups: bytes = b"", cas: int = 0, delta: int = 0) -> None:
+                   keys=None, groups: bytes = b"", cas: int = 0, delta: int = 0,
+                   lease: int = 0, lease_ttl: float = 0.0, meta: int = 0) -> None:
     """Add one Request to the Frame being built in ``buf`` (Frame.requests element)."""
     message = encode_request(rid, op, group.encode(), key, value, ttl, flags, negative, keys,
-                             groups, cas, delta)
+                             groups, cas, delta, lease, lease_ttl, meta)
     buf += len_field(REQUESTS, message)
 
 
 def append_prepared(buf: bytearray, rid: int, body: bytes) -> None:
     """Add a Request whose fields after the id are already encoded (a GetRun's GET_MANY)."""
-    buf += len_field(REQUESTS, b"\x08" + varint(rid) + body)
+    buf += len_field(REQUESTS, request_id(rid) + body)
 
 
 def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"",
                     error: str = "", flags: int = 0, stats: bytes = b"", negative: bool = False,
-                    values=None, cas: int = 0) -> None:
+                    values=None, cas: int = 0, lease: int = 0, stale: int = 0,
+                    meta: int = 0) -> None:
     """Add one Response to the Frame being built in ``buf`` (Frame.responses element)."""
     response = pb.Response(id=rid, status=status, value=value, error=error, flags=flags,
-                           negative=negative, values=values, cas=cas)
+                           negative=negative, values=values, cas=cas, lease=lease,
+                           stale=stale, meta=meta)
     if stats:
         response.stats.ParseFromString(stats)
     message = response.SerializeToString()

@@ -74,7 +74,7 @@ def presize_fd_table(count: int) -> None:
         os.close(high)
 
 
-class ConnectionGate:
+class ConnectionBounds:
     """Counts a listener's connections, refuses past ``limit``, and sweeps its timeouts.
 
     A connection registers itself with ``opened``/``closed`` and keeps two attributes the

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from storage_node.cores import PolicyError, load_core
 from storage_node.cores.walk import move_entries
+from storage_node.grace import with_grace
 
 # A group seen in a request before any CONFIGURE gets this policy and (at most) this
 # budget, so a node started by hand answers at once; the router always configures.
@@ -21,11 +22,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """One group as configured: its name, policy and budget on this node."""
+    """One group as configured: its name, policy and budget on this node, and its grace
+    (seconds an entry past its ttl is still answered, storage_node/grace.py)."""
 
     name: str
     policy: str
     max_bytes: int
+    stale_while_revalidate: float = 0.0
+    stale_if_error: float = 0.0
 
 
 class Group:
@@ -54,11 +58,13 @@ class Group:
         self.core.set(key, stored, ttl)
         return True
 
-    def flush_due(self, now: float) -> None:
-        """Apply a delayed flush whose time has come."""
+    def flush_due(self, now: float) -> bool:
+        """Apply a delayed flush whose time has come: whether one was."""
         if self.flush_at is not None and now >= self.flush_at:
             self.flush_at = None
             self.core.clear()
+            return True
+        return False
 
 
 class GroupTable:
@@ -107,7 +113,8 @@ class GroupTable:
         for spec in specs:
             budget = self.budget(spec, total)
             old = self.groups.get(spec.name)
-            if old is not None and old.spec.policy == spec.policy and old.budget == budget:
+            if old is not None and old.spec.policy == spec.policy and old.budget == budget and (
+                    _grace(old.spec) == _grace(spec)):
                 old.spec = spec
                 groups[spec.name] = old
             else:
@@ -154,7 +161,9 @@ class GroupTable:
 
     def new_group(self, spec: GroupSpec, budget: int) -> Group:
         """A group with a new, empty core; ConfigError if its policy cannot be had."""
-        return Group(spec, budget, self._new_core(spec, budget))
+        core = with_grace(self._new_core(spec, budget), spec.stale_while_revalidate,
+                          spec.stale_if_error)
+        return Group(spec, budget, core)
 
     def _new_core(self, spec: GroupSpec, budget: int):
         try:
@@ -183,7 +192,16 @@ def _check(specs: list[GroupSpec]) -> None:
             raise ConfigError(f"group {spec.name!r} is listed twice")
         if spec.max_bytes <= 0:
             raise ConfigError(f"group {spec.name!r}: max_bytes must be positive")
+        for window in ("stale_while_revalidate", "stale_if_error"):
+            seconds = getattr(spec, window)
+            if not 0 <= seconds < float("inf"):
+                raise ConfigError(f"group {spec.name!r}: {window} must be a duration, "
+                                  f"got {seconds!r}")
         names.add(spec.name)
+
+
+def _grace(spec: GroupSpec) -> tuple[float, float]:
+    return spec.stale_while_revalidate, spec.stale_if_error
 
 
 def _no_expiry(key: bytes) -> None:

@@ -212,7 +212,8 @@ def main(argv: list[str]) -> int:
     def warn(text: str) -> None:
         log.warn("{text}", text=text)
 
-    node = Node(args.max_memory, log=warn, allowed_policies=allowed)
+    node = Node(args.max_memory, log=warn, allowed_policies=allowed,
+                call_later=reactor.callLater)
     host, port = args.listen
     snapshots = None
     if data_dir is not None:

@@ -1,15 +1,16 @@
 """The storage node's logic: one eviction core per group, answering protobuf requests (no I/O).
 
 Node ties the pieces together: the group table and CONFIGURE (groups.py), the plain group
-ops (ops.py), the read-modify-write ops (rmw.py), DUMP and RESTORE (transfer.py) and the
-STATS answer (stats.py). A
-request's op picks its handler from one table: group ops get the group, node ops the
-request alone; a new kind of op (leases, say) adds its handlers to the table.
+ops (ops.py), the read-modify-write ops (rmw.py), DUMP and RESTORE (transfer.py), the
+leases (leases.py, lease_ops.py) and the STATS answer (stats.py). A request's op picks
+its handler from one table: group ops get the group, node ops the request alone. Every
+write of a key, and every flush, voids the key's lease here, after the write is applied.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Collection
 
@@ -18,6 +19,9 @@ from shared.codec import decode_requests
 from shared.framing import _HEADER, HEADER_SIZE, MAX_FRAME
 from shared.wire import RESPONSES, len_field
 from storage_node.groups import DEFAULT_GROUP_BYTES, DEFAULT_POLICY, ConfigError, GroupSpec, GroupTable
+from storage_node.lease_ops import LeaseOps
+from storage_node.leases import LeaseTable
+from storage_node.meta_ops import MetaOps
 from storage_node.ops import GroupOps, error
 from storage_node.rmw import ReadModifyWrite, parse_counter
 from storage_node.stats import NodeCounters, node_stats
@@ -30,6 +34,14 @@ __all__ = ["DEFAULT_GROUP_BYTES", "DEFAULT_POLICY", "ConfigError", "GroupSpec", 
 # the status and an error text such as ops.TOO_BIG (error texts are cut to ops.ERROR_MAX).
 _ANSWER_OVERHEAD = 256
 
+# The writes that void the key's lease, whatever their outcome (a lease is out only while
+# the key is missing or stale, so most of them change it); META_GET voids it when it
+# creates or touches the entry (_voids). GAT never meets a lease: it misses a missing or
+# stale key.
+_WRITES = frozenset((pb.SET, pb.ADD, pb.REPLACE, pb.DELETE, pb.TOUCH, pb.CAS, pb.APPEND,
+                     pb.PREPEND, pb.INCR, pb.DECR))
+_CHANGES_ITEM = pb.MG_VIVIFY | pb.MG_TOUCH
+
 
 class Node:
     """Every group this node holds, under one memory cap; ``handle`` answers one request."""
@@ -41,6 +53,8 @@ class Node:
         log: Callable[[str], None] = logging.getLogger(__name__).warning,
         allowed_policies: Collection[str] = (),
         wall: Callable[[], float] = time.time,
+        call_later: Callable | None = None,
+        rng: random.Random | None = None,
     ):
         self.max_memory = max_memory
         self.clock = clock
@@ -49,9 +63,15 @@ class Node:
         self.counters = NodeCounters(started=clock())
         self.ops = GroupOps(clock)
         self.snapshot_stats: pb.SnapshotStats | None = None  # with a data dir (snapshot/)
-        self.group_ops: dict[int, Callable] = {**self.ops.table(),
-                                               **ReadModifyWrite(self.ops).table(),
-                                               **Transfers(self.ops, clock, wall).table()}
+        # ``call_later`` (the reactor's) times the leases' lapses while readers wait.
+        self.leases = LeaseTable(clock, call_later, rng)
+        self._leased = self.leases.out  # (group, key) -> Lease: empty, nothing to void
+        self.lease_ops = LeaseOps(self.ops, self.groups, self.leases)
+        rmw = ReadModifyWrite(self.ops)
+        self.group_ops: dict[int, Callable] = {**self.ops.table(), **rmw.table(),
+                                               **Transfers(self.ops, clock, wall).table(),
+                                               **self.lease_ops.table_ops(),
+                                               **MetaOps(self.ops, rmw).table()}
         self.node_ops: dict[int, Callable] = {
             pb.PING: lambda request: pb.Response(id=request.id),
             pb.STATS: self._stats,
@@ -72,8 +92,11 @@ class Node:
     def connections(self, value: int) -> None:
         self.counters.connections = value
 
-    def handle_payload(self, payload: bytes, max_frame: int = MAX_FRAME) -> bytearray:
+    def handle_payload(self, payload: bytes, max_frame: int = MAX_FRAME,
+                       peer=None) -> bytearray:
         """One request frame's payload in, its answer frame out (length prefix first).
+        ``peer`` (``deliver(frame)``) is the connection it came from: a LEASE_GET that
+        waits is answered there later, in a frame of its own (``flush_answers``).
 
         Requests are handled in order and each is answered once. The answers' values may
         fill the frame up to ``max_frame``; a GET or GET_MANY past that is answered
@@ -83,13 +106,25 @@ class Node:
         """
         requests = decode_requests(payload)
         self.counters.frames += 1
+        self.lease_ops.peer = peer
         return self._answer(requests, max_frame)
 
-    def handle(self, request: pb.Request) -> pb.Response:
-        """Answer one request (for tests and tools; the wire path is handle_payload)."""
+    def handle(self, request: pb.Request, peer=None) -> pb.Response | None:
+        """Answer one request (for tests and tools; the wire path is handle_payload):
+        None for a LEASE_GET that waits (its answer goes to ``peer`` later)."""
+        self.lease_ops.peer = peer
         out = self._answer([request], MAX_FRAME)
-        (response,) = pb.Frame.FromString(bytes(out[HEADER_SIZE:])).responses
-        return response
+        responses = pb.Frame.FromString(bytes(out[HEADER_SIZE:])).responses
+        self.flush_answers()
+        return responses[0] if responses else None
+
+    def flush_answers(self) -> None:
+        """Send what readers that waited are owed: after the frame's own answer."""
+        self.lease_ops.outbox.flush()
+
+    def peer_gone(self, peer) -> None:
+        """``peer``'s connection closed: its readers stop waiting."""
+        self.lease_ops.forget(peer)
 
     def configure(self, specs: list[GroupSpec]) -> None:
         """Hold exactly ``specs`` (GroupTable.configure); raises ConfigError, changing nothing."""
@@ -117,8 +152,11 @@ class Node:
                 if group is None:
                     response = error(request, pb.UNKNOWN_GROUP, _unknown_group(name))
                 else:
-                    group.flush_due(self.clock())
+                    if group.flush_due(self.clock()) and self._leased:
+                        self.lease_ops.flushed(name)
                     response = group_op(group, request, out)
+                    if self._leased and _voids(op, request):
+                        self._void(op, group, request)
             else:
                 node_op = self.node_ops.get(op)
                 if node_op is not None:
@@ -137,19 +175,44 @@ class Node:
             message = response.SerializeToString()
             out += len_field(RESPONSES, message)
 
+    # Every write of a key that a lease must not outlive passes here, after the write is
+    # applied (and flushes, by group): the one place a node learns a key changed. A cache
+    # kept outside the node (a router's near cache of hot keys) that must not outlive a
+    # write would be told from here.
+    def _void(self, op: int, group, request) -> None:
+        if op in (pb.FLUSH_GROUP, pb.RESTORE):
+            self.lease_ops.flushed(group.spec.name)
+        else:
+            self.lease_ops.written(group, request.key)
+
     # Node ops.
 
     def _configure(self, request: pb.Request) -> pb.Response:
-        specs = [GroupSpec(g.name, g.policy, g.max_bytes) for g in request.groups]
+        specs = [GroupSpec(g.name, g.policy, g.max_bytes, g.stale_while_revalidate,
+                           g.stale_if_error) for g in request.groups]
+        before = {g.spec.name for g in self.groups}
         try:
             self.configure(specs)
         except ConfigError as exc:
             return error(request, pb.ERROR, f"CONFIGURE refused: {exc}")
         self.groups.configured = True
+        for name in before - {spec.name for spec in specs}:
+            self.lease_ops.flushed(name)  # its readers are told the group is gone
         return pb.Response(id=request.id)
 
     def _stats(self, request: pb.Request) -> pb.Response:
         return pb.Response(id=request.id, stats=node_stats(self))
+
+
+def _voids(op: int, request) -> bool:
+    """Whether ``request``, just applied, ends the lease of its key (or of its group)."""
+    if op in _WRITES:
+        return True
+    if op == pb.META_GET:
+        return bool(request.meta & _CHANGES_ITEM)
+    if op == pb.FLUSH_GROUP:
+        return request.ttl <= 0  # a delayed flush voids them when it comes due
+    return op == pb.RESTORE
 
 
 def _op_name(op: int) -> str:

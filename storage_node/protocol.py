@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from shared import ringcache_pb2 as pb
 from shared.framing import MAX_FRAME, FrameDecoder, FrameError, encode_frame
-from shared.connections import ConnectionGate, Refusal
+from shared.connections import ConnectionBounds, Refusal
 from shared.net import format_address, whole_answers, write_now
 from storage_node.node import Node
 
@@ -29,14 +29,14 @@ class NodeProtocol(Protocol):
     never all the answers it asks for, and the others are served meanwhile.
     """
 
-    def __init__(self, node: Node, max_frame: int = MAX_FRAME, gate=None):
+    def __init__(self, node: Node, max_frame: int = MAX_FRAME, bounds=None):
         self.node = node
         self.max_frame = max_frame
         self._decoder = FrameDecoder(max_frame)
         self._paused = False
         # The port's sweep (shared/connections.py) closes a peer that leaves a frame half
         # sent: without it, connections each holding most of a 64 MiB frame add up.
-        self._gate = gate
+        self._bounds = bounds
         self.last_active = 0.0
         self.partial_since: float | None = None
 
@@ -44,22 +44,30 @@ class NodeProtocol(Protocol):
         whole_answers(self.transport)
         self.transport.registerProducer(self, True)
         self.node.connections += 1
-        if self._gate is not None:
-            self._gate.opened(self)
+        if self._bounds is not None:
+            self._bounds.opened(self)
 
     def connectionLost(self, reason) -> None:
         self.node.connections -= 1
-        if self._gate is not None:
-            self._gate.closed(self)
+        self.node.peer_gone(self)
+        if self._bounds is not None:
+            self._bounds.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
         self._decoder.receive_data(data)
         self._serve()
-        if self._gate is not None:
+        if self._bounds is not None:
             if not self._decoder.buffered:
                 self.partial_since = None
             elif self.partial_since is None:
-                self.partial_since = self._gate.reactor.seconds()
+                self.partial_since = self._bounds.reactor.seconds()
+
+    def deliver(self, frame) -> None:
+        """A frame of answers to this router's requests that waited on a lease."""
+        transport = self.transport
+        if transport is not None and getattr(transport, "connected", True) and (
+                not transport.disconnecting):
+            write_now(transport, frame)
 
     # For the sweep: routers keep their connections open while idle, so only a frame left
     # half sent counts.
@@ -69,7 +77,7 @@ class NodeProtocol(Protocol):
 
     def timed_out(self, why: str) -> None:
         peer = self.transport.getPeer()
-        self._gate.log(f"closing the connection from {format_address(peer.host, peer.port)}: "
+        self._bounds.log(f"closing the connection from {format_address(peer.host, peer.port)}: "
                        f"a frame {why}")
         self.transport.abortConnection()
 
@@ -91,8 +99,10 @@ class NodeProtocol(Protocol):
     def _serve(self) -> None:
         decoder = self._decoder
         try:
+            node = self.node
             while not self._paused and (payload := decoder.next_frame()) is not None:
-                write_now(self.transport, self.node.handle_payload(payload, self.max_frame))
+                write_now(self.transport, node.handle_payload(payload, self.max_frame, self))
+                node.flush_answers()
         except FrameError as exc:  # WireError too: a payload that is not a Frame
             # Nothing after a framing error can be trusted: drop this connection now,
             # without flushing, and keep serving the others.
@@ -111,17 +121,17 @@ class NodeFactory(Factory):
                  frame_timeout: float = 0.0, log_line: Callable[[str], None] | None = None):
         self.node = node
         self.max_frame = max_frame
-        self.gate = None
+        self.bounds = None
         if frame_timeout and reactor is not None:
-            self.gate = ConnectionGate(reactor, 1 << 30, command_timeout=frame_timeout,
+            self.bounds = ConnectionBounds(reactor, 1 << 30, command_timeout=frame_timeout,
                                        what="router connections", log=log_line)
 
     def buildProtocol(self, addr) -> NodeProtocol:
-        return NodeProtocol(self.node, self.max_frame, self.gate)
+        return NodeProtocol(self.node, self.max_frame, self.bounds)
 
     def stopFactory(self) -> None:
-        if self.gate is not None:
-            self.gate.stop()
+        if self.bounds is not None:
+            self.bounds.stop()
 
 
 class ConnectionCap(Factory):

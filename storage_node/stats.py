@@ -46,4 +46,9 @@ def node_stats(node) -> pb.NodeStats:
         stats.bytes += core.nbytes
     if node.snapshot_stats is not None:
         stats.snapshot.CopyFrom(node.snapshot_stats)
+    leases = node.leases
+    stats.leases.CopyFrom(pb.LeaseStats(
+        granted=leases.granted, parked=leases.parked, handed_on=leases.handed_on,
+        lapsed=leases.lapsed, fills_dropped=leases.fills_dropped, voided=leases.voided,
+        waiting=leases.waiting, refused=leases.refused))
     return stats

@@ -13,18 +13,21 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
 from router.cluster.hints import Hints
+from router.cluster.metaget import UNANSWERED
 from router.cluster.router import Group, Item, Router
 from router.cluster.singleflight import SingleFlight
 from router.cluster.stats import RouterStats
 from router.cluster.writes import NOT_STORED_, STORED, Written
 from router.config.topology import parse_topology
+from router.dataplane.getrun import RouteTable
+from router.dataplane.serve import Routes
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.sources import build_source as build_real_source
@@ -117,6 +120,7 @@ class FakeReactor(Clock):
 # -- node clients and sources behind a real Router ----------------------------------------
 
 SCORES = {"ttl": "5m", "source": {"python": "fake:scores"}}
+LEASE = 77  # the token a fake node's lease comes with
 
 
 
@@ -133,11 +137,22 @@ class Sent:
     keys: list = ()
     cas: int = 0
     delta: int = 0
+    lease: int = 0
+    lease_ttl: float = 0.0
+    meta: int = 0
+    wait: float = 0.0
 
     def answer(self, status=pb.OK, value=b"", flags=0, error="", negative=False, values=(),
-               cas=0, ttl=0.0):
+               cas=0, ttl=0.0, lease=None, stale=pb.FRESH, meta=0):
+        """The node's answer. A LEASE_GET answered NOT_FOUND (not negative) comes with a
+        lease, token LEASE, unless the test says ``lease=0`` (the lease waited on found
+        nothing)."""
+        if lease is None:
+            lease = LEASE if (self.op == pb.LEASE_GET and status == pb.NOT_FOUND
+                              and not negative) else 0
         self.d.callback(pb.Response(status=status, value=value, flags=flags, error=error,
-                                    negative=negative, values=values, cas=cas, ttl=ttl))
+                                    negative=negative, values=values, cas=cas, ttl=ttl,
+                                    lease=lease, stale=stale, meta=meta))
 
     def fail(self, reason="connection refused"):
         self.d.errback(NodeUnavailable("node", reason))
@@ -156,6 +171,10 @@ class FakeClient:
         self.starts = self.stops = self.configures = 0
         self.marked_down = self.timeouts = 0
         self.sent: list[Sent] = []
+        self.leases = True
+
+    def lacks_leases(self):
+        self.leases = False
 
     def start(self):
         self.starts += 1
@@ -170,10 +189,11 @@ class FakeClient:
         return succeed(None)
 
     def request(self, op, group="", key=b"", value=b"", ttl=0.0, flags=0, groups=None,
-                negative=False, keys=None, cas=0, delta=0):
+                negative=False, keys=None, cas=0, delta=0, lease=0, lease_ttl=0.0, meta=0,
+                wait=0.0):
         d = Deferred()
         self.sent.append(Sent(op, group, key, value, ttl, flags, d, negative, list(keys or ()),
-                              cas, delta))
+                              cas, delta, lease, lease_ttl, meta, wait))
         return d
 
     def take(self) -> list[Sent]:
@@ -282,9 +302,21 @@ def replicated(n_nodes=3, replicas=2):
 
 # -- a router as the memcached front end sees it ------------------------------------------
 
+class _NoDataPlane:
+    """FakeMemcacheRouter's one node for the data plane: a text get reaching it is a test
+    that belongs on a real Router (PlaneConn), since every text get is the data plane's."""
+
+    name = "node-a"
+
+    def send_prepared(self, body, waiter):
+        raise AssertionError("a text get on FakeMemcacheRouter: test gets with PlaneConn")
+
+
 class FakeMemcacheRouter:
     """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in
-    "default". Each read's client connection is recorded in ``conns``."""
+    "default". Each read's client connection is recorded in ``conns``.
+
+    For the commands other than text gets (binary and meta gets call ``get``)."""
 
     item_size_max = 1024
 
@@ -298,6 +330,9 @@ class FakeMemcacheRouter:
                         "node-b": SimpleNamespace(state="down")}
         self.clock = lambda: NOW
         self.groups = {"default": None, "sessions": None}
+        table = RouteTable({b"default": 0, b"sessions": 1}, 0, ["default", "sessions"],
+                           [True, True], [0], [0])
+        self.routes = Routes(table, [_NoDataPlane()], [None, None])
 
     def resolve(self, key: bytes) -> tuple[str, bytes]:
         group, sep, rest = key.partition(b":")
@@ -312,20 +347,17 @@ class FakeMemcacheRouter:
         self.conns.append(conn)
         return self._call("get", group, key)
 
-    def get_many(self, pairs, conn=None):
-        return gatherResults([self.get(g, k, conn) for g, k in pairs], consumeErrors=True)
+    def meta_get(self, group, key, meta, ttl=None, vivify_ttl=None, recache=0.0, conn=None):
+        # As a node without META_GET: mg takes the plain way, through get (and gat, add).
+        return succeed(UNANSWERED)
 
-    def read_many(self, pairs, conn=None):
-        # The core's contract: each key's Item, None or Failure, in order.
-        ds = [self.get(g, k, conn) for g, k in pairs]
-        return DeferredList(ds, consumeErrors=True).addCallback(
-            lambda results: [result for _, result in results])
-
-    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
-        # Recorded by op name, with cas/delta only where the op takes them; a test may
-        # answer a store with True/False (STORED/NOT_STORED) or with a Written.
+    def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0, meta=0):
+        # Recorded by op name, with cas/delta only where the op takes them (and the Meta
+        # bits, if any); a test may answer a store with True/False (STORED/NOT_STORED) or
+        # with a Written.
         name = pb.Op.Name(op).lower()
         extra = (cas,) if op in (pb.CAS, pb.APPEND, pb.PREPEND, pb.DELETE) else ()
+        extra += (meta,) if meta else ()
         if op in (pb.INCR, pb.DECR):  # with an initial value (and its ttl) to create
             return self._call(name, group, key, delta, *((value, ttl) if value else ()))
         return self._call(name, group, key, value, ttl, flags, *extra).addCallback(
@@ -360,9 +392,9 @@ class FakeMemcacheRouter:
 class MemcacheConn:
     """A memcached client connection over StringTransport to a FakeMemcacheRouter."""
 
-    def __init__(self):
-        self.clock = Clock()
-        self.router = FakeMemcacheRouter()
+    def __init__(self, router=None, clock=None):
+        self.clock = clock or Clock()
+        self.router = router or FakeMemcacheRouter()
         self.factory = MemcacheFactory(self.router, self.clock)
         self.protocol = self.factory.buildProtocol(None)
         self.transport = CountingTransport()
@@ -377,6 +409,25 @@ class MemcacheConn:
         out = self.transport.value()
         self.transport.clear()
         return out
+
+
+class PlaneConn(MemcacheConn):
+    """A memcached client connection to a real Router whose nodes are PlaneClients: for
+    text gets, which the data plane serves (router/dataplane/serve.py)."""
+
+    def __init__(self, nodes=("node-a",), groups=None):
+        router = Router(topology(nodes, groups), Clock(), clock=lambda: NOW,
+                        node_client=FakeNodes(PlaneClient), build_source=FakeSources())
+        router.start()
+        super().__init__(router, router.reactor)
+
+    def node(self, name="node-a") -> PlaneClient:
+        return self.router.clients[name]
+
+    def answer(self, values: dict, name="node-a") -> None:
+        """Node ``name`` answers every GET_MANY it was sent from ``values`` ({key: entry})."""
+        self.node(name).answer_prepared(
+            lambda r: pb.Response(values=[values.get(k, b"") for k in r.keys]))
 
 
 # -- a router as the HTTP front end sees it -----------------------------------------------
@@ -395,7 +446,7 @@ TOPOLOGY = {"router": {"default_group": "scores"},
 
 
 class FakeHTTPRouter:
-    """The slice of router.core.Router the HTTP front end calls, answering from a dict."""
+    """The slice of router.cluster.router.Router the HTTP front end calls, answering from a dict."""
 
     def __init__(self):
         self.reactor = Clock()

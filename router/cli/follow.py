@@ -23,7 +23,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from router.cli.up import banner, node_spec, plan_children, reachable
+from router.cli.plan import banner, node_spec, plan_children, reachable
 from router.config.topology import Address, TopologyError, load_topology
 from router.http.admin_token import TokenUnavailable, read_token
 from router.process.supervise import LOG_PREFIX, Child

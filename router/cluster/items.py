@@ -15,6 +15,11 @@ class Item(NamedTuple):
     # False when the owning node did not have it (read through, warmed up): a miss to count
     hit: bool = True
     ttl: float | None = None  # seconds the copy had left when read (None: none, or not known)
+    # An answer past its ttl, from the node's grace: "revalidate" (stale_while_revalidate:
+    # a refresh runs behind it) or "if_error" (stale_if_error: its load failed)
+    stale: str | None = None
+    # memcached's item bits of a meta get's answer (shared/ringcache.proto's Meta: ITEM_*)
+    meta: int = 0
 
 
 @dataclass
@@ -22,7 +27,7 @@ class Group:
     """A group as the router serves it: its spec and its live source (or None)."""
 
     spec: object  # router.topology.GroupSpec
-    source: object | None  # router.sources.Source
+    source: object | None  # router.sources.base.Source
     loads: LoadLimiter | None = None  # bounds the source's loads (router/cluster/loads.py)
 
     @property

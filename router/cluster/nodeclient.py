@@ -1,31 +1,28 @@
-"""A persistent, batching connection from the router to one storage node.
+"""A persistent connection from the router to one storage node, and its health.
 
-Every request made within one reactor turn goes out in one frame; responses are matched
-to their Deferreds by request id. Each batch has one timer for the router's timeout, so
-a node that hangs costs a client at most ``timeout``. While the connection is down,
-requests fail at once (never queue behind a dead node) and the client reconnects with
-exponential backoff and jitter.
+Requests are batched by a RequestBatcher (router/cluster/batcher.py: one frame per
+reactor turn, answers matched by id, one deadline per frame, so a node that hangs costs a
+client at most ``timeout``). This module keeps the connection: while it is down, requests
+fail at once (never queue behind a dead node) and the client reconnects with exponential
+backoff and jitter; a node that comes back is probed before it is trusted, and one whose
+batches keep timing out is marked down.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 
-from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from router.cluster.errors import NodeTimeout, NodeUnavailable
+from router.cluster.batcher import RequestBatcher
 from shared import ringcache_pb2 as pb
-from shared.codec import append_prepared, append_request, decode_responses
-from shared.framing import _HEADER, HEADER_SIZE, FrameDecoder, FrameError
-from shared.net import cancel_call, whole_answers, write_now
-from shared.reactor import end_of_turn
-from shared.wire import encode_groups
+from shared.framing import FrameDecoder, FrameError
+from shared.net import cancel_call, whole_answers
 
 log = Logger()
 
@@ -42,13 +39,6 @@ FAILURES_TO_MARK_DOWN = 3
 # frame is arriving (reading 1 MiB at a time for small answers made every read allocate
 # and map a MiB).
 READ_SIZE, READ_MAX = 1 << 16, 1 << 20
-
-# One frame in this many has its round trip timed (a histogram observation takes a lock).
-SAMPLE_EVERY = 16
-
-# A frame is flushed early once its values reach this many bytes, so one busy turn
-# cannot build a frame near the peer's MAX_FRAME.
-FLUSH_BYTES = 4 * 1024 * 1024
 
 
 class NothingMissed:
@@ -75,8 +65,9 @@ class _NodeProtocol(Protocol):
         decoder = self.decoder
         decoder.receive_data(data)
         try:
+            answered = self.client.batcher.answered
             for payload in decoder.frames():
-                self.client._answered(payload)
+                answered(payload)
             # Twisted reads bufferSize bytes at a time, and allocates that much for each
             # read: 64 KiB while answers are small, more while a large one is arriving.
             self.transport.bufferSize = min(max(decoder.missing, READ_SIZE), READ_MAX)
@@ -90,12 +81,13 @@ class _NodeProtocol(Protocol):
 
 
 class NodeClient:
-    """Requests to one node; ``request`` answers a Deferred firing with a pb.Response."""
+    """Requests to one node; ``request`` answers a Deferred firing with a pb.Response, and
+    ``send_prepared`` takes the data plane's GET_MANYs (both RequestBatcher's)."""
 
     # How connections to nodes authenticate: None is plain TCP (the demo on 127.0.0.1,
     # unit tests); else an object whose wrap(endpoint, host) answers the endpoint to
     # connect through, firing only once the node is authenticated. The router's main
-    # sets it for every client from topology.security (router.security.NodeCredentials).
+    # sets it for every client from topology.security (router.process.security.NodeCredentials).
     credentials = None
 
     def __init__(self, name: str, host: str, port: int, reactor, timeout: float,
@@ -107,7 +99,11 @@ class NodeClient:
         self.name = name
         self.host, self.port = host, port
         self.reactor = reactor
-        self.timeout = timeout
+        self.batcher = RequestBatcher(name, reactor, timeout, self._timed_out, observe_latency)
+        # The hot path calls these straight: no state check of ours in between, since the
+        # batcher is told (``open``) whether the node takes requests.
+        self.request = self.batcher.request
+        self.send_prepared = self.batcher.send_prepared
         # Returns the GroupConfig list to send as CONFIGURE on every (re)connect.
         self._configure = configure
         # What the node is sent when it comes back, before it serves again: the writes
@@ -117,42 +113,67 @@ class NodeClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._rng = rng or random.Random()
-        self.state = CONNECTING
-        self.down_reason = "not connected yet"
+        self._state = CONNECTING
         self._transport = None
         self._attempts = 0
         self._unreported = False  # down since start, and not logged yet
         self._retry_call = None
-        self._next_id = 0
-        # Request id -> what waits for its answer: a Deferred, or a fast-path waiter with
-        # the same callback(response) / errback(error) methods.
-        self._pending: dict[int, Deferred] = {}
-        # This turn's frame, encoded as requests are made: a length prefix to fill in,
-        # then Frame.requests elements (shared/codec.py).
-        self._frame = bytearray(HEADER_SIZE)
-        self._frame_ids: list[int] = []
-        # Each frame's deadline, in the order frames were begun (so in deadline order);
-        # one timer for the earliest rather than one per frame.
-        self._deadlines: deque[tuple[float, list[int]]] = deque()
-        self._expiry_call = None
-        self._flush_call = None
-        # Latency is sampled: one request id at a time is timed from flush to answer.
-        self._observe_latency = observe_latency
-        self._sample_id = None
-        self._sample_sent = 0.0
+        # Whether the node answers leases (LEASE_GET): a node of an older release does not,
+        # and its keys are read through the way it knows (router/cluster/leases.py).
+        self.leases = True
+        self._told_no_leases = False
         # Counters for stats.
-        self.requests = 0
-        self.timeouts = 0
-        self.frames_sent = 0
         self.connects = 0
         self.marked_down = 0
         self.probes = 0
-        self._timeouts_in_a_row = 0
         self._close_reason: str | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def lacks_leases(self) -> None:
+        """The node answered a LEASE_GET UNKNOWN_OP: read through it as before leases
+        until it reconnects (it may come back upgraded). Logged once."""
+        self.leases = False
+        if not self._told_no_leases:
+            self._told_no_leases = True
+            log.warn("node {node} ({address}) does not know leases (an older release): its "
+                     "keys' loads are coalesced per router process only, and a write during "
+                     "a load may be overwritten by the load, until it is upgraded",
+                     node=self.name, address=self.address)
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @state.setter
+    def state(self, state: str) -> None:
+        # Requests are taken while the node is up, and queue while the first connection
+        # is made; in any other state they fail at once.
+        self._state = state
+        self.batcher.open = state == UP or state == CONNECTING
+
+    @property
+    def down_reason(self) -> str:
+        return self.batcher.refusal
+
+    @down_reason.setter
+    def down_reason(self, reason: str) -> None:
+        self.batcher.refusal = reason
+
+    @property
+    def timeout(self) -> float:
+        return self.batcher.timeout
+
+    @timeout.setter
+    def timeout(self, timeout: float) -> None:  # a reload may change it
+        self.batcher.timeout = timeout
+
+    # The batcher's counters, for stats.
+    requests = property(lambda self: self.batcher.requests)
+    timeouts = property(lambda self: self.batcher.timeouts)
+    frames_sent = property(lambda self: self.batcher.frames_sent)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -164,7 +185,8 @@ class NodeClient:
         cancel_call(self._retry_call)
         self._retry_call = None
         transport, self._transport = self._transport, None
-        self._fail_all("router is shutting down")
+        self.batcher.transport = None
+        self.batcher.fail_all("router is shutting down")
         if transport is not None:
             transport.loseConnection()
 
@@ -197,7 +219,7 @@ class NodeClient:
                 self._log_down(reason)
         self.state = DOWN
         self.down_reason = reason
-        self._fail_all(reason)
+        self.batcher.fail_all(reason)
         delay = min(self._backoff_max, self._backoff_initial * (2 ** self._attempts))
         delay *= 0.5 + self._rng.random() / 2  # jitter: routers must not retry in step
         self._attempts += 1
@@ -215,17 +237,14 @@ class NodeClient:
             transport.loseConnection()
             return
         self.connects += 1
-        self._transport = transport
-        self._timeouts_in_a_row = 0
+        self.leases = True
+        self._transport = self.batcher.transport = transport
+        self.batcher.connected()
         if self.state == CONNECTING:
             # The first connection is trusted at once, and whatever queued while it
             # was being made goes out right behind CONFIGURE.
             self._up()
-            if self._configure is not None:
-                queued, self._frame = self._frame, bytearray(HEADER_SIZE)
-                self.configure()
-                self._frame += memoryview(queued)[HEADER_SIZE:]
-            self._schedule_flush()
+            self.batcher.first(self.configure if self._configure is not None else _nothing)
             return
         # A node coming back must prove it answers: a stopped (SIGSTOP) process still
         # accepts TCP connections through the kernel's backlog. CONFIGURE (PING for a
@@ -233,12 +252,13 @@ class NodeClient:
         # requests keep failing fast until it is answered.
         self.state = PROBING
         self.probes += 1
+        send = self.batcher.send
         if self._configure is not None:
-            d = self._send(pb.CONFIGURE, groups=self._configure())
+            d = send(pb.CONFIGURE, groups=self._configure())
         else:
-            d = self._send(pb.PING)
+            d = send(pb.PING)
         d.addCallbacks(self._probe_answered, self._probe_failed)
-        self._flush()
+        self.batcher.flush()
 
     def _probe_answered(self, response) -> None:
         if self.state != PROBING:
@@ -254,8 +274,8 @@ class NodeClient:
         if not missed:
             self._back()
             return
-        ds = [self._send(op, group, key) for op, group, key in missed]
-        self._flush()
+        ds = [self.batcher.send(op, group, key) for op, group, key in missed]
+        self.batcher.flush()
         DeferredList(ds, consumeErrors=True).addCallback(self._caught_up, missed)
 
     def _caught_up(self, results, missed: list) -> None:
@@ -285,12 +305,20 @@ class NodeClient:
     def _lost(self, transport, reason: str) -> None:
         if transport is not self._transport:
             return
-        self._transport = None
+        self._transport = self.batcher.transport = None
         if self.state != STOPPED:
             why, self._close_reason = self._close_reason, None
             self._mark_down(why or f"connection lost: {reason}")
 
-    # -- requests ----------------------------------------------------------------------
+    def _timed_out(self, in_a_row: int) -> None:
+        """A batch timed out (RequestBatcher): a node that holds its connection open but
+        does not answer (hung, SIGSTOPped, overloaded) is marked down after a few."""
+        if (in_a_row >= FAILURES_TO_MARK_DOWN and self.state == UP
+                and self._transport is not None):
+            self._close_reason = f"{in_a_row} batches in a row timed out"
+            self._transport.abortConnection()
+
+    # -- groups ------------------------------------------------------------------------
 
     def configure(self) -> Deferred:
         """Send CONFIGURE with the current group set (also done on every connect).
@@ -312,140 +340,6 @@ class NodeClient:
         log.warn("node {node}: group configuration not applied: {problem}",
                  node=self.name, problem=problem)
 
-    def request(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-                ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-                keys=None, cas: int = 0, delta: int = 0) -> Deferred:
-        state = self.state
-        if state is not UP and state is not CONNECTING:
-            return fail(NodeUnavailable(self.name, self.down_reason))
-        return self._send(op, group, key, value, ttl, flags, groups, negative, keys, cas, delta)
 
-    def send_prepared(self, body: bytes, waiter) -> bool:
-        """Send a request whose fields after the id are already encoded (a GetRun's
-        GET_MANY); its answer goes to ``waiter.callback(response)`` or its failure to
-        ``waiter.errback(error)``. False, sending nothing, while the node is down."""
-        state = self.state
-        if state is not UP and state is not CONNECTING:
-            return False
-        rid = self._begin()
-        append_prepared(self._frame, rid, body)
-        self._pending[rid] = waiter
-        self._queued(state)
-        return True
-
-    def _begin(self) -> int:
-        """A new request id in this turn's frame (whose deadline starts with its first)."""
-        self._next_id += 1
-        rid = self._next_id
-        frame_ids = self._frame_ids
-        if not frame_ids:
-            # One deadline per batch rather than per request: the batch's requests share
-            # it, and every batch's timeout is the same, so deadlines come in order.
-            self._deadlines.append((self.reactor.seconds() + self.timeout, frame_ids))
-            if self._expiry_call is None:
-                self._expiry_call = self.reactor.callLater(self.timeout, self._expire_due)
-        frame_ids.append(rid)
-        self.requests += 1
-        return rid
-
-    def _send(self, op: int, group: str = "", key: bytes = b"", value: bytes = b"",
-              ttl: float = 0.0, flags: int = 0, groups=None, negative: bool = False,
-              keys=None, cas: int = 0, delta: int = 0) -> Deferred:
-        state = self.state
-        rid = self._begin()
-        append_request(self._frame, rid, op, group, key, value, ttl, flags, negative, keys,
-                       encode_groups(groups) if groups else b"", cas, delta)
-        d = Deferred()
-        self._pending[rid] = d
-        self._queued(state)
-        return d
-
-    def _queued(self, state: str) -> None:
-        """Requests were added to this turn's frame: flush it now if it is big, else once
-        at the end of the turn. While connecting, the frame waits for the connection."""
-        if state is UP or state is PROBING:
-            if len(self._frame) >= FLUSH_BYTES:
-                self._flush()
-            else:
-                self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        if self._flush_call is None and self._frame_ids:
-            self._flush_call = end_of_turn(self.reactor, self._flush)
-
-    def _flush(self) -> None:
-        cancel_call(self._flush_call)
-        self._flush_call = None
-        frame = self._frame
-        if not self._frame_ids or self._transport is None:
-            return
-        if (self._sample_id is None and self._observe_latency is not None
-                and not self.frames_sent % SAMPLE_EVERY):
-            self._sample_id = self._frame_ids[0]
-            self._sample_sent = self.reactor.seconds()
-        self._frame = bytearray(HEADER_SIZE)
-        self._frame_ids = []
-        self.frames_sent += 1
-        _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE)
-        write_now(self._transport, frame)
-
-    def _answered(self, payload: bytes) -> None:
-        pending = self._pending
-        for response in decode_responses(payload):
-            waiter = pending.pop(response.id, None)
-            if waiter is not None:
-                waiter.callback(response)
-        self._timeouts_in_a_row = 0
-        if self._sample_id is not None and self._sample_id not in pending:
-            self._sample_id = None
-            self._observe_latency(self.reactor.seconds() - self._sample_sent)
-
-    def _expire_due(self) -> None:
-        self._expiry_call = None
-        deadlines = self._deadlines
-        now = self.reactor.seconds()
-        while deadlines and deadlines[0][0] <= now:
-            self._expire(deadlines.popleft()[1])
-        if deadlines and self._expiry_call is None:
-            self._expiry_call = self.reactor.callLater(deadlines[0][0] - now, self._expire_due)
-
-    def _expire(self, ids: list[int]) -> None:
-        pending = self._pending
-        if self._sample_id in ids:
-            self._sample_id = None
-        if ids is self._frame_ids:
-            # The batch never left (still connecting). Drop it: its callers are told
-            # "unavailable" now, so it must not be acted on later, and the next
-            # request must start a batch with a deadline of its own.
-            self._frame = bytearray(HEADER_SIZE)
-            self._frame_ids = []
-        expired = []
-        for rid in ids:
-            waiter = pending.pop(rid, None)
-            if waiter is not None:
-                expired.append(waiter)
-        if not expired:
-            return
-        self.timeouts += len(expired)
-        error = NodeTimeout(self.name, self.timeout)
-        for waiter in expired:
-            waiter.errback(error)
-        self._timeouts_in_a_row += 1
-        if (self._timeouts_in_a_row >= FAILURES_TO_MARK_DOWN and self.state == UP
-                and self._transport is not None):
-            self._close_reason = f"{self._timeouts_in_a_row} batches in a row timed out"
-            self._transport.abortConnection()
-
-    def _fail_all(self, reason: str) -> None:
-        cancel_call(self._flush_call)
-        self._flush_call = None
-        cancel_call(self._expiry_call)
-        self._expiry_call = None
-        self._deadlines.clear()
-        self._frame = bytearray(HEADER_SIZE)
-        self._frame_ids = []
-        pending, self._pending = self._pending, {}
-        self._sample_id = None
-        error = NodeUnavailable(self.name, reason)
-        for waiter in pending.values():
-            waiter.errback(error)
+def _nothing() -> None:
+    pass

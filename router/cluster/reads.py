@@ -1,5 +1,6 @@
 """The router's read path: a key's owner, then a replica, a previous owner (warm-up) or
-the group's source, with one load per key at a time (singleflight).
+the group's source, with one load per key at a time: per router process (singleflight),
+and across every router under the owner's lease (router/cluster/leases.py).
 
 A replicated group's copies repair each other: a miss on one copy asks the next, and a
 copy that has the key writes it back to those that missed (read repair, with the copy's
@@ -15,54 +16,19 @@ module and hands it what the nodes did not answer: ``missed``, ``read_failed``, 
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredList, FirstError, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
 from router.cluster.items import Group, Item
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.ring import routing_key
-from router.sources import start_load
-from shared import entry
+from router.sources.base import start_load
 from shared import ringcache_pb2 as pb
 
 log = Logger()
 
 OK, NOT_FOUND = pb.OK, pb.NOT_FOUND
-
-
-def _place(result, results: list, i: int) -> None:
-    """Put one key's outcome (a value, None or a Failure) in its place of a multi-get."""
-    results[i] = result
-
-
-def gather(ds: list, results) -> Deferred:
-    """A Deferred firing with ``results`` once every one of ``ds`` (which place their
-    outcome in ``results``, or wherever, and never fail) has fired: DeferredList without
-    its per-result bookkeeping, on the multi-get hot path and the data plane's slow one."""
-    left = len(ds)
-    if left == 0:
-        return succeed(results)
-    done = Deferred()
-
-    def one(_):
-        nonlocal left
-        left -= 1
-        if left == 0:
-            done.callback(results)
-
-    for d in ds:
-        d.addBoth(one)
-    return done
-
-
-def _first_error(results: list) -> list:
-    for i, result in enumerate(results):
-        if isinstance(result, Failure):
-            raise FirstError(result, i)
-    return results
-
 
 
 def node_failed(response) -> NodeError:
@@ -217,13 +183,27 @@ class Reads:
     async def _fill(self, g: Group, key: bytes, owner: NodeClient, conn):
         # Look again inside the flight: a flight for this key may have landed between
         # our miss and the start of this one, and loading again would break the
-        # promise of one load per miss.
+        # promise of one load per miss. The owner's lease makes that look the one of
+        # every router, and orders our fill against the key's writes.
+        if owner.leases:
+            try:
+                item = await self.leased.read(g, key, owner, conn)
+            except NodeUnavailable:
+                return await self._fill_unleased(g, key, owner, conn, recheck=False)
+            if owner.leases:
+                return item
+        return await self._fill_unleased(g, key, owner, conn)
+
+    async def _fill_unleased(self, g: Group, key: bytes, owner: NodeClient, conn,
+                             recheck=True):
+        """The miss of a node without leases (or unreachable): look again, load, fill."""
         try:
-            again = await owner.request(pb.GET, g.name, key)
-            if again.status == OK:
-                return Item(again.value, again.flags, again.cas, hit=False)
-            if again.negative:
-                return None
+            if recheck:
+                again = await owner.request(pb.GET, g.name, key)
+                if again.status == OK:
+                    return Item(again.value, again.flags, again.cas, hit=False)
+                if again.negative:
+                    return None
         except NodeUnavailable:
             pass
         previous = self._previous_owners(g, key, owner)
@@ -284,68 +264,6 @@ class Reads:
 
         return g.loads.run(start, conn)
 
-    def get_many(self, pairs, conn=None) -> Deferred:
-        """Items (or None) for [(group, key), ...], in order, or FirstError for the first
-        key that failed."""
-        return self.read_many(pairs, conn).addCallback(_first_error)
-
-    def read_many(self, pairs, conn=None) -> Deferred:
-        """For [(group, key), ...], in order, each key's Item, None or Failure. Keys of one
-        group on one node go out as one GET_MANY request with one Deferred."""
-        results: list = [None] * len(pairs)
-        batches: dict[tuple[str, str], tuple[NodeClient, Group, list, list]] = {}
-        ds = []
-        groups, clients, owner = self.groups, self.clients, self.ring.owner
-        for i, (group, key) in enumerate(pairs):
-            g = groups.get(group)
-            if g is None or g.spec.replicas != 1:
-                ds.append(self.get(group, key, conn).addBoth(_place, results, i))
-                continue
-            client = clients[owner(routing_key(group, key))]
-            batch = batches.get((client.name, group))
-            if batch is None:
-                batch = batches[client.name, group] = (client, g, [], [])
-            batch[2].append(i)
-            batch[3].append(key)
-        for batch in batches.values():
-            client, g, indexes, keys = batch
-            d = client.request(pb.GET_MANY, g.name, keys=keys)
-            d.addCallbacks(self._got_many, self._read_many_failed, (*batch, results, conn), None,
-                           (*batch, results, conn))
-            ds.append(d)
-        return gather(ds, results)
-
-    def _got_many(self, response, client: NodeClient, g: Group, indexes: list, keys: list,
-                  results: list, conn):
-        values = response.values
-        if response.status != OK or len(values) != len(keys):
-            # A node without GET_MANY (UNKNOWN_OP, mid-upgrade) or answers too big for one
-            # frame (ERROR): ask key by key, so each key gets its own answer.
-            return DeferredList([self._read(g, key, [client], 0, conn).addBoth(_place, results, i)
-                                 for i, key in zip(indexes, keys)])
-        hits = 0
-        later = []
-        for i, key, stored in zip(indexes, keys, values):
-            if stored and stored != entry.NEGATIVE:
-                results[i] = Item(*entry.unpack_cas(stored))
-                hits += 1
-                continue
-            try:
-                result = self._missed(g, key, client, stored == entry.NEGATIVE, conn)
-            except Exception:
-                result = Failure()
-            if isinstance(result, Deferred):
-                later.append(result.addBoth(_place, results, i))
-            else:
-                results[i] = result
-        self.stats.group_hits[g.name] += hits
-        return DeferredList(later) if later else None
-
-    def _read_many_failed(self, failure, client: NodeClient, g: Group, indexes: list,
-                          keys: list, results: list, conn):
-        return DeferredList([maybeDeferred(self._read_failed, failure, g, key, [client], 0, conn)
-                             .addBoth(_place, results, i) for i, key in zip(indexes, keys)])
-
     # -- warm-up after a ring change (router/cluster/warmup.py) ------------------------------------
 
     def _previous_owners(self, g: Group, key: bytes, owner: NodeClient) -> list[NodeClient]:
@@ -359,18 +277,24 @@ class Reads:
                 found.append(client)
         return found
 
-    async def _warm(self, g: Group, key: bytes, previous: list[NodeClient]):
+    async def _warm_copy(self, g: Group, key: bytes, previous: list[NodeClient]):
+        """The first previous owner's answer holding the key, or None."""
         for client in previous:
             try:
                 response = await client.request(pb.GET, g.name, key)
             except NodeUnavailable:
                 continue
-            if response.status != OK:
-                continue
-            self.stats.warmup_hits += 1
-            # The copy keeps the old one's remaining ttl and flags; an ADD, so a write
-            # that reached the new owner meanwhile is not overwritten.
-            cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
-                                            response.flags, op=pb.ADD)
-            return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)
+            if response.status == OK:
+                self.stats.warmup_hits += 1
+                return response
         return None
+
+    async def _warm(self, g: Group, key: bytes, previous: list[NodeClient]):
+        response = await self._warm_copy(g, key, previous)
+        if response is None:
+            return None
+        # The copy keeps the old one's remaining ttl and flags; an ADD, so a write that
+        # reached the new owner meanwhile is not overwritten.
+        cas = await self._fill_replicas(g, key, response.value, response.ttl or None,
+                                        response.flags, op=pb.ADD)
+        return Item(response.value, response.flags, cas, hit=False, ttl=response.ttl or None)

@@ -1,8 +1,8 @@
-"""The router's core: one ring, one singleflight table, node clients and read-through.
+"""The Router: one ring, one singleflight table, node clients and read-through.
 
 This module holds the topology and what follows from it (ring, groups, sources, node
 clients, the data plane's routes) and swaps them on reload. Front ends (memcached, HTTP)
-call the read and write methods and translate router.errors into their protocol's words.
+call the read and write methods and translate router.cluster.errors into their protocol's words.
 Every method answers a Deferred; none blocks.
 """
 
@@ -19,7 +19,9 @@ from router.cluster.errors import UnknownGroup
 from router.cluster.hints import Hints
 from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
+from router.cluster.leases import LeasedReads
 from router.cluster.loads import LoadLimiter
+from router.cluster.metaget import meta_get
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.plan import plan, ring_for
 from router.cluster.reads import Reads
@@ -51,6 +53,7 @@ class Router(Reads, Writes):
         self._node_client = node_client
         self._build_source = build_source
         self.flight = SingleFlight()
+        self.leased = LeasedReads(self)
         self.stats = RouterStats()
         self.topology = None
         self.clients: dict[str, NodeClient] = {}
@@ -118,7 +121,9 @@ class Router(Reads, Writes):
                     timeout=cfg.timeout, configure=self._group_configs,
                     observe_latency=self.stats.node_observer(node.name),
                     returning=self.hints)
-        configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
+        configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes,
+                                  stale_while_revalidate=g.stale_while_revalidate or 0.0,
+                                  stale_if_error=g.stale_if_error or 0.0)
                    for g in topology.groups.values()]
         configs_changed = configs != self._configure_groups
         previous_ring = getattr(self, "ring", None)
@@ -238,6 +243,12 @@ class Router(Reads, Writes):
             return self.groups[name]
         except KeyError:
             raise UnknownGroup(name) from None
+
+    def meta_get(self, group: str, key: bytes, meta: int, ttl=None, vivify_ttl=None,
+                 recache: float = 0.0, conn=None) -> Deferred:
+        """memcached's mg with its flags, on the key's owner (router/cluster/metaget.py)."""
+        return Deferred.fromCoroutine(meta_get(self, group, key, meta, ttl, vivify_ttl,
+                                               recache, conn))
 
     def owner(self, group: str, key: bytes) -> str:
         return self.ring.owner(routing_key(group, key))

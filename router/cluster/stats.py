@@ -63,6 +63,12 @@ class RouterStats:
         self.group_loads: Counter = Counter()
         # Per node: requests that found it unreachable.
         self.node_errors_by: Counter = Counter()
+        # Per group: loads run under a node's lease (router/cluster/leases.py), their fills
+        # the node refused (a write of the key came first), and (group, kind) -> answers
+        # past their ttl from the group's grace, kind "revalidate" or "if_error".
+        self.lease_loads: Counter = Counter()
+        self.lease_fills_dropped: Counter = Counter()
+        self.stale_answers: Counter = Counter()
         self.failovers = 0
         self.warmup_hits = 0
         self.negative_hits = 0

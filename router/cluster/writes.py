@@ -52,9 +52,10 @@ class Writes:
 
     def write(self, op: int, group: str, key: bytes, value: bytes = b"",
               ttl: float | None = None, flags: int = 0, cas: int = 0,
-              delta: int = 0) -> Deferred:
+              delta: int = 0, meta: int = 0) -> Deferred:
         """Any write op (SET ADD REPLACE CAS APPEND PREPEND INCR DECR, or DELETE with a
-        CAS unique to check): a Deferred Written."""
+        CAS unique to check): a Deferred Written. ``meta``: its Meta bits (MARK_STALE:
+        memcached's md I and ms I)."""
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
@@ -63,12 +64,13 @@ class Writes:
             error = TooLarge(f"value of {len(value)} bytes is over the item limit "
                              f"of {self.item_size_max}")
             return self._keyed(pb.DELETE, group, key).addBoth(lambda _: fail(error))
-        request = (op, g.name, key, value, ttl or 0.0, flags, cas, delta)
+        request = (op, g.name, key, value, ttl or 0.0, flags, cas, delta, meta)
         return self._decide(request, self._replicas(g, key))
 
     def _decide(self, request: tuple, replicas: list) -> Deferred:
-        op, group, key, value, ttl, flags, cas, delta = request
-        d = replicas[0].request(op, group, key, value, ttl, flags, cas=cas, delta=delta)
+        op, group, key, value, ttl, flags, cas, delta, meta = request
+        d = replicas[0].request(op, group, key, value, ttl, flags, cas=cas, delta=delta,
+                                meta=meta)
         d.addCallback(_written, op)
         if len(replicas) == 1:
             return d
@@ -78,7 +80,7 @@ class Writes:
                 return written
             if op in _REPEATED:
                 d = self._on_all(replicas[1:], op, group, key, value, ttl, flags, cas=0,
-                                 delta=delta)
+                                 delta=delta, meta=meta)
             else:
                 d = self._on_all(replicas[1:], pb.SET, group, key, value, ttl, flags)
             # The write stands once the deciding replica has it; a follower that is

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from router.memcache.keys import split_group
 from shared.backlog import DEFAULT_BACKLOG, backlog_problem
 from shared.units import parse_duration, parse_size
 
@@ -143,6 +144,10 @@ class GroupSpec:
     negative_ttl: float | None = None
     replicas: int = 1
     source: SourceSpec | None = None
+    # Grace, RFC 5861's names: past its ttl an entry is still answered, at once with a
+    # refresh behind it (stale_while_revalidate) or when its load fails (stale_if_error).
+    stale_while_revalidate: float | None = None
+    stale_if_error: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +169,8 @@ class Topology:
         object.__setattr__(self, "_prefixes", {name.encode(): name for name in self.groups})
 
     def group_for(self, memcache_key: bytes) -> tuple[str, bytes]:
-        """``GROUP:KEY`` goes to GROUP when that group exists; any other key, whole, to the default."""
-        prefix, sep, rest = memcache_key.partition(b":")
-        group = self._prefixes.get(prefix) if sep else None
-        if group is None:
-            return self.router.default_group, memcache_key
-        return group, rest
+        """(group name, key within it) of a memcached key (router/memcache/keys.py)."""
+        return split_group(memcache_key, self._prefixes, self.router.default_group)
 
 
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
@@ -179,7 +180,8 @@ _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_bu
                 "reloads_per_minute", "backlog")
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
-_GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source")
+_GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source",
+               "stale_while_revalidate", "stale_if_error")
 _LOAD_KEYS = ("timeout", "concurrency", "queue")
 _SOURCE_KEYS = {
     "python": ("python", *_LOAD_KEYS),
@@ -468,7 +470,7 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
         kwargs["policy"] = policy
     if "max_bytes" in block:
         kwargs["max_bytes"] = _positive(parse_size, block["max_bytes"], f"{where}.max_bytes")
-    for key in ("ttl", "negative_ttl"):
+    for key in ("ttl", "negative_ttl", "stale_while_revalidate", "stale_if_error"):
         if block.get(key) is not None:
             kwargs[key] = _positive(parse_duration, block[key], f"{where}.{key}")
     if "replicas" in block:
@@ -478,6 +480,10 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
         kwargs["replicas"] = replicas
     if "source" in block:
         kwargs["source"] = _source(block["source"], f"{where}.source")
+    for key in ("stale_while_revalidate", "stale_if_error"):
+        if key in kwargs and "source" not in kwargs:
+            raise _Problem(f"{where}.{key}", "needs a source: a stale value is answered while "
+                                              "the source refreshes it")
     return GroupSpec(**kwargs)
 
 

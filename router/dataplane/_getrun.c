@@ -1,5 +1,5 @@
 /* Gets routed a batch at a time, compiled: the twin of router/dataplane/getrun_py.py (read it first:
- * the semantics, and every name, are the same; tests/test_getrun.py runs both).
+ * the semantics, and every name, are the same; tests/router/dataplane/test_getrun.py runs both).
  *
  * take_gets() scans every complete plain get/gets line at the head of a client's buffer,
  * places each distinct key on the ring (MurmurHash3 x86_32, seed 0, as mmh3.hash; then a
@@ -16,8 +16,11 @@
 
 #include "_codec.h"
 
-#define KEY_MAX_LENGTH 250
 #define NEGATIVE_KIND 2
+
+/* memcached's key rule, read at import from router/memcache/keys.py (its one home). */
+static Py_ssize_t key_max_length;
+static unsigned char in_keys[256];  /* 1 for a byte a key may hold */
 
 static PyTypeObject *ValueListType;  /* shared._codec.ValueList, when it is built */
 static PyObject *answer_too_big;     /* b"SERVER_ERROR out of memory writing get response\r\n" */
@@ -372,7 +375,7 @@ static int intern_slot(GetRunObject *r, const char *text, int group, Py_ssize_t 
 
 static PyTypeObject GetRunType;
 
-static inline int key_byte(unsigned char c) { return c > 0x20 && c != 0x7f; }
+static inline int key_byte(unsigned char c) { return in_keys[c]; }
 
 /* The length of the plain get line at ``p`` (through its '\n'), with ``*keys_at`` where its
  * keys begin and ``*keys_end`` where they end; 0 when it is not one or not complete. */
@@ -393,7 +396,7 @@ static Py_ssize_t plain_get_line(const unsigned char *p, const unsigned char *en
         while (i < limit && key_byte(p[i])) i++;
         if (i >= limit) return 0;
         Py_ssize_t klen = i - start;
-        if (klen == 0 || klen > KEY_MAX_LENGTH) return 0;
+        if (klen == 0 || klen > key_max_length) return 0;
         count++;
         if (p[i] == ' ') continue;
         *keys_end = i;
@@ -443,7 +446,7 @@ static PyObject *take_gets(PyObject *module, PyObject *const *args, Py_ssize_t n
         goto fail;
     const char *text = text_of(r);
     const unsigned char *q = (const unsigned char *)text, *qend = q + PyBytes_GET_SIZE(r->text);
-    char *scratch = PyMem_Malloc((size_t)(t->default_prefix_len + KEY_MAX_LENGTH + 1));
+    char *scratch = PyMem_Malloc((size_t)(t->default_prefix_len + key_max_length + 1));
     if (!scratch) { PyErr_NoMemory(); goto fail; }
     while (q < qend) {
         int with_cas;
@@ -505,8 +508,9 @@ fail:
     return NULL;
 }
 
-/* Whether an entry holds a value (kinds 0, 1, 3, 4 of shared/entry.py, long enough). */
-static inline int positive(const unsigned char *e, Py_ssize_t len) {
+/* Whether an entry holds a value (kinds 0, 1, 3, 4 of shared/entry.py, long enough; or
+ * one of them behind kind 5's two bytes of memcached item bits). */
+static inline int positive_plain(const unsigned char *e, Py_ssize_t len) {
     if (len < 1) return 0;
     switch (e[0]) {
     case 0: return 1;
@@ -517,6 +521,12 @@ static inline int positive(const unsigned char *e, Py_ssize_t len) {
     }
 }
 
+static inline int positive(const unsigned char *e, Py_ssize_t len) {
+    if (len >= 1 && e[0] == 5)
+        return positive_plain(e + 2, len - 2);
+    return positive_plain(e, len);
+}
+
 static inline uint32_t be32(const unsigned char *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
@@ -524,6 +534,10 @@ static inline uint64_t be64(const unsigned char *p) { return ((uint64_t)be32(p) 
 
 static void unpack(const unsigned char *e, Py_ssize_t len, uint32_t *flags, uint64_t *cas,
                    const unsigned char **value, Py_ssize_t *vlen) {
+    if (e[0] == 5) {  /* item bits: the entry is behind them */
+        e += 2;
+        len -= 2;
+    }
     switch (e[0]) {
     case 0: *flags = 0; *cas = 0; *value = e + 1; break;
     case 1: *flags = be32(e + 1); *cas = 0; *value = e + 5; break;
@@ -755,8 +769,34 @@ static struct PyModuleDef module = {
     "Gets routed a batch at a time, compiled (twin: router/dataplane/getrun_py.py).", -1, module_methods,
 };
 
+/* KEY_MAX_LENGTH and NOT_IN_KEYS of router.memcache.keys into key_max_length, in_keys. */
+static int read_key_rule(void) {
+    PyObject *keys = PyImport_ImportModule("router.memcache.keys");
+    if (!keys) return -1;
+    PyObject *max = PyObject_GetAttrString(keys, "KEY_MAX_LENGTH");
+    PyObject *not_in = max ? PyObject_GetAttrString(keys, "NOT_IN_KEYS") : NULL;
+    Py_DECREF(keys);
+    int ok = 0;
+    if (not_in && PyBytes_Check(not_in)) {
+        key_max_length = PyLong_AsSsize_t(max);
+        if (!(key_max_length == -1 && PyErr_Occurred())) {
+            memset(in_keys, 1, sizeof in_keys);
+            for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(not_in); i++)
+                in_keys[(unsigned char)PyBytes_AS_STRING(not_in)[i]] = 0;
+            ok = 1;
+        }
+    } else if (not_in) {
+        PyErr_SetString(PyExc_TypeError, "router.memcache.keys.NOT_IN_KEYS must be bytes");
+    }
+    Py_XDECREF(max);
+    Py_XDECREF(not_in);
+    return ok ? 0 : -1;
+}
+
 PyMODINIT_FUNC PyInit__getrun(void) {
     if (PyType_Ready(&RouteTableType) < 0 || PyType_Ready(&GetRunType) < 0)
+        return NULL;
+    if (read_key_rule() < 0)
         return NULL;
     PyObject *codec = PyImport_ImportModule("shared._codec");
     if (codec) {

@@ -15,23 +15,22 @@ same tests against both.
 from __future__ import annotations
 
 import re
-import struct
+from bisect import bisect_left
 
-import mmh3
-
+from router.cluster.ring import murmur3_32, routing_key
+from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS, split_group
 from shared import ringcache_pb2 as pb
-from shared.wire import len_field, varint
+from shared.entry import positive, unpack_cas
+from shared.wire import Tag, encode_request, len_field
 
 COMPILED = False
 
-KEY_MAX_LENGTH = 250
-_FLAGS = struct.Struct(">I")
-_CAS = struct.Struct(">Q")
-_GET_MANY = b"\x10" + varint(pb.GET_MANY)
+_GET_MANY = encode_request(0, pb.GET_MANY)  # a body's op field: no id, that comes later
 END = b"END\r\n"
 ANSWER_TOO_BIG = b"SERVER_ERROR out of memory writing get response\r\n"
 # A plain get or gets line: keys of legal bytes and length, single spaces, the line end.
-_PLAIN_GET = re.compile(rb"get(s?)((?: [^\x00-\x20\x7f]{1,%d})+)\r?\n" % KEY_MAX_LENGTH)
+_PLAIN_GET = re.compile(rb"get(s?)((?: [^%b]{1,%d})+)\r?\n"
+                        % (re.escape(NOT_IN_KEYS), KEY_MAX_LENGTH))
 
 
 class RouteTable:
@@ -44,8 +43,7 @@ class RouteTable:
     index of each point.
     """
 
-    __slots__ = ("prefixes", "default", "names", "fast", "hashes", "owners", "_default_prefix",
-                 "_groups")
+    __slots__ = ("prefixes", "default", "names", "fast", "hashes", "owners", "_groups")
 
     def __init__(self, prefixes: dict, default: int, names: list, fast: list, hashes: list,
                  owners: list):
@@ -55,32 +53,16 @@ class RouteTable:
         self.fast = list(fast)
         self.hashes = list(hashes)
         self.owners = list(owners) + list(owners[:1])  # past the last point: the first
-        self._default_prefix = self.names[default].encode() + b":"
-        self._groups = [len_field(0x1A, n.encode()) for n in self.names]
+        self._groups = [len_field(Tag.GROUP, n.encode()) for n in self.names]
 
     def place(self, key: bytes) -> tuple[int, bytes, int]:
-        """(group index, the key within its group, node index or -1) of a memcached key."""
-        prefix, sep, rest = key.partition(b":")
-        group = self.prefixes.get(prefix) if sep else None
-        if group is None:
-            group, rest, routing = self.default, key, self._default_prefix + key
-        else:
-            routing = key  # "GROUP:KEY" is its own routing key
+        """(group index, the key within its group, node index or -1) of a memcached key:
+        its group as router/memcache/keys.py names it, its node as the ring places it."""
+        group, rest = split_group(key, self.prefixes, self.default)
         if not self.fast[group]:
             return group, rest, -1
-        point = _bisect_left(self.hashes, mmh3.hash(routing, 0, signed=False))
+        point = bisect_left(self.hashes, murmur3_32(routing_key(self.names[group], rest)))
         return group, rest, self.owners[point]
-
-
-def _bisect_left(hashes: list, h: int) -> int:
-    lo, hi = 0, len(hashes)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if hashes[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 class GetRun:
@@ -126,7 +108,7 @@ class GetRun:
         out = []
         for i, (group, node, key, batch, _) in enumerate(self.slots):
             stored = self.entries[i]
-            if i not in self.errors and not _positive(stored):
+            if i not in self.errors and not positive(stored):
                 out.append((i, group, node, batch, key, stored))
         return out
 
@@ -156,11 +138,11 @@ class GetRun:
             size = 0
             for slot, key in zip(slots, keys):
                 stored = entries[slot]
-                if not _positive(stored):
+                if not positive(stored):
                     misses += 1
                     continue
                 hits += 1
-                flags, value, cas = _unpack(stored)
+                value, flags, cas = unpack_cas(stored)
                 size += len(value)
                 if with_cas:
                     parts.append(b"VALUE %b %d %d %d\r\n%b\r\n"
@@ -174,27 +156,6 @@ class GetRun:
             out.append(b"".join(parts))
         self.hits, self.misses = hits, misses
         return b"".join(out)
-
-
-# Where the value starts in a positive entry, by kind (shared/entry.py); kind 2 is negative.
-_VALUE_AT = {0: 1, 1: 5, 3: 9, 4: 13}
-
-
-def _positive(stored) -> bool:
-    """Whether an entry holds a value: one of the value kinds, long enough for its header."""
-    return bool(stored) and len(stored) >= _VALUE_AT.get(stored[0], len(stored) + 1)
-
-
-def _unpack(stored: bytes) -> tuple[int, bytes, int]:
-    """(flags, value, CAS unique) of a positive entry (shared/entry.py)."""
-    kind = stored[0]
-    if kind == 0:
-        return 0, stored[1:], 0
-    if kind == 1:
-        return _FLAGS.unpack_from(stored, 1)[0], stored[5:], 0
-    if kind == 3:
-        return 0, stored[9:], _CAS.unpack_from(stored, 1)[0]
-    return _FLAGS.unpack_from(stored, 9)[0], stored[13:], _CAS.unpack_from(stored, 1)[0]
 
 
 def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_keys: int,
@@ -242,7 +203,7 @@ def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_ke
     run.nslots = len(slots)
     run.ncommands = len(run.commands)
     run.batches = [(node, _GET_MANY + table._groups[group]
-                    + b"".join(len_field(0x52, k) for k in keys))
+                    + b"".join(len_field(Tag.KEYS, k) for k in keys))
                    for node, group, keys, _ in run._bodies]
     run.left = len(run.batches)
     return pos, run

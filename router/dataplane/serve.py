@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from router.cluster.errors import AnswerTooLarge, NodeError, NodeUnavailable
 from router.dataplane.getrun import RouteTable
-from router.cluster.reads import gather
 from shared import entry
 from shared import ringcache_pb2 as pb
 
@@ -30,10 +29,29 @@ class Routes:
 
     table: RouteTable
     clients: list  # NodeClient per node index of the table
-    groups: list  # router.core.Group per group index
+    groups: list  # router.cluster.items.Group per group index
 
 
-class Run:
+def gather(ds: list, results) -> Deferred:
+    """A Deferred firing with ``results`` once every one of ``ds`` (which never fail) has
+    fired: DeferredList without its per-result bookkeeping."""
+    left = len(ds)
+    if left == 0:
+        return succeed(results)
+    done = Deferred()
+
+    def one(_):
+        nonlocal left
+        left -= 1
+        if left == 0:
+            done.callback(results)
+
+    for d in ds:
+        d.addBoth(one)
+    return done
+
+
+class InFlight:
     """One GetRun in flight: its answer slot, and why a failed batch failed."""
 
     __slots__ = ("run", "routes", "done", "token", "error_line", "failures", "loaded", "conn")
@@ -55,7 +73,7 @@ class _BatchWaiter:
 
     __slots__ = ("state", "batch", "router")
 
-    def __init__(self, state: Run, batch: int, router):
+    def __init__(self, state: InFlight, batch: int, router):
         self.state, self.batch, self.router = state, batch, router
 
     def callback(self, response) -> None:
@@ -81,10 +99,10 @@ class _BatchWaiter:
 
 
 def serve(router, run, routes: Routes, done, token, error_line, conn=None) -> None:
-    """Send ``run``'s batches to their nodes; ``done(answer, run, token)`` is called once
-    every key has its answer. ``error_line(failure)`` words a key's failure; ``conn`` is
-    the client connection the run is for (router/cluster/reads.py)."""
-    state = Run(run, routes, done, token, error_line, conn)
+    """Send ``run``'s batches to their nodes; ``done(answer, run, token, loaded)`` is called
+    once every key has its answer. ``error_line(failure)`` words a key's failure; ``conn``
+    is the client connection the run is for (router/cluster/reads.py)."""
+    state = InFlight(run, routes, done, token, error_line, conn)
     clients = routes.clients
     for batch, (node, body) in enumerate(run.batches):
         if not clients[node].send_prepared(body, _BatchWaiter(state, batch, router)):
@@ -95,7 +113,7 @@ def serve(router, run, routes: Routes, done, token, error_line, conn=None) -> No
         finish(state, router)
 
 
-def finish(state: Run, router) -> None:
+def finish(state: InFlight, router) -> None:
     """Every batch is in: answer what the nodes answered, and the rest by the slow path."""
     run = state.run
     unresolved = run.unresolved()
@@ -125,7 +143,7 @@ def _count_hits(hits, run, unresolved: list, groups: list) -> None:
             hits[groups[group].name] -= 1
 
 
-def _slow(state: Run, router, group: int, node: int, batch: int, key: bytes, stored):
+def _slow(state: InFlight, router, group: int, node: int, batch: int, key: bytes, stored):
     """One key the fast path could not answer: an Item, None, a Deferred of one, or raises."""
     g, conn = state.routes.groups[group], state.conn
     if node < 0:  # a group with replicas: the router reads it copy by copy
@@ -148,7 +166,7 @@ def _slow(state: Run, router, group: int, node: int, batch: int, key: bytes, sto
     raise NodeError(failure.error or pb.Status.Name(failure.status))
 
 
-def _resolved(result, state: Run, slot: int) -> None:
+def _resolved(result, state: InFlight, slot: int) -> None:
     if isinstance(result, Failure):
         state.run.resolve_error(slot, state.error_line(result))
     elif result is None:
@@ -159,5 +177,5 @@ def _resolved(result, state: Run, slot: int) -> None:
         state.run.resolve(slot, entry.pack(result.value, result.flags, result.cas))
 
 
-def _render(state: Run) -> None:
+def _render(state: InFlight) -> None:
     state.done(state.run.render(), state.run, state.token, state.loaded)

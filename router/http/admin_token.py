@@ -36,6 +36,12 @@ def read_token(token_file: str | None, environ: Mapping[str, str]) -> bytes | No
     return _checked(token, f"the token file {token_file}")
 
 
+def configured(token_file: str | None, environ: Mapping[str, str]) -> bool:
+    """Whether a token is set, readable or not: one that cannot be read refuses every
+    protected request, so the API is not open either way."""
+    return token_file is not None or bool(environ.get(ENV, "").strip())
+
+
 def _checked(token: bytes, where: str) -> bytes:
     # It travels in an HTTP header: one word of printable ASCII.
     if any(byte < 0x21 or byte > 0x7E for byte in token):

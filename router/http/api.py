@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -60,7 +59,7 @@ def json_reply(code: int, document) -> Reply:
 
 def build_site(router, environ=os.environ) -> Site:
     admission = Admission(router, environ)
-    admission.warn_if_open(router.topology)
+    admission.check_token(router.topology)
     # Bodies are values and topology documents, never forms: keep them as sent even
     # when a client (curl -d) labels them application/x-www-form-urlencoded.
     site = BoundedSite(RouterResource(router), admit=admission,
@@ -157,26 +156,15 @@ class Admission:
             return BodyLimit(MAX_RESTORE_BODY, "backup file")
         return BodyLimit(MAX_OTHER_BODY)
 
-    def warn_if_open(self, topology) -> None:
-        """Say so at start when the admin API is reachable beyond this host without a token."""
+    def check_token(self, topology) -> None:
+        """Say so at start when the configured token cannot be read. (An API open beyond
+        this host without one is among the process's exposure warnings:
+        router/process/security.py.)"""
         try:
-            token = self.token.required(topology.security)
+            self.token.required(topology.security)
         except TokenUnavailable as exc:
             log.error("HTTP admin API: {problem}; reloads, plans and writes are refused until "
                       "it is fixed", problem=exc)
-            return
-        host = topology.router.http.host
-        if token is None and not _loopback(host):
-            log.warn("HTTP admin API on {address} has no token: anyone who reaches it can reload, "
-                     "write and delete (set security.token_file or RINGCACHE_ADMIN_TOKEN)",
-                     address=str(topology.router.http))
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class RouterResource(Resource):
@@ -312,7 +300,7 @@ class RouterResource(Resource):
 
     def _reload(self, request):
         def refused(failure):
-            # The core kept the old ring and recorded why; a python source that does not
+            # The Router kept the old ring and recorded why; a python source that does not
             # import is as much a refusal as a malformed file.
             failure.trap(ValueError, ImportError)  # TopologyError is a ValueError
             return json_reply(400, {"applied": False, "error": failure.getErrorMessage()})
@@ -391,10 +379,19 @@ def _posted_topology(document: bytes, name: str):
         raise HTTPError(400, str(exc)) from None
 
 
+# RFC 9211's Cache-Status of a value's answer: from a node, loaded from the group's source,
+# or past its ttl from the group's grace (RFC 5861): at once while a refresh runs behind
+# it, or because its load failed.
+CACHE_HIT, CACHE_MISS = b"ringcache; hit", b"ringcache; fwd=miss"
+CACHE_STALE = {"revalidate": b"ringcache; hit; detail=stale-while-revalidate",
+               "if_error": b"ringcache; fwd=stale; detail=stale-if-error"}
+
+
 def _item_reply(item) -> Reply:
     if item is None:
         return Reply(404, error_body("not found"), JSON, hit=False)
-    return Reply(200, item.value, OCTETS, hit=item.hit)
+    status = CACHE_STALE.get(item.stale) or (CACHE_HIT if item.hit else CACHE_MISS)
+    return Reply(200, item.value, OCTETS, ((b"cache-status", status),), hit=item.hit)
 
 
 def _node_stats(reply) -> dict:

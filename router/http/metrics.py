@@ -60,6 +60,16 @@ ROUTER_SERIES = (
            _counted("group_loads")),
     Series("ringcache_source_loads", COUNTER, "Source loads finished, by group and result",
            ("group", "result"), _counted("load_results")),
+    Series("ringcache_lease_loads", COUNTER,
+           "Loads (and refreshes) this router ran holding a node's lease, per group", ("group",),
+           _counted("lease_loads")),
+    Series("ringcache_lease_fills_dropped", COUNTER,
+           "Fills a node refused because a write of the key came during the load, per group",
+           ("group",), _counted("lease_fills_dropped")),
+    Series("ringcache_stale_answers", COUNTER,
+           "Answers past their ttl from a group's grace, by kind (revalidate: within "
+           "stale_while_revalidate; if_error: the load failed within stale_if_error)",
+           ("group", "kind"), _counted("stale_answers")),
     Series("ringcache_hits", COUNTER, "Gets answered from a storage node", (),
            _one(lambda r: r.stats.hits)),
     Series("ringcache_misses", COUNTER, "Gets the owning node did not have", (),
@@ -127,6 +137,11 @@ def _snapshot(read):
                           if s.HasField("snapshot")]
 
 
+def _leases(read):
+    """A figure of each node's leases (NodeStats.leases)."""
+    return lambda nodes: [((name,), read(s.leases)) for name, s in sorted(nodes.items())]
+
+
 NODE_SERIES = (
     Series("ringcache_group_items", GAUGE, "Entries a group holds on a node", ("group", "node"),
            _per_group(lambda g: g.items)),
@@ -161,6 +176,28 @@ NODE_SERIES = (
     Series("ringcache_node_snapshot_restored_entries", GAUGE,
            "Entries the node's start brought back from its snapshot", ("node",),
            _snapshot(lambda s: s.restored_entries)),
+    Series("ringcache_node_leases_granted", COUNTER,
+           "Leases a node gave out: loads (and refreshes) started", ("node",),
+           _leases(lambda s: s.granted)),
+    Series("ringcache_node_lease_readers_parked", COUNTER,
+           "Readers that waited at a node for another router's fill", ("node",),
+           _leases(lambda s: s.parked)),
+    Series("ringcache_node_leases_handed_on", COUNTER,
+           "Lapsed leases a node gave to a waiting reader, which loaded", ("node",),
+           _leases(lambda s: s.handed_on)),
+    Series("ringcache_node_leases_lapsed", COUNTER, "Leases that ran out of life unfilled",
+           ("node",), _leases(lambda s: s.lapsed)),
+    Series("ringcache_node_lease_fills_dropped", COUNTER,
+           "Fills a node refused: a write, a flush or a lapse came first", ("node",),
+           _leases(lambda s: s.fills_dropped)),
+    Series("ringcache_node_leases_voided", COUNTER,
+           "Leases a write or a flush of their key ended", ("node",),
+           _leases(lambda s: s.voided)),
+    Series("ringcache_node_lease_readers_waiting", GAUGE, "Readers waiting at a node now",
+           ("node",), _leases(lambda s: s.waiting)),
+    Series("ringcache_node_lease_readers_refused", COUNTER,
+           "Readers a node refused past its bound on waiting readers", ("node",),
+           _leases(lambda s: s.refused)),
 )
 
 REQUEST_LATENCY = "ringcache_request_duration_seconds"
@@ -227,8 +264,6 @@ def scrape(router):
         node_families = families(NODE_SERIES, answered)
         if router.workers is None:
             return exposition([*router.stats.registry.collect(), *node_families])
-        from router.process.workers import merged_families  # summed over the workers
-
         return router.workers.stats().addCallback(lambda workers: exposition(
             [*merged_families(router.stats.registry, workers), *node_families]))
 
@@ -249,6 +284,10 @@ def router_document(router) -> dict:
             "hits": stats.group_hits[name], "misses": stats.group_misses[name],
             "loads": stats.group_loads[name], "load_results": results,
             "load_seconds": stats.load_seconds[name],
+            "lease_loads": stats.lease_loads[name],
+            "lease_fills_dropped": stats.lease_fills_dropped[name],
+            "stale_answers": {kind: n for (group, kind), n in stats.stale_answers.items()
+                              if group == name},
         }
     latency = {}
     for (protocol, command), (counts, total) in sorted(stats.latency.series.items()):
@@ -285,3 +324,45 @@ def router_document(router) -> dict:
 
 
 _NO_TRIPS = {"count": 0, "seconds": 0.0}
+
+
+# How one sample of several processes becomes one: summed, but for these.
+_LOWEST = ("ringcache_node_up",)  # up only if every process reaches the node
+_HIGHEST = ("ringcache_config_age_seconds",)
+
+
+def merged_families(registry, workers: list[dict]) -> list:
+    """/metrics over every process: ``registry`` (the control's) and each worker's samples
+    (router/process/workers.py worker_stats), counters and histograms summed, as
+    prometheus_client Metric families."""
+    from prometheus_client.metrics_core import Metric
+
+    families: dict[str, tuple[str, str, dict]] = {}
+
+    def add(name, kind, doc, samples):
+        family = families.setdefault(name, (kind, doc, {}))[2]
+        for sample_name, labels, value in samples:
+            key = (sample_name, tuple(sorted(labels.items())))
+            if key not in family:
+                family[key] = value
+            elif sample_name.endswith("_created") or name in _LOWEST:
+                family[key] = min(family[key], value)
+            elif name in _HIGHEST:
+                family[key] = max(family[key], value)
+            else:
+                family[key] += value
+
+    for family in registry.collect():
+        add(family.name, family.type, family.documentation,
+            [(s.name, s.labels, s.value) for s in family.samples])
+    for doc in workers:
+        for name, kind, documentation, samples in doc["metrics"]:
+            add(name, kind, documentation, samples)
+
+    merged = []
+    for name, (kind, doc, samples) in families.items():
+        metric = Metric(name, doc, kind)
+        for (sample_name, labels), value in samples.items():
+            metric.add_sample(sample_name, dict(labels), value)
+        merged.append(metric)
+    return merged

@@ -14,10 +14,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from router.memcache.keys import KEY_MAX_LENGTH
+
 HEADER = struct.Struct(">BBHBBHIIQ")
 HEADER_SIZE = HEADER.size  # 24
 REQUEST, RESPONSE = 0x80, 0x81
-KEY_MAX_LENGTH = 250
 
 # Opcodes.
 GET, SET, ADD, REPLACE, DELETE, INCR, DECR, QUIT, FLUSH, GETQ, NOOP, VERSION = range(0x0C)

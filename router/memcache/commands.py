@@ -1,7 +1,7 @@
 """What memcached's commands do to the router, whichever protocol asked.
 
 The text, meta and binary front ends turn their requests into these calls and the
-outcomes (router.writes.Written, items, booleans) into their own words. Here live the
+outcomes (router.cluster.writes.Written, items, booleans) into their own words. Here live the
 rules all three share: exptimes (relative, absolute, already past), a CAS unique turning
 a store into a compare-and-swap, and incr/decr creating a missing counter when asked.
 """
@@ -28,13 +28,19 @@ def ttl(router, exptime: int):
 
 
 def store(router, mode: str, key: bytes, value: bytes, flags: int, exptime: int,
-          cas: int = 0) -> Deferred:
+          cas: int = 0, stale: bool = False) -> Deferred:
     """set/add/replace/append/prepend/cas of a client key: a Deferred Written. A CAS
     unique other than 0 makes set/add/replace a cas (binary and meta requests carry one
-    in any store); append/prepend keep their entry's flags and exptime."""
+    in any store); append/prepend keep their entry's flags and exptime. ``stale`` (ms I):
+    a cas whose CAS unique is older than the item's stores it marked stale."""
     group, key = router.resolve(key)
     op = OPS[mode]
-    if cas and op in (pb.SET, pb.ADD, pb.REPLACE):
+    if cas and op in (pb.SET, pb.REPLACE):
+        op = pb.CAS
+        if stale:
+            return router.write(op, group, key, value, ttl_or_expired(router, exptime), flags,
+                                cas, meta=pb.MARK_STALE)
+    if cas and op == pb.ADD:
         op = pb.CAS
     seconds = ttl(router, exptime)
     if op in (pb.APPEND, pb.PREPEND):
@@ -58,9 +64,14 @@ def arith(router, key: bytes, incr: bool, delta: int, initial: int | None = None
     op = pb.INCR if incr else pb.DECR
     if initial is None:
         return router.write(op, group, key, delta=delta)
+    return router.write(op, group, key, b"%d" % initial, ttl_or_expired(router, exptime),
+                        delta=delta)
+
+
+def ttl_or_expired(router, exptime: int) -> float | None:
+    """Seconds to live for an exptime, a past one as ALREADY_EXPIRED (gone at once)."""
     seconds = ttl(router, exptime)
-    return router.write(op, group, key, b"%d" % initial,
-                        ALREADY_EXPIRED if seconds is EXPIRED else seconds, delta=delta)
+    return ALREADY_EXPIRED if seconds is EXPIRED else seconds
 
 
 def touch(router, key: bytes, exptime: int) -> Deferred:
@@ -76,14 +87,20 @@ def gat(router, key: bytes, exptime: int, conn=None) -> Deferred:
     """The Item (or None) of a get that also sets the exptime of a hit; ``conn``: the
     client connection, by which a miss's load is queued."""
     group, key = router.resolve(key)
-    seconds = ttl(router, exptime)
-    return router.gat(group, key, ALREADY_EXPIRED if seconds is EXPIRED else seconds, conn)
+    return router.gat(group, key, ttl_or_expired(router, exptime), conn)
 
 
-def delete(router, key: bytes, cas: int = 0) -> Deferred:
+def delete(router, key: bytes, cas: int = 0, stale: bool = False,
+           exptime: int | None = None) -> Deferred:
     """A Deferred Written: STORED (deleted), MISSING, or EXISTS when ``cas`` names
-    another version."""
+    another version. ``stale`` (md I): the item is kept, marked stale (with ``exptime``,
+    md's T, a new one)."""
     group, key = router.resolve(key)
+    if stale:
+        touch = exptime is not None
+        return router.write(pb.DELETE, group, key, ttl=ttl_or_expired(router, exptime or 0)
+                            if touch else None, cas=cas,
+                            meta=pb.MARK_STALE | (pb.MG_TOUCH if touch else 0))
     if cas:
         return router.write(pb.DELETE, group, key, cas=cas)
     return router.delete(group, key).addCallback(

@@ -4,10 +4,12 @@ line starting with a meta command; router/memcache/meta_commands.py carries the 
 
 Following memcached 1.6's protocol.txt: a command is two letters, a key, then flags of one
 letter each, some with a token (``T30``, ``Oabc``). Answers echo the requested flags in
-the order they were asked. Flags ringcache cannot honour (stale items: ``I`` marks nothing
-stale, there is no ``X``/``Z``; ``E``, ``R``, ``h``, ``l``, ``x``) are refused with
-memcached's ``CLIENT_ERROR invalid flag`` rather than ignored, except ``u`` (no LRU bump),
-which changes nothing a client can see.
+the order they were asked. The anti-stampede flags are memcached's: mg ``N`` (vivify on a
+miss), ``R`` (win a recache), answers with ``W``/``X``/``Z``, md ``I`` (mark stale) and
+``T``, ms ``I`` (storage_node/meta_ops.py keeps the item bits). Flags ringcache cannot
+honour (``E``, ``h``, ``l``, ``x``) are refused with memcached's ``CLIENT_ERROR invalid
+flag`` rather than ignored, except ``u`` (no LRU bump), which changes nothing a client can
+see.
 """
 
 from __future__ import annotations
@@ -16,20 +18,20 @@ import base64
 import binascii
 from dataclasses import dataclass
 
-KEY_MAX_LENGTH = 250
+from router.memcache.keys import KEY_MAX_LENGTH, has_illegal_byte
+
 OPAQUE_MAX = 32
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
-_CONTROL = bytes(range(0x21)) + b"\x7f"
 
 # The flags each command takes, and the kind of token each flag carries: None for none,
 # "int" a 32-bit signed number, "u32"/"u64" unsigned, "text" any token, "mode" one letter.
 _FLAGS = {
     "mg": {"b": None, "c": None, "f": None, "k": None, "O": "text", "q": None, "s": None,
-           "t": None, "u": None, "v": None, "T": "int", "N": "int"},
+           "t": None, "u": None, "v": None, "T": "int", "N": "int", "R": "int"},
     "ms": {"b": None, "c": None, "k": None, "O": "text", "q": None, "s": None, "I": None,
            "T": "int", "F": "u32", "C": "u64", "M": "mode"},
-    "md": {"b": None, "k": None, "O": "text", "q": None, "I": None, "C": "u64"},
+    "md": {"b": None, "k": None, "O": "text", "q": None, "I": None, "C": "u64", "T": "int"},
     "ma": {"b": None, "c": None, "k": None, "O": "text", "q": None, "t": None, "v": None,
            "N": "int", "J": "u64", "D": "u64", "T": "int", "M": "mode"},
     "me": {},
@@ -105,7 +107,7 @@ def _key(token: bytes, b64: bool) -> bytes:
         if not key:
             raise MetaError("error decoding key")
         return key
-    if len(token) > KEY_MAX_LENGTH or len(token.translate(None, _CONTROL)) != len(token):
+    if len(token) > KEY_MAX_LENGTH or has_illegal_byte(token):
         raise MetaError("bad command line format")
     return token
 

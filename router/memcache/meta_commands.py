@@ -1,25 +1,29 @@
 """Carrying out memcached's meta commands (router/memcache/meta.py's events) on the router.
 
-``run(router, meta, conn)`` answers a Deferred of the bytes to send (b"" when quiet mode
-hides the answer); failures are left to the connection, which words them as for any
+``carry_out(router, meta, conn)`` answers a Deferred of the bytes to send (b"" when quiet
+mode hides the answer); failures are left to the connection, which words them as for any
 command. ``conn`` is the client connection, by which a miss's load is queued.
 """
 
 from __future__ import annotations
 
+import math
+
 from twisted.internet.defer import succeed
 
 from router.memcache import commands
 from router.cluster.items import Item
+from router.cluster.metaget import UNANSWERED
 from router.memcache.meta import EN, MN, Meta, answer
 from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+from shared import ringcache_pb2 as pb
 
 # An ms/md/ma outcome in meta words.
 _CODES = {STORED: b"HD", NOT_STORED_: b"NS", EXISTS: b"EX", MISSING: b"NF"}
 NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
-def run(router, meta: Meta, conn=None):
+def carry_out(router, meta: Meta, conn=None):
     command = meta.command
     if command == "mn":
         return succeed(MN)
@@ -32,11 +36,68 @@ def run(router, meta: Meta, conn=None):
 
 
 def _ttl_flag(meta: Meta) -> int:
-    # Nodes do not report an item's remaining ttl: t is known only when T just set it.
+    # (A node without META_GET does not report an item's remaining ttl: t is known only
+    # when T just set it.)
     return meta.get("T", -1) if meta.has("T") else -1
 
 
 def _mg(router, meta: Meta, conn):
+    """mg with memcached's anti-stampede flags, carried out on the key's owner."""
+    order = meta.order
+    bits, ttl, vivify, recache = 0, None, None, 0.0
+    if meta.has("T"):
+        bits |= pb.MG_TOUCH
+        ttl = commands.ttl_or_expired(router, meta.get("T"))
+        if "R" in order and order.index("T") < order.index("R"):
+            bits |= pb.MG_TOUCH_FIRST
+        if "N" in order and order.index("T") < order.index("N"):
+            bits |= pb.MG_TOUCH_BEFORE_VIVIFY
+    if meta.has("N"):
+        bits |= pb.MG_VIVIFY
+        vivify = commands.ttl_or_expired(router, meta.get("N"))
+    if meta.has("R"):
+        bits |= pb.MG_RECACHE
+        recache = commands.ttl_or_expired(router, meta.get("R")) or 0.0
+    group, key = router.resolve(meta.key)
+    d = router.meta_get(group, key, bits, ttl, vivify, recache, conn)
+
+    def answered(item):
+        if item is UNANSWERED:
+            return _mg_plain(router, meta, conn)
+        return _mg_answer(meta, item, ttl, vivify)
+
+    return d.addCallback(answered)
+
+
+def _mg_answer(meta: Meta, item, ttl, vivify) -> bytes:
+    if item is None:
+        return b"" if meta.quiet else EN
+    created = item.meta & pb.ITEM_CREATED
+    shown = -1 if created else _seconds(item.ttl)
+    for flag in meta.order:  # t shows the ttl as the flags before it left it
+        if flag == "t":
+            break
+        if flag == "T" or (flag == "N" and created):
+            shown = _seconds(ttl if flag == "T" else vivify)
+    extra = []
+    if item.meta & pb.ITEM_WIN_SENT:
+        extra.append(b"Z")
+    if item.meta & pb.ITEM_STALE or item.stale is not None:
+        extra.append(b"X")
+    if item.meta & pb.ITEM_WON:
+        extra.append(b"W")
+    fields = {"c": item.cas, "f": item.flags, "s": len(item.value), "t": shown,
+              "v": item.value, "extra": extra}
+    return answer(b"VA" if meta.has("v") else b"HD", meta, fields)
+
+
+def _seconds(ttl: float | None) -> int:
+    """An item's ttl as memcached shows it: whole seconds left, -1 for none."""
+    return -1 if ttl is None else math.ceil(ttl - 1e-6)
+
+
+def _mg_plain(router, meta: Meta, conn):
+    """mg on a node without META_GET (an older release): a get (or gat), and N by add."""
     if meta.has("T"):
         d = commands.gat(router, meta.key, meta.get("T"), conn)
     else:
@@ -70,7 +131,7 @@ def _mg(router, meta: Meta, conn):
 
 def _ms(router, meta: Meta):
     d = commands.store(router, meta.get("M", "set"), meta.key, meta.value, meta.get("F", 0),
-                       meta.get("T", 0), meta.get("C", 0))
+                       meta.get("T", 0), meta.get("C", 0), stale=meta.has("I"))
 
     def stored(written):
         if written.outcome == STORED and meta.quiet:
@@ -82,8 +143,10 @@ def _ms(router, meta: Meta):
 
 
 def _md(router, meta: Meta):
-    # I (invalidate) deletes: ringcache keeps no stale items to mark.
-    d = commands.delete(router, meta.key, meta.get("C", 0))
+    # I keeps the item, marked stale (and T gives it a new ttl); T alone changes nothing.
+    stale = meta.has("I")
+    d = commands.delete(router, meta.key, meta.get("C", 0), stale,
+                        meta.get("T") if stale and meta.has("T") else None)
 
     def deleted(written):
         if written.outcome == STORED and meta.quiet:

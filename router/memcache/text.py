@@ -9,22 +9,20 @@ data block) this parser swallows the data block, so the next command still parse
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Literal, NamedTuple
 
 from router.memcache import meta as memcache_meta
-from router.dataplane.getrun import take_gets
+from router.memcache.keys import KEY_MAX_LENGTH, MAX_KEYS_PER_GET, has_illegal_byte
 from router.memcache.meta import Meta, MetaError
 
-KEY_MAX_LENGTH = 250
 ITEM_SIZE_MAX = 1024 * 1024
 # A command line longer than this (without its line end) is refused. memcached closes the
 # connection instead; we answer and skip the line, which costs the same bounded memory.
 MAX_LINE = 2048
 # Multigets are the one legitimately long line (memcached grows its buffer for them only):
-# 4096 keys of the longest size fit.
-MAX_GET_LINE = 4096 * (KEY_MAX_LENGTH + 1) + len(b"gets")
+# as many keys of the longest size as one get may name fit.
+MAX_GET_LINE = MAX_KEYS_PER_GET * (KEY_MAX_LENGTH + 1) + len(b"gets")
 # Larger exptimes are absolute unix times (memcached's REALTIME_MAXDELTA, 30 days).
 REALTIME_MAXDELTA = 60 * 60 * 24 * 30
 
@@ -32,12 +30,7 @@ BAD_FORMAT = "bad command line format"
 _DELETE_USAGE = "bad command line format.  Usage: delete <key> [noreply]"
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
-_CONTROL = bytes(range(0x21)) + b"\x7f"  # not allowed in keys
 _GET_PREFIXES = (b"get ", b"gets ")
-# The hot command checked in one C call, straight from the buffer: get/gets with keys of
-# legal bytes and length, single spaces. Anything else (errors, odd spacing) takes the
-# general path, which gives the same events.
-_PLAIN_GET = re.compile(rb"(gets?)((?: [^\x00-\x20\x7f]{1,%d})+)" % KEY_MAX_LENGTH)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,25 +208,27 @@ class MemcacheParser:
             if end - pos > self.max_line and (
                     end - pos > self.max_get_line or not buf.startswith(_GET_PREFIXES, pos)):
                 return ClientError("line too long")
-            if (get := _PLAIN_GET.fullmatch(buf, pos, end)) is not None:
-                return Get(tuple(get[2][1:].split(b" ")), get[1] == b"gets")
             event = self._command(bytes(buf[pos:end]))
             if event is not None:
                 return event
             # None: a storage command line was accepted; its data block follows.
 
-    def take_gets(self, table, max_keys: int, answer_max: int):
-        """Every complete plain ``get`` line at the head of the buffer, routed at once by
-        router/dataplane/getrun.py (``table``: a RouteTable), or None when the next command is
-        anything else, is not complete, or this parser is in the middle of one."""
+    def lend(self, read, table, max_keys: int, answer_max: int):
+        """Let ``read`` read whole command lines from where the next command starts, as the
+        data plane's take_gets reads plain gets: ``read(buf, pos, table, max_line, max_keys,
+        answer_max) -> (end, result)``, ``max_line`` this parser's limit for a get line.
+        When its result is not None the parser goes on from ``end``. The result, or None
+        without asking ``read`` in the middle of a command (a data block or a refused line
+        still to come). (The arguments are passed through, not as ``*args``: this is
+        called twice per client read, and packing them cost 3% of a serial get.)"""
         if self._header is not None or self._swallow or self._skip_line:
             return None
-        pos, run = take_gets(self._buf, self._pos, table, self.max_get_line, max_keys,
-                             answer_max)
-        if run is not None:
-            self._pos = pos
+        end, result = read(self._buf, self._pos, table, self.max_get_line, max_keys,
+                           answer_max)
+        if result is not None:
+            self._pos = end
             self._scanned = 0
-        return run
+        return result
 
     def events(self) -> Iterator[Event]:
         """Every event the bytes received so far complete."""
@@ -505,8 +500,7 @@ def _key_error(keys: list[bytes]) -> str | None:
     """What is wrong with these keys, if anything (checked together: C loops, not Python)."""
     if max(map(len, keys)) > KEY_MAX_LENGTH:
         return "key too long"
-    joined = b"".join(keys)
-    if len(joined.translate(None, _CONTROL)) != len(joined):
+    if has_illegal_byte(b"".join(keys)):
         return "invalid key"
     return None
 

@@ -30,7 +30,7 @@ log = Logger()
 
 
 class RouterProcess:
-    """The running router: listeners, the core, the file watch, and signal handling.
+    """The running router: listeners, the Router, the file watch, and signal handling.
 
     ``mode`` is "single" (one process serves everything: the default), "control" (with
     ``router.workers`` > 1: the HTTP API, the topology's watch and the workers, which serve

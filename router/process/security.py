@@ -10,12 +10,11 @@ from twisted.internet.defer import fail
 
 from router.cluster.nodeclient import NodeClient
 from router.config.topology import SecurityConfig, Topology
+from router.http import admin_token
 from shared.gate import GatedEndpoint
 from shared.handshake import SECRET_ENV, read_secret
 from shared.net import is_loopback
 from shared.tls import client_options, server_options
-
-TOKEN_ENV = "RINGCACHE_ADMIN_TOKEN"
 
 
 def secure(router, reactor, log: Callable[[str], None]) -> None:
@@ -117,12 +116,12 @@ def exposure_warnings(topology: Topology, nodes_authenticated: bool,
             f"WARNING: the memcached port {cfg.memcache} is reachable from other hosts and "
             "serves any client (as memcached does): firewall it, or require client "
             "certificates with router.memcache_tls.ca")
-    token = security.token_file or environ.get(TOKEN_ENV)
+    token = admin_token.configured(security.token_file, environ)
     if not is_loopback(cfg.http.host) and not token and (cfg.http_tls is None or cfg.http_tls.ca is None):
         warnings.append(
             f"WARNING: the HTTP API {cfg.http} is reachable from other hosts with no admin "
             "token: anyone who reaches it can reload the topology and write keys; set "
-            "security.token_file")
+            f"security.token_file (or {admin_token.ENV})")
     exposed = [str(n.name) for n in topology.nodes if not is_loopback(n.address.host)]
     if exposed and not nodes_authenticated:
         warnings.append(

@@ -213,7 +213,7 @@ class WorkerLink(amp.AMP):
 
     def __init__(self, process, index: int, on_lost):
         super().__init__()
-        self.process = process  # router.main.RouterProcess
+        self.process = process  # router.process.main.RouterProcess
         self.index = index
         self.on_lost = on_lost
 
@@ -294,44 +294,3 @@ def _add_into(total: dict, more: dict) -> None:
             total[key] = (mine or 0) + value
         elif key not in total:
             total[key] = value
-
-
-# How one sample of several processes becomes one: summed, but for these.
-_LOWEST = ("ringcache_node_up",)  # up only if every process reaches the node
-_HIGHEST = ("ringcache_config_age_seconds",)
-
-
-def merged_families(registry, workers: list[dict]) -> list:
-    """/metrics over every process: ``registry`` (the control's) and each worker's samples,
-    counters and histograms summed, as prometheus_client Metric families."""
-    from prometheus_client.metrics_core import Metric
-
-    families: dict[str, tuple[str, str, dict]] = {}
-
-    def add(name, kind, doc, samples):
-        family = families.setdefault(name, (kind, doc, {}))[2]
-        for sample_name, labels, value in samples:
-            key = (sample_name, tuple(sorted(labels.items())))
-            if key not in family:
-                family[key] = value
-            elif sample_name.endswith("_created") or name in _LOWEST:
-                family[key] = min(family[key], value)
-            elif name in _HIGHEST:
-                family[key] = max(family[key], value)
-            else:
-                family[key] += value
-
-    for family in registry.collect():
-        add(family.name, family.type, family.documentation,
-            [(s.name, s.labels, s.value) for s in family.samples])
-    for doc in workers:
-        for name, kind, documentation, samples in doc["metrics"]:
-            add(name, kind, documentation, samples)
-
-    merged = []
-    for name, (kind, doc, samples) in families.items():
-        metric = Metric(name, doc, kind)
-        for (sample_name, labels), value in samples.items():
-            metric.add_sample(sample_name, dict(labels), value)
-        merged.append(metric)
-    return merged

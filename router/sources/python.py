@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from router.cluster.errors import SourceError
-from router.sources import detached, to_bytes
+from router.sources.base import detached, to_bytes
 
 
 def _runs_in_reactor(fn) -> bool:

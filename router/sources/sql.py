@@ -18,7 +18,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeout
 
 from router.cluster.errors import SourceError
-from router.sources import detached
+from router.sources.base import detached
 from router.sources.urls import masked
 
 POOL_SIZE = 4  # connections (and threads) per source

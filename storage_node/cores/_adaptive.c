@@ -4,7 +4,7 @@
  * Same hits, evictions, expirations, byte counts and ghost decisions as the pure core for
  * the same calls, clock and hash: each Python method has a C function of the same name
  * doing the same steps in the same order, the clock and the hash callable included
- * (called exactly where the pure core calls them). tests/test_adaptive_twins.py drives
+ * (called exactly where the pure core calls them). tests/storage_node/cores/test_adaptive_twins.py drives
  * both with the same random operations and compares their whole state after each one.
  *
  * What differs is the layout, for speed and memory:
@@ -32,7 +32,7 @@
 
 /* What an entry costs in RSS beyond its key and value bytes (their objects' headers, and
  * the entry, index slot, place and ghost slot here), and what a ttl adds (its place in an
- * expiry band): tests/test_entry_overhead.py measures 159 and 21, with the index at its
+ * expiry band): tests/integration/test_entry_overhead.py measures 159 and 21, with the index at its
  * fullest; as the tables double these figures hold the top of the band. */
 #define ENTRY_OVERHEAD 168
 #define TTL_OVERHEAD 32

@@ -224,7 +224,23 @@ META_SESSION = (
 )
 
 
-@pytest.mark.parametrize("data", [TEXT_SESSION, META_SESSION], ids=["text", "meta"])
+# memcached's anti-stampede flags: mg N (vivify), R (win a recache), T; the W, X and Z they
+# answer; md I (mark stale) with T; ms I (an older CAS unique stores the item stale). A t
+# is asked for only where the command itself just set the ttl, so that no second ticks
+# between two commands. C1 is older than any item's CAS unique: items were stored before.
+STAMPEDE_SESSION = (
+    b"flush_all\r\nms a1 1 T5\r\nx\r\nms a2 1 T5\r\nx\r\nms a 2 T100\r\nhi\r\n"
+    b"mg a v R200\r\nmg a v R200 s\r\nmg a R50 k\r\nms b 1 T100\r\nx\r\nmd b I T30\r\n"
+    b"mg b v T30 t\r\nmg b v\r\nget b\r\nms b 2 I C1\r\nqq\r\nmg b v\r\nms b 2\r\nok\r\n"
+    b"mg b v\r\nmg viv N30 v t\r\nmg viv N30 v t\r\nmg viv2 t N30\r\nmd none I\r\n"
+    b"ms c 1\r\nx\r\nmg c R200 v\r\nms e 1 T100\r\ne\r\nmd e I q\r\nmg e v\r\n"
+    b"mg q1 N5 q\r\nmg q1 v q k\r\nmg nope v q\r\nmd b I C1\r\nms nope 2 I C1\r\nzz\r\n"
+    b"mg a T60 R50 t\r\n"
+)
+
+
+@pytest.mark.parametrize("data", [TEXT_SESSION, META_SESSION, STAMPEDE_SESSION],
+                         ids=["text", "meta", "stampede"])
 def test_answers_are_memcacheds_byte_for_byte(memcached_port, router_port, data):
     assert session(router_port, data) == session(memcached_port, data)
 

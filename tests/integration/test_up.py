@@ -13,9 +13,7 @@ import urllib.request
 
 import pytest
 
-from router.cli.up import (
-    can_bind,
-)
+from router.cli.plan import can_bind
 from tests.helpers import RINGCACHE, Process, free_port, port_open, stop_process
 
 ip = ipaddress.ip_address

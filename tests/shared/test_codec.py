@@ -47,7 +47,8 @@ def test_append_request_writes_what_protobuf_serializes(name, r):
     buf = bytearray(b"head")
     pick(name).append_request(buf, r["rid"], r["op"], r["group"], r["key"], r["value"],
                               r["ttl"], r["flags"], r["negative"], r["keys"],
-                              encode_groups(r["groups"]), r["cas"], r["delta"])
+                              encode_groups(r["groups"]), r["cas"], r["delta"], r["lease"],
+                              r["lease_ttl"], r["meta"])
     assert bytes(buf) == b"head" + len_field(REQUESTS, pb_request(r).SerializeToString())
 
 
@@ -66,7 +67,8 @@ def test_append_response_writes_what_protobuf_serializes(name, r):
     buf = bytearray()
     stats = r["stats"].SerializeToString() if r["stats"] is not None else b""
     pick(name).append_response(buf, r["rid"], r["status"], r["value"], r["error"], r["flags"],
-                               stats, r["negative"], r["values"], r["cas"])
+                               stats, r["negative"], r["values"], r["cas"], r["lease"],
+                               r["stale"], r["meta"])
     expected = pb_response({**r, "ttl": 0.0})  # (a ttl is answered by a message: storage_node/ops.py)
     if r["stats"] is not None and not stats:
         expected.ClearField("stats")  # an empty sub-message is not written by ours
@@ -80,9 +82,11 @@ def test_decode_requests_reads_what_protobuf_wrote(name, r):
     payload = pb.Frame(requests=[pb_request(r), pb.Request(id=7, op=pb.PING)]).SerializeToString()
     first, second = pick(name).decode_requests(payload)
     assert (first.id, first.op, first.group, first.key, first.value, first.ttl, first.flags,
-            first.negative, list(first.keys), list(first.groups), first.cas, first.delta) == (
+            first.negative, list(first.keys), list(first.groups), first.cas, first.delta,
+            first.lease, first.lease_ttl, first.meta) == (
         r["rid"], r["op"], r["group"], r["key"], r["value"], r["ttl"], r["flags"],
-        r["negative"], r["keys"], r["groups"], r["cas"], r["delta"])
+        r["negative"], r["keys"], r["groups"], r["cas"], r["delta"], r["lease"],
+        r["lease_ttl"], r["meta"])
     assert (second.id, second.op, second.key, list(second.keys)) == (7, pb.PING, b"", [])
 
 
@@ -93,9 +97,9 @@ def test_decode_responses_reads_what_protobuf_wrote(name, r):
     payload = pb.Frame(responses=[pb_response(r)]).SerializeToString()
     (ours,) = pick(name).decode_responses(payload)
     assert (ours.id, ours.status, ours.value, ours.error, ours.flags, ours.negative,
-            list(ours.values), ours.cas, ours.ttl) == (
+            list(ours.values), ours.cas, ours.ttl, ours.lease, ours.stale, ours.meta) == (
         r["rid"], r["status"], r["value"], r["error"], r["flags"], r["negative"], r["values"],
-        r["cas"], r["ttl"])
+        r["cas"], r["ttl"], r["lease"], r["stale"], r["meta"])
     assert ours.stats == (r["stats"] or pb.NodeStats())
 
 

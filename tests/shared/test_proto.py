@@ -9,13 +9,16 @@ def test_schema_has_the_ops_and_room_for_more():
     ops = set(pb.Op.keys())
     assert {"GET", "SET", "DELETE", "TOUCH", "PING", "STATS", "CONFIGURE", "ADD", "REPLACE"} <= ops
     assert {"DUMP", "RESTORE"} <= ops  # 10 and 11: a group's entries out and back in
-    # Op numbers 12-19 stay free for later ops (leases).
+    # Op numbers 12-15 are the leases' and memcached's meta get; 16-19 stay free.
+    assert {"LEASE_GET", "LEASE_FILL", "LEASE_RELEASE", "META_GET"} <= ops
+    assert [pb.Op.Value(n) for n in ("LEASE_GET", "LEASE_FILL", "LEASE_RELEASE", "META_GET")] == [
+        12, 13, 14, 15]
     from google.protobuf import descriptor_pb2
 
     schema = descriptor_pb2.FileDescriptorProto()
     pb.DESCRIPTOR.CopyToProto(schema)
     op_enum = next(e for e in schema.enum_type if e.name == "Op")
-    assert [(r.start, r.end) for r in op_enum.reserved_range] == [(12, 19)]
+    assert [(r.start, r.end) for r in op_enum.reserved_range] == [(16, 19)]
     # A batch round-trips through one Frame.
     frame = pb.Frame()
     frame.requests.add(id=1, op=pb.GET, group="g", key=b"k")

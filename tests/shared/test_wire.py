@@ -13,7 +13,8 @@ from tests.shared.wire_strategies import pb_request, requests
 def ours_request(r) -> bytes:
     return wire.encode_request(r["rid"], r["op"], r["group"].encode(), r["key"], r["value"],
                                r["ttl"], r["flags"], r["negative"], r["keys"],
-                               wire.encode_groups(r["groups"]), r["cas"], r["delta"])
+                               wire.encode_groups(r["groups"]), r["cas"], r["delta"],
+                               r["lease"], r["lease_ttl"], r["meta"])
 
 
 @given(requests())
@@ -24,6 +25,19 @@ def test_a_request_is_encoded_byte_for_byte_as_protobuf_does(r):
 
 
 
+
+
+def test_the_tags_are_the_schemas():
+    fields = {f.name: f for f in pb.Request.DESCRIPTOR.fields}
+    wire_type = {fields["ttl"].TYPE_DOUBLE: 1, fields["key"].TYPE_BYTES: 2,
+                 fields["group"].TYPE_STRING: 2, fields["groups"].TYPE_MESSAGE: 2}
+    for name, tag in vars(wire.Tag).items():
+        if name.isupper():
+            field = fields[name.lower()]
+            assert tag == field.number << 3 | wire_type.get(field.type, 0), name
+    frame = {f.name: f.number for f in pb.Frame.DESCRIPTOR.fields}
+    assert (wire.REQUESTS, wire.RESPONSES) == (frame["requests"] << 3 | 2,
+                                                 frame["responses"] << 3 | 2)
 
 
 def test_frames_of_ours_are_read_by_the_library():

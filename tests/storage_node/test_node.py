@@ -259,7 +259,7 @@ def test_ping_needs_no_group(node):
     assert node.handle(pb.Request(id=42, op=pb.PING)) == pb.Response(id=42, status=pb.OK)
 
 
-@pytest.mark.parametrize("op", [pb.OP_UNSPECIFIED, 12, 99])
+@pytest.mark.parametrize("op", [pb.OP_UNSPECIFIED, 16, 99])
 def test_unknown_op(node, op):
     assert node.handle(pb.Request(id=5, op=op, group="g")) == pb.Response(
         id=5, status=pb.UNKNOWN_OP, error=f"unknown op {op}"
@@ -571,6 +571,7 @@ def test_stats_counts_exactly(clock):
         frames=1,
         requests=11,  # CONFIGURE, 9 in the frame, this STATS
         configured=True,
+        leases=pb.LeaseStats(),  # no read asked for one
     )
 
 

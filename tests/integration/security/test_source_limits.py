@@ -14,7 +14,7 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheServerError
 
-from router.memcache.server import MAX_KEYS_PER_GET
+from router.memcache.keys import MAX_KEYS_PER_GET
 from tests.integration.cluster import Cluster
 from tests.integration.servers import timed_error, wait_for
 

@@ -8,14 +8,14 @@ import textwrap
 import pytest
 
 from examples import demo
-from router.cli.up import (
+from router.cli.plan import (
     banner,
     is_on_this_host,
-    main,
     node_max_memory,
     node_trust_args,
     plan_children,
 )
+from router.cli.up import main
 from router.config.topology import parse_topology, parse_topology_text
 from router.process.supervise import ChildSpec
 

@@ -1,4 +1,4 @@
-"""Per-group load bounds (router/cluster/loads.py), alone, under a python source, and in the core:
+"""Per-group load bounds (router/cluster/loads.py), alone, under a python source, and in the Router:
 deterministic, with fake clocks and a thread pool the test runs by hand."""
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def test_a_coroutine_load_that_times_out_is_cancelled_and_frees_its_slot():
     assert limiter.running == 0
 
 
-# -- in the router core -------------------------------------------------------------------
+# -- in the Router -----------------------------------------------------------------------
 
 BOUNDED = {"scores": {"source": {"python": "fake:scores", "concurrency": 2, "queue": 1}}}
 

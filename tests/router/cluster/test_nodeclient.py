@@ -13,13 +13,13 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from router.cluster import nodeclient
+from router.cluster.batcher import FLUSH_BYTES, SAMPLE_EVERY
 from router.cluster.errors import NodeUnavailable
 from router.cluster.nodeclient import (
     REPORT_AFTER_ATTEMPTS,
     CONNECTING,
     DOWN,
     PROBING,
-    SAMPLE_EVERY,
     STOPPED,
     UP,
     NodeClient,
@@ -334,7 +334,7 @@ def test_reconnect_backoff_grows_capped_with_jitter(reactor):
 
 def test_large_values_flush_early(reactor, connected):
     client, peer = connected
-    half = b"v" * (nodeclient.FLUSH_BYTES // 2 - 1)
+    half = b"v" * (FLUSH_BYTES // 2 - 1)
     client.request(pb.SET, "scores", b"1", half)
     assert peer.transport.value() == b""
     client.request(pb.SET, "scores", b"2", half)  # keys and values now reach FLUSH_BYTES
@@ -556,3 +556,59 @@ def test_a_replay_cut_off_is_handed_back_for_the_next_return(reactor):
     peer.lose()
     assert missed.failed == [("node-a", [(pb.DELETE, "sessions", b"k1")])]
     assert client.state == DOWN
+
+# -- requests that may wait at the node (leases) ------------------------------------------------
+
+
+def test_a_request_that_may_wait_has_its_own_deadline_beyond_its_frames(reactor, connected):
+    client, peer = connected
+    waiting = outcomes(client.request(pb.LEASE_GET, "scores", b"k", lease_ttl=4.0, wait=8.0))
+    plain = outcomes(client.request(pb.GET, "scores", b"j"))
+    reactor.advance(0)
+    [frame] = peer.frames()
+    assert (frame.requests[0].op, frame.requests[0].lease_ttl) == (pb.LEASE_GET, 4.0)
+    reactor.advance(0.5)
+    assert len(plain) == 1 and waiting == []  # the frame's deadline passed: not its own
+    reactor.advance(7.5)
+    assert waiting == []
+    reactor.advance(0.5)
+    [failure] = waiting
+    assert str(failure.value) == "node node-a unavailable: no answer within 8500ms"
+    assert client.timeouts == 2 and client.state == UP
+
+
+def test_a_waiting_request_answered_in_time_cancels_its_deadline(reactor, connected):
+    client, peer = connected
+    waiting = outcomes(client.request(pb.LEASE_GET, "scores", b"k", lease_ttl=4.0, wait=8.0))
+    reactor.advance(0)
+    peer.frames()
+    reactor.advance(3)
+    peer.answer(pb.Response(id=1, value=b"filled elsewhere"))
+    assert waiting[0].value == b"filled elsewhere"
+    assert all(c.func.__name__ != "_expire_patient" for c in reactor.getDelayedCalls())
+    reactor.advance(10)
+    assert client.timeouts == 0
+
+
+def test_waiting_requests_fail_with_their_connection(reactor, connected):
+    client, peer = connected
+    waiting = outcomes(client.request(pb.LEASE_GET, "scores", b"k", lease_ttl=4.0, wait=8.0))
+    reactor.advance(0)
+    peer.lose()
+    [failure] = waiting
+    assert failure.check(NodeUnavailable)
+    assert all(c.func.__name__ != "_expire_patient" for c in reactor.getDelayedCalls())
+
+
+def test_a_node_without_leases_is_logged_once_and_asked_again_after_a_reconnect(reactor, connected):
+    client, peer = connected
+    with capturedLogs() as events:
+        client.lacks_leases()
+        client.lacks_leases()
+    [event] = events
+    assert "does not know leases" in formatEvent(event)
+    assert client.leases is False
+    peer.lose()
+    reactor.advance(1)
+    Peer(reactor)
+    assert client.leases is True  # it may have come back upgraded

@@ -1,9 +1,8 @@
-"""Router core with fake node clients and sources: read-through, singleflight, stores, reload."""
+"""Router with fake node clients and sources: read-through, singleflight, stores, reload."""
 
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import FirstError
 
 from router.cluster.errors import (
     NodeError,
@@ -14,9 +13,9 @@ from router.cluster.errors import (
 )
 from router.cluster.ring import HashRing
 from router.cluster.router import Item
-from shared import entry
 from shared import ringcache_pb2 as pb
 from tests.fakes import (
+    LEASE,
     SCORES,
     FakeNodes,
     FakeSources,
@@ -44,18 +43,21 @@ def test_hundred_concurrent_misses_load_once():
     gets = [outcomes(router.get("scores", b"k")) for _ in range(100)]
     for sent in node(router).take():
         sent.answer(pb.NOT_FOUND)
-    # Inside the flight the node is asked once more before loading.
+    # Inside the flight the node is asked once more, for a lease: the source's timeout
+    # (3 s by default) and a margin is its life, twice that what the node may hold it.
     [recheck] = node(router).take()
-    assert (recheck.op, recheck.key) == (pb.GET, b"k")
+    assert (recheck.op, recheck.key, recheck.lease_ttl, recheck.wait) == (
+        pb.LEASE_GET, b"k", 4.0, 8.0)
     assert source.loads == []
-    recheck.answer(pb.NOT_FOUND)
+    recheck.answer(pb.NOT_FOUND)  # with the lease: this router loads
     [(key, load)] = source.loads
     assert key == "k"
     load.callback(b"v")
-    # The value is stored, with the group's ttl, before any waiter is answered.
+    # The value is stored under the lease, with the group's ttl, before any waiter is
+    # answered.
     [fill] = node(router).take()
-    assert (fill.op, fill.group, fill.key, fill.value, fill.ttl) == (pb.SET, "scores", b"k",
-                                                                      b"v", 300.0)
+    assert (fill.op, fill.group, fill.key, fill.value, fill.ttl, fill.lease) == (
+        pb.LEASE_FILL, "scores", b"k", b"v", 300.0, LEASE)
     assert all(g == [] for g in gets)
     fill.answer()
     assert all(g == [Item(b"v", 0, hit=False)] for g in gets)
@@ -88,7 +90,8 @@ def test_source_without_value_is_none_and_not_cached():
         node(router).take()[0].answer(pb.NOT_FOUND)
         source.loads[-1][1].callback(None)
         assert got == [None]
-        assert node(router).sent == []  # no SET
+        [release] = node(router).take()  # no fill: the lease is given back
+        assert (release.op, release.lease, release.meta) == (pb.LEASE_RELEASE, LEASE, 0)
         assert len(source.loads) == attempt
     assert router.stats.load_results[("scores", "not_found")] == 2
 
@@ -108,7 +111,9 @@ def test_source_error_reaches_every_waiter_and_is_not_cached(error, reason):
     for [failure] in gets:
         assert failure.check(SourceError)
         assert str(failure.value) == f"source python:fake:scores failed: {reason}"
-    assert node(router).sent == []
+    [release] = node(router).take()  # the lease back, saying why: the node's waiters get it
+    assert (release.op, release.meta, release.value) == (
+        pb.LEASE_RELEASE, pb.LEASE_FAILED, reason.encode())
     assert router.stats.load_results[("scores", "error")] == 1
     # Not cached: the next miss loads again.
     router.get("scores", b"k")
@@ -214,76 +219,6 @@ def test_delete_and_touch():
     broken.answer(pb.ERROR, error="disk on fire")
     assert (found, missing) == ([True], [False])
     assert str(failed[0].value) == "disk on fire"
-
-
-def test_get_many_answers_in_order():
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
-    [many] = node(router).take()
-    assert (many.op, many.group, many.keys) == (pb.GET_MANY, "sessions", [b"a", b"b"])
-    many.answer(values=[b"", entry.pack(b"B")])
-    assert got == [[None, Item(b"B", 0)]]
-
-
-def test_get_many_unpacks_flags_and_negative_entries():
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", k) for k in (b"a", b"b", b"c")]))
-    [many] = node(router).take()
-    many.answer(values=[entry.pack(b"A", 7), entry.NEGATIVE, entry.pack(b"")])
-    assert got == [[Item(b"A", 7), None, Item(b"", 0)]]
-    assert (router.stats.hits, router.stats.misses, router.stats.negative_hits) == (2, 1, 1)
-
-
-def test_get_many_batches_per_node_and_reads_through_misses():
-    router = make_router(topology(nodes=("node-a", "node-b")))
-    keys = [b"k%d" % i for i in range(12)]
-    got = outcomes(router.get_many([("scores", k) for k in keys]))
-    sent = {name: c.take() for name, c in router.clients.items()}
-    # One GET_MANY per node, holding exactly the keys that node owns.
-    for name, [many] in sent.items():
-        assert many.op == pb.GET_MANY
-        assert many.keys == [k for k in keys if router.owner("scores", k) == name]
-    assert sorted(k for [many] in sent.values() for k in many.keys) == sorted(keys)
-    assert all(many.keys for [many] in sent.values())  # both nodes got a share
-    for [many] in sent.values():
-        many.answer(values=[b"" if k == b"k3" else entry.pack(b"v-" + k) for k in many.keys])
-    # k3 missed: re-checked inside the flight, then loaded and filled.
-    owner = router.clients[router.owner("scores", b"k3")]
-    owner.take()[0].answer(pb.NOT_FOUND)
-    router.groups["scores"].source.loads[0][1].callback(b"loaded")
-    owner.take()[0].answer()
-    assert got == [[Item(b"loaded", 0, hit=False) if k == b"k3" else Item(b"v-" + k, 0) for k in keys]]
-
-
-@pytest.mark.parametrize("status", [pb.UNKNOWN_OP, pb.ERROR])
-def test_get_many_refused_is_asked_again_key_by_key(status):
-    # UNKNOWN_OP: a node of an older release, mid-upgrade; ERROR: the answers would not
-    # fit one frame. Either way each key is then read on its own.
-    router = make_router()
-    got = outcomes(router.get_many([("sessions", b"a"), ("sessions", b"b")]))
-    [many] = node(router).take()
-    many.answer(status, error="no")
-    a, b = node(router).take()
-    assert [(s.op, s.key) for s in (a, b)] == [(pb.GET, b"a"), (pb.GET, b"b")]
-    a.answer(value=b"A")
-    b.answer(pb.NOT_FOUND)
-    assert got == [[Item(b"A", 0), None]]
-
-
-def test_get_many_with_a_node_down_fails_the_plain_group_and_reads_through_the_other():
-    router = make_router(topology(nodes=("node-a", "node-b")))
-    down = router.clients["node-b"]
-    on_b = next(b"k%d" % i for i in range(100) if router.owner("sessions", b"k%d" % i) == "node-b")
-    s_on_b = next(b"s%d" % i for i in range(100) if router.owner("scores", b"s%d" % i) == "node-b")
-    got = outcomes(router.get_many([("scores", s_on_b)]))
-    down.take()[0].fail()
-    router.groups["scores"].source.loads[0][1].callback(b"from source")
-    assert got == [[Item(b"from source", 0, hit=False)]]
-    assert down.sent == []  # answered from the source without caching
-    plain = outcomes(router.get_many([("sessions", on_b)]))
-    down.take()[0].fail()
-    assert plain[0].check(FirstError)
-    assert plain[0].value.subFailure.check(NodeUnavailable)
 
 
 def test_keys_go_to_their_ring_owner():
@@ -460,7 +395,8 @@ def test_negative_ttl_caches_not_found_and_spares_the_source():
     node(router).take()[0].answer(pb.NOT_FOUND)  # the re-check inside the flight
     source.loads[0][1].callback(None)
     [fill] = node(router).take()
-    assert (fill.op, fill.key, fill.negative, fill.ttl) == (pb.SET, b"nobody", True, 30.0)
+    assert (fill.op, fill.key, fill.negative, fill.ttl, fill.lease) == (
+        pb.LEASE_FILL, b"nobody", True, 30.0, LEASE)
     fill.answer()
     assert got == [None]
     # The node now answers "negative": not found, and no load.
@@ -478,7 +414,7 @@ def test_without_negative_ttl_not_found_is_not_cached():
     node(router).take()[0].answer(pb.NOT_FOUND)
     router.groups["scores"].source.loads[0][1].callback(None)
     assert got == [None]
-    assert node(router).sent == []
+    assert [s.op for s in node(router).take()] == [pb.LEASE_RELEASE]  # nothing stored
 
 
 
@@ -778,11 +714,16 @@ def test_a_read_through_key_every_copy_missed_is_loaded_once_and_cached_on_each(
     got = outcomes(router.get("scores", b"k"))
     first.take()[0].answer(pb.NOT_FOUND)
     second.take()[0].answer(pb.NOT_FOUND)
-    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight
+    first.take()[0].answer(pb.NOT_FOUND)  # the look again inside the flight: the lease
+    # The other copy is asked for a lease of its own, which never waits, before the load.
+    [copy] = second.take()
+    assert (copy.op, copy.meta) == (pb.LEASE_GET, pb.LEASE_NO_WAIT)
+    copy.answer(pb.NOT_FOUND, lease=78)
     [(key, load)] = sources.built[0].loads
     load.callback(b"score-of-k")
     fills = first.take() + second.take()
-    assert [(f.op, f.value) for f in fills] == [(pb.SET, b"score-of-k")] * 2
+    assert [(f.op, f.value, f.lease) for f in fills] == [(pb.LEASE_FILL, b"score-of-k", LEASE),
+                                                         (pb.LEASE_FILL, b"score-of-k", 78)]
     for fill in fills:
         fill.answer()
     assert got == [Item(b"score-of-k", hit=False)] and router.stats.loads == 1
@@ -794,6 +735,3 @@ def test_a_cached_absence_on_the_first_copy_is_not_repaired():
     first.take()[0].answer(pb.NOT_FOUND, negative=True)
     assert got == [None] and second.sent == []
 
-
-def test_get_many_of_no_keys_answers_at_once():
-    assert outcomes(make_router().get_many([])) == [[]]

@@ -85,7 +85,7 @@ def test_a_loaded_value_carries_the_cas_unique_its_store_was_given():
     node(router).take()[0].answer(pb.NOT_FOUND)  # looked at again inside the flight
     router.groups["scores"].source.loads[0][1].callback(b"loaded")
     [store] = node(router).take()
-    assert store.op == pb.SET
+    assert store.op == pb.LEASE_FILL
     store.answer(cas=41)
     assert got == [Item(b"loaded", 0, 41, hit=False)]
 

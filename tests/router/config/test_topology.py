@@ -138,6 +138,7 @@ class TestValidDocuments:
             "groups": {
                 "pages": {"policy": "python:my.cores:Arc", "max_bytes": "1GiB", "ttl": 30,
                           "negative_ttl": "500ms", "replicas": 2,
+                          "stale_while_revalidate": "30s", "stale_if_error": "10m",
                           "source": {"http": "https://origin/p/{key}", "timeout": "3s"}},
                 "kv": {"source": {"redis": "redis://localhost:6379/0", "key": "app:{key}"}},
                 "rows": {"policy": "lfu", "source": {"sql": "sqlite:///rows.db", "query": "SELECT v FROM t WHERE k = ?"}},
@@ -156,6 +157,8 @@ class TestValidDocuments:
         assert (pages.policy, pages.max_bytes, pages.ttl, pages.negative_ttl, pages.replicas) == (
             "python:my.cores:Arc", 1 << 30, 30.0, 0.5, 2,
         )
+        assert (pages.stale_while_revalidate, pages.stale_if_error) == (30.0, 600.0)
+        assert topology.groups["kv"].stale_while_revalidate is None
         assert pages.source == SourceSpec("http", "https://origin/p/{key}", {"timeout": 3.0})
         assert topology.groups["kv"].source == SourceSpec("redis", "redis://localhost:6379/0", {"key": "app:{key}"})
         assert topology.groups["rows"].source == SourceSpec(
@@ -236,9 +239,11 @@ BAD = [
     ("group name reserved", setitem("groups", "where", {}),
      "groups.where: 'where' is reserved by the HTTP API (/v1/where/...); choose another group name"),
     ("group not mapping", setitem("groups", "sessions", "lru"),
-     "groups.sessions: expected a mapping with keys policy, max_bytes, ttl, negative_ttl, replicas, source, got str 'lru'"),
+     "groups.sessions: expected a mapping with keys policy, max_bytes, ttl, negative_ttl, replicas, "
+     "source, stale_while_revalidate, stale_if_error, got str 'lru'"),
     ("unknown group key", setitem("groups", "sessions", "warmup", "1s"),
-     "groups.sessions.warmup: unknown key (allowed: policy, max_bytes, ttl, negative_ttl, replicas, source)"),
+     "groups.sessions.warmup: unknown key (allowed: policy, max_bytes, ttl, negative_ttl, replicas, "
+     "source, stale_while_revalidate, stale_if_error)"),
     ("bad policy", setitem("groups", "sessions", "policy", "fifo"),
      "groups.sessions.policy: expected adaptive, lru, lfu or python:module:Class, got 'fifo'"),
     ("bad python policy", setitem("groups", "sessions", "policy", "python:mod"),
@@ -251,6 +256,12 @@ BAD = [
     ("ttl zero", setitem("groups", "sessions", "ttl", 0), "groups.sessions.ttl: must be greater than zero, got 0"),
     ("negative ttl", setitem("groups", "sessions", "negative_ttl", "-5s"), "groups.sessions.negative_ttl: expected a duration"),
     ("replicas zero", setitem("groups", "sessions", "replicas", 0), "groups.sessions.replicas: expected a positive integer, got 0"),
+    ("swr words", setitem("groups", "scores", "stale_while_revalidate", "soon"),
+     "groups.scores.stale_while_revalidate: expected a duration like 500ms, 30s, 5m or 1h, got 'soon'"),
+    ("sie zero", setitem("groups", "scores", "stale_if_error", 0),
+     "groups.scores.stale_if_error: must be greater than zero, got 0"),
+    ("swr without a source", setitem("groups", "sessions", "stale_while_revalidate", "30s"),
+     "groups.sessions.stale_while_revalidate: needs a source: a stale value is answered while the source refreshes it"),
     ("replicas too many", setitem("groups", "sessions", "replicas", 3), "groups.sessions.replicas: 3 replicas but only 2 nodes"),
     ("source string", source("examples.demo:score"),
      "groups.scores.source: expected a mapping like {python: module:function}, got str 'examples.demo:score'"),

@@ -1,4 +1,4 @@
-"""router/getrun: gets routed, fetched and rendered a batch at a time, every test run against
+"""router/dataplane/getrun: gets routed, fetched and rendered a batch at a time, every test run against
 both twins (the compiled router.dataplane._getrun and the pure-Python router.dataplane.getrun_py)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.cluster.ring import HashRing, routing_key
+from router.config.topology import parse_topology
 from router.dataplane import getrun_py
 from shared import codec_py, entry
 from shared import ringcache_pb2 as pb
@@ -45,11 +46,16 @@ def table(impl, default="scores"):
                            [NODES.index(o) for o in owners])
 
 
-def expected_place(key: bytes, default="scores"):
-    prefix, sep, rest = key.partition(b":")
-    group = prefix.decode() if sep and prefix.decode("latin-1") in GROUPS else None
-    if group is None:
-        group, rest = default, key
+TOPOLOGY = parse_topology({
+    "router": {"default_group": "scores"},
+    "nodes": [{"name": n, "address": f"127.0.0.1:{7001 + i}"} for i, n in enumerate(NODES)],
+    "groups": {"scores": {}, "sessions": {}, "replicated": {"replicas": 2}},
+}, "t.yaml")
+
+
+def expected_place(key: bytes):
+    """Where the topology (its group) and the ring (its node) place a memcached key."""
+    group, rest = TOPOLOGY.group_for(key)
     node = -1 if group == "replicated" else NODES.index(RING.owner(routing_key(group, rest)))
     return GROUPS.index(group), rest, node
 
@@ -100,9 +106,43 @@ def test_anything_else_is_left_to_the_general_parser(impl, text):
     assert run_of(impl, text) == (0, None)
 
 
+def test_the_bytes_a_key_may_hold_are_memcacheds_key_rule(impl):
+    from router.memcache.keys import KEY_MAX_LENGTH, NOT_IN_KEYS
+
+    for byte in bytes(range(256)).translate(None, b" \n"):  # these split keys and lines
+        taken = run_of(impl, b"get a%cb\r\n" % byte)[1] is not None
+        assert taken == (byte not in NOT_IN_KEYS), hex(byte)
+    assert run_of(impl, b"get " + b"k" * KEY_MAX_LENGTH + b"\r\n")[1] is not None
+    assert run_of(impl, b"get " + b"k" * (KEY_MAX_LENGTH + 1) + b"\r\n")[1] is None
+
+
 def test_a_get_with_too_many_keys_is_left_to_the_general_parser(impl):
     pos, run = run_of(impl, b"get a\r\nget b c d\r\n", max_keys=2)
     assert pos == len(b"get a\r\n") and run.ncommands == 1
+
+
+def test_gets_the_parser_split_are_routed_as_plain_lines(impl):
+    from router.dataplane.getrun import route_gets
+    from router.memcache.text import Get
+
+    gets = [Get((b"a", b"sessions:s", b"a"), False), Get((b"b",) * 5000, True)]
+    run = route_gets(gets, table(impl), 1 << 26, take_gets=impl.take_gets)
+    assert (run.ncommands, run.nslots) == (2, 3)  # more keys than one line may hold
+    _, same = run_of(impl, b"get a sessions:s a\r\ngets" + b" b" * 5000 + b"\r\n",
+                     max_keys=5000)
+    assert run.batches == same.batches
+    fill_all(run, {("scores", b"a"): entry.pack(b"A"), ("scores", b"b"): entry.pack(b"B", 1, 9)},
+             as_list=True)
+    assert run.render() == (b"VALUE a 0 1\r\nA\r\nVALUE a 0 1\r\nA\r\nEND\r\n"
+                            + b"VALUE b 1 1 9\r\nB\r\n" * 5000 + b"END\r\n")
+
+
+def test_route_gets_refuses_what_is_not_a_key(impl):
+    from router.dataplane.getrun import route_gets
+    from router.memcache.text import Get
+
+    with pytest.raises(ValueError):
+        route_gets([Get((b"a b",), False)], table(impl), 1 << 26, take_gets=impl.take_gets)
 
 
 def test_the_run_starts_at_pos(impl):
@@ -155,6 +195,19 @@ def test_hits_render_as_memcached_answers_them(impl, as_list):
         b"VALUE b 5 2 8\r\nBB\r\nVALUE a 0 1 7\r\nA\r\nEND\r\n"
         b"VALUE sessions:s 0 1\r\nS\r\nVALUE f 3 1\r\nF\r\nVALUE a 0 1\r\nA\r\nEND\r\n")
     assert (run.hits, run.misses) == (6, 1)
+
+
+@pytest.mark.parametrize("as_list", [True, False], ids=["bytes", "valuelist"])
+def test_entries_with_memcacheds_item_bits_render_as_their_values(impl, as_list):
+    # md I / ms I / mg N leave kind 5 entries (shared/entry.py): plain gets read through them.
+    store = {("scores", b"a"): entry.with_bits(entry.pack(b"A", 4, 7), entry.STALE),
+             ("scores", b"b"): entry.with_bits(entry.pack(b"", 0, 8), entry.WIN_SENT),
+             ("scores", b"c"): b"\x05\x01"}  # bits and nothing behind them: not a value
+    pos, run = run_of(impl, b"gets a b c\r\n")
+    fill_all(run, store, as_list)
+    assert [u[4] for u in run.unresolved()] == [b"c"]
+    run.resolve(run.unresolved()[0][0], b"")
+    assert run.render() == b"VALUE a 4 1 7\r\nA\r\nVALUE b 0 0 8\r\n\r\nEND\r\n"
 
 
 def test_misses_negatives_failures_and_other_groups_are_unresolved(impl):

@@ -51,6 +51,18 @@ def test_get_hit_answers_the_raw_value(router, client):
     assert router.stats.requests == {("http", "get", "hit"): 1}
 
 
+@pytest.mark.parametrize("item, status", [
+    (Item(b"v"), "ringcache; hit"),
+    (Item(b"v", hit=False), "ringcache; fwd=miss"),  # loaded from the source now
+    (Item(b"v", hit=False, stale="revalidate"), "ringcache; hit; detail=stale-while-revalidate"),
+    (Item(b"v", hit=False, stale="if_error"), "ringcache; fwd=stale; detail=stale-if-error"),
+])
+def test_a_value_says_where_it_came_from_in_cache_status(router, client, item, status):
+    router.pending = succeed(item)
+    r = call(client, "GET", "/v1/scores/k")
+    assert (r.code, r.body, r.headers["cache-status"]) == (200, b"v", status)
+
+
 def test_gets_name_their_connection_so_its_loads_queue_apart(router, client):
     # router/cluster/loads.py serves a group's waiting loads a connection at a time.
     call(client, "GET", "/v1/scores/a")
@@ -279,6 +291,8 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
     stats.observe_load("scores", 0.25, None)
     stats.node_errors_by["node-b"], stats.failovers = 3, 4
     stats.warmup_hits, stats.negative_hits, stats.replica_errors = 8, 9, 10
+    stats.lease_loads["scores"], stats.lease_fills_dropped["scores"] = 11, 12
+    stats.stale_answers["scores", "revalidate"], stats.stale_answers["scores", "if_error"] = 13, 14
     stats.count("memcache", "get", "hit", 5)
     stats.observe("memcache", "get", 0.002, 5)
     router.flight.coalesced = 6
@@ -299,9 +313,12 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
                    "latency": {"memcache/get": {"count": 5, "seconds": 0.01}},
                    "groups": {
                        "scores": {"hits": 5, "misses": 2, "loads": 1, "load_results": {"ok": 1},
-                                  "load_seconds": 0.25},
+                                  "load_seconds": 0.25, "lease_loads": 11,
+                                  "lease_fills_dropped": 12,
+                                  "stale_answers": {"revalidate": 13, "if_error": 14}},
                        "sessions": {"hits": 0, "misses": 0, "loads": 0, "load_results": {},
-                                    "load_seconds": 0}},
+                                    "load_seconds": 0, "lease_loads": 0,
+                                    "lease_fills_dropped": 0, "stale_answers": {}}},
                    "source_loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
         "config": CONFIG,
         "nodes": {

@@ -17,6 +17,7 @@ from router.http.admin_token import AdminToken, TokenUnavailable, bearer, read_t
 from router.http.api import ADMIN, OPEN, READ, build_site, protection
 from router.http.bounds import IDLE_TIMEOUT, LINGER, LOG_INTERVAL, MAX_URL
 from router.http.rate_limit import TokenBucket
+from router.process.security import exposure_warnings
 from tests.fakes import TOPOLOGY, FakeHTTPRouter, HTTPConn, parse_response
 
 TOKEN = "s3cret-token"
@@ -225,14 +226,15 @@ def test_bearer_and_matches():
     assert not AdminToken.matches(b"abc", None)
 
 
-def test_a_non_loopback_listener_without_a_token_is_a_warning(router):
+def test_an_api_open_beyond_this_host_is_warned_of_once_by_the_process_not_the_site(router):
     document = copy.deepcopy(TOPOLOGY)
     document["router"]["http"] = "0.0.0.0:8080"
     router.topology = parse_topology(document, "topology.yaml")
     with capturedLogs() as events:
         HTTPConn(router)
-    [event] = [e for e in events if "has no token" in e["log_format"]]
-    assert event["address"] == "0.0.0.0:8080"
+    assert events == []
+    [warning] = exposure_warnings(router.topology, nodes_authenticated=True, environ={})
+    assert "HTTP API 0.0.0.0:8080 is reachable from other hosts with no admin token" in warning
 
 
 # -- the reload rate ---------------------------------------------------------------------

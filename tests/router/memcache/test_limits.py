@@ -8,20 +8,40 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 
 from router.cluster.errors import NodeTimeout, NodeUnavailable
-from router.cluster.router import Item
 from router.config.topology import LimitsConfig
-from router.memcache.server import MAX_GET_ANSWER, MAX_KEYS_PER_GET, MemcacheFactory
-from tests.fakes import FakeMemcacheRouter
+from router.memcache.server import MemcacheFactory
+from router.memcache.keys import MAX_KEYS_PER_GET
+from router.memcache.text_commands import MAX_GET_ANSWER
+from shared import entry
+from shared import ringcache_pb2 as pb
+from tests.fakes import FakeMemcacheRouter, PlaneConn
 from tests.helpers import CountingTransport
 
 
 class Listener:
-    """A factory with ``limits`` and the connections a test opens on it."""
+    """A factory with ``limits`` and the connections a test opens on it: on a fake router,
+    or (``plane``) on a real Router whose node, a PlaneClient, answers the data plane."""
 
-    def __init__(self, fd_limit=None, **limits):
-        self.clock = Clock()
-        self.router = FakeMemcacheRouter()
+    def __init__(self, fd_limit=None, plane=False, **limits):
+        if plane:
+            self.router = PlaneConn(groups={"scores": {}, "sessions": {}}).router
+            self.clock = self.router.reactor
+        else:
+            self.clock = Clock()
+            self.router = FakeMemcacheRouter()
         self.factory = MemcacheFactory(self.router, self.clock, LimitsConfig(**limits), fd_limit)
+
+    def node(self):
+        return self.router.clients["node-a"]
+
+    def answer(self, **entries) -> None:
+        """The node answers every GET_MANY waiting from ``entries`` (key -> entry)."""
+        self.node().answer_prepared(lambda request: pb.Response(
+            values=[entries.get(k.decode(), b"") for k in request.keys]))
+
+    def requested(self) -> list:
+        """The keys of each GET_MANY waiting, as lists."""
+        return [list(request.keys) for request, _ in self.node().prepared]
 
     def connect(self):
         protocol = self.factory.buildProtocol(None)
@@ -38,7 +58,7 @@ def test_past_the_connection_cap_a_client_is_told_why_and_closed():
     for _, transport in refused:
         assert transport.value() == b"SERVER_ERROR too many connections\r\n"
         assert transport.disconnecting
-    assert listener.factory.gate.refused == 50
+    assert listener.factory.bounds.refused == 50
     # One log line for the burst, not one per refusal; the next carries the count.
     assert len(events) == 1
     listener.clock.advance(10)
@@ -56,7 +76,7 @@ def test_past_the_connection_cap_a_client_is_told_why_and_closed():
 def test_the_cap_is_lowered_to_what_the_descriptor_limit_allows():
     with capturedLogs() as events:
         listener = Listener(fd_limit=3, max_connections=4096)
-    assert listener.factory.gate.limit == 3
+    assert listener.factory.bounds.limit == 3
     assert formatEvent(events[0]).startswith("limits.max_connections 4096 lowered to 3:")
 
 
@@ -69,7 +89,7 @@ def test_a_half_sent_command_times_out_and_closes():
     listener.clock.advance(2)
     assert transport.value() == b"CLIENT_ERROR command not completed within 10s\r\n"
     assert transport.disconnecting
-    assert listener.factory.gate.timed_out == 1
+    assert listener.factory.bounds.timed_out == 1
 
 
 def test_a_refused_value_still_being_discarded_is_mid_command():
@@ -78,7 +98,7 @@ def test_a_refused_value_still_being_discarded_is_mid_command():
     protocol.dataReceived(b"set k 0 0 1048576\r\n" + b"x" * 1000)  # over item_size_max
     assert protocol.partial_since is not None
     listener.clock.advance(11)
-    assert listener.factory.gate.timed_out == 1
+    assert listener.factory.bounds.timed_out == 1
 
 
 def test_a_command_line_trickling_in_is_timed_from_its_first_byte():
@@ -113,12 +133,12 @@ def test_idle_connections_close_only_when_an_idle_timeout_is_set():
 
 
 def test_a_connection_waiting_on_its_answers_is_not_idle():
-    listener = Listener(idle_timeout=5)
+    listener = Listener(idle_timeout=5, plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"get slow\r\n")
     listener.clock.advance(30)
     assert not transport.disconnecting
-    listener.router.deferreds()[0].callback(Item(b"v"))
+    listener.answer(slow=entry.pack(b"v"))
     listener.clock.advance(0)
     assert transport.value() == b"VALUE slow 0 1\r\nv\r\nEND\r\n"
     listener.clock.advance(6)
@@ -126,7 +146,7 @@ def test_a_connection_waiting_on_its_answers_is_not_idle():
 
 
 def test_a_client_that_does_not_read_is_not_read_from():
-    listener = Listener(output_buffer=1000)
+    listener = Listener(output_buffer=1000, plane=True)
     protocol, transport = listener.connect()
     assert transport.producer is protocol and transport.streaming
     # The transport says its buffer is full (past its 64 KiB): with less than
@@ -137,7 +157,7 @@ def test_a_client_that_does_not_read_is_not_read_from():
     # ... and stops once an answer takes what is queued past output_buffer.
     protocol.dataReceived(b"get k\r\n")
     transport._tempDataLen = 1200
-    listener.router.deferreds()[0].callback(Item(b"v"))
+    listener.answer(k=entry.pack(b"v"))
     assert transport.producerState == "paused"
     # Everything sent: reading resumes.
     transport._tempDataLen = 0
@@ -146,14 +166,14 @@ def test_a_client_that_does_not_read_is_not_read_from():
 
 
 def test_half_close_still_answers_everything_received():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"set sessions:x 0 0 1\r\na\r\nget sessions:x\r\n")
     protocol.readConnectionLost()
     assert not transport.disconnecting
-    store, get = listener.router.deferreds()
-    store.callback(True)
-    get.callback(Item(b"a"))
+    [store] = listener.node().take()
+    store.answer(cas=1)
+    listener.answer(x=entry.pack(b"a"))
     listener.clock.advance(0)
     assert transport.value() == b"STORED\r\nVALUE sessions:x 0 1\r\na\r\nEND\r\n"
     assert transport.disconnecting
@@ -167,25 +187,21 @@ def test_half_close_with_nothing_pending_closes_at_once():
 
 
 def test_a_key_named_many_times_is_fetched_once_and_answered_each_time():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"get big" + b" big" * 999 + b" other\r\n")
-    assert listener.router.ops() == [("get", ("default", b"big")), ("get", ("default", b"other"))]
-    big, other = listener.router.deferreds()
-    big.callback(Item(b"B"))
-    other.callback(None)
+    assert listener.requested() == [[b"big", b"other"]]
+    listener.answer(big=entry.pack(b"B"))
     listener.clock.advance(0)
     assert transport.value() == b"VALUE big 0 1\r\nB\r\n" * 1000 + b"END\r\n"
 
 
 def test_duplicates_across_pipelined_gets_are_fetched_once():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"get a\r\nget a b\r\nget b\r\n")
-    assert listener.router.ops() == [("get", ("default", b"a")), ("get", ("default", b"b"))]
-    a, b = listener.router.deferreds()
-    a.callback(Item(b"A"))
-    b.callback(Item(b"B"))
+    assert listener.requested() == [[b"a", b"b"]]
+    listener.answer(a=entry.pack(b"A"), b=entry.pack(b"B"))
     listener.clock.advance(0)
     assert transport.value() == (b"VALUE a 0 1\r\nA\r\nEND\r\n"
                                  b"VALUE a 0 1\r\nA\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
@@ -193,36 +209,38 @@ def test_duplicates_across_pipelined_gets_are_fetched_once():
 
 
 def test_too_many_distinct_keys_in_one_get_are_refused():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     keys = b" ".join(b"k%d" % i for i in range(MAX_KEYS_PER_GET + 1))
-    protocol.dataReceived(b"get " + keys + b"\r\nget a\r\n")
-    assert [op for op, _ in listener.router.ops()] == ["get"]  # only the second command
-    listener.router.deferreds()[0].callback(None)
+    many = b" ".join([b"same"] * (MAX_KEYS_PER_GET + 1))  # many keys, but one distinct
+    protocol.dataReceived(b"get " + keys + b"\r\nget a\r\nget " + many + b"\r\n")
+    assert listener.requested() == [[b"a", b"same"]]  # not the first command's keys
+    listener.answer()
     listener.clock.advance(0)
     assert transport.value() == (b"CLIENT_ERROR too many keys in one get (at most 4096)\r\n"
-                                 b"END\r\n")
+                                 b"END\r\nEND\r\n")
+    assert listener.router.stats.requests[("memcache", "get", "error")] == 1
 
 
 def test_an_answer_too_big_to_hold_is_refused_with_memcacheds_words():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"get a b\r\n")
-    half = b"x" * (MAX_GET_ANSWER // 2 + 1)
-    for d in listener.router.deferreds():
-        d.callback(Item(half))
+    half = entry.pack(b"x" * (MAX_GET_ANSWER // 2 + 1))
+    listener.answer(a=half, b=half)
     listener.clock.advance(0)
     assert transport.value() == b"SERVER_ERROR out of memory writing get response\r\n"
 
 
 def test_a_write_that_timed_out_says_its_outcome_is_unknown():
-    listener = Listener()
+    listener = Listener(plane=True)
     protocol, transport = listener.connect()
     protocol.dataReceived(b"set k 0 0 1\r\nv\r\ndelete k\r\nset k 0 0 1\r\nv\r\nget k\r\n")
-    stored, deleted, refused, got = listener.router.deferreds()
-    stored.errback(NodeTimeout("node-a", 0.5))
-    deleted.errback(NodeTimeout("node-a", 0.5))
-    refused.errback(NodeUnavailable("node-a", "connection refused"))
+    stored, deleted, refused = listener.node().take()
+    stored.d.errback(NodeTimeout("node-a", 0.5))
+    deleted.d.errback(NodeTimeout("node-a", 0.5))
+    refused.d.errback(NodeUnavailable("node-a", "connection refused"))
+    [(_, got)] = listener.node().prepared
     got.errback(NodeTimeout("node-a", 0.5))
     listener.clock.advance(0)
     unknown = (b"SERVER_ERROR node node-a timed out (no answer within 500ms): the outcome is "

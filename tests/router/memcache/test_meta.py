@@ -1,5 +1,5 @@
 """memcached's meta commands: their lines parsed (whole, a byte at a time, with trailing
-data) and their answers, over a StringTransport against tests/router/memcache/test_server.py's
+data) and their answers, over a StringTransport against tests/fakes.py's
 fake router. Expected answers were taken from memcached 1.6 itself."""
 
 from __future__ import annotations
@@ -170,3 +170,88 @@ def test_me_answers_EN_and_mn_MN(conn):
     conn.send(b"me k\r\nmn\r\n")
     assert conn.turn() == b"EN\r\nMN\r\n"
     assert conn.router.calls == []
+
+
+# -- memcached's anti-stampede flags (storage_node/meta_ops.py keeps the item bits) ----------
+
+
+def test_md_i_marks_stale_with_t_and_ms_i_stores_stale_under_an_older_cas(conn):
+    from shared import ringcache_pb2 as pb
+
+    conn.send(b"md k I T30 q\r\nmd k I\r\nms k 2 I C5\r\nhi\r\nms k 2 I\r\nhi\r\n")
+    mark, touch_mark = pb.MARK_STALE, pb.MARK_STALE | pb.MG_TOUCH
+    assert conn.router.ops() == [
+        ("delete", ("default", b"k", b"", 30.0, 0, 0, touch_mark)),
+        ("delete", ("default", b"k", b"", None, 0, 0, mark)),
+        ("cas", ("default", b"k", b"hi", None, 0, 5, mark)),
+        ("set", ("default", b"k", b"hi", None, 0)),  # I without a CAS unique: a plain set
+    ]
+    for d in conn.router.deferreds():
+        d.callback(Written(STORED, 7))
+    assert conn.turn() == b"HD\r\nHD\r\nHD\r\n"  # the quiet md said nothing
+
+
+@pytest.mark.parametrize("line, sent, answer, reply", [
+    # N: the node made the item (created) and this get won it.
+    (b"mg k N30 v t\r\n", {"meta": "MG_VIVIFY", "delta": 30},
+     {"meta": ("ITEM_CREATED", "ITEM_WON"), "cas": 3}, b"VA 0 t30 W\r\n\r\n"),
+    # t before N shows the new item's ttl as it was made: none.
+    (b"mg k t N30\r\n", {"meta": "MG_VIVIFY", "delta": 30},
+     {"meta": ("ITEM_CREATED", "ITEM_WON")}, b"HD t-1 W\r\n"),
+    # R won; Z and X after; X for a stale item (md I) the first get wins.
+    (b"mg k R200 s\r\n", {"meta": "MG_RECACHE", "lease_ttl": 200},
+     {"value": b"ab", "ttl": 99.6, "meta": ("ITEM_WON",)}, b"HD s2 W\r\n"),
+    (b"mg k v t\r\n", {"meta": None}, {"value": b"ab", "ttl": 99.6,
+                                       "meta": ("ITEM_WIN_SENT", "ITEM_STALE")},
+     b"VA 2 t100 Z X\r\nab\r\n"),
+    # T before R is what R compares; the node is told the order.
+    (b"mg k T50 R200 t\r\n", {"meta": ("MG_TOUCH", "MG_TOUCH_FIRST", "MG_RECACHE"), "ttl": 50,
+                              "lease_ttl": 200},
+     {"value": b"ab", "ttl": 99.6, "meta": ("ITEM_WON",)}, b"HD t50 W\r\n"),
+])
+def test_mg_asks_the_owner_and_answers_its_item_bits(line, sent, answer, reply):
+    from shared import ringcache_pb2 as pb
+    from tests.fakes import PlaneConn
+
+    def bits(names):
+        names = (names,) if isinstance(names, str) else names or ()
+        out = 0
+        for name in names:
+            out |= getattr(pb, name)
+        return out
+
+    plane = PlaneConn(groups={"scores": {}})
+    plane.send(line)
+    [request] = plane.node().take()
+    assert (request.op, request.key, request.meta) == (pb.META_GET, b"k", bits(sent["meta"]))
+    for field in ("delta", "ttl", "lease_ttl"):
+        if field in sent:
+            assert getattr(request, field) == sent[field]
+    request.answer(**{**answer, "meta": bits(answer["meta"])})
+    assert plane.turn() == reply
+
+
+def test_mg_of_a_value_answered_stale_by_grace_shows_x():
+    from shared import ringcache_pb2 as pb
+    from tests.fakes import LEASE, PlaneConn
+
+    plane = PlaneConn(groups={"scores": {"ttl": "1m", "stale_while_revalidate": "30s",
+                                         "source": {"python": "fake:scores"}}})
+    plane.send(b"mg k v\r\n")
+    plane.node().take()[0].answer(pb.NOT_FOUND)  # past its ttl: a plain read misses it
+    [lease_get] = plane.node().take()
+    lease_get.answer(value=b"old", stale=pb.REVALIDATE, lease=LEASE)
+    assert plane.turn() == b"VA 3 X\r\nold\r\n"
+
+
+def test_mg_on_a_node_without_meta_get_takes_the_plain_way():
+    from shared import ringcache_pb2 as pb
+    from tests.fakes import PlaneConn
+
+    plane = PlaneConn(groups={"scores": {}})
+    plane.send(b"mg k v\r\n")
+    plane.node().take()[0].answer(pb.UNKNOWN_OP, error="unknown op 15")
+    [get] = plane.node().take()
+    assert get.op == pb.GET
+    get.answer(value=b"v")
+    assert plane.turn() == b"VA 1\r\nv\r\n"

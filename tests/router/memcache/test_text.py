@@ -309,6 +309,63 @@ def test_value_waits_for_its_line_end():
     assert parser.next_event() is None
 
 
+def lend_lines(chunks, take=b"get ") -> tuple[list, list]:
+    """Feed ``chunks`` as a connection does, lending the parser's buffer to a reader that
+    takes every whole line starting with ``take``, as the data plane takes plain gets:
+    (lines taken, events the parser gave)."""
+    parser = MemcacheParser()
+    taken, events = [], []
+
+    def read(buf, pos, table, max_line, max_keys, answer_max):
+        nl = buf.find(b"\n", pos)
+        if not buf.startswith(take, pos) or nl < 0:
+            return pos, None
+        return nl + 1, bytes(buf[pos:nl + 1])
+
+    for chunk in chunks:
+        parser.receive_data(chunk)
+        while True:
+            line = parser.lend(read, None, 1, 1)
+            if line is not None:
+                taken.append(line)
+                continue
+            event = parser.next_event()
+            if event is None:
+                break
+            events.append(event)
+    assert parser.buffered == 0
+    return taken, events
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes", "trailer"])
+def test_a_caller_may_read_lines_between_commands_but_never_inside_one(split):
+    # "get " inside a value is data, not a line to lend; after it the next line is.
+    data = b"get a\r\nset k 0 0 7\r\nget b\r\n\r\nget c\r\n"
+    chunks = {"whole": [data], "bytes": [data[i:i + 1] for i in range(len(data))],
+              "trailer": [data + TRAILER]}[split]
+    taken, events = lend_lines(chunks)
+    assert taken == [b"get a\r\n", b"get c\r\n"]
+    assert events == [store("set", b"k", b"get b\r\n")] + ([Version()] if split == "trailer" else [])
+
+
+def test_no_line_is_lent_while_a_refused_value_or_line_is_discarded():
+    parser = MemcacheParser(item_size_max=4)
+    asked = []
+
+    def read(buf, pos, *limits):
+        asked.append(bytes(buf[pos:]))
+        return pos, None
+
+    parser.receive_data(b"set k 0 0 10\r\nget x")
+    assert parser.next_event() == ServerError(TOO_LARGE, False, b"k")
+    assert parser.lend(read, None, 1, 1) is None and asked == []  # the refused value is still arriving
+    parser.receive_data(b"yzzzz\r\n")
+    assert parser.next_event() is None  # discarded: between commands again
+    parser.receive_data(b"get a\r\n")
+    parser.lend(read, None, 1, 1)
+    assert asked == [b"get a\r\n"]
+
+
 def test_events_are_frozen():
     with pytest.raises(AttributeError):
         Get((b"k",), False).keys = ()

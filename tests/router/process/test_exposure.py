@@ -53,3 +53,13 @@ def test_authentication_silences_each_warning(tmp_path):
                              environ={"RINGCACHE_ADMIN_TOKEN": "t"}) == []
 
 
+def test_a_token_that_cannot_be_read_closes_the_api_rather_than_open_it(tmp_path):
+    # Protected requests are then refused (router/http/admin_token.py): nothing is open.
+    (tmp_path / "empty.token").write_text("")
+    t = topology(tmp_path, router={"http": "0.0.0.0:8080"}, security={"token_file": "empty.token"})
+    assert exposure_warnings(t, nodes_authenticated=True, environ={}) == []
+    blank = topology(tmp_path, router={"http": "0.0.0.0:8080"})
+    assert len(exposure_warnings(blank, nodes_authenticated=True,
+                                 environ={"RINGCACHE_ADMIN_TOKEN": "  "})) == 1
+
+

@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 
 from router.cluster.errors import SourceError
 from router.config.topology import SourceSpec
-from router.sources import DEFAULT_TIMEOUT, build_source, to_bytes
+from router.sources import DEFAULT_TIMEOUT, build_source
+from router.sources.base import to_bytes
 from router.sources.python import PythonSource
 from tests.fakes import FakeReactor, SyncPool
 

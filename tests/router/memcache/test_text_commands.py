@@ -1,11 +1,11 @@
-"""MemcacheProtocol over a StringTransport, against a fake router whose Deferreds the test fires."""
+"""The memcached text protocol over a StringTransport: gets on a real Router whose nodes are
+fakes answering the data plane's GET_MANYs (PlaneConn), every other command against a fake
+router whose Deferreds the test fires (MemcacheConn)."""
 
 from __future__ import annotations
 
 import pytest
-from twisted.internet.defer import succeed
 from twisted.logger import capturedLogs
-from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, SourceError, TooLarge, UnknownGroup
 from router.cluster.router import Item
@@ -18,8 +18,14 @@ from router.cluster.writes import (
     Written,
 )
 from router.memcache.commands import ALREADY_EXPIRED
-from router.memcache.server import MAX_OUTSTANDING, VERSION
-from tests.fakes import NOW, MemcacheConn
+from router.memcache.connection import MAX_OUTSTANDING
+from router.memcache.stats import VERSION
+from shared import entry
+from shared import ringcache_pb2 as pb
+from tests.fakes import NOW, MemcacheConn, PlaneConn
+
+# Two groups without a source: a miss is a miss. Keys without a prefix are in "scores".
+PLAIN = {"scores": {}, "sessions": {}}
 
 
 @pytest.fixture
@@ -27,29 +33,51 @@ def conn():
     return MemcacheConn()
 
 
-def test_pipelined_answers_keep_request_order(conn):
-    conn.send(b"get a\r\nget b\r\nget c\r\n")
-    assert conn.router.ops() == [("get", ("default", k)) for k in (b"a", b"b", b"c")]
-    a, b, c = conn.router.deferreds()
-    c.callback(Item(b"C"))
-    conn.turn()
-    b.callback(None)
-    assert conn.turn() == b""  # a still blocks the head of the queue
-    a.callback(Item(b"A", 3))
-    assert conn.turn() == b"VALUE a 3 1\r\nA\r\nEND\r\nEND\r\nVALUE c 0 1\r\nC\r\nEND\r\n"
-    assert conn.transport.writes == 1
+@pytest.fixture
+def plane():
+    return PlaneConn(groups=PLAIN)
 
 
-def test_one_write_per_turn(conn):
-    conn.send(b"version\r\nget a\r\nbogus\r\nget b\r\n")
+def values(**entries) -> pb.Response:
+    """A GET_MANY's answer from ``entries`` (key name -> entry), b"" for the other keys."""
+    return lambda request: pb.Response(values=[entries.get(k.decode(), b"") for k in request.keys])
+
+
+def answer_each(plane, *answers):
+    """Answer the GET_MANYs waiting on node-a, in the order given by index, each with its
+    entry for every key (b"" a miss)."""
+    prepared = plane.node().prepared
+    plane.node().prepared = []
+    for i, stored in answers:
+        request, waiter = prepared[i]
+        waiter.callback(pb.Response(values=[stored] * len(request.keys)))
+
+
+def test_pipelined_answers_keep_request_order(plane):
+    # One get per read: three runs of the data plane, whose node answers come back in any
+    # order (one run per read is the data plane's batch).
+    for key in (b"a", b"b", b"c"):
+        plane.send(b"get %b\r\n" % key)
+    assert [list(r.keys) for r, _ in plane.node().prepared] == [[b"a"], [b"b"], [b"c"]]
+    prepared = list(plane.node().prepared)
+    plane.node().prepared = []
+    prepared[2][1].callback(pb.Response(values=[entry.pack(b"C")]))
+    plane.turn()
+    prepared[1][1].callback(pb.Response(values=[b""]))
+    assert plane.turn() == b""  # a still blocks the head of the queue
+    prepared[0][1].callback(pb.Response(values=[entry.pack(b"A", 3)]))
+    assert plane.turn() == b"VALUE a 3 1\r\nA\r\nEND\r\nEND\r\nVALUE c 0 1\r\nC\r\nEND\r\n"
+    assert plane.transport.writes == 1
+
+
+def test_one_write_per_turn(plane):
+    plane.send(b"version\r\nget a\r\nbogus\r\nget b\r\n")
     # The answer ready at the head goes out at once; the unknown command waits behind a.
-    assert conn.turn() == b"VERSION %b\r\n" % VERSION.encode()
-    assert conn.transport.writes == 1
-    a, b = conn.router.deferreds()
-    a.callback(None)
-    b.callback(Item(b"B"))
-    assert conn.turn() == b"END\r\nERROR\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
-    assert conn.transport.writes == 2
+    assert plane.turn() == b"VERSION %b\r\n" % VERSION.encode()
+    assert plane.transport.writes == 1
+    answer_each(plane, (0, b""), (1, entry.pack(b"B")))
+    assert plane.turn() == b"END\r\nERROR\r\nVALUE b 0 1\r\nB\r\nEND\r\n"
+    assert plane.transport.writes == 2
 
 
 def test_immediate_answers_are_written_at_the_end_of_the_read(conn):
@@ -58,66 +86,68 @@ def test_immediate_answers_are_written_at_the_end_of_the_read(conn):
     assert conn.transport.writes == 1
 
 
-def test_answers_ready_in_one_turn_share_one_write(conn):
-    conn.send(b"get a\r\nget b\r\nget c\r\n")
-    for d in conn.router.deferreds():
-        d.callback(None)
-    assert conn.turn() == b"END\r\n" * 3
-    assert conn.transport.writes == 1
+def test_answers_ready_in_one_turn_share_one_write(plane):
+    for key in (b"a", b"b", b"c"):
+        plane.send(b"get %b\r\n" % key)
+    answer_each(plane, (0, b""), (1, b""), (2, b""))
+    assert plane.turn() == b"END\r\n" * 3
+    assert plane.transport.writes == 1
 
 
-def test_value_line_uses_the_client_key(conn):
-    conn.send(b"get sessions:u1\r\n")
-    [(op, args, d)] = conn.router.calls
-    assert (op, args) == ("get", ("sessions", b"u1"))
-    d.callback(Item(b"hello", 9))
-    assert conn.turn() == b"VALUE sessions:u1 9 5\r\nhello\r\nEND\r\n"
+def test_value_line_uses_the_client_key(plane):
+    plane.send(b"get sessions:u1\r\n")
+    [(request, _)] = plane.node().prepared
+    assert (request.op, request.group, list(request.keys)) == (pb.GET_MANY, "sessions", [b"u1"])
+    plane.node().answer_prepared(values(u1=entry.pack(b"hello", 9)))
+    assert plane.turn() == b"VALUE sessions:u1 9 5\r\nhello\r\nEND\r\n"
 
 
-def test_multi_get_answers_only_hits(conn):
-    conn.send(b"get a b c\r\n")
-    assert [args for _, args in conn.router.ops()] == [("default", b"a"), ("default", b"b"),
-                                                       ("default", b"c")]
-    a, b, c = conn.router.deferreds()
-    c.callback(Item(b"3"))
-    b.callback(None)
-    a.callback(Item(b"1", 1))
-    assert conn.turn() == b"VALUE a 1 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"
-    requests = conn.router.stats.requests
+def test_multi_get_answers_only_hits(plane):
+    plane.send(b"get a b c\r\n")
+    [(request, _)] = plane.node().prepared
+    assert (request.group, list(request.keys)) == ("scores", [b"a", b"b", b"c"])
+    plane.node().answer_prepared(values(a=entry.pack(b"1", 1), c=entry.pack(b"3")))
+    assert plane.turn() == b"VALUE a 1 1\r\n1\r\nVALUE c 0 1\r\n3\r\nEND\r\n"
+    requests = plane.router.stats.requests
     assert requests[("memcache", "get", "hit")] == 2
     assert requests[("memcache", "get", "miss")] == 1
 
 
-def test_a_get_answered_by_a_load_counts_as_a_miss(conn):
-    conn.send(b"get a b\r\nget c\r\n")
-    a, b, c = conn.router.deferreds()
-    a.callback(Item(b"1"))
-    b.callback(Item(b"2", hit=False))  # read through the source
-    c.callback(Item(b"3", hit=False))
-    conn.turn()
-    requests = conn.router.stats.requests
+def test_a_get_answered_by_a_load_counts_as_a_miss():
+    plane = PlaneConn()  # "scores" reads through its source on a miss
+    plane.send(b"get a b\r\nget c\r\n")
+    plane.node().answer_prepared(values(a=entry.pack(b"1")))
+    for recheck in plane.node().take():  # b and c looked at again inside their flights
+        recheck.answer(pb.NOT_FOUND)
+    for _, load in plane.router.groups["scores"].source.loads:
+        load.callback(b"loaded")
+    for fill in plane.node().take():
+        fill.answer()
+    assert plane.turn() == (b"VALUE a 0 1\r\n1\r\nVALUE b 0 6\r\nloaded\r\nEND\r\n"
+                            b"VALUE c 0 6\r\nloaded\r\nEND\r\n")
+    requests = plane.router.stats.requests
     assert (requests[("memcache", "get", "hit")], requests[("memcache", "get", "miss")]) == (1, 2)
 
 
-def test_a_get_after_another_command_is_timed_as_a_get(conn):
-    conn.send(b"delete b\r\n")
-    conn.router.deferreds()[0].callback(True)
-    conn.turn()
-    conn.send(b"get a\r\n")
-    conn.router.deferreds()[-1].callback(None)
-    conn.turn()
-    counts = {labels: sum(c) for labels, (c, _) in conn.router.stats.latency.series.items()}
+def test_a_get_after_another_command_is_timed_as_a_get(plane):
+    plane.send(b"delete b\r\n")
+    plane.node().take()[0].answer(pb.OK)
+    plane.turn()
+    plane.send(b"get a\r\n")
+    plane.node().answer_prepared(values())
+    plane.turn()
+    counts = {labels: sum(c) for labels, (c, _) in plane.router.stats.latency.series.items()}
     assert counts == {("memcache", "delete"): 1, ("memcache", "get"): 1}
 
 
-def test_requests_are_timed_by_command_from_read_to_answer(conn):
-    conn.send(b"get a\r\ndelete b\r\nversion\r\n")
-    get, delete = conn.router.deferreds()
-    conn.clock.advance(0.02)
-    delete.callback(True)
-    get.callback(None)
-    conn.turn()
-    latency = conn.router.stats.latency
+def test_requests_are_timed_by_command_from_read_to_answer(plane):
+    plane.send(b"get a\r\ndelete b\r\nversion\r\n")
+    [delete] = plane.node().take()
+    plane.clock.advance(0.02)
+    delete.answer(pb.OK)
+    plane.node().answer_prepared(values())
+    plane.turn()
+    latency = plane.router.stats.latency
     assert sorted(latency.series) == [("memcache", "delete"), ("memcache", "get"),
                                       ("memcache", "version")]
     buckets, count, seconds = latency.cumulative(("memcache", "delete"))
@@ -125,31 +155,48 @@ def test_requests_are_timed_by_command_from_read_to_answer(conn):
     assert dict(buckets)["0.01"] == 0 and dict(buckets)["0.025"] == 1
 
 
-def test_multi_get_failure_answers_the_first_error(conn):
-    conn.send(b"get a b\r\n")
-    a, b = conn.router.deferreds()
-    a.callback(Item(b"1"))
-    b.errback(SourceError("python:m:f", "database is on fire"))
-    assert conn.turn() == b"SERVER_ERROR source python:m:f failed: database is on fire\r\n"
+def test_multi_get_failure_answers_the_first_error():
+    plane = PlaneConn()  # "scores" reads through its source on a miss
+    plane.send(b"get a b\r\n")
+    plane.node().answer_prepared(values(a=entry.pack(b"1")))
+    [recheck] = plane.node().take()  # b is looked at again inside its flight, then loaded
+    recheck.answer(pb.NOT_FOUND)
+    [(key, load)] = plane.router.groups["scores"].source.loads
+    load.errback(SourceError("python:m:f", "database is on fire"))
+    assert plane.turn() == b"SERVER_ERROR source python:m:f failed: database is on fire\r\n"
 
 
-def test_gets_answers_the_items_cas_unique(conn):
-    conn.send(b"gets k\r\n")
-    conn.router.deferreds()[0].callback(Item(b"v", 0, 77))
-    assert conn.turn() == b"VALUE k 0 1 77\r\nv\r\nEND\r\n"
+def test_gets_answers_the_items_cas_unique(plane):
+    plane.send(b"gets k\r\n")
+    plane.node().answer_prepared(values(k=entry.pack(b"v", 0, 77)))
+    assert plane.turn() == b"VALUE k 0 1 77\r\nv\r\nEND\r\n"
+
+
+def test_gets_the_parser_splits_itself_are_one_data_plane_run_too(plane):
+    # Odd spacing is not a plain line: the parser reads it, and its keys are routed as one
+    # run with the gets that follow, one GET_MANY per node and group.
+    plane.send(b"get  a\r\ngets b   c \r\nget sessions:s\r\nget a\r\n")
+    requests = sorted((r.group, list(r.keys)) for r, _ in plane.node().prepared)
+    assert requests == [("scores", [b"a", b"b", b"c"]), ("sessions", [b"s"])]
+    plane.node().answer_prepared(values(a=entry.pack(b"A"), b=entry.pack(b"B", 0, 5),
+                                        s=entry.pack(b"S")))
+    assert plane.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n"
+                            b"VALUE b 0 1 5\r\nB\r\nEND\r\n"
+                            b"VALUE sessions:s 0 1\r\nS\r\nEND\r\n"
+                            b"VALUE a 0 1\r\nA\r\nEND\r\n")
+    assert plane.node().sent == []  # nothing went the slow way
 
 
 def test_noreply_writes_nothing(conn):
     conn.send(b"set a 0 0 1 noreply\r\nx\r\ndelete b noreply\r\ntouch c 10 noreply\r\n"
-              b"add d 0 0 1 noreply\r\ny\r\nget e\r\n")
-    assert [op for op, _ in conn.router.ops()] == ["set", "delete", "touch", "add", "get"]
-    stored, deleted, touched, added, got = conn.router.deferreds()
+              b"add d 0 0 1 noreply\r\ny\r\nversion\r\n")
+    assert [op for op, _ in conn.router.ops()] == ["set", "delete", "touch", "add"]
+    stored, deleted, touched, added = conn.router.deferreds()
     stored.callback(True)
     deleted.callback(False)
     touched.errback(NodeUnavailable("node-a", "down"))
     added.callback(False)
-    got.callback(None)
-    assert conn.turn() == b"END\r\n"
+    assert conn.turn() == b"VERSION %b\r\n" % VERSION.encode()
 
 
 @pytest.mark.parametrize("error, line", [
@@ -162,16 +209,25 @@ def test_noreply_writes_nothing(conn):
      b"SERVER_ERROR object too large for cache\r\n"),
 ])
 def test_errors_are_one_server_error_line(conn, error, line):
-    conn.send(b"get a\r\n")
+    conn.send(b"mg a v\r\n")  # a meta get: the router's own get
     conn.router.deferreds()[0].errback(error)
     assert conn.turn() == line
 
 
-def test_unexpected_error_is_logged_and_answered_generically(conn):
-    conn.send(b"get a\r\n")
+def test_a_get_from_a_node_that_is_gone_is_one_server_error_line(plane):
+    plane.send(b"get a\r\n")
+    for _, waiter in plane.node().prepared:
+        waiter.errback(NodeUnavailable("node-a", "connection lost:\nreset by peer"))
+    assert plane.turn() == (b"SERVER_ERROR node node-a unavailable: connection lost: "
+                            b"reset by peer\r\n")
+
+
+def test_unexpected_error_is_logged_and_answered_generically(plane):
+    plane.send(b"get a\r\n")
     with capturedLogs() as events:
-        conn.router.deferreds()[0].errback(KeyError("bug"))
-    assert conn.turn() == b"SERVER_ERROR internal error\r\n"
+        for _, waiter in plane.node().prepared:
+            waiter.errback(KeyError("bug"))
+    assert plane.turn() == b"SERVER_ERROR internal error\r\n"
     assert [e["log_failure"].type for e in events] == [KeyError]
 
 
@@ -346,13 +402,14 @@ def test_delete_and_touch_answers(conn):
     assert conn.turn() == b"DELETED\r\nNOT_FOUND\r\nTOUCHED\r\nNOT_FOUND\r\n"
 
 
-def test_quit_closes_after_earlier_answers(conn):
-    conn.send(b"get a\r\nquit\r\nget b\r\n")
-    assert len(conn.router.calls) == 1  # nothing after quit is run
-    assert not conn.transport.disconnecting
-    conn.router.deferreds()[0].callback(Item(b"A"))
-    assert conn.turn() == b"VALUE a 0 1\r\nA\r\nEND\r\n"
-    assert conn.transport.disconnecting
+def test_quit_closes_after_earlier_answers(plane):
+    plane.send(b"get a\r\nquit\r\nget b\r\n")
+    [(request, _)] = plane.node().prepared  # nothing after quit is run
+    assert list(request.keys) == [b"a"]
+    assert not plane.transport.disconnecting
+    plane.node().answer_prepared(values(a=entry.pack(b"A")))
+    assert plane.turn() == b"VALUE a 0 1\r\nA\r\nEND\r\n"
+    assert plane.transport.disconnecting
 
 
 def test_quit_alone_closes_at_once(conn):
@@ -368,7 +425,7 @@ def stat_dict(answer: bytes) -> dict:
 
 
 def test_stats(conn):
-    conn.send(b"get a\r\n")
+    conn.send(b"gat 0 a\r\n")
     conn.router.deferreds()[0].callback(Item(b"1"))
     conn.turn()
     conn.clock.advance(7)
@@ -380,6 +437,7 @@ def test_stats(conn):
     assert stats[b"time"] == str(int(NOW)).encode()
     assert stats[b"curr_connections"] == stats[b"total_connections"] == b"1"
     assert (stats[b"cmd_get"], stats[b"get_hits"], stats[b"get_misses"]) == (b"1", b"1", b"0")
+    assert stats[b"cmd_touch"] == b"1"
     # From the nodes that answered (node-b did not).
     assert (stats[b"curr_items"], stats[b"bytes"], stats[b"limit_maxbytes"]) == (
         b"2", b"300", b"1000")
@@ -414,51 +472,48 @@ def test_stats_with_other_arguments_answers_as_memcached(conn, line, answer):
     assert conn.turn() == answer
 
 
-def test_many_outstanding_answers_pause_the_client(conn):
-    # One get per read, so each is its own router call and can be answered alone.
+def test_a_get_counts_in_stats(plane):
+    plane.send(b"get a b\r\n")
+    plane.node().answer_prepared(values(a=entry.pack(b"1")))
+    plane.turn()
+    plane.send(b"stats\r\n")
+    for sent in plane.node().take():  # the nodes' own counters
+        sent.d.callback(pb.Response(stats=pb.NodeStats()))
+    stats = stat_dict(plane.turn())
+    assert (stats[b"cmd_get"], stats[b"get_hits"], stats[b"get_misses"]) == (b"2", b"1", b"1")
+
+
+def test_many_outstanding_answers_pause_the_client(plane):
+    # One get per read, so each is its own run of the data plane and can be answered alone.
     for _ in range(MAX_OUTSTANDING):
-        conn.send(b"get k\r\n")
-    assert conn.transport.producerState == "producing"
-    conn.send(b"get k\r\n")
-    assert conn.transport.producerState == "paused"
-    pending = conn.router.deferreds()
+        plane.send(b"get k\r\n")
+    assert plane.transport.producerState == "producing"
+    plane.send(b"get k\r\n")
+    assert plane.transport.producerState == "paused"
+    pending = [waiter for _, waiter in plane.node().prepared]
     assert len(pending) == MAX_OUTSTANDING + 1
     # Resumes once no more than half the limit is left.
     keep = MAX_OUTSTANDING // 2
-    for d in pending[:-keep - 1]:
-        d.callback(None)
-    conn.turn()
-    assert conn.transport.producerState == "paused"
-    pending[-keep - 1].callback(None)
-    conn.turn()
-    assert conn.transport.producerState == "producing"
+    for waiter in pending[:-keep - 1]:
+        waiter.callback(pb.Response(values=[b""]))
+    plane.turn()
+    assert plane.transport.producerState == "paused"
+    pending[-keep - 1].callback(pb.Response(values=[b""]))
+    plane.turn()
+    assert plane.transport.producerState == "producing"
 
 
-def test_exactly_max_outstanding_does_not_pause(conn):
-    conn.send(b"get k\r\n" * MAX_OUTSTANDING)
-    assert conn.transport.producerState == "producing"
+def test_exactly_max_outstanding_does_not_pause(plane):
+    plane.send(b"get k\r\n" * MAX_OUTSTANDING)
+    assert plane.transport.producerState == "producing"
 
 
-def test_answers_after_the_connection_closed_are_dropped(conn):
-    conn.send(b"get a\r\n")
-    conn.protocol.connectionLost(None)
-    assert conn.factory.connections == 0
-    conn.router.deferreds()[0].callback(Item(b"A"))
-    assert conn.turn() == b""
-
-
-def test_gets_pipelined_in_one_read_share_one_router_read(conn):
-    calls = []
-    conn.router.read_many = lambda pairs, conn: calls.append(pairs) or succeed(
-        [Item(b"A"), None, Failure(NodeUnavailable("node-b", "down")), Item(b"Y"),
-         Item(b"D", 2, 5)])
-    conn.send(b"get a\r\nget b\r\nget x y\r\ngets d\r\n")
-    assert calls == [[("default", b"a"), ("default", b"b"), ("default", b"x"),
-                      ("default", b"y"), ("default", b"d")]]
-    # Each command is answered alone: the failed key fails only its own command.
-    assert conn.turn() == (b"VALUE a 0 1\r\nA\r\nEND\r\n" b"END\r\n"
-                           b"SERVER_ERROR node node-b unavailable: down\r\n"
-                           b"VALUE d 2 1 5\r\nD\r\nEND\r\n")
+def test_answers_after_the_connection_closed_are_dropped(plane):
+    plane.send(b"get a\r\n")
+    plane.protocol.connectionLost(None)
+    assert plane.factory.connections == 0
+    plane.node().answer_prepared(values(a=entry.pack(b"A")))
+    assert plane.turn() == b""
 
 
 def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
@@ -466,7 +521,7 @@ def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
     # answer; the commands after it wait for its END, and each piece leaves at once.
     from twisted.internet.defer import Deferred
 
-    from router.memcache import server
+    from router.memcache import text_commands
 
     more = Deferred()
 
@@ -476,7 +531,7 @@ def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
         await write(b"key=b exp=-1\n")
         return b"END\r\n"
 
-    monkeypatch.setattr(server, "metadump", fake_metadump)
+    monkeypatch.setattr(text_commands, "metadump", fake_metadump)
     conn = MemcacheConn()
     conn.send(b"lru_crawler metadump all\r\nversion\r\n")
     assert conn.turn() == b"key=a exp=-1\n"
@@ -486,9 +541,14 @@ def test_a_streamed_answer_goes_out_piece_by_piece_in_its_place(monkeypatch):
 
 def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
     # router/cluster/loads.py serves a group's waiting loads a connection at a time.
-    conn.send(b"get a\r\nget b c\r\nget d\r\ngets e\r\ngat 0 f\r\nmg g v\r\n")
+    conn.send(b"gat 0 f\r\nmg g v\r\n")
     other = MemcacheConn()
-    other.send(b"get h\r\n")
-    assert len(conn.router.conns) == 7
-    assert set(conn.router.conns) == {conn.protocol}
+    other.send(b"mg h v\r\n")
+    assert conn.router.conns == [conn.protocol, conn.protocol]
     assert other.router.conns == [other.protocol]
+    plane = PlaneConn()  # the data plane's misses name it too
+    seen, missed = [], plane.router.missed
+    plane.router.missed = lambda *args: seen.append(args[-1]) or missed(*args)
+    plane.send(b"get a b\r\n")
+    plane.answer({})
+    assert seen == [plane.protocol] * 2

@@ -1,71 +1,75 @@
-"""memcached's binary protocol on the router's memcached port: a MemcacheProtocol whose
-first byte was 0x80 (memcached picks the protocol the same way).
+"""memcached's binary protocol on one connection whose first byte was 0x80 (memcached
+picks the protocol the same way): what the parser (router/memcache/binary.py) reads,
+carried out on the router and answered in binary packets.
 
-It keeps everything of the text connection (answers in request order, one write per turn,
-the bounds on what a client may hold and leave unread) and swaps the parser
-(router/memcache/binary.py) and the commands' words. What the commands do is
-router/memcache/commands.py, shared with the text and meta protocols.
+The connection (router/memcache/connection.py) keeps what every protocol shares: answers
+in request order, one write per turn, the bounds on what a client may hold and leave
+unread. What the commands do is router/memcache/commands.py, shared with the text and
+meta protocols.
 """
 
 from __future__ import annotations
 
+from twisted.logger import Logger
+
+from router.cluster.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
 from router.memcache import binary as mb
 from router.memcache import commands
 from router.memcache import stats as memcache_stats
-from router.cluster.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
-from router.memcache.server import _RESULTS, MemcacheProtocol, log
+from router.memcache.keys import KEY_MAX_LENGTH
+from router.memcache.text_commands import RESULTS
 from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 
+log = Logger()
+
 # Extras, key and the largest value: what one request's body may hold.
-_OVERHEAD = 20 + mb.KEY_MAX_LENGTH
+_OVERHEAD = 20 + KEY_MAX_LENGTH
 
 
-def take_over(protocol: MemcacheProtocol) -> None:
-    """Make a connection whose first byte was 0x80 speak the binary protocol."""
-    protocol.__class__ = BinaryProtocol
-    protocol.parser = mb.BinaryParser(protocol.router.item_size_max + _OVERHEAD)
+class BinaryCommands:
+    """The binary protocol of one MemcacheConnection (router/memcache/connection.py)."""
 
+    def __init__(self, connection):
+        self.connection = connection
+        self.router = connection.router
+        self.answers = connection.answers
+        self.parser = mb.BinaryParser(self.router.item_size_max + _OVERHEAD)
 
-class BinaryProtocol(MemcacheProtocol):
-    """One binary client connection (made by take_over, never built directly)."""
+    def timed_out_line(self, why: str) -> None:
+        return None  # no text line to tell a binary client why: just close
 
-    def dataReceived(self, data: bytes):
+    def received(self, data: bytes) -> None:
         parser = self.parser
         parser.receive_data(data)
-        self.last_active = now = self.reactor.seconds()
-        while not self._quitting:
+        connection = self.connection
+        while not connection.quitting:
             try:
                 request = parser.next_event()
             except mb.ProtocolError:
                 # As memcached: a stream that is not binary requests cannot be resynced.
-                self._quitting = True
+                connection.quitting = True
                 break
             if request is None:
                 break
             if type(request) is mb.Invalid:
-                self._answer(mb.error(request.opcode, request.opaque, request.status))
+                self.answers.answer(mb.error(request.opcode, request.opaque, request.status))
             else:
-                self._command = _COMMAND_NAMES[request.command]
+                self.answers.command = _COMMAND_NAMES[request.command]
                 _COMMANDS[request.command](self, request)
-        self._read_done(now)
-
-    def timed_out(self, why: str) -> None:
-        self.partial_since = None  # no text line to tell a binary client why: just close
-        super().timed_out(why)
 
     def _reply(self, request: mb.Request, d, on_result) -> None:
         """Answer ``request`` from Deferred ``d`` via ``on_result``; failures become the
         binary error they are."""
-        self._later(d, on_result, errors=lambda failure: _failed(request, failure))
+        self.answers.later(d, on_result, lambda failure: _failed(request, failure))
 
     # -- commands -----------------------------------------------------------------------
 
     def _do_get(self, r: mb.Request) -> None:
         command = r.command
         if command in (mb.GAT, mb.GATK, mb.TOUCH):
-            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0], self)
+            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0], self.connection)
         else:
-            d = self.router.get(*self.router.resolve(r.key), conn=self)
+            d = self.router.get(*self.router.resolve(r.key), conn=self.connection)
         with_key = command in (mb.GETK, mb.GATK)
         op = "touch" if command == mb.TOUCH else "get"
 
@@ -96,7 +100,7 @@ class BinaryProtocol(MemcacheProtocol):
         def stored(written) -> bytes:
             outcome = written.outcome
             self.router.stats.count("memcache", "cas" if r.cas and r.extras else mode,
-                                    _RESULTS[outcome])
+                                    RESULTS[outcome])
             if outcome == STORED:
                 return b"" if r.quiet else mb.response(r.opcode, r.opaque, cas=written.cas)
             return mb.error(r.opcode, r.opaque, _NOT_STORED_STATUS[mode]
@@ -122,7 +126,7 @@ class BinaryProtocol(MemcacheProtocol):
 
         def counted(written) -> bytes:
             self.router.stats.count("memcache", "incr" if incr else "decr",
-                                    _RESULTS[written.outcome])
+                                    RESULTS[written.outcome])
             if written.outcome != STORED:
                 return mb.error(r.opcode, r.opaque, _STATUS[written.outcome])
             if r.quiet:
@@ -139,10 +143,11 @@ class BinaryProtocol(MemcacheProtocol):
         self._reply(r, commands.flush(self.router, delay), lambda _: done)
 
     def _do_stat(self, r: mb.Request) -> None:
-        d = memcache_stats.pairs(self.router, self.factory, (r.key,) if r.key else (),
-                                 self.reactor.seconds())
+        connection = self.connection
+        d = memcache_stats.pairs(self.router, connection.factory, (r.key,) if r.key else (),
+                                 connection.reactor.seconds())
         if d is None:
-            self._answer(mb.error(r.opcode, r.opaque, mb.KEY_ENOENT))
+            self.answers.answer(mb.error(r.opcode, r.opaque, mb.KEY_ENOENT))
             return
 
         def packets(pairs) -> bytes:
@@ -156,13 +161,13 @@ class BinaryProtocol(MemcacheProtocol):
         """noop, version, verbosity, quit: answered at once, in order."""
         command = r.command
         if command == mb.VERSION:
-            self._answer(mb.response(r.opcode, r.opaque,
-                                     value=memcache_stats.VERSION.encode()))
+            self.answers.answer(mb.response(r.opcode, r.opaque,
+                                            value=memcache_stats.VERSION.encode()))
             return
         if not (command == mb.QUIT and r.quiet):
-            self._answer(mb.response(r.opcode, r.opaque))
+            self.answers.answer(mb.response(r.opcode, r.opaque))
         if command == mb.QUIT:
-            self._quitting = True
+            self.connection.quitting = True
 
 
 def _failed(request: mb.Request, failure) -> bytes:
@@ -186,13 +191,13 @@ _STATUS = {EXISTS: mb.KEY_EEXISTS, MISSING: mb.KEY_ENOENT, NON_NUMERIC: mb.DELTA
 _NOT_STORED_STATUS = {"add": mb.KEY_EEXISTS, "replace": mb.KEY_ENOENT, "set": mb.NOT_STORED,
                       "append": mb.NOT_STORED, "prepend": mb.NOT_STORED}
 _COMMANDS = {
-    **dict.fromkeys((mb.GET, mb.GETK, mb.GAT, mb.GATK, mb.TOUCH), BinaryProtocol._do_get),
+    **dict.fromkeys((mb.GET, mb.GETK, mb.GAT, mb.GATK, mb.TOUCH), BinaryCommands._do_get),
     **dict.fromkeys((mb.SET, mb.ADD, mb.REPLACE, mb.APPEND, mb.PREPEND),
-                    BinaryProtocol._do_store),
-    mb.DELETE: BinaryProtocol._do_delete,
-    mb.INCR: BinaryProtocol._do_arith, mb.DECR: BinaryProtocol._do_arith,
-    mb.FLUSH: BinaryProtocol._do_flush, mb.STAT: BinaryProtocol._do_stat,
-    **dict.fromkeys((mb.NOOP, mb.VERSION, mb.VERBOSITY, mb.QUIT), BinaryProtocol._do_simple),
+                    BinaryCommands._do_store),
+    mb.DELETE: BinaryCommands._do_delete,
+    mb.INCR: BinaryCommands._do_arith, mb.DECR: BinaryCommands._do_arith,
+    mb.FLUSH: BinaryCommands._do_flush, mb.STAT: BinaryCommands._do_stat,
+    **dict.fromkeys((mb.NOOP, mb.VERSION, mb.VERBOSITY, mb.QUIT), BinaryCommands._do_simple),
 }
 # The command label of each opcode in ringcache_request_duration_seconds, as the text
 # protocol names the command.

@@ -1,5 +1,5 @@
 """The binary protocol on the memcached port, over a StringTransport against the fake router
-of tests/router/memcache/test_server.py: the first byte picks it, and each command's answer."""
+of tests/fakes.py: the first byte picks it, and each command's answer."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from router.cluster.writes import (
     Written,
 )
 from router.memcache import binary as mb
-from router.memcache.binary_server import BinaryProtocol
+from router.memcache.binary_commands import BinaryCommands
+from router.memcache.text_commands import TextCommands
 from tests.fakes import MemcacheConn
 from tests.router.memcache.binary_packets import ARITH, STORE, packet
 
@@ -43,13 +44,13 @@ def answers(data: bytes) -> list[tuple]:
 
 def test_the_first_byte_picks_the_protocol(conn):
     conn.send(packet(mb.GET, b"k", opaque=3))
-    assert type(conn.protocol) is BinaryProtocol
+    assert type(conn.protocol.commands) is BinaryCommands
     assert conn.router.ops() == [("get", ("default", b"k"))]
     conn.router.deferreds()[0].callback(Item(b"val", 7, 42))
     assert answers(conn.turn()) == [(mb.GET, 0, b"", b"\0\0\0\x07", b"val", 3, 42)]
     text = MemcacheConn()
     text.send(b"version\r\n")
-    assert type(text.protocol) is not BinaryProtocol
+    assert type(text.protocol.commands) is TextCommands
     assert text.turn().startswith(b"VERSION ")
 
 

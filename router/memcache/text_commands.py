@@ -1,0 +1,336 @@
+"""memcached's text and meta commands on one connection: what the parser
+(router/memcache/text.py) reads, carried out on the router and answered in its words.
+
+Every get, plain or not, goes through the data plane (router/dataplane/): the plain get
+lines at the head of the parser's buffer are routed straight from it, and the gets the
+parser had to split itself (odd spacing, a line of many keys) are routed the same way from
+their keys. The other commands call the router through router/memcache/commands.py.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import gatherResults, succeed
+from twisted.logger import Logger
+
+from router.cluster.errors import AnswerTooLarge, NodeTimeout, RingcacheError, TooLarge
+from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
+from router.dataplane.serve import serve
+from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
+from router.memcache import commands, meta_commands
+from router.memcache import stats as memcache_stats
+from router.memcache import text as mc
+from router.memcache.keys import MAX_KEYS_PER_GET
+from router.memcache.metadump import metadump
+from router.memcache.order import Slot
+from router.memcache.stats import VERSION
+
+log = Logger()
+
+# One get's answer is built whole before it is written; past this it is refused with
+# memcached's own words for an answer it cannot hold (the data plane's).
+MAX_GET_ANSWER = 64 * 1024 * 1024
+
+TOO_MANY_KEYS = mc.client_error(f"too many keys in one get (at most {MAX_KEYS_PER_GET})")
+
+# A store's outcome in text-protocol words.
+STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXISTS,
+                 MISSING: mc.NOT_FOUND}
+NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
+OK = b"OK\r\n"
+DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
+_DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
+# What the router answers for memcached's commands it will not carry out (README).
+REFUSED = {
+    "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
+    "cache_memlimit": mc.server_error(
+        "cache_memlimit is not supported by ringcache: node budgets are set in topology.yaml"),
+}
+# A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.
+RESULTS = {STORED: "ok", NOT_STORED_: "not_stored", EXISTS: "exists", MISSING: "miss",
+           NON_NUMERIC: "error"}
+
+
+def error_line(failure) -> bytes:
+    """A failed command's answer in text-protocol words."""
+    exc = failure.value
+    if isinstance(exc, TooLarge):
+        return mc.server_error("object too large for cache")
+    if isinstance(exc, AnswerTooLarge):
+        return ANSWER_TOO_BIG
+    if isinstance(exc, NodeTimeout):
+        return mc.server_error(f"node {exc.node} timed out: {exc.reason}")
+    if isinstance(exc, RingcacheError):
+        return mc.server_error(str(exc))
+    log.failure("unexpected error answering a memcached command", failure)
+    return mc.server_error("internal error")
+
+
+def write_error_line(failure) -> bytes:
+    """A write's error: a timeout is not a failure, since the node may still apply it."""
+    exc = failure.value
+    if isinstance(exc, NodeTimeout):
+        return mc.server_error(f"node {exc.node} timed out ({exc.reason}): the outcome "
+                               "is unknown, the write may yet be applied")
+    return error_line(failure)
+
+
+def _spread(results: list, distinct: list, keys) -> list:
+    """Results for ``distinct`` keys, placed at every position of ``keys`` they hold."""
+    by_key = dict(zip(distinct, results))
+    return [by_key[k] for k in keys]
+
+
+def _first_failure(failure):
+    return failure.value.subFailure  # gatherResults' FirstError -> the first key's failure
+
+
+class TextCommands:
+    """The text protocol of one MemcacheConnection (router/memcache/connection.py)."""
+
+    def __init__(self, connection):
+        self.connection = connection
+        self.router = connection.router
+        self.answers = connection.answers
+        self.parser = mc.MemcacheParser(item_size_max=self.router.item_size_max)
+
+    def timed_out_line(self, why: str) -> bytes:
+        """What a client is told whose command did not arrive whole in time."""
+        return mc.client_error(f"command {why}")
+
+    def received(self, data: bytes) -> None:
+        parser = self.parser
+        parser.receive_data(data)
+        connection = self.connection
+        # Taken per read: a reload swaps them, and what was routed finishes on the old.
+        routes = self.router.routes
+        answers = self.answers
+        get = mc.Get
+        gets = []  # consecutive gets the parser split itself, served as one run
+        while not connection.quitting:
+            if not gets:
+                # The hot path: every plain get line at the head of the buffer, at once.
+                run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
+                if run is not None:
+                    answers.command = "get"
+                    slot = Slot(None, run.ncommands)
+                    self.answers.queue(slot)
+                    serve(self.router, run, routes, self._served, slot, error_line,
+                          connection)
+                    continue
+            event = parser.next_event()
+            if event is None:
+                break
+            if type(event) is get:
+                gets.append(event)
+                continue
+            if gets:
+                self._gets(gets, routes)
+                gets = []
+            answers.command = _command_name(event)
+            self._dispatch(event)
+        if gets:
+            self._gets(gets, routes)
+
+    # -- gets: the data plane ---------------------------------------------------------------
+
+    def _serve(self, run, routes) -> None:
+        slot = Slot(None, run.ncommands)
+        self.answers.queue(slot)
+        serve(self.router, run, routes, self._served, slot, error_line, self.connection)
+
+    def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
+        """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
+        of the keys it found were not cached (read through): misses."""
+        count = self.router.stats.count
+        if run.hits > loaded:
+            count("memcache", "get", "hit", run.hits - loaded)
+        if run.misses + loaded:
+            count("memcache", "get", "miss", run.misses + loaded)
+        self.answers.fill(answer, slot)
+
+    def _gets(self, events: list, routes) -> None:
+        """Gets the parser read into keys itself: one run for all of them, but for a get
+        of more distinct keys than MAX_KEYS_PER_GET, which is refused on its own. (A key
+        named twice is fetched once and answered twice, as memcached does.)"""
+        self.answers.command = "get"
+        start = 0
+        for i, event in enumerate(events):
+            keys = event.keys
+            if len(keys) > MAX_KEYS_PER_GET and len(set(keys)) > MAX_KEYS_PER_GET:
+                if start < i:
+                    self._serve(route_gets(events[start:i], routes.table, MAX_GET_ANSWER),
+                                routes)
+                self.router.stats.count("memcache", "get", "error")
+                self.answers.answer(TOO_MANY_KEYS)
+                start = i + 1
+        if start < len(events):
+            self._serve(route_gets(events[start:], routes.table, MAX_GET_ANSWER), routes)
+
+    # -- every other command ----------------------------------------------------------------
+
+    def _later(self, d, on_result, noreply: bool = False, errors=write_error_line) -> None:
+        self.answers.later(d, on_result, errors, noreply)
+
+    def _dispatch(self, event) -> None:
+        kind = type(event)
+        answer = self.answers.answer
+        count = self.router.stats.count
+        if kind is mc.Store:
+            self._store(event)
+        elif kind is mc.Delete:
+            self._delete(event)
+        elif kind is mc.Touch:
+            self._touch(event)
+        elif kind is mc.Arith:
+            self._arith(event)
+        elif kind is mc.GetAndTouch:
+            self._gat(event)
+        elif kind is mc.Meta:
+            self._later(meta_commands.carry_out(self.router, event, self.connection), bytes,
+                        errors=error_line if event.command == "mg" else write_error_line)
+        elif kind is mc.FlushAll:
+            count("memcache", "flush_all", "ok")
+            self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
+        elif kind is mc.Admin:
+            if not event.noreply:
+                answer(REFUSED.get(event.command, OK))  # verbosity: OK, as memcached
+        elif kind is mc.Version:
+            answer(mc.version_line(VERSION))
+        elif kind is mc.Stats:
+            self._later(self._stats(event), bytes, errors=error_line)
+        elif kind is mc.Metadump:
+            self.answers.stream(lambda write: metadump(self.router, write),
+                                self.connection.drained, error_line)
+        elif kind is mc.Quit:
+            self.connection.quitting = True
+        elif kind is mc.Unknown:
+            count("memcache", "unknown", "error")
+            if not event.noreply:
+                answer(mc.ERROR)
+        elif kind is mc.ClientError:
+            count("memcache", "invalid", "error")
+            if not event.noreply:
+                answer(mc.client_error(event.message))
+        elif kind is mc.ServerError:
+            count("memcache", "invalid", "error")
+            line = mc.server_error(event.message)
+            if event.key is None:
+                if not event.noreply:
+                    answer(line)
+                return
+            # A store refused as too large drops the old value first, as memcached does.
+            d = self.router.delete(*self.router.resolve(event.key))
+            d.addBoth(lambda _: line)
+            self._later(d, bytes, event.noreply)
+
+    def _store(self, event) -> None:
+        command = event.command
+        d = commands.store(self.router, command, event.key, event.value, event.flags,
+                           event.exptime, event.cas_unique or 0)
+
+        def stored(written) -> bytes:
+            self.router.stats.count("memcache", command, RESULTS[written.outcome])
+            return STORE_ANSWERS[written.outcome]
+
+        self._later(d, stored, event.noreply)
+
+    def _delete(self, event) -> None:
+        group, key = self.router.resolve(event.key)
+
+        def deleted(found: bool) -> bytes:
+            self.router.stats.count("memcache", "delete", "ok" if found else "miss")
+            return mc.DELETED if found else mc.NOT_FOUND
+
+        self._later(self.router.delete(group, key), deleted, event.noreply)
+
+    def _touch(self, event) -> None:
+        def touched(found: bool) -> bytes:
+            self.router.stats.count("memcache", "touch", "ok" if found else "miss")
+            return mc.TOUCHED if found else mc.NOT_FOUND
+
+        self._later(commands.touch(self.router, event.key, event.exptime), touched,
+                    event.noreply)
+
+    def _arith(self, event) -> None:
+        op = "incr" if event.incr else "decr"
+
+        def counted(written) -> bytes:
+            self.router.stats.count("memcache", op, RESULTS[written.outcome])
+            if written.outcome == NON_NUMERIC:
+                return NON_NUMERIC_ANSWER
+            if written.outcome == MISSING:
+                return mc.NOT_FOUND
+            return written.value + b"\r\n"
+
+        d = commands.arith(self.router, event.key, event.incr, event.delta)
+        self._later(d, counted, event.noreply)
+
+    def _gat(self, event) -> None:
+        """gat/gats: one gat per distinct key, answered together like a multi-get."""
+        keys = event.keys
+        slot = self.answers.pending()
+        if not keys:
+            self.answers.fill(mc.END, slot)
+            return
+        distinct = list(dict.fromkeys(keys))
+        if len(distinct) > MAX_KEYS_PER_GET:
+            self.router.stats.count("memcache", "gat", "error")
+            self.answers.fill(TOO_MANY_KEYS, slot)
+            return
+        ds = [commands.gat(self.router, key, event.exptime, self.connection) for key in distinct]
+        d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
+        if len(distinct) < len(keys):
+            d.addCallback(_spread, distinct, keys)
+        d.addCallbacks(self._gatted, self._failed, (keys, event.with_cas, slot), None, (slot,))
+
+    def _gatted(self, items: list, keys, with_cas: bool, slot: Slot) -> None:
+        """Fill ``slot`` with the answer to a gat of ``keys``: an Item or None per key."""
+        count = self.router.stats.count
+        if sum(len(item.value) for item in items if item is not None) > MAX_GET_ANSWER:
+            count("memcache", "gat", "error")
+            self.answers.fill(ANSWER_TOO_BIG, slot)
+            return
+        parts = []
+        hits = 0
+        for key, item in zip(keys, items):
+            if item is not None:
+                cas = item.cas if with_cas else None
+                parts.append(mc.value_line(key, item.flags, item.value, cas))
+                hits += item.hit
+        if hits:
+            count("memcache", "gat", "hit", hits)
+        if hits < len(keys):
+            count("memcache", "gat", "miss", len(keys) - hits)
+        parts.append(mc.END)
+        self.answers.fill(b"".join(parts), slot)
+
+    def _failed(self, failure, slot: Slot) -> None:
+        self.answers.fill(error_line(failure), slot)
+
+    def _stats(self, event):
+        """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
+        (and noreply, which stats does not take) are memcached's ERROR."""
+        args = event.args
+        if args[:1] == (b"detail",):  # per-prefix stats: none kept, as memcached by default
+            return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
+        connection = self.connection
+        d = memcache_stats.pairs(self.router, connection.factory, args,
+                                 connection.reactor.seconds())
+        return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
+
+
+def _command_name(event) -> str:
+    """The command label of ``event`` in ringcache_request_duration_seconds."""
+    kind = type(event)
+    name = _COMMAND_NAMES.get(kind)
+    if name is not None:
+        return name
+    if kind is mc.Arith:
+        return "incr" if event.incr else "decr"
+    return getattr(event, "command", "other")  # stores, meta commands, admin commands
+
+
+_COMMAND_NAMES = {mc.Delete: "delete", mc.Touch: "touch", mc.GetAndTouch: "gat",
+                  mc.FlushAll: "flush_all", mc.Version: "version", mc.Stats: "stats",
+                  mc.Quit: "quit", mc.Unknown: "unknown", mc.ClientError: "invalid",
+                  mc.ServerError: "invalid", mc.Get: "get"}
