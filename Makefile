@@ -8,10 +8,13 @@ STAMP  := $(VENV)/.installed
 .PHONY: install run test test-unit proto bench bench-vs-twemproxy clean system-deps build-deps debian-packages
 
 # Debian packages the integration tests run for real: origin servers for the sources,
-# memcached and libmemcached's tools to hold the router to, and etcd for a topology
-# kept in etcd (etcdctl writes into it "by other means" than ringcache's own CLI).
+# memcached and libmemcached's tools to hold the router to, etcd for a topology kept in
+# etcd (etcdctl writes into it "by other means" than ringcache's own CLI), a headless
+# browser for the status page, the curl and nc the README's commands use, and ss
+# (iproute2) to read listen backlogs.
 TEST_PACKAGES := redis-server redis-tools postgresql mariadb-server openssl \
-                 memcached libmemcached-tools etcd-server etcd-client
+                 memcached libmemcached-tools etcd-server etcd-client \
+                 chromium chromium-driver curl netcat-openbsd iproute2
 # What the install compiles with: the compiled twins (gcc) and pylibmc (the test extra).
 BUILD_PACKAGES := gcc libmemcached-dev zlib1g-dev
 

@@ -48,7 +48,7 @@ def serve(listen_port: int, backend_port: int, parse: bool) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", listen_port))
-    listener.listen(128)
+    listener.listen(1024)  # memcached's -b, as every ringcache listener (shared/backlog.py)
     listener.setblocking(False)
     loop = select.epoll()
     loop.register(listener.fileno(), select.EPOLLIN)

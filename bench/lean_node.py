@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from shared.backlog import DEFAULT_BACKLOG  # noqa: E402
 from shared.framing import FrameDecoder, FrameError  # noqa: E402
 from shared.units import parse_size  # noqa: E402
 from storage_node.node import Node  # noqa: E402
@@ -32,7 +33,7 @@ def serve(host: str, port: int, node: Node) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((host, port))
-    listener.listen(128)
+    listener.listen(DEFAULT_BACKLOG)
     listener.setblocking(False)
     loop = select.epoll()
     loop.register(listener.fileno(), select.EPOLLIN)

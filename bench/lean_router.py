@@ -35,6 +35,7 @@ from router.memcache.text import value_line  # noqa: E402
 from router.cluster.ring import HashRing, routing_key  # noqa: E402
 from router.config.topology import load_topology  # noqa: E402
 from shared import entry  # noqa: E402
+from shared.backlog import DEFAULT_BACKLOG  # noqa: E402
 from shared import ringcache_pb2 as pb  # noqa: E402
 from shared.framing import FrameDecoder, decode_payload, encode_frame  # noqa: E402
 
@@ -120,7 +121,7 @@ def serve(topology_path: str) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((cfg.memcache.host, cfg.memcache.port))
-    listener.listen(128)
+    listener.listen(DEFAULT_BACKLOG)
     listener.setblocking(False)
     listen_fd = listener.fileno()
     loop.register(listen_fd, EPOLLIN)

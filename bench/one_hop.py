@@ -127,7 +127,8 @@ def main() -> None:
     for client in router.clients.values():
         _Link(reactor, _NodeProtocol(client), NodeProtocol(Node(MAX_MEMORY)))
     cfg = topology.router.memcache
-    port = reactor.listenTCP(cfg.port, MemcacheFactory(router, reactor), interface=cfg.host)
+    port = reactor.listenTCP(cfg.port, MemcacheFactory(router, reactor),
+                             backlog=topology.limits.backlog, interface=cfg.host)
 
     def stop():
         # Stop accepting first, then close the node connections, as router/process/main.py does.

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.protocol import ClientFactory, Factory, Protocol  # noqa: E402
 
+from shared.backlog import DEFAULT_BACKLOG  # noqa: E402
 from shared.net import write_now  # noqa: E402
 
 
@@ -64,7 +65,7 @@ class Front(Protocol):
 def main() -> None:
     listen_port, backend_port = int(sys.argv[1]), int(sys.argv[2])
     reactor.listenTCP(listen_port, Factory.forProtocol(lambda: Front(backend_port)),
-                      interface="127.0.0.1")
+                      backlog=DEFAULT_BACKLOG, interface="127.0.0.1")
     reactor.run()
 
 

@@ -6,7 +6,8 @@ import time
 
 SCORES = {"Tom": "630", "Jack": "589", "Sam": "567"}
 # Long enough to see read-through (the first get is slow, the next fast) and singleflight
-# (many concurrent gets of one key cost one pause); the router runs this in its thread pool.
+# (many concurrent gets of one key cost one pause); the router runs this in the source's
+# own threads.
 LOAD_DELAY = 0.1  # seconds
 
 

@@ -6,6 +6,7 @@ The roles are imported lazily so that `ringcache node` never imports the router.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 USAGE = """usage: ringcache COMMAND [ARGS]
@@ -16,15 +17,18 @@ roles:
                                          one router; the topology from a file or etcd
   node --listen HOST:PORT [--max-memory SIZE]   one storage node
        [--secret-file F] [--tls-ca F --tls-cert F --tls-key F]   routers must authenticate
-       [--allow-policy python:module:Class] [--max-connections N]
+       [--allow-policy python:module:Class] [--max-connections N] [--backlog N]
 
 tools:
   certs DIR [--node HOST ...] [--router-host HOST ...]   a throwaway CA and certificates
   topology push FILE URL [--yes] | topology get URL [--json]   the routers' topology in etcd
 
-clients of the router's HTTP port (--router URL):
+clients of the router's HTTP port (router, TLS and token from -c topology.yaml,
+or --router URL; --json for scripts; --timeout DURATION, default 5s):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
   stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+
+ringcache --version
 """
 
 ROLE_MODULES = {
@@ -45,12 +49,38 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def start_logging(stream=None) -> None:
-    """Send twisted.logger events to stderr as text lines."""
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+# Twisted's own chatter, which names classes and objects rather than saying anything an
+# operator acts on: ports opening and closing, factories, the reactor's start and stop.
+_NOISE = re.compile(r".* starting on \S+$|^\(\w+ Port \d+ Closed\)$|^(Starting|Stopping) "
+                    r"factory |^Main loop terminated\.$|^Received SIG\w+, shutting down\.$")
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(stream or sys.stderr)],
-                                     redirectStandardIO=False)
+
+def log_line(event) -> str | None:
+    """One log event as the line an operator reads (time, WARNING:/ERROR: when it is one,
+    the message, and a traceback for our bugs), or None for Twisted's chatter."""
+    from twisted.logger import LogLevel, formatEvent, formatTime
+
+    text = formatEvent(event)
+    if _NOISE.match(text):
+        return None
+    level = event.get("log_level")
+    word = {LogLevel.warn: "WARNING: ", LogLevel.error: "ERROR: ",
+            LogLevel.critical: "ERROR: "}.get(level, "")
+    if word and text.startswith(word.split(":")[0]):
+        word = ""
+    line = f"{formatTime(event.get('log_time'), '%Y-%m-%d %H:%M:%S')} {word}{text}\n"
+    failure = event.get("log_failure")
+    if failure is not None:
+        line += failure.getTraceback()
+    return line
+
+
+def start_logging(stream=None) -> None:
+    """Send twisted.logger events to stderr as lines an operator reads (log_line)."""
+    from twisted.logger import FileLogObserver, globalLogBeginner
+
+    observer = FileLogObserver(stream or sys.stderr, lambda event: log_line(event) or None)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 
 def usage_error(message: str) -> int:
@@ -59,12 +89,26 @@ def usage_error(message: str) -> int:
     return 2
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("ringcache")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         return usage_error("missing command (see ringcache --help)")
     if argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
+        return 0
+    if argv[0] in ("-V", "--version", "version"):
+        print(f"ringcache {version()}")
         return 0
     command, rest = argv[0], argv[1:]
     if command in ROLE_MODULES:

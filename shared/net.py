@@ -8,15 +8,19 @@ import ipaddress
 from twisted.internet.endpoints import quoteStringArgument, serverFromString
 from twisted.internet.tcp import Connection
 
+from shared.backlog import DEFAULT_BACKLOG
 
-def tcp_server(reactor, host: str, port: int, tls=None):
-    """A TCP server endpoint on host:port; with ``tls`` (an object with ``cert``, ``key``
-    and optional ``ca`` paths, as topology.TLSFiles), its connections speak TLS and, when
-    ``ca`` is set, must show a client certificate that CA signed."""
+
+def tcp_server(reactor, host: str, port: int, tls=None, backlog: int = DEFAULT_BACKLOG):
+    """A TCP server endpoint on host:port with a listen backlog of ``backlog`` (see
+    shared/backlog.py); with ``tls`` (an object with ``cert``, ``key`` and optional ``ca``
+    paths, as topology.TLSFiles), its connections speak TLS and, when ``ca`` is set, must
+    show a client certificate that CA signed."""
     # IPv6 literals arrive bracketed from "[::1]:7001"; the endpoint string wants them bare
     # and with their colons quoted.
     endpoint = serverFromString(
-        reactor, f"tcp:{port}:interface={quoteStringArgument(host.strip('[]'))}")
+        reactor, f"tcp:{port}:interface={quoteStringArgument(host.strip('[]'))}"
+                 f":backlog={int(backlog)}")
     if tls is None:
         return endpoint
     from shared.tls import TLSServerEndpoint, server_options  # pyOpenSSL only when used

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shared.backlog import DEFAULT_BACKLOG, backlog_problem
 from shared.cli import ArgumentParser, start_logging
 from shared.units import parse_duration, parse_size
 
@@ -47,6 +48,13 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _backlog(text: str) -> int:
+    problem = backlog_problem(int(text) if text.isdigit() else text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return int(text)
+
+
 def _policy(text: str) -> str:
     if not text.startswith("python:"):  # the rest is checked as the class is loaded
         raise argparse.ArgumentTypeError(f"expected python:module:Class, got {text!r}")
@@ -80,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_FRAME_TIMEOUT})")
     parser.add_argument("--max-connections", type=_positive_int, default=DEFAULT_MAX_CONNECTIONS,
                         metavar="N", help=f"open connections at most (default {DEFAULT_MAX_CONNECTIONS})")
+    parser.add_argument("--backlog", type=_backlog, default=DEFAULT_BACKLOG, metavar="N",
+                        help=f"new connections the kernel queues before the node accepts them "
+                             f"(default {DEFAULT_BACKLOG}, as memcached's -b)")
     return parser
 
 
@@ -146,6 +157,7 @@ def main(argv: list[str]) -> int:
     from twisted.internet import reactor
     from twisted.logger import Logger
 
+    from shared.backlog import capped_warning
     from shared.net import format_address, is_loopback, tcp_server
     from storage_node.node import Node
 
@@ -157,7 +169,7 @@ def main(argv: list[str]) -> int:
     node = Node(args.max_memory, log=warn, allowed_policies=allowed)
     factory = _factory(node, reactor, args, secret, tls, warn)
     host, port = args.listen
-    endpoint = tcp_server(reactor, host, port)
+    endpoint = tcp_server(reactor, host, port, backlog=args.backlog)
     exit_code = 0
     auth = " and ".join(name for name, on in (("mutual TLS", tls), ("a shared secret", secret)) if on)
     if not auth and not is_loopback(host):
@@ -169,6 +181,9 @@ def main(argv: list[str]) -> int:
         # Logging starts only once we serve (events so far are buffered and replayed),
         # so a failure to listen stays the one line below.
         start_logging()
+        capped = capped_warning(args.backlog)
+        if capped:
+            warn(capped)
         address = listening_port.getHost()
         print(f"ringcache node listening on {format_address(address.host, address.port)}"
               + (f" (routers authenticate with {auth})" if auth else ""), flush=True)

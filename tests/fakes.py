@@ -48,12 +48,27 @@ class FakeClock:
 
 
 class SyncPool:
-    """A thread pool that runs each call at once, or holds it until ``run_held``."""
+    """A thread pool that runs each call at once, or holds it until ``run_held``.
+
+    ``make`` stands in for PythonSource's ``make_pool``: it answers this pool and records
+    the size asked for; ``started`` and ``stopped`` count starts and stops."""
 
     def __init__(self, hold=False):
         self.hold = hold
         self.calls = []
         self.held = []
+        self.sizes = []
+        self.started = self.stopped = 0
+
+    def make(self, size: int, name: str):
+        self.sizes.append(size)
+        return self
+
+    def start(self):
+        self.started += 1
+
+    def stop(self):
+        self.stopped += 1
 
     def callInThreadWithCallback(self, on_result, fn, *args, **kwargs):
         self.calls.append(fn.__name__)
@@ -73,15 +88,31 @@ class SyncPool:
 
 
 class FakeReactor(Clock):
+    """A Clock with a SyncPool (``pool``), calls from threads run at once, and system event
+    triggers kept in ``triggers`` (id -> (phase, event, fn)) for a test to fire."""
+
     def __init__(self, pool=None):
         super().__init__()
         self.pool = pool or SyncPool()
-
-    def getThreadPool(self):
-        return self.pool
+        self.triggers: dict[int, tuple] = {}
+        self._triggers_made = 0
 
     def callFromThread(self, fn, *args, **kwargs):
         fn(*args, **kwargs)
+
+    def addSystemEventTrigger(self, phase, event, fn, *args, **kwargs):
+        self._triggers_made += 1
+        trigger = self._triggers_made
+        self.triggers[trigger] = (phase, event, lambda: fn(*args, **kwargs))
+        return trigger
+
+    def removeSystemEventTrigger(self, trigger):
+        del self.triggers[trigger]
+
+    def fire(self, event: str) -> None:
+        for phase, name, fn in list(self.triggers.values()):
+            if name == event:
+                fn()
 
 
 # -- node clients and sources behind a real Router ----------------------------------------
@@ -263,7 +294,8 @@ class _NoDataPlane:
 
 
 class FakeMemcacheRouter:
-    """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in "default".
+    """Records each call as (op, args, Deferred); ``GROUP:KEY`` is in GROUP, others in
+    "default". Each read's client connection is recorded in ``conns``.
 
     For the commands other than text gets (binary and meta gets call ``get``)."""
 
@@ -271,6 +303,7 @@ class FakeMemcacheRouter:
 
     def __init__(self):
         self.calls: list[tuple[str, tuple, Deferred]] = []
+        self.conns: list = []
         self.stats = RouterStats()
         self.flight = SimpleNamespace(coalesced=3)
         self.ring = SimpleNamespace(digest="0123456789abcdef")
@@ -291,7 +324,8 @@ class FakeMemcacheRouter:
         self.calls.append((op, args, d))
         return d
 
-    def get(self, group, key):
+    def get(self, group, key, conn=None):
+        self.conns.append(conn)
         return self._call("get", group, key)
 
     def write(self, op, group, key, value=b"", ttl=None, flags=0, cas=0, delta=0):
@@ -304,7 +338,8 @@ class FakeMemcacheRouter:
         return self._call(name, group, key, value, ttl, flags, *extra).addCallback(
             lambda r: r if isinstance(r, Written) else Written(STORED if r else NOT_STORED_))
 
-    def gat(self, group, key, ttl):
+    def gat(self, group, key, ttl, conn=None):
+        self.conns.append(conn)
         return self._call("gat", group, key, ttl)
 
     def flush(self, delay=0.0):
@@ -396,8 +431,10 @@ class FakeHTTPRouter:
         self.workers = None  # router workers: tests/integration/test_workers.py
         self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
         self.items: dict[tuple[str, bytes], bytes] = {}
+        self.loaded: set[bytes] = set()  # keys get() answers as read through (misses)
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with
         self.pending: Deferred | None = None  # when set, get() answers this
+        self.conns = []  # the client connection of each get
         self.sets = []
         self.plans = []
         self.reload_answer = lambda: {"applied": True, "digest": "cd34", "moved": 0.25}
@@ -405,7 +442,8 @@ class FakeHTTPRouter:
         self.topology = parse_topology(TOPOLOGY, "topology.yaml")
         self.item_size_max = self.topology.router.item_size_max
 
-    def get(self, group, key):
+    def get(self, group, key, conn=None):
+        self.conns.append(conn)
         if group not in self.groups:
             return fail(UnknownGroup(group))
         if key in self.failures:
@@ -413,7 +451,7 @@ class FakeHTTPRouter:
         if self.pending is not None:
             return self.pending
         value = self.items.get((group, key))
-        return succeed(None if value is None else Item(value))
+        return succeed(None if value is None else Item(value, hit=key not in self.loaded))
 
     def set(self, group, key, value, ttl=None, flags=0):
         if group not in self.groups:

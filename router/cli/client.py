@@ -1,26 +1,38 @@
-"""`ringcache get|set|delete|stats|ring|where|reload|plan`: clients of a router's HTTP port."""
+"""`ringcache get|set|delete|stats|ring|where|reload|plan`: clients of a router's HTTP port.
+
+They find the router, its TLS and its admin token in the topology (`-c FILE`, default
+./topology.yaml), so a command on a secured cluster needs no more flags than on the demo;
+`--router URL` and `--token-file` override. Output is for people (router/cli/tables.py);
+`--json` prints the router's JSON for scripts. Bad input is one line and exit status 2;
+an unreachable router or its error, one line and exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import http.client
 import json
 import os
+import socket
+import ssl
 import sys
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from urllib.parse import quote, quote_from_bytes, urlsplit
 
 import yaml
 
-from router.http.admin_token import ENV as TOKEN_ENV, TokenUnavailable, read_token
+from router.cli import tables
 from router.config.topology import Address
+from router.http.admin_token import ENV as TOKEN_ENV, TokenUnavailable, read_token
 from shared.cli import ArgumentParser
 from shared.units import parse_duration
 
 DEFAULT_CONFIG = "topology.yaml"
 DEFAULT_ROUTER = "http://127.0.0.1:8080"
-TIMEOUT = 30.0  # seconds; a read-through may wait on a slow source
+TIMEOUT = 5.0  # seconds: a stopped or hung router is an error soon, not a long silence
 
 
 class UsageError(Exception):
@@ -39,7 +51,17 @@ class Unreachable(Exception):
     """No HTTP answer from the router: refused, timed out, or not speaking HTTP."""
 
     def __init__(self, base: str, reason):
-        super().__init__(f"cannot reach the router at {base}: {reason}")
+        super().__init__(f"cannot reach the router at {base}: {tables.shorten(reason, 200)}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the router is and how to talk to it."""
+
+    base: str  # http(s)://HOST:PORT
+    token: bytes | None = None
+    context: ssl.SSLContext | None = None  # None: the system's CAs (or SSL_CERT_FILE)
+    timeout: float = TIMEOUT
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -48,19 +70,24 @@ def _parser(command: str) -> argparse.ArgumentParser:
                         help=f"the router's HTTP address (default: router.http of the topology, "
                              f"else {DEFAULT_ROUTER})")
     parser.add_argument("-c", "--config", metavar="PATH",
-                        help=f"topology file naming the router (default: ./{DEFAULT_CONFIG})")
+                        help=f"topology file naming the router, its TLS and token "
+                             f"(default: ./{DEFAULT_CONFIG})")
     parser.add_argument("--token-file", metavar="PATH",
                         help=f"file holding the router's admin token (default: ${TOKEN_ENV}, "
                              "else security.token_file of the topology)")
+    parser.add_argument("--timeout", metavar="DURATION", type=_seconds, default=TIMEOUT,
+                        help=f"how long to wait for the router (default {TIMEOUT:g}s)")
+    parser.add_argument("--json", action="store_true", help="print JSON, for scripts")
     if command in ("get", "set", "delete", "where"):
         parser.add_argument("group", metavar="GROUP")
         parser.add_argument("key", metavar="KEY")
+    if command == "get":
+        parser.add_argument("--raw", action="store_true",
+                            help="write the value's bytes exactly, without a newline")
     if command == "set":
         parser.add_argument("value", metavar="VALUE", help="the value, or - to read stdin")
         parser.add_argument("--ttl", metavar="SECONDS", type=_duration,
                             help="expiry: seconds, or a duration like 500ms, 30s, 5m, 1h")
-    if command == "ring":
-        parser.add_argument("--json", action="store_true", help="print the JSON document")
     if command == "plan":
         parser.add_argument("topology", metavar="NEW_TOPOLOGY",
                             help="the topology file to compare with the router's")
@@ -69,11 +96,15 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 def _duration(text: str) -> str:
     """``text`` unchanged once it parses; the router reads it with the same parse_duration."""
+    _seconds(text)
+    return text
+
+
+def _seconds(text: str) -> float:
     try:
-        parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
 
 
 def main(argv: list[str]) -> int:
@@ -82,9 +113,8 @@ def main(argv: list[str]) -> int:
     parser = _parser(command)
     args = parser.parse_args(argv[1:])
     try:
-        base = router_url(args.router, args.config)
-        args.token = admin_token(args.token_file, args.router, args.config, os.environ)
-        return COMMANDS[command](base, args)
+        target = find_router(args.router, args.config, args.token_file, args.timeout, os.environ)
+        return COMMANDS[command](target, args)
     except UsageError as exc:
         parser.error(str(exc))
     except RouterError as exc:
@@ -98,15 +128,28 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def router_url(explicit: str | None, config: str | None) -> str:
-    """The router's base URL: --router, else router.http of the topology file, else the default."""
+# -- finding the router --------------------------------------------------------------------
+
+def find_router(explicit: str | None, config: str | None, token_file: str | None,
+                timeout: float, environ) -> Target:
+    document = _topology(config)
+    base = router_url(explicit, config, document)
+    token = admin_token(token_file, explicit, config, environ, document)
+    context = _tls_context(document) if base.startswith("https:") else None
+    return Target(base, token, context, timeout)
+
+
+def router_url(explicit: str | None, config: str | None, document=False) -> str:
+    """The router's base URL: --router, else router.http of the topology file (https with
+    router.http_tls), else the default."""
     if explicit is not None:
         url = explicit if "://" in explicit else f"http://{explicit}"
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--router: expected a URL like {DEFAULT_ROUTER}, got {explicit!r}")
         return url.rstrip("/")
-    document = _topology(config)
+    if document is False:
+        document = _topology(config)
     if document is None:
         return DEFAULT_ROUTER
     data, path = document
@@ -114,13 +157,16 @@ def router_url(explicit: str | None, config: str | None) -> str:
     if http is None:
         return DEFAULT_ROUTER
     try:
-        return f"http://{Address.parse(http)}"
+        address = Address.parse(http)
     except ValueError as exc:
         raise UsageError(f"{path}: router.http: {exc}") from None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    scheme = "https" if isinstance(_setting(data, "router", "http_tls"), dict) else "http"
+    return f"{scheme}://{Address(host, address.port)}"
 
 
 def admin_token(token_file: str | None, router: str | None, config: str | None,
-                environ) -> bytes | None:
+                environ, document=False) -> bytes | None:
     """The admin token to send: --token-file, else $RINGCACHE_ADMIN_TOKEN, else the
     security.token_file of the topology (of -c, or of ./topology.yaml when it also names
     the router: a token is never sent to a --router the file does not describe)."""
@@ -130,14 +176,40 @@ def admin_token(token_file: str | None, router: str | None, config: str | None,
         token = read_token(None, environ)
         if token is not None or (router is not None and config is None):
             return token
-        document = _topology(config)
+        if document is False:
+            document = _topology(config)
         named = _setting(document[0], "security", "token_file") if document else None
         if not isinstance(named, str):
             return None
-        return read_token(os.path.join(os.path.dirname(os.path.abspath(document[1])), named),
-                          environ)
+        return read_token(_beside(document[1], named), environ)
     except TokenUnavailable as exc:
         raise UsageError(str(exc)) from None
+
+
+def _tls_context(document) -> ssl.SSLContext | None:
+    """For a router on router.http_tls: trust exactly the certificate the topology gives
+    it (so no CA need be installed), and present ringcache certs' client.pem beside the
+    http_tls ca when the router asks for client certificates."""
+    tls = _setting(document[0], "router", "http_tls") if document else None
+    if not isinstance(tls, dict) or not isinstance(tls.get("cert"), str):
+        return None
+    path = document[1]
+    context = ssl.create_default_context()
+    try:
+        context.load_verify_locations(cafile=_beside(path, tls["cert"]))
+        if isinstance(tls.get("ca"), str):
+            folder = os.path.dirname(_beside(path, tls["ca"]))
+            cert, key = os.path.join(folder, "client.pem"), os.path.join(folder, "client.key")
+            if os.path.isfile(cert) and os.path.isfile(key):
+                context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"{path}: router.http_tls: {exc}") from None
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the router's own certificate
+    return context
+
+
+def _beside(topology_path: str, name: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(topology_path)), os.path.expanduser(name))
 
 
 def _topology(config: str | None) -> tuple[object, str] | None:
@@ -157,7 +229,15 @@ def _topology(config: str | None) -> tuple[object, str] | None:
     try:
         return yaml.safe_load(text), path
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        raise UsageError(f"{path}: {_yaml_problem(exc)}") from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where, and what, without PyYAML's quoted context."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {problem}"
 
 
 def _setting(data, block: str, key: str):
@@ -167,23 +247,28 @@ def _setting(data, block: str, key: str):
 
 # -- HTTP ----------------------------------------------------------------------------------
 
-def _call(method: str, base: str, path: str, token: bytes | None,
-          body: bytes | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(base + path, data=body, method=method)
+def _call(method: str, target: Target, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(target.base + path, data=body, method=method)
     if body is not None:
         request.add_header("Content-Type", "application/octet-stream")
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token.decode('latin-1')}")
+    if target.token is not None:
+        request.add_header("Authorization", f"Bearer {target.token.decode('latin-1')}")
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=target.timeout,
+                                    context=target.context) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read()
     except urllib.error.URLError as exc:
-        raise Unreachable(base, exc.reason) from None
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            reason = f"no answer within {target.timeout:g}s (--timeout)"
+        raise Unreachable(target.base, reason) from None
+    except (TimeoutError, socket.timeout):
+        raise Unreachable(target.base, f"no answer within {target.timeout:g}s (--timeout)") from None
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise Unreachable(base, exc) from None
+        raise Unreachable(target.base, exc) from None
 
 
 def _error_message(body: bytes) -> str:
@@ -206,102 +291,89 @@ def _key_path(args) -> str:
     return f"{quote(args.group, safe='')}/{key}"
 
 
-def _print_json(body: bytes) -> None:
-    print(json.dumps(json.loads(body), indent=2))
+def _print_json(document) -> None:
+    print(json.dumps(document, indent=2))
+
+
+def _show(body: bytes, args, as_text) -> int:
+    document = json.loads(body)
+    if args.json:
+        _print_json(document)
+    else:
+        print(as_text(document), end="")
+    return 0
 
 
 # -- commands ------------------------------------------------------------------------------
 
-def _get(base: str, args) -> int:
-    value = _ok(*_call("GET", base, f"/v1/{_key_path(args)}", args.token))
+def _get(target: Target, args) -> int:
+    value = _ok(*_call("GET", target, f"/v1/{_key_path(args)}"))
+    if args.json:
+        try:
+            shown = {"value": value.decode("utf-8")}
+        except UnicodeDecodeError:
+            shown = {"value_base64": base64.b64encode(value).decode()}
+        _print_json({"group": args.group, "key": args.key, **shown})
+        return 0
+    if not args.raw and not value.endswith(b"\n"):
+        value += b"\n"  # for a terminal; --raw writes the bytes as stored
     sys.stdout.buffer.write(value)
     sys.stdout.buffer.flush()
     return 0
 
 
-def _set(base: str, args) -> int:
+def _set(target: Target, args) -> int:
     if args.value == "-":
         value = sys.stdin.buffer.read()
     else:
         value = args.value.encode("utf-8", "surrogateescape")
     query = "" if args.ttl is None else f"?ttl={quote(args.ttl, safe='')}"
-    _ok(*_call("PUT", base, f"/v1/{_key_path(args)}{query}", args.token, value))
-    return 0
-
-
-def _delete(base: str, args) -> int:
-    _ok(*_call("DELETE", base, f"/v1/{_key_path(args)}", args.token))
-    return 0
-
-
-def _stats(base: str, args) -> int:
-    _print_json(_ok(*_call("GET", base, "/v1/stats", args.token)))
-    return 0
-
-
-def _where(base: str, args) -> int:
-    _print_json(_ok(*_call("GET", base, f"/v1/where/{_key_path(args)}", args.token)))
-    return 0
-
-
-def _ring(base: str, args) -> int:
-    body = _ok(*_call("GET", base, "/v1/ring", args.token))
+    _ok(*_call("PUT", target, f"/v1/{_key_path(args)}{query}", value))
     if args.json:
-        _print_json(body)
-    else:
-        print(ring_table(json.loads(body)), end="")
+        _print_json({"group": args.group, "key": args.key, "stored": True, "bytes": len(value)})
     return 0
 
 
-def ring_table(ring: dict) -> str:
-    """The ring as a table a person reads: one line per node with its share and health."""
-    rows = [("NAME", "ADDRESS", "WEIGHT", "SHARE", "STATE", "DOWNS", "TIMEOUTS")]
-    for node in ring["nodes"]:
-        state = node["state"]
-        if node.get("down_reason"):
-            state += f" ({node['down_reason']})"
-        rows.append((node["name"], node["address"], f"{node['weight']:g}",
-                     f"{node['share'] * 100:.1f}%", state, str(node.get("marked_down", 0)),
-                     str(node.get("timeouts", 0))))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [f"ring {ring['digest']}, {ring['vnodes']} vnodes per unit of weight"]
-    warmup = ring.get("warmup") or {}
-    if warmup.get("active"):
-        lines.append(f"warming up from ring {warmup['previous_digest']}: "
-                     f"{warmup['seconds_left']:.0f}s left")
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    workers = ring.get("workers")
-    if workers:
-        up = sum(w["up"] for w in workers)
-        lines.append(f"workers: {up} of {len(workers)} up")
-        for w in workers:
-            state = "up" if w["up"] else "down"
-            same = "" if w["digest"] in (None, ring["digest"]) else f", ring {w['digest']}"
-            lines.append(f"  worker {w['index']}: pid {w['pid']}, {state}{same}")
-    return "\n".join(lines) + "\n"
+def _delete(target: Target, args) -> int:
+    _ok(*_call("DELETE", target, f"/v1/{_key_path(args)}"))
+    if args.json:
+        _print_json({"group": args.group, "key": args.key, "deleted": True})
+    return 0
 
 
-def _reload(base: str, args) -> int:
-    code, body = _call("POST", base, "/v1/reload", args.token, b"")
+def _stats(target: Target, args) -> int:
+    return _show(_ok(*_call("GET", target, "/v1/stats")), args, tables.stats)
+
+
+def _where(target: Target, args) -> int:
+    return _show(_ok(*_call("GET", target, f"/v1/where/{_key_path(args)}")), args, tables.where)
+
+
+def _ring(target: Target, args) -> int:
+    return _show(_ok(*_call("GET", target, "/v1/ring")), args, tables.ring)
+
+
+def _reload(target: Target, args) -> int:
+    code, body = _call("POST", target, "/v1/reload", b"")
     if code == 400:
+        if args.json:
+            _print_json(json.loads(body))
         print(f"ringcache reload: refused: {_error_message(body)}", file=sys.stderr)
         return 1
-    _print_json(_ok(code, body))
-    return 0
+    return _show(_ok(code, body), args, tables.reload)
 
 
-def _plan(base: str, args) -> int:
+def _plan(target: Target, args) -> int:
     try:
         with open(args.topology, "rb") as f:
             document = f.read()
     except OSError as exc:
         raise UsageError(f"{args.topology}: cannot read: {exc.strerror}") from None
     name = quote(args.topology, safe="")
-    code, body = _call("POST", base, f"/v1/plan?name={name}", args.token, document)
+    code, body = _call("POST", target, f"/v1/plan?name={name}", document)
     if code == 400:  # the router found the new topology invalid: bad input to this command
         raise UsageError(_error_message(body))
-    _print_json(_ok(code, body))
-    return 0
+    return _show(_ok(code, body), args, tables.plan)
 
 
 COMMANDS = {

@@ -12,6 +12,8 @@ class Item(NamedTuple):
     value: bytes
     flags: int = 0
     cas: int = 0  # the node's CAS unique for this copy (0: not known, e.g. straight from a source)
+    # False when the owning node did not have it (read through, warmed up): a miss to count
+    hit: bool = True
 
 
 @dataclass

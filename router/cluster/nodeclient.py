@@ -27,6 +27,9 @@ from shared.net import cancel_call, whole_answers
 log = Logger()
 
 CONNECTING, UP, PROBING, DOWN, STOPPED = "connecting", "up", "probing", "down", "stopped"
+# Connection attempts that fail before a node never reached since start is logged as down
+# (with the default backoff, 1.5 to 3 seconds): nodes started beside the router need that.
+REPORT_AFTER_ATTEMPTS = 5
 
 # Batches in a row that time out before a node that still holds its connection open
 # (hung, SIGSTOPped, overloaded) is marked down and probed like a dead one.
@@ -101,6 +104,7 @@ class NodeClient:
         self._state = CONNECTING
         self._transport = None
         self._attempts = 0
+        self._unreported = False  # down since start, and not logged yet
         self._retry_call = None
         # Counters for stats.
         self.connects = 0
@@ -181,15 +185,25 @@ class NodeClient:
     def _mark_down(self, reason: str) -> None:
         if self.state in (UP, CONNECTING):
             self.marked_down += 1
-            log.warn("node {node} ({address}) is down: {reason}",
-                     node=self.name, address=self.address, reason=reason)
+            # A node that was up is news at once; one not reached since start may just
+            # be starting beside us (ringcache up): it is news if a few tries fail too.
+            self._unreported = self.state == CONNECTING
+            if self.state == UP:
+                self._log_down(reason)
         self.state = DOWN
         self.down_reason = reason
         self.batcher.fail_all(reason)
         delay = min(self._backoff_max, self._backoff_initial * (2 ** self._attempts))
         delay *= 0.5 + self._rng.random() / 2  # jitter: routers must not retry in step
         self._attempts += 1
+        if self._unreported and self._attempts >= REPORT_AFTER_ATTEMPTS:
+            self._unreported = False
+            self._log_down(reason)
         self._retry_call = self.reactor.callLater(delay, self._connect)
+
+    def _log_down(self, reason: str) -> None:
+        log.warn("node {node} ({address}) is down: {reason}",
+                 node=self.name, address=self.address, reason=reason)
 
     def _connected(self, transport) -> None:
         if self.state == STOPPED:

@@ -9,6 +9,7 @@ Every method answers a Deferred; none blocks.
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -34,6 +35,8 @@ log = Logger()
 
 __all__ = ["Group", "Item", "Router"]
 
+HISTORY = 10  # reloads kept for /v1/stats
+
 
 class Router(Reads, Writes):
     """The ring, the groups and their sources, and a client per node; the read and write
@@ -57,6 +60,8 @@ class Router(Reads, Writes):
         self.reload_failures = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
+        # The last reloads, newest first, with what moved: the status page shows them.
+        self.history: deque[dict] = deque(maxlen=HISTORY)
         self.warmup = WarmUp(reactor)
         # Called with each topology a reload applied (router workers pass it on).
         self.reload_hooks: list = []
@@ -109,7 +114,7 @@ class Router(Reads, Writes):
                 clients[node.name] = self._node_client(
                     node.name, node.address.host, node.address.port, self.reactor,
                     timeout=cfg.timeout, configure=self._group_configs,
-                    observe_latency=self.stats.node_latency.labels(node.name).observe,
+                    observe_latency=self.stats.node_observer(node.name),
                     stale_on_return=self._replicated_groups)
         configs = [pb.GroupConfig(name=g.name, policy=g.policy, max_bytes=g.max_bytes)
                    for g in topology.groups.values()]
@@ -161,10 +166,13 @@ class Router(Reads, Writes):
             self.reload_failures += 1
             self.last_error = str(exc)
             self.last_error_at = self.clock()
+            self.history.appendleft({"at": self.last_error_at, "applied": False,
+                                     "error": self.last_error})
             log.error("reload refused, the old topology keeps serving: {error}", error=exc)
             raise
         self.reloads += 1
         self.last_error = None
+        self.history.appendleft({"at": self.loaded_at, "applied": True, **result})
         log.info("topology reloaded: digest {digest}, {moved:.1%} of keys moved",
                  digest=result["digest"], moved=result["moved"])
         for hook in self.reload_hooks:
@@ -186,6 +194,7 @@ class Router(Reads, Writes):
             "last_error": self.last_error,
             "revision": self.topology.revision,  # etcd's revision of the document serving
             **self.origin.status(),
+            "history": list(self.history),
         }
 
     def _replicated_groups(self) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from router.memcache.keys import split_group
+from shared.backlog import DEFAULT_BACKLOG, backlog_problem
 from shared.units import parse_duration, parse_size
 
 
@@ -68,6 +69,9 @@ class RouterConfig:
     workers: int = 1  # router processes sharing the memcached port ("auto": the cores, capped)
     memcache_tls: TLSFiles | None = None  # TLS on the client port, as memcached's -Z
     http_tls: TLSFiles | None = None  # HTTPS for the HTTP API
+    # Apply the file when it changes; otherwise only on SIGHUP and POST /v1/reload, so an
+    # operator can save an edit, look at `ringcache plan`, then reload.
+    watch: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +101,8 @@ class LimitsConfig:
     # past it, connections in the middle of a value are not read until others finish.
     input_buffer: int = 64 << 20
     reloads_per_minute: int = 30  # reload/plan requests over HTTP; more are answered 429
+    # Connections the kernel queues for each listener before accepting (shared/backlog.py).
+    backlog: int = DEFAULT_BACKLOG
 
 
 # Ring and document bounds: a topology past them is refused rather than frozen on.
@@ -164,10 +170,10 @@ class Topology:
 
 
 _ROUTER_KEYS = ("memcache", "http", "vnodes", "timeout", "default_group", "warmup", "item_size_max",
-                "workers", "memcache_tls", "http_tls")
+                "workers", "memcache_tls", "http_tls", "watch")
 _SECURITY_KEYS = ("ca", "cert", "key", "secret_file", "token_file", "protect_reads")
 _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_buffer", "input_buffer",
-                "reloads_per_minute")
+                "reloads_per_minute", "backlog")
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
 _GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source")
@@ -332,6 +338,8 @@ def _router(block: dict, groups: Mapping[str, GroupSpec], base_dir: str) -> Rout
         kwargs["item_size_max"] = _positive(parse_size, block["item_size_max"], "router.item_size_max")
     if "workers" in block:
         kwargs["workers"] = _workers(block["workers"])
+    if "watch" in block:
+        kwargs["watch"] = _bool(block["watch"], "router.watch")
     for key in ("memcache_tls", "http_tls"):
         if block.get(key) is not None:
             kwargs[key] = _tls(block[key], f"router.{key}", base_dir)
@@ -382,11 +390,14 @@ def _security(block: Any, base_dir: str) -> SecurityConfig:
         if block.get(key) is not None:
             kwargs[key] = _path(block[key], f"security.{key}", base_dir)
     if "protect_reads" in block:
-        if not isinstance(block["protect_reads"], bool):
-            raise _Problem("security.protect_reads",
-                           f"expected true or false, got {_kind(block['protect_reads'])}")
-        kwargs["protect_reads"] = block["protect_reads"]
+        kwargs["protect_reads"] = _bool(block["protect_reads"], "security.protect_reads")
     return SecurityConfig(**kwargs)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(where, f"expected true or false, got {_kind(value)}")
+    return value
 
 
 def _limits(block: Any) -> LimitsConfig:
@@ -404,6 +415,11 @@ def _limits(block: Any) -> LimitsConfig:
     for key in ("output_buffer", "input_buffer"):
         if key in block:
             kwargs[key] = _positive(parse_size, block[key], f"limits.{key}")
+    if "backlog" in block:
+        problem = backlog_problem(block["backlog"])
+        if problem:
+            raise _Problem("limits.backlog", problem)
+        kwargs["backlog"] = block["backlog"]
     return LimitsConfig(**kwargs)
 
 

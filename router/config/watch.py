@@ -29,7 +29,12 @@ class FileWatch:
         self._loop = LoopingCall(self.check)
         self._loop.clock = clock
 
+    @property
+    def running(self) -> bool:
+        return self._loop.running
+
     def start(self) -> None:
+        self._last = _signature(self.path)  # changes made while it was off are not news
         self._loop.start(self.interval, now=False)
 
     def stop(self) -> None:

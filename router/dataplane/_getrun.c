@@ -699,6 +699,17 @@ static PyObject *run_render(GetRunObject *r, PyObject *unused) {
 
 static PyObject *run_batches(GetRunObject *r, void *c) { return Py_NewRef(r->py_batches); }
 
+static PyObject *run_batch_sizes(GetRunObject *r, PyObject *unused) {
+    PyObject *out = PyList_New(r->nbatches);
+    if (!out) return NULL;
+    for (Py_ssize_t b = 0; b < r->nbatches; b++) {
+        PyObject *pair = Py_BuildValue("(in)", r->batches[b].group, r->batches[b].n);
+        if (!pair) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, b, pair);
+    }
+    return out;
+}
+
 static PyMethodDef run_methods[] = {
     {"fill", (PyCFunction)(void (*)(void))run_fill, METH_FASTCALL,
      "Node answered a batch with one entry per key; batches left."},
@@ -709,6 +720,7 @@ static PyMethodDef run_methods[] = {
     {"resolve_error", (PyCFunction)(void (*)(void))run_resolve_error, METH_FASTCALL,
      "A slot failed: commands naming it answer this line."},
     {"render", (PyCFunction)run_render, METH_NOARGS, "The answers to every command, in order."},
+    {"batch_sizes", (PyCFunction)run_batch_sizes, METH_NOARGS, "(group, keys) per batch."},
     {NULL},
 };
 

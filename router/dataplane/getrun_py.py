@@ -120,6 +120,10 @@ class GetRun:
         """``slot`` failed: each command naming it answers ``line`` instead."""
         self.errors[slot] = line
 
+    def batch_sizes(self) -> list[tuple[int, int]]:
+        """(group, keys) per batch, for the per-group hit counts."""
+        return [(group, len(keys)) for _, group, keys, _ in self._bodies]
+
     def render(self) -> bytes:
         """The answers to every command of the run, in order."""
         out = []

@@ -54,15 +54,18 @@ def gather(ds: list, results) -> Deferred:
 class InFlight:
     """One GetRun in flight: its answer slot, and why a failed batch failed."""
 
-    __slots__ = ("run", "routes", "done", "token", "error_line", "failures")
+    __slots__ = ("run", "routes", "done", "token", "error_line", "failures", "loaded", "conn")
 
-    def __init__(self, run, routes: Routes, done, token, error_line):
+    def __init__(self, run, routes: Routes, done, token, error_line, conn):
         self.run = run
         self.routes = routes
-        # done(answer bytes, run, token): the client's answer to every command of the run.
+        self.conn = conn  # the client connection, by which the slow path queues loads
+        # done(answer bytes, run, token, loaded): the client's answer to every command of
+        # the run, and how many of its keys were answered but not cached (misses).
         self.done, self.token = done, token
         self.error_line = error_line  # a Failure in the client protocol's words
         self.failures: dict[int, object] = {}  # batch -> Failure, or the Response refused
+        self.loaded = 0
 
 
 class _BatchWaiter:
@@ -95,10 +98,11 @@ class _BatchWaiter:
             finish(state, self.router)
 
 
-def serve(router, run, routes: Routes, done, token, error_line) -> None:
+def serve(router, run, routes: Routes, done, token, error_line, conn=None) -> None:
     """Send ``run``'s batches to their nodes; ``done(answer, run, token)`` is called once
-    every key has its answer. ``error_line(failure)`` words a key's failure."""
-    state = InFlight(run, routes, done, token, error_line)
+    every key has its answer. ``error_line(failure)`` words a key's failure; ``conn`` is
+    the client connection the run is for (router/cluster/reads.py)."""
+    state = InFlight(run, routes, done, token, error_line, conn)
     clients = routes.clients
     for batch, (node, body) in enumerate(run.batches):
         if not clients[node].send_prepared(body, _BatchWaiter(state, batch, router)):
@@ -113,7 +117,7 @@ def finish(state: InFlight, router) -> None:
     """Every batch is in: answer what the nodes answered, and the rest by the slow path."""
     run = state.run
     unresolved = run.unresolved()
-    router.stats.hits += run.nslots - len(unresolved)
+    _count_hits(router.stats.group_hits, run, unresolved, state.routes.groups)
     if not unresolved:
         _render(state)
         return
@@ -130,24 +134,33 @@ def finish(state: InFlight, router) -> None:
     gather(waiting, state).addCallback(_render)
 
 
+def _count_hits(hits, run, unresolved: list, groups: list) -> None:
+    """Per group, the keys the nodes answered: each batch's keys less those unresolved."""
+    for group, n in run.batch_sizes():
+        hits[groups[group].name] += n
+    for _, group, _, batch, _, _ in unresolved:
+        if batch >= 0:
+            hits[groups[group].name] -= 1
+
+
 def _slow(state: InFlight, router, group: int, node: int, batch: int, key: bytes, stored):
     """One key the fast path could not answer: an Item, None, a Deferred of one, or raises."""
-    g = state.routes.groups[group]
+    g, conn = state.routes.groups[group], state.conn
     if node < 0:  # a group with replicas: the router reads it copy by copy
-        return router.read(g, key)
+        return router.read(g, key, conn=conn)
     client = state.routes.clients[node]
     if stored is not None:  # a miss, or a cached absence
-        return router.missed(g, key, client, stored == entry.NEGATIVE)
+        return router.missed(g, key, client, stored == entry.NEGATIVE, conn)
     failure = state.failures[batch]
     if isinstance(failure, Failure):
         if failure.check(NodeUnavailable):
-            return router.read_failed(failure, g, key, [client], 0)
+            return router.read_failed(failure, g, key, [client], 0, conn)
         return failure
     # The node answered the batch with a status: an old node without GET_MANY is asked
     # key by key; answers too big for one frame are refused, as memcached refuses a get
     # answer it cannot hold; any other status is the node's error.
     if failure.status == pb.UNKNOWN_OP or failure.status == pb.OK:
-        return router.read(g, key, [client])
+        return router.read(g, key, [client], conn)
     if failure.status == pb.TOO_LARGE:
         raise AnswerTooLarge(failure.error)
     raise NodeError(failure.error or pb.Status.Name(failure.status))
@@ -159,8 +172,10 @@ def _resolved(result, state: InFlight, slot: int) -> None:
     elif result is None:
         state.run.resolve(slot, b"")
     else:
+        if not result.hit:
+            state.loaded += 1
         state.run.resolve(slot, entry.pack(result.value, result.flags, result.cas))
 
 
 def _render(state: InFlight) -> None:
-    state.done(state.run.render(), state.run, state.token)
+    state.done(state.run.render(), state.run, state.token, state.loaded)

@@ -8,6 +8,7 @@ CLI reads it the same way (router/cli/client.py).
 
 from __future__ import annotations
 
+import base64
 import hmac
 import os
 from collections.abc import Mapping
@@ -49,8 +50,15 @@ def _checked(token: bytes, where: str) -> bytes:
 
 
 def bearer(authorization: bytes | None) -> bytes | None:
-    """The token of an ``Authorization: Bearer TOKEN`` header value, or None."""
+    """The token of an ``Authorization: Bearer TOKEN`` header value, or of ``Basic`` with
+    the token as the password (what a browser sends for the status page), or None."""
     scheme, _, token = (authorization or b"").strip().partition(b" ")
+    if scheme.lower() == b"basic":
+        try:
+            credentials = base64.b64decode(token.strip(), validate=True)
+        except ValueError:
+            return None
+        return credentials.partition(b":")[2] or None
     if scheme.lower() != b"bearer":
         return None
     return token.strip() or None

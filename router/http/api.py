@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 
 from google.protobuf.json_format import MessageToDict
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -19,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from router.http.admin_token import AdminToken, TokenUnavailable, bearer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
-from router.cluster.stats import counters
+from router.http import metrics, status_page
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.http.rate_limit import TokenBucket
 from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -49,6 +49,7 @@ class Reply:
     body: bytes = b""
     content_type: bytes | None = None
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    hit: bool = True  # a value's answer: whether its node had it (else a miss to count)
 
 
 def json_reply(code: int, document) -> Reply:
@@ -108,7 +109,8 @@ class Admission:
         topology = self.router.topology
         need = protection(method, path)
         if need == ADMIN or (need == READ and topology.security.protect_reads):
-            self._authorize(topology.security, headers.getRawHeaders(b"Authorization", [None])[-1])
+            self._authorize(topology.security, headers.getRawHeaders(b"Authorization", [None])[-1],
+                            path == b"/")
         # Rated after the token, so requests without it cannot spend the admins' quota.
         if method == b"POST" and path in RATED:
             self._rate(topology.limits.reloads_per_minute)
@@ -117,13 +119,16 @@ class Admission:
             limit.check(length)
         return limit
 
-    def _authorize(self, security, authorization: bytes | None) -> None:
+    def _authorize(self, security, authorization: bytes | None, page: bool = False) -> None:
         try:
             token = self.token.required(security)
         except TokenUnavailable as exc:
             raise HTTPError(503, f"admin token unavailable: {exc}") from None
         if token is None or self.token.matches(token, authorization):
             return
+        if page:  # a browser: it asks for the token (as the password) and sends it after
+            raise HTTPError(401, "the status page needs the admin token (as the password)",
+                            ((b"WWW-Authenticate", b'Basic realm="ringcache", charset="UTF-8"'),))
         if bearer(authorization) is None:
             raise HTTPError(401, "this needs the admin token: send Authorization: Bearer TOKEN",
                             ((b"WWW-Authenticate", b'Bearer realm="ringcache"'),))
@@ -166,6 +171,7 @@ class RouterResource(Resource):
         self.router = router
         # path -> {method: handler(request)}; HEAD is served by GET's handler
         self._fixed = {
+            b"/": {b"GET": self._status_page},
             b"/healthz": {b"GET": self._healthz},
             b"/metrics": {b"GET": self._metrics},
             b"/v1/stats": {b"GET": self._stats},
@@ -215,11 +221,21 @@ class RouterResource(Resource):
 
     def _counted(self, op: str, handler):
         def counted(request, group: str, key: bytes):
-            return maybeDeferred(handler, request, group, key).addBoth(self._count, op)
+            started = self.router.reactor.seconds()
+            return maybeDeferred(handler, request, group, key).addBoth(self._count, op, started)
         return counted
 
     def _get(self, request, group: str, key: bytes):
-        return self.router.get(group, key).addCallback(_item_reply)
+        # Loads of a miss are queued per client connection (router/cluster/loads.py).
+        return self.router.get(group, key, conn=request.channel).addCallback(_item_reply)
+
+    @staticmethod
+    def _outcome(result, op: str) -> str:
+        if isinstance(result, Failure):
+            return "error"
+        if op == "get":
+            return "hit" if result.code == 200 and result.hit else "miss"
+        return "ok"
 
     def _set(self, request, group: str, key: bytes):
         ttl = _ttl(request)
@@ -229,47 +245,28 @@ class RouterResource(Resource):
     def _delete(self, request, group: str, key: bytes):
         return self.router.delete(group, key).addCallback(lambda _: Reply(204))
 
-    def _count(self, result, op: str):
-        if isinstance(result, Failure):
-            outcome = "error"
-        elif op == "get":
-            outcome = "hit" if result.code == 200 else "miss"
-        else:
-            outcome = "ok"
-        self.router.stats.count("http", op, outcome)
+    def _count(self, result, op: str, started: float):
+        stats = self.router.stats
+        stats.count("http", op, self._outcome(result, op))
+        stats.observe("http", op, self.router.reactor.seconds() - started)
         return result
 
     # -- health, metrics, admin ----------------------------------------------------------
+
+    def _status_page(self, request):
+        return Reply(200, status_page.page(), status_page.HTML,
+                     ((b"Cache-Control", b"no-cache"),))
 
     def _healthz(self, request):
         return Reply(200, b"ok\n", TEXT)
 
     def _metrics(self, request):
-        registry, pool = self.router.stats.registry, self.router.workers
-        if pool is None:
-            return Reply(200, generate_latest(registry), CONTENT_TYPE_LATEST.encode())
-        from router.process.workers import merged_metrics  # summed over the router's workers
-
-        return pool.stats().addCallback(lambda workers: Reply(
-            200, merged_metrics(registry, workers), CONTENT_TYPE_LATEST.encode()))
+        return metrics.scrape(self.router).addCallback(
+            lambda text: Reply(200, text, CONTENT_TYPE_LATEST.encode()))
 
     def _stats(self, request):
-        router, stats = self.router, self.router.stats
-        document = {
-            "router": {
-                **counters(router),
-                "health": {name: {"state": c.state, "marked_down": c.marked_down,
-                                  "timeouts": c.timeouts}
-                           for name, c in router.clients.items()},
-                "requests": {"/".join(labels): n for labels, n in sorted(stats.requests.items())},
-                # Source loads per group against their bounds (router/cluster/loads.py).
-                "source_loads": {name: {"running": g.loads.running,
-                                        "waiting": g.loads.waiting,
-                                        "refused": g.loads.refused}
-                                 for name, g in router.groups.items() if g.loads is not None},
-            },
-            "config": router.config_status(),
-        }
+        router = self.router
+        document = {"router": metrics.router_document(router), "config": router.config_status()}
 
         def with_nodes(nodes):
             document["nodes"] = {name: _node_stats(reply) for name, reply in nodes.items()}
@@ -369,8 +366,8 @@ def _posted_topology(document: bytes, name: str):
 
 def _item_reply(item) -> Reply:
     if item is None:
-        return Reply(404, error_body("not found"), JSON)
-    return Reply(200, item.value, OCTETS)
+        return Reply(404, error_body("not found"), JSON, hit=False)
+    return Reply(200, item.value, OCTETS, hit=item.hit)
 
 
 def _node_stats(reply) -> dict:

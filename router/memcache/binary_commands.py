@@ -54,6 +54,7 @@ class BinaryCommands:
             if type(request) is mb.Invalid:
                 self.answers.answer(mb.error(request.opcode, request.opaque, request.status))
             else:
+                self.answers.command = _COMMAND_NAMES[request.command]
                 _COMMANDS[request.command](self, request)
 
     def _reply(self, request: mb.Request, d, on_result) -> None:
@@ -66,9 +67,9 @@ class BinaryCommands:
     def _do_get(self, r: mb.Request) -> None:
         command = r.command
         if command in (mb.GAT, mb.GATK, mb.TOUCH):
-            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0])
+            d = commands.gat(self.router, r.key, mb.FLAGS.unpack(r.extras)[0], self.connection)
         else:
-            d = self.router.get(*self.router.resolve(r.key))
+            d = self.router.get(*self.router.resolve(r.key), conn=self.connection)
         with_key = command in (mb.GETK, mb.GATK)
         op = "touch" if command == mb.TOUCH else "get"
 
@@ -80,7 +81,8 @@ class BinaryCommands:
                 if with_key:  # memcached answers a getk miss with the key, no message
                     return mb.response(r.opcode, r.opaque, mb.KEY_ENOENT, key=r.key)
                 return mb.error(r.opcode, r.opaque, mb.KEY_ENOENT)
-            self.router.stats.count("memcache", op, "hit" if op == "get" else "ok")
+            self.router.stats.count("memcache", op,
+                                    ("hit" if item.hit else "miss") if op == "get" else "ok")
             value = b"" if command == mb.TOUCH else item.value
             return mb.response(r.opcode, r.opaque, key=r.key if with_key else b"",
                                extras=mb.FLAGS.pack(item.flags), value=value, cas=item.cas)
@@ -196,4 +198,13 @@ _COMMANDS = {
     mb.INCR: BinaryCommands._do_arith, mb.DECR: BinaryCommands._do_arith,
     mb.FLUSH: BinaryCommands._do_flush, mb.STAT: BinaryCommands._do_stat,
     **dict.fromkeys((mb.NOOP, mb.VERSION, mb.VERBOSITY, mb.QUIT), BinaryCommands._do_simple),
+}
+# The command label of each opcode in ringcache_request_duration_seconds, as the text
+# protocol names the command.
+_COMMAND_NAMES = {
+    **dict.fromkeys((mb.GET, mb.GETK), "get"), **dict.fromkeys((mb.GAT, mb.GATK), "gat"),
+    mb.TOUCH: "touch", mb.SET: "set", mb.ADD: "add", mb.REPLACE: "replace",
+    mb.APPEND: "append", mb.PREPEND: "prepend", mb.DELETE: "delete", mb.INCR: "incr",
+    mb.DECR: "decr", mb.FLUSH: "flush_all", mb.STAT: "stats", mb.NOOP: "noop",
+    mb.VERSION: "version", mb.VERBOSITY: "verbosity", mb.QUIT: "quit",
 }

@@ -72,11 +72,12 @@ def touch(router, key: bytes, exptime: int) -> Deferred:
     return router.touch(group, key, seconds)
 
 
-def gat(router, key: bytes, exptime: int) -> Deferred:
-    """The Item (or None) of a get that also sets the exptime of a hit."""
+def gat(router, key: bytes, exptime: int, conn=None) -> Deferred:
+    """The Item (or None) of a get that also sets the exptime of a hit; ``conn``: the
+    client connection, by which a miss's load is queued."""
     group, key = router.resolve(key)
     seconds = ttl(router, exptime)
-    return router.gat(group, key, ALREADY_EXPIRED if seconds is EXPIRED else seconds)
+    return router.gat(group, key, ALREADY_EXPIRED if seconds is EXPIRED else seconds, conn)
 
 
 def delete(router, key: bytes, cas: int = 0) -> Deferred:

@@ -38,7 +38,7 @@ class MemcacheConnection(Protocol):
         self.router = factory.router
         self.factory = factory
         self.reactor = factory.reactor
-        self.answers = AnswerQueue(self.reactor, self._deliver)
+        self.answers = AnswerQueue(self.reactor, self._deliver, self.router.stats.observe)
         self.commands: TextCommands | BinaryCommands | None = None  # from the first byte
         # Why this client is not read from, if it is not: too many answers outstanding,
         # it does not read what we send, or other clients' unfinished values fill the
@@ -69,7 +69,7 @@ class MemcacheConnection(Protocol):
         if commands is None:
             kind = BinaryCommands if data[:1] == BINARY_MAGIC else TextCommands
             commands = self.commands = kind(self)
-        self.last_active = now = self.reactor.seconds()
+        self.last_active = self.answers.read_at = now = self.reactor.seconds()
         commands.received(data)
         self._read_done(commands.parser, now)
 

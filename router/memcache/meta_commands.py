@@ -1,7 +1,8 @@
 """Carrying out memcached's meta commands (router/memcache/meta.py's events) on the router.
 
-``carry_out(router, meta)`` answers a Deferred of the bytes to send (b"" when quiet mode hides
-the answer); failures are left to the connection, which words them as for any command.
+``carry_out(router, meta, conn)`` answers a Deferred of the bytes to send (b"" when quiet
+mode hides the answer); failures are left to the connection, which words them as for any
+command. ``conn`` is the client connection, by which a miss's load is queued.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ _CODES = {STORED: b"HD", NOT_STORED_: b"NS", EXISTS: b"EX", MISSING: b"NF"}
 NON_NUMERIC_LINE = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
 
 
-def carry_out(router, meta: Meta):
+def carry_out(router, meta: Meta, conn=None):
     command = meta.command
     if command == "mn":
         return succeed(MN)
     if command == "me":
         # No item metadata to dump: a proxy holds none (protocol.txt lets me answer EN).
         return succeed(EN)
+    if command == "mg":
+        return _mg(router, meta, conn)
     return _COMMANDS[command](router, meta)
 
 
@@ -33,11 +36,11 @@ def _ttl_flag(meta: Meta) -> int:
     return meta.get("T", -1) if meta.has("T") else -1
 
 
-def _mg(router, meta: Meta):
+def _mg(router, meta: Meta, conn):
     if meta.has("T"):
-        d = commands.gat(router, meta.key, meta.get("T"))
+        d = commands.gat(router, meta.key, meta.get("T"), conn)
     else:
-        d = router.get(*router.resolve(meta.key))
+        d = router.get(*router.resolve(meta.key), conn=conn)
 
     def got(item, won=False):
         if item is None:
@@ -58,7 +61,7 @@ def _mg(router, meta: Meta):
         def vivified(written):
             if written.outcome == STORED:
                 return got(Item(b"", 0, written.cas), won=True)
-            return router.get(*router.resolve(meta.key)).addCallback(got)
+            return router.get(*router.resolve(meta.key), conn=conn).addCallback(got)
 
         return added.addCallback(vivified)
 
@@ -114,4 +117,4 @@ def _ma(router, meta: Meta):
     return d.addCallback(counted)
 
 
-_COMMANDS = {"mg": _mg, "ms": _ms, "md": _md, "ma": _ma}
+_COMMANDS = {"ms": _ms, "md": _md, "ma": _ma}  # and mg, which reads for a connection

@@ -18,9 +18,10 @@ from shared.reactor import end_of_turn
 
 class Slot:
     """A place in the answer order for one command, or for the ``commands`` of a run the
-    data plane serves at once; ``data`` is None until it is answered."""
+    data plane serves at once; ``data`` is None until it is answered. ``command`` and
+    ``read_at`` time it for the request latency histogram, when it is written."""
 
-    __slots__ = ("data", "commands")
+    __slots__ = ("data", "commands", "command", "read_at")
 
     def __init__(self, data: bytes | None = None, commands: int = 1):
         self.data = data
@@ -30,17 +31,24 @@ class Slot:
 class AnswerQueue:
     """One connection's slots. ``deliver(data)`` is called by a flush that found answers
     ready at the head of the queue, so the connection writes them and looks again at its
-    bounds."""
+    bounds; ``observe(protocol, command, seconds, n)`` is told how long each took, from
+    its read to its write (RouterStats.observe)."""
 
-    def __init__(self, reactor, deliver: Callable[[bytes], None]):
+    def __init__(self, reactor, deliver: Callable[[bytes], None], observe):
         self.reactor = reactor
         self._deliver = deliver
+        self._observe = observe
+        # The command being dispatched and when its read came in: each slot queued takes
+        # them (the connection and its commands set them).
+        self.command = "get"
+        self.read_at = 0.0
         self.slots: deque[Slot] = deque()
         self.outstanding = 0  # commands queued and not yet written (one slot may hold many)
         self._flush_call = None
         self._closed = False
 
     def queue(self, slot: Slot) -> None:
+        slot.command, slot.read_at = self.command, self.read_at
         self.slots.append(slot)
         self.outstanding += slot.commands
 
@@ -78,9 +86,12 @@ class AnswerQueue:
         self._flush_call = None
         slots = self.slots
         out = []
+        now = self.reactor.seconds()
+        observe = self._observe
         while slots and slots[0].data is not None:
             slot = slots.popleft()
             self.outstanding -= slot.commands
+            observe("memcache", slot.command, now - slot.read_at, slot.commands)
             out.append(slot.data)
         if out:
             self._deliver(out[0] if len(out) == 1 else b"".join(out))

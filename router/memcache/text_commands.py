@@ -73,6 +73,23 @@ def write_error_line(failure) -> bytes:
     return error_line(failure)
 
 
+def _command_name(event) -> str:
+    """The command label of ``event`` in ringcache_request_duration_seconds."""
+    kind = type(event)
+    name = _COMMAND_NAMES.get(kind)
+    if name is not None:
+        return name
+    if kind is mc.Arith:
+        return "incr" if event.incr else "decr"
+    return getattr(event, "command", "other")  # stores, meta commands, admin commands
+
+
+_COMMAND_NAMES = {mc.Delete: "delete", mc.Touch: "touch", mc.GetAndTouch: "gat",
+                  mc.FlushAll: "flush_all", mc.Version: "version", mc.Stats: "stats",
+                  mc.Quit: "quit", mc.Unknown: "unknown", mc.ClientError: "invalid",
+                  mc.ServerError: "invalid", mc.Get: "get"}
+
+
 def _spread(results: list, distinct: list, keys) -> list:
     """Results for ``distinct`` keys, placed at every position of ``keys`` they hold."""
     by_key = dict(zip(distinct, results))
@@ -100,6 +117,7 @@ class TextCommands:
         parser = self.parser
         parser.receive_data(data)
         connection = self.connection
+        answers = self.answers
         # Taken per read: a reload swaps them, and what was routed finishes on the old.
         routes = self.router.routes
         get = mc.Get
@@ -110,8 +128,9 @@ class TextCommands:
                 run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
                     slot = Slot(None, run.ncommands)
-                    self.answers.queue(slot)
-                    serve(self.router, run, routes, self._served, slot, error_line)
+                    answers.command = "get"
+                    answers.queue(slot)
+                    serve(self.router, run, routes, self._served, slot, error_line, connection)
                     continue
             event = parser.next_event()
             if event is None:
@@ -122,6 +141,7 @@ class TextCommands:
             if gets:
                 self._gets(gets, routes)
                 gets = []
+            answers.command = _command_name(event)
             self._dispatch(event)
         if gets:
             self._gets(gets, routes)
@@ -130,16 +150,18 @@ class TextCommands:
 
     def _serve(self, run, routes) -> None:
         slot = Slot(None, run.ncommands)
+        self.answers.command = "get"
         self.answers.queue(slot)
-        serve(self.router, run, routes, self._served, slot, error_line)
+        serve(self.router, run, routes, self._served, slot, error_line, self.connection)
 
-    def _served(self, answer: bytes, run, slot: Slot) -> None:
-        """The data plane's answer to a run of gets (router/dataplane/serve.py)."""
+    def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
+        """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
+        of the keys it found were not cached (read through): misses."""
         count = self.router.stats.count
-        if run.hits:
-            count("memcache", "get", "hit", run.hits)
-        if run.misses:
-            count("memcache", "get", "miss", run.misses)
+        if run.hits > loaded:
+            count("memcache", "get", "hit", run.hits - loaded)
+        if run.misses + loaded:
+            count("memcache", "get", "miss", run.misses + loaded)
         self.answers.fill(answer, slot)
 
     def _gets(self, events: list, routes) -> None:
@@ -154,6 +176,7 @@ class TextCommands:
                     self._serve(route_gets(events[start:i], routes.table, MAX_GET_ANSWER),
                                 routes)
                 self.router.stats.count("memcache", "get", "error")
+                self.answers.command = "get"
                 self.answers.answer(TOO_MANY_KEYS)
                 start = i + 1
         if start < len(events):
@@ -179,7 +202,7 @@ class TextCommands:
         elif kind is mc.GetAndTouch:
             self._gat(event)
         elif kind is mc.Meta:
-            self._later(meta_commands.carry_out(self.router, event), bytes, errors=(
+            self._later(meta_commands.carry_out(self.router, event, self.connection), bytes, errors=(
                 error_line if event.command == "mg" else write_error_line))
         elif kind is mc.FlushAll:
             count("memcache", "flush_all", "ok")
@@ -267,7 +290,7 @@ class TextCommands:
             self.router.stats.count("memcache", "gat", "error")
             self.answers.fill(TOO_MANY_KEYS, slot)
             return
-        ds = [commands.gat(self.router, key, event.exptime) for key in distinct]
+        ds = [commands.gat(self.router, key, event.exptime, self.connection) for key in distinct]
         d = gatherResults(ds, consumeErrors=True).addErrback(_first_failure)
         if len(distinct) < len(keys):
             d.addCallback(_spread, distinct, keys)
@@ -281,11 +304,12 @@ class TextCommands:
             self.answers.fill(ANSWER_TOO_BIG, slot)
             return
         parts = []
+        hits = 0  # found and cached: a get answered by a load is a miss
         for key, item in zip(keys, items):
             if item is not None:
                 cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
-        hits = len(parts)
+                hits += item.hit
         if hits:
             count("memcache", "gat", "hit", hits)
         if hits < len(keys):

@@ -4,6 +4,7 @@ kept in a file or in an etcd key (router/config/origin.py)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from pathlib import Path
@@ -15,12 +16,14 @@ from router.cluster.router import Router
 from router.config import etcd
 from router.config.origin import FileOrigin, Reader
 from router.config.topology import Address, TopologyError
+from router.http import metrics
 from router.http.api import build_site
 from router.memcache.server import MemcacheFactory
 from router.process.security import secure
 from router.process.workers import WorkerPool, connect_to_control, reuseport_listen
+from shared.backlog import capped_warning
 from shared.cli import ArgumentParser, start_logging
-from shared.connections import fd_headroom
+from shared.connections import RESERVED_FDS, fd_headroom, presize_fd_table
 from shared.net import tcp_server
 
 log = Logger()
@@ -41,27 +44,42 @@ class RouterProcess:
         self.mode = mode
         self.reader = reader  # how this process parses a document (workers: what the control sends)
         self.ports = []
+        self.backlog = router.topology.limits.backlog  # the listeners' (shared/backlog.py)
         self.memcache = None
         self.pool = None
+        self._watching = False  # whether the topology's origin is being watched
 
     async def start(self) -> None:
         cfg = self.router.topology.router
-        self.router.stats.attach(self.router)
+        backlog = self.backlog
+        metrics.attach(self.router)
+        if self.mode != "worker":  # one line per router, not per worker
+            self._warn_if_capped(backlog)
         listening = []
         if self.mode != "control":
             self.memcache = MemcacheFactory(self.router, self.reactor,
                                             self.router.topology.limits, fd_headroom())
+            presize_fd_table(self.router.topology.limits.max_connections + RESERVED_FDS)
+        # What start-up made lives as long as the process: frozen out of the collector's
+        # sight, a full collection walks only what came since. Unfrozen, it walked the
+        # whole start-up heap each time (20 ms of the reactor's time idle, up to 470 ms on
+        # a loaded host, measured), long enough for a burst of new connections to overflow
+        # the listen backlog. The price: start-up objects that become cyclic garbage
+        # later (the first topology's, replaced by a reload) are never collected, a cost
+        # bounded by what start-up made.
+        gc.collect()
+        gc.freeze()
         if self.mode == "single":
             listening.append(tcp_server(self.reactor, cfg.memcache.host, cfg.memcache.port,
-                                        cfg.memcache_tls).listen(self.memcache))
+                                        cfg.memcache_tls, backlog).listen(self.memcache))
         if self.mode == "worker":
             # Bound at once: the port is shared with the other workers (SO_REUSEPORT).
             self.ports.append(reuseport_listen(self.reactor, cfg.memcache.host,
                                                cfg.memcache.port, self.memcache,
-                                               cfg.memcache_tls))
+                                               cfg.memcache_tls, backlog))
         else:
             listening.append(tcp_server(self.reactor, cfg.http.host, cfg.http.port,
-                                        cfg.http_tls).listen(build_site(self.router)))
+                                        cfg.http_tls, backlog).listen(build_site(self.router)))
         self.ports += await gatherResults(listening, consumeErrors=True)
         self.router.start()
         self.router.reload_hooks.append(self._pass_on)
@@ -71,7 +89,7 @@ class RouterProcess:
                 cfg.workers, topology, self.reader.flags(topology.base_dir), self.reactor)
             await self.pool.start()
         if self.mode != "worker":
-            self.router.origin.watch(self.reactor, self.reload)
+            self._watch_origin(self.router.topology)
             serving = (f"memcached on {cfg.memcache} ({cfg.workers} workers)"
                        if self.mode == "control" else f"memcached on {cfg.memcache}")
             scheme = "https" if cfg.http_tls else "http"
@@ -93,9 +111,40 @@ class RouterProcess:
         """A worker applies the topology its control process has just applied."""
         return self.router.reload(topology)
 
+    @staticmethod
+    def _warn_if_capped(backlog: int) -> None:
+        warning = capped_warning(backlog)
+        if warning:
+            log.warn("{warning}", warning=warning)
+
+    def _relisten(self, backlog: int) -> None:
+        """A reload's limits.backlog: listen() again on a listening socket sets its backlog."""
+        if backlog == self.backlog:
+            return
+        self.backlog = backlog
+        if self.mode != "worker":
+            self._warn_if_capped(backlog)
+        for port in self.ports:
+            port.socket.listen(backlog)
+
+    def _watch_origin(self, topology) -> None:
+        """An etcd key is always watched; a file only when ``router.watch`` asks (SIGHUP
+        and POST /v1/reload always reload it), and a reload may turn that on or off."""
+        origin = self.router.origin
+        wanted = origin.kind != "file" or topology.router.watch
+        if wanted and not self._watching:
+            origin.watch(self.reactor, self.reload)
+        elif not wanted and self._watching:
+            origin.stop()
+        self._watching = wanted
+
     def _pass_on(self, topology) -> None:
+        self._relisten(topology.limits.backlog)
+        if self.mode != "worker":
+            self._watch_origin(topology)
         if self.memcache is not None:
             self.memcache.apply_limits(topology.limits)
+            presize_fd_table(topology.limits.max_connections + RESERVED_FDS)
         if self.pool is not None:
             if topology.router.workers != self.pool.count:
                 log.warn("router.workers is {new} in the new topology; the {old} workers "

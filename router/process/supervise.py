@@ -1,6 +1,11 @@
 """Supervised child processes: spawned, their output relayed line by line, restarted with
 backoff when they die, stopped with SIGTERM (then SIGKILL). `ringcache up` runs its nodes
-and router this way, and a router its workers."""
+and router this way, and a router its workers.
+
+A child whose spec names a ``ready`` line is serving once it printed that line. One that
+ends before it was serving never started (a bad config, a port taken, a source that does
+not import): a restart will not fix that, so it is not restarted but reported to
+``on_failed_start``. One that ends after it was serving crashed, and is restarted."""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ os.execv(sys.executable, [sys.executable, "-m", "shared.cli", *sys.argv[2:]])
 class ChildSpec:
     name: str  # node name or "router": the prefix of its relayed output
     argv: tuple[str, ...]
+    ready: str | None = None  # how the line it prints once it is serving begins
 
 
 class Backoff:
@@ -70,8 +76,13 @@ class Child:
         backoff: Backoff | None = None,
         stop_timeout: float = 5.0,
         prefix: str = LOG_PREFIX,
+        on_failed_start: Callable[[Child, str, int | None], None] | None = None,
     ) -> None:
         self.spec = spec
+        # Called with (child, how it ended, exit status) when a run ends before it served.
+        self._on_failed_start = on_failed_start
+        self.ready = False  # this run printed its ready line (or has none to print)
+        self.last_line = ""  # the last line it printed: why it stopped, often
         self._prefix = prefix  # how its lines about children begin
         self.pid: int | None = None  # of the running process, None between runs
         self._reactor = reactor
@@ -88,6 +99,7 @@ class Child:
     def start(self) -> None:
         self._restart = None
         self._started_at = self._reactor.seconds()
+        self.ready = self.spec.ready is None
         argv = self.spec.argv
         self._process = self._reactor.spawnProcess(_Relay(self), argv[0], argv, env=self._env)
         self.pid = self._process.pid
@@ -116,7 +128,12 @@ class Child:
         return self._stopped
 
     def relay(self, line: bytes) -> None:
-        self._write(f"[{self.spec.name}] {line.decode(errors='replace').rstrip()}")
+        text = line.decode(errors="replace").rstrip()
+        if text:
+            self.last_line = text
+        if not self.ready and text.startswith(self.spec.ready):
+            self.ready = True
+        self._write(f"[{self.spec.name}] {text}")
 
     def ended(self, reason) -> None:
         pid, self._process, self.pid = self.pid, None, None
@@ -126,8 +143,14 @@ class Child:
             self._write(f"{self._prefix}stopped {self.spec.name} (pid {pid}, {status})")
             self._stopped.callback(None)
             return
-        delay = self._backoff.delay(self._reactor.seconds() - self._started_at)
-        self._write(f"{self._prefix}{self.spec.name} (pid {pid}) {status}; restarting in {delay:g}s")
+        if not self.ready and self._on_failed_start is not None:
+            code = getattr(reason.value, "exitCode", None)
+            self._on_failed_start(self, status, code)
+            return
+        uptime = self._reactor.seconds() - self._started_at
+        delay = self._backoff.delay(uptime)
+        self._write(f"{self._prefix}{self.spec.name} (pid {pid}) {status} after running "
+                    f"{uptime:.0f}s; restarting in {delay:g}s")
         self._restart = self._reactor.callLater(delay, self.start)
 
     def _force(self) -> None:

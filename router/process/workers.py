@@ -29,8 +29,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from router.cluster.stats import counters
+from router.http.metrics import router_document
 from router.process.supervise import DIE_WITH_PARENT, Child, ChildSpec
+from shared.backlog import DEFAULT_BACKLOG
 
 log = Logger()
 
@@ -54,10 +55,12 @@ class Stats(amp.Command):
 # -- the memcached listener every worker shares ---------------------------------------
 
 
-def reuseport_listen(reactor, host: str, port: int, factory, tls=None, backlog: int = 1024):
+def reuseport_listen(reactor, host: str, port: int, factory, tls=None,
+                     backlog: int = DEFAULT_BACKLOG):
     """Listen on host:port with SO_REUSEPORT, so that several processes share the port and
-    the kernel balances new connections over them. With ``tls`` (topology.TLSFiles) the
-    connections speak TLS, as tcp_server's do."""
+    the kernel balances new connections over them, each with a listen backlog of
+    ``backlog``. With ``tls`` (topology.TLSFiles) the connections speak TLS, as
+    tcp_server's do."""
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -241,16 +244,16 @@ def connect_to_control(reactor, path: str, process, index: int, on_lost) -> Defe
 
 
 def worker_stats(process) -> dict:
-    """What the control adds up for /v1/stats and /metrics: this worker's counters, and
-    its Prometheus samples (counters and histograms are summed over the workers)."""
+    """What the control adds up for /v1/stats and /metrics: this worker's /v1/stats
+    router section, and its Prometheus samples (counters and histograms are summed over
+    the workers)."""
     router = process.router
     stats = router.stats
     memcache = process.memcache
     return {
         "pid": os.getpid(),
         "digest": router.ring.digest,
-        "counters": counters(router),
-        "requests": [[*labels, n] for labels, n in stats.requests.items()],
+        "router": router_document(router),
         "connections": memcache.connections if memcache is not None else 0,
         "total_connections": memcache.total_connections if memcache is not None else 0,
         "metrics": [
@@ -266,16 +269,9 @@ def worker_stats(process) -> dict:
 
 def add_up(document: dict, workers: list[dict], pool: WorkerPool) -> dict:
     """/v1/stats over every process: the control's ``document`` with each worker's
-    counters and requests added, and a ``workers`` list."""
-    router = document["router"]
-    requests = router["requests"]
+    router section added in, and a ``workers`` list."""
     for doc in workers:
-        for name, n in doc["counters"].items():
-            router[name] = router.get(name, 0) + n
-        for protocol, op, result, n in doc["requests"]:
-            key = f"{protocol}/{op}/{result}"
-            requests[key] = requests.get(key, 0) + n
-    router["requests"] = dict(sorted(requests.items()))
+        _add_into(document["router"], doc["router"])
     by_pid = {doc["pid"]: doc for doc in workers}
     document["workers"] = [
         {**w, "connections": by_pid[w["pid"]]["connections"] if w["pid"] in by_pid else 0}
@@ -283,47 +279,19 @@ def add_up(document: dict, workers: list[dict], pool: WorkerPool) -> dict:
     return document
 
 
-# How one sample of several processes becomes one: summed, but for these.
-_LOWEST = ("ringcache_node_up",)  # up only if every process reaches the node
-_HIGHEST = ("ringcache_config_age_seconds",)
+def _add_into(total: dict, more: dict) -> None:
+    """Numbers summed, mappings merged key by key; anything else (a node's state) stays
+    as the control has it, or as the first worker that has it says."""
+    for key, value in more.items():
+        mine = total.get(key)
+        if isinstance(value, dict):
+            if not isinstance(mine, dict):
+                mine = total[key] = {}
+            _add_into(mine, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                mine is None or isinstance(mine, (int, float))):
+            total[key] = (mine or 0) + value
+        elif key not in total:
+            total[key] = value
 
 
-def merged_metrics(registry, workers: list[dict]) -> bytes:
-    """/metrics over every process: ``registry`` (the control's) and each worker's samples,
-    counters and histograms summed."""
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.metrics_core import Metric
-
-    families: dict[str, tuple[str, str, dict]] = {}
-
-    def add(name, kind, doc, samples):
-        family = families.setdefault(name, (kind, doc, {}))[2]
-        for sample_name, labels, value in samples:
-            key = (sample_name, tuple(sorted(labels.items())))
-            if key not in family:
-                family[key] = value
-            elif sample_name.endswith("_created") or name in _LOWEST:
-                family[key] = min(family[key], value)
-            elif name in _HIGHEST:
-                family[key] = max(family[key], value)
-            else:
-                family[key] += value
-
-    for family in registry.collect():
-        add(family.name, family.type, family.documentation,
-            [(s.name, s.labels, s.value) for s in family.samples])
-    for doc in workers:
-        for name, kind, documentation, samples in doc["metrics"]:
-            add(name, kind, documentation, samples)
-
-    class Merged:
-        def collect(self):
-            for name, (kind, doc, samples) in families.items():
-                metric = Metric(name, doc, kind)
-                for (sample_name, labels), value in samples.items():
-                    metric.add_sample(sample_name, dict(labels), value)
-                yield metric
-
-    merged = CollectorRegistry(auto_describe=False)
-    merged.register(Merged())
-    return generate_latest(merged)

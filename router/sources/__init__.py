@@ -17,7 +17,7 @@ def build_source(spec, reactor, base_dir: str) -> Source:
     if spec.kind == "python":
         from router.sources.python import PythonSource
 
-        return PythonSource(spec.target, reactor, base_dir, timeout)
+        return PythonSource(spec.target, reactor, base_dir, timeout, spec.concurrency)
     if spec.kind == "redis":
         from router.sources.redis import RedisSource
 

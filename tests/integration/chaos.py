@@ -87,7 +87,7 @@ def run(directory, phase_seconds: float = 3.0, connections: int = 4,
         report.facts["stats_config"] = cluster.http_json("GET", "/v1/stats")["config"]
         time.sleep(phase_seconds)
         cluster.topology.write_text(good)
-        time.sleep(1.5)  # let the file watch see the good file again (a no-op reload)
+        cluster.http("POST", "/v1/reload")  # the good file again (a no-op reload)
 
         # kill -9: the connection drops at once.
         load.mark("kill-9")

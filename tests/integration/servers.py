@@ -31,6 +31,10 @@ PACKAGES = {
     "mariadb-install-db": "mariadb-server",
     "etcd": "etcd-server",
     "etcdctl": "etcd-client",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "curl": "curl",
+    "nc": "netcat-openbsd",
 }
 _apt_updated = False
 

@@ -195,9 +195,11 @@ def test_cli_against_router(cluster):
 
     assert run("set", "sessions", "cli", "hello").returncode == 0
     got = run("get", "sessions", "cli")
-    assert got.returncode == 0 and got.stdout == b"hello"
-    where = run("where", "sessions", "cli")
+    assert got.returncode == 0 and got.stdout == b"hello\n"
+    assert run("get", "sessions", "cli", "--raw").stdout == b"hello"
+    where = run("where", "sessions", "cli", "--json")
     assert where.returncode == 0 and json.loads(where.stdout)["node"].startswith("node-")
+    assert run("where", "sessions", "cli").stdout.startswith(b"sessions/cli is on node-")
     assert run("delete", "sessions", "cli").returncode == 0
     missing = run("get", "sessions", "cli")
     assert missing.returncode == 1

@@ -82,7 +82,12 @@ def test_stats_and_metrics_add_up_every_worker(cluster):
     status, metrics = cluster.http("GET", "/metrics")
     assert status == 200
     lines = metrics.decode().splitlines()
-    assert 'ringcache_requests_total{op="get",protocol="memcache",result="hit"} 60.0' in lines
+    assert 'ringcache_requests_total{command="get",protocol="memcache",result="hit"} 60.0' in lines
+    assert 'ringcache_group_hits_total{group="sessions"} 60.0' in lines
+    assert 'ringcache_group_misses_total{group="sessions"} 12.0' in lines
+    count = 'ringcache_request_duration_seconds_count{command="get",protocol="memcache"} 72.0'
+    assert count in lines, [l for l in lines if 'duration_seconds_count' in l]
+    assert stats["router"]["groups"]["sessions"]["hits"] == 60
     assert 'ringcache_node_up{node="node-0"} 1.0' in lines
 
 

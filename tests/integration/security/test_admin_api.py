@@ -163,8 +163,10 @@ def test_the_cli_sends_the_token_from_each_of_its_places(cluster, tmp_path):
     assert cli(cluster, "reload", *router, env={"RINGCACHE_ADMIN_TOKEN": TOKEN}).returncode == 0
     assert cli(cluster, "set", "sessions", "cli", "v", "-c", str(cluster.topology)).returncode == 0
     assert cli(cluster, "delete", "sessions", "cli", *router).returncode == 1
-    plan = cli(cluster, "plan", str(cluster.topology), "-c", str(cluster.topology))
+    plan = cli(cluster, "plan", str(cluster.topology), "-c", str(cluster.topology), "--json")
     assert plan.returncode == 0 and json.loads(plan.stdout)["moved"] == 0.0
+    plan = cli(cluster, "plan", str(cluster.topology), "-c", str(cluster.topology))
+    assert plan.stdout.startswith("0.0% of the keys would move (ring ")
     wrong = tmp_path / "wrong.token"
     wrong.write_text("nope\n")
     refused = cli(cluster, "reload", *router, "--token-file", str(wrong))

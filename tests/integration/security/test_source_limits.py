@@ -1,6 +1,7 @@
 """Source loads bounded per group, against a real router and nodes: the 10,000-miss
-multi-get of issue 11, a stuck HTTP origin whose connection the router must close, and a
-PostgreSQL statement the router gave up on."""
+multi-get of issue 11 (and, since issue 17, another client's miss that takes a place in
+the queue that multi-get filled rather than being refused), a stuck HTTP origin whose
+connection the router must close, and a PostgreSQL statement the router gave up on."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ pytestmark = pytest.mark.integration
 
 CONCURRENCY, QUEUE = 4, 8
 BUSY = (f"source python:gated_source:load busy: {CONCURRENCY} loads running, {QUEUE} waiting")
+# A group of the same source with a queue of one: once one client's load waits there,
+# another client's miss cannot take its place (it would wait for no fewer) and is refused.
+NARROW_BUSY = f"source python:gated_source:load busy: {CONCURRENCY} loads running, 1 waiting"
 
 # A source that holds every load until the test opens its gate: the bounds can then be
 # watched full, with no race against loads finishing. Each load notes its key first.
@@ -89,6 +93,8 @@ groups:
     source: {{python: sources_for_tests:value}}
   gated:
     source: {{python: gated_source:load, timeout: 30s, concurrency: {CONCURRENCY}, queue: {QUEUE}}}
+  narrow:
+    source: {{python: gated_source:load, timeout: 30s, concurrency: {CONCURRENCY}, queue: 1}}
   silent:
     source: {{http: "http://127.0.0.1:{origin.port}/{{key}}", timeout: 500ms}}
 """
@@ -104,7 +110,8 @@ def gate(cluster):
     gate.unlink(missing_ok=True)
     yield gate
     gate.touch()
-    assert wait_for(lambda: load_state(cluster)["running"] == 0)
+    assert wait_for(lambda: load_state(cluster)["running"] == 0
+                    and load_state(cluster, "narrow")["running"] == 0)
 
 
 def patient(cluster) -> Client:
@@ -118,8 +125,8 @@ def gated_loads(cluster, prefix: str) -> list[str]:
             if key.startswith(prefix)]
 
 
-def load_state(cluster) -> dict:
-    return cluster.http_json("GET", "/v1/stats")["router"]["source_loads"]["gated"]
+def load_state(cluster, group: str = "gated") -> dict:
+    return cluster.http_json("GET", "/v1/stats")["router"]["source_loads"][group]
 
 
 def flood(cluster, keys: list[str], outcome: dict) -> threading.Thread:
@@ -135,33 +142,37 @@ def flood(cluster, keys: list[str], outcome: dict) -> threading.Thread:
     return thread
 
 
-def full(cluster) -> bool:
-    state = load_state(cluster)
-    return (state["running"], state["waiting"]) == (CONCURRENCY, QUEUE)
+def full(cluster, group: str = "gated", queue: int = QUEUE) -> bool:
+    state = load_state(cluster, group)
+    return (state["running"], state["waiting"]) == (CONCURRENCY, queue)
 
 
 def test_a_multiget_of_4096_misses_starts_at_most_concurrency_plus_queue_loads(cluster, gate):
     # As many distinct keys as one get may name (a 10,000-key get is refused outright).
     keys = [f"gated:m{i}" for i in range(MAX_KEYS_PER_GET)]
-    outcome = {}
-    thread = flood(cluster, keys, outcome)
+    outcome, other = {}, {}
+    thread, others = flood(cluster, keys, outcome), None
     try:
-        assert wait_for(lambda: full(cluster) and load_state(cluster)["refused"] >= len(keys) - 12,
-                        timeout=30)
-        # Meanwhile another client's miss in the group fails at once, naming the bound ...
-        message, seconds = timed_error(lambda: cluster.memcache().get("gated:other-client"))
-        assert message == BUSY
-        assert seconds < 1.0  # at once: not after the 30 s source timeout
+        assert wait_for(lambda: full(cluster)
+                        and load_state(cluster)["refused"] == len(keys) - 12, timeout=30)
+        # Meanwhile another client's miss in the group is not refused: it takes the place
+        # of the flood's newest waiting load (router/cluster/loads.py) ...
+        others = flood(cluster, ["gated:other-client"], other)
+        assert wait_for(lambda: load_state(cluster)["refused"] == len(keys) - 11)
+        assert full(cluster)
         # ... and a miss in another group is served as usual.
         assert cluster.memcache().get("scores:unbothered") == b"value-of-unbothered"
         assert len(gated_loads(cluster, "m")) == CONCURRENCY  # the queued have not started
     finally:
         gate.touch()
         thread.join(60)
+        if others is not None:
+            others.join(60)
     assert outcome["error"] == BUSY
-    # 4 ran and 8 waited; the other 4,084 keys never reached the source.
-    assert len(gated_loads(cluster, "m")) == CONCURRENCY + QUEUE
-    assert gated_loads(cluster, "other") == []
+    # 4 ran and 7 waited; the other 4,085 keys never reached the source.
+    assert len(gated_loads(cluster, "m")) == CONCURRENCY + QUEUE - 1
+    assert (gated_loads(cluster, "other"), other) == (
+        ["other-client"], {"values": {"gated:other-client": b"gated-other-client"}})
     # Once they are done, the next miss is served at once.
     started = time.monotonic()
     assert cluster.memcache().get("gated:later") == b"gated-later"
@@ -169,15 +180,36 @@ def test_a_multiget_of_4096_misses_starts_at_most_concurrency_plus_queue_loads(c
 
 
 def test_a_miss_past_the_bounds_is_503_over_http(cluster, gate):
-    keys = [f"gated:h{i}" for i in range(CONCURRENCY + QUEUE + 5)]
+    keys = [f"narrow:h{i}" for i in range(CONCURRENCY + 1 + 5)]
     thread = flood(cluster, keys, {})
     try:
-        assert wait_for(lambda: full(cluster), timeout=30)
-        status, body = cluster.http("GET", "/v1/gated/over-http")
-        assert (status, json.loads(body)) == (503, {"error": BUSY})
+        assert wait_for(lambda: full(cluster, "narrow", 1)
+                        and load_state(cluster, "narrow")["refused"] == 5, timeout=30)
+        message, seconds = timed_error(lambda: cluster.memcache().get("narrow:at-once"))
+        assert (message, seconds < 1.0) == (NARROW_BUSY, True)  # not after the 30 s timeout
+        status, body = cluster.http("GET", "/v1/narrow/over-http")
+        assert (status, json.loads(body)) == (503, {"error": NARROW_BUSY})
     finally:
         gate.touch()
         thread.join(60)
+
+
+def test_an_http_miss_takes_its_turn_beside_a_flooding_client(cluster, gate):
+    thread = flood(cluster, [f"gated:f{i}" for i in range(CONCURRENCY + QUEUE + 5)], {})
+    answer, asking = {}, None
+    try:
+        assert wait_for(lambda: full(cluster), timeout=30)
+        refused = load_state(cluster)["refused"]
+        asking = threading.Thread(target=lambda: answer.update(
+            zip(("status", "body"), cluster.http("GET", "/v1/gated/over-http"))))
+        asking.start()
+        assert wait_for(lambda: load_state(cluster)["refused"] == refused + 1)
+    finally:
+        gate.touch()
+        thread.join(60)
+        if asking is not None:
+            asking.join(60)
+    assert answer == {"status": 200, "body": b"gated-over-http"}
 
 
 def test_an_http_load_that_times_out_has_its_connection_closed_at_the_origin(cluster, origin):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import sys
+import time
 import urllib.request
 
 import pytest
@@ -140,6 +142,17 @@ def test_the_example_topology_and_origin():
         url = source.target.replace("8000", str(port)).replace("{key}", "a%2Fb%20c")
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.read() == b"a key with a slash and a space\n"
+        # It answers like a real origin on a keep-alive connection: each response in one
+        # segment, sent at once (with Nagle and a delayed ACK each took ~40 ms).
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        connection.request("GET", "/pages/hello")
+        connection.getresponse().read()
+        started = time.monotonic()
+        for _ in range(20):
+            connection.request("GET", "/pages/hello")
+            assert connection.getresponse().read() == b"Hello from the origin\n"
+        assert time.monotonic() - started < 0.5  # 20 answers; delayed ACKs alone take 0.8 s
+        connection.close()
     finally:
         stop_process(origin)
 

@@ -8,14 +8,14 @@ import textwrap
 import pytest
 
 from examples import demo
-from router.cli.up import (
+from router.cli.children import (
     banner,
     is_on_this_host,
-    main,
     node_max_memory,
     node_trust_args,
     plan_children,
 )
+from router.cli.up import main
 from router.config.topology import parse_topology, parse_topology_text
 from router.process.supervise import ChildSpec
 
@@ -23,12 +23,14 @@ ip = ipaddress.ip_address
 FIFO = "python:tests.storage_node.cores.core_contract:FifoCore"
 
 
-def make_topology(router=None, nodes=None, groups=None, path="/etc/ringcache/topology.yaml"):
+def make_topology(router=None, nodes=None, groups=None, path="/etc/ringcache/topology.yaml",
+                  limits=None):
     return parse_topology(
         {
             "router": router or {"default_group": "scores"},
             "nodes": nodes or [{"name": "node-a", "address": "127.0.0.1:7001"}],
             "groups": groups or {"scores": {}},
+            **({"limits": limits} if limits else {}),
         },
         path,
     )
@@ -82,11 +84,20 @@ def test_plan_starts_local_nodes_then_the_router_and_skips_remote_ones():
     )
     children, remote = plan_children(topology, ("rc",), lambda host: host != "10.9.9.9")
     assert children == [
-        ChildSpec("node-a", ("rc", "node", "--listen", "127.0.0.1:7001", "--max-memory", "128MiB")),
-        ChildSpec("node-c", ("rc", "node", "--listen", "[::1]:7003", "--max-memory", "128MiB")),
-        ChildSpec("router", ("rc", "router", "-c", "/etc/ringcache/topology.yaml")),
+        ChildSpec("node-a", ("rc", "node", "--listen", "127.0.0.1:7001", "--max-memory", "128MiB",
+                             "--backlog", "1024"), ready="ringcache node listening on"),
+        ChildSpec("node-c", ("rc", "node", "--listen", "[::1]:7003", "--max-memory", "128MiB",
+                             "--backlog", "1024"), ready="ringcache node listening on"),
+        ChildSpec("router", ("rc", "router", "-c", "/etc/ringcache/topology.yaml"),
+                  ready="ringcache router: memcached on"),
     ]
     assert [node.name for node in remote] == ["node-b"]
+
+
+def test_nodes_get_the_topologys_listen_backlog():
+    topology = make_topology(limits={"backlog": 4096})
+    [node, _] = plan_children(topology, ("rc",), lambda host: True)[0]
+    assert node.argv[node.argv.index("--backlog") + 1] == "4096"
 
 
 def test_banner_says_where_to_connect():
@@ -96,12 +107,21 @@ def test_banner_says_where_to_connect():
     )
     assert banner(topology, 1, "d1g3st") == (
         "ringcache is up: 2 nodes (1 on this host), router digest d1g3st\n"
-        "  memcached:  127.0.0.1:11311   (e.g. printf 'get scores:42\\r\\n' | nc 127.0.0.1 11311)\n"
+        "  memcached:  127.0.0.1:11311   (e.g. printf 'get scores:42\\r\\n' | nc -q1 127.0.0.1 11311)\n"
         "  HTTP:       http://127.0.0.1:8181/v1/scores/42\n"
-        "  stats:      http://127.0.0.1:8181/v1/stats\n"
+        "  status:     http://127.0.0.1:8181/\n"
         "  stop:       Ctrl-C\n"
     )
     assert banner(make_topology(), 1, None).splitlines()[0] == "ringcache is up: 1 node"
+
+
+def test_banner_names_the_nodes_that_are_down_and_why():
+    topology = make_topology(nodes=[{"name": "node-a", "address": "127.0.0.1:7001"},
+                                    {"name": "node-b", "address": "127.0.0.1:7002"}])
+    lines = banner(topology, 2, "d1", {"node-b": "authentication with the node failed: " + "x" * 90})
+    assert lines.splitlines()[:2] == [
+        "ringcache is up: 2 nodes, 1 down, router digest d1",
+        "  down:       node-b: authentication with the node failed: xxxxxxxxxxxxxxxxxxxxxx…"]
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from router.cluster import nodeclient
 from router.cluster.batcher import FLUSH_BYTES, SAMPLE_EVERY
 from router.cluster.errors import NodeUnavailable
 from router.cluster.nodeclient import (
+    REPORT_AFTER_ATTEMPTS,
     CONNECTING,
     DOWN,
     PROBING,
@@ -276,6 +277,35 @@ def test_refused_connection_fails_queued_requests(reactor):
     assert client.state == DOWN
     assert client.down_reason.startswith("connect failed: Connection was refused")
     assert queued[0].check(NodeUnavailable)
+
+
+def test_a_node_not_reached_since_start_is_logged_down_only_after_a_few_tries(reactor):
+    client = make_client(reactor, rng=Jitter([1.0] * REPORT_AFTER_ATTEMPTS))
+    with capturedLogs() as events:
+        for attempt in range(REPORT_AFTER_ATTEMPTS):
+            assert [formatEvent(e) for e in events] == []  # it may be starting beside us
+            refuse(reactor)
+            reactor.advance(60)
+    assert [formatEvent(e) for e in events] == [
+        "node node-a (127.0.0.1:7001) is down: connect failed: Connection was refused by "
+        "other side."]
+    assert client.marked_down == 1
+
+
+def test_a_node_that_was_up_is_logged_down_at_once_and_not_on_shutdown(reactor, connected):
+    client, peer = connected
+    with capturedLogs() as events:
+        peer.lose()
+    assert [formatEvent(e) for e in events] == [
+        "node node-a (127.0.0.1:7001) is down: connection lost: Connection was closed "
+        "cleanly: closed by peer."]
+    reactor.advance(60)
+    peer = Peer(reactor)
+    [probe] = peer.frames()[0].requests
+    peer.answer(pb.Response(id=probe.id))
+    with capturedLogs() as events:
+        client.stop()
+    assert [formatEvent(e) for e in events] == []
 
 
 def test_reconnect_backoff_grows_capped_with_jitter(reactor):

@@ -56,7 +56,7 @@ def test_hundred_concurrent_misses_load_once():
                                                                       b"v", 300.0)
     assert all(g == [] for g in gets)
     fill.answer()
-    assert all(g == [Item(b"v", 0)] for g in gets)
+    assert all(g == [Item(b"v", 0, hit=False)] for g in gets)
     assert (router.stats.misses, router.stats.loads, router.flight.coalesced) == (100, 1, 99)
     assert len(router.flight) == 0
     # After the flight lands the next get hits without loading.
@@ -72,7 +72,7 @@ def test_recheck_inside_the_flight_can_hit():
     got = outcomes(router.get("scores", b"k"))
     node(router).take()[0].answer(pb.NOT_FOUND)
     node(router).take()[0].answer(value=b"filled by another router")
-    assert got == [Item(b"filled by another router", 0)]
+    assert got == [Item(b"filled by another router", 0, hit=False)]
     assert router.groups["scores"].source.loads == []
     assert node(router).sent == []
 
@@ -132,7 +132,7 @@ def test_node_unavailable_with_source_answers_from_the_source_without_set():
     [(key, load)] = source.loads
     assert key == "k"
     load.callback(b"v")
-    assert all(g == [Item(b"v", 0)] for g in gets)
+    assert all(g == [Item(b"v", 0, hit=False)] for g in gets)
     assert node(router).sent == []
     assert (router.stats.node_errors, router.stats.failovers, router.stats.loads) == (5, 5, 1)
 
@@ -144,7 +144,7 @@ def test_fill_is_skipped_when_the_node_goes_away():
     node(router).take()[0].fail()  # the recheck
     router.groups["scores"].source.loads[0][1].callback(b"v")
     node(router).take()[0].fail()  # the SET
-    assert got == [Item(b"v", 0)]
+    assert got == [Item(b"v", 0, hit=False)]
 
 
 def test_node_error_status_is_not_a_miss():
@@ -333,8 +333,24 @@ def test_config_status():
     assert router.config_status() == {
         "path": "t.yaml", "digest": router.ring.digest, "loaded_at": 1000.0,
         "age_seconds": 0.0, "reloads": 0, "failures": 0, "last_error": None,
-        "revision": None, "origin": "file",
+        "revision": None, "origin": "file", "history": [],
     }
+
+
+def test_config_status_keeps_the_last_reloads_newest_first_with_what_moved():
+    router = make_router(topology(nodes=("node-a", "node-b")))
+    router.reload(topology(nodes=("node-a", "node-b", "node-c")))
+    with pytest.raises(ValueError):
+        router.reload(topology(groups={"scores": {"source": {"python": "no_such_module_here:f"}}}))
+    failed, applied = router.config_status()["history"]
+    assert (failed["applied"], failed["at"]) == (False, 1000.0)
+    assert "no_such_module_here" in failed["error"]
+    assert applied["applied"] is True and applied["nodes_added"] == ["node-c"]
+    assert applied["moved"] == pytest.approx(1 / 3, abs=0.05)
+    assert applied["digest"] == router.ring.digest
+    for _ in range(12):
+        router.reload(topology(nodes=("node-a", "node-b")))
+    assert len(router.config_status()["history"]) == 10
 
 
 def test_stop_stops_clients_and_closes_sources():
@@ -479,7 +495,7 @@ def test_warmup_asks_the_previous_owner_and_fills_the_new_one():
     [fill] = new.take()
     assert (fill.op, fill.value, fill.flags) == (pb.SET, b"kept", 5)
     fill.answer()
-    assert got == [Item(b"kept", 5)]
+    assert got == [Item(b"kept", 5, hit=False)]
     assert router.stats.warmup_hits == 1
     assert router.ring_info()["warmup"]["active"] is True
 
@@ -491,7 +507,7 @@ def test_warmup_comes_before_the_source_inside_the_flight():
     new.take()[0].answer(pb.NOT_FOUND)  # re-check inside the flight
     old.take()[0].answer(value=b"from the old owner")
     new.take()[0].answer()  # the fill, with the group ttl
-    assert got == [Item(b"from the old owner", 0)]
+    assert got == [Item(b"from the old owner", 0, hit=False)]
     assert router.groups["scores"].source.loads == []
 
 
@@ -504,7 +520,7 @@ def test_warmup_miss_on_the_previous_owner_goes_on_to_the_source():
     [(_, load)] = router.groups["scores"].source.loads
     load.callback(b"loaded")
     new.take()[0].answer()
-    assert got == [Item(b"loaded", 0)]
+    assert got == [Item(b"loaded", 0, hit=False)]
 
 
 def test_warmup_ends_after_its_window():
@@ -529,7 +545,7 @@ def test_a_removed_node_is_kept_for_warmup_then_stopped():
     router.clients["node-a"].take()[0].answer(pb.NOT_FOUND)
     leaving.take()[0].answer(value=b"saved")
     router.clients["node-a"].take()[0].answer()
-    assert got == [Item(b"saved", 0)]
+    assert got == [Item(b"saved", 0, hit=False)]
     router.reactor.advance(10)
     assert leaving.stops == 1 and router.warmup.retired == {}
 

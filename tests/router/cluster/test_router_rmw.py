@@ -87,7 +87,7 @@ def test_a_loaded_value_carries_the_cas_unique_its_store_was_given():
     [store] = node(router).take()
     assert store.op == pb.SET
     store.answer(cas=41)
-    assert got == [Item(b"loaded", 0, 41)]
+    assert got == [Item(b"loaded", 0, 41, hit=False)]
 
 
 def test_a_hit_carries_its_cas_unique():
@@ -119,7 +119,7 @@ def test_gat_of_a_miss_reads_through_and_gives_the_loaded_value_its_ttl():
     [touch] = node(router).take()
     assert (touch.op, touch.ttl) == (pb.TOUCH, 30.0)
     touch.answer()
-    assert got == [Item(b"loaded", 0, 5)]
+    assert got == [Item(b"loaded", 0, 5, hit=False)]
 
 
 def test_flush_reaches_every_group_on_every_node_with_its_delay():

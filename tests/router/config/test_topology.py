@@ -188,7 +188,7 @@ BAD = [
     ("no groups", delitem("groups"), "groups: required key is missing"),
     ("router not mapping", setitem("router", "x"), "router: expected a mapping with keys memcache"),
     ("unknown router key", setitem("router", "vnode", 10),
-     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max, workers, memcache_tls, http_tls)"),
+     "router.vnode: unknown key (allowed: memcache, http, vnodes, timeout, default_group, warmup, item_size_max, workers, memcache_tls, http_tls, watch)"),
     ("no default group", delitem("router", "default_group"), "router.default_group: required key is missing"),
     ("undefined default group", setitem("router", "default_group", "users"),
      "router.default_group: 'users' is not a defined group (groups: scores, sessions)"),
@@ -336,6 +336,7 @@ def test_security_and_limits_default_to_open_and_bounded(tmp_path):
     assert topology.security == SecurityConfig()
     assert topology.security.node_tls is None and topology.security.token_file is None
     assert topology.limits == LimitsConfig()
+    assert topology.limits.backlog == 1024  # memcached's -b default, not Twisted's 50
     assert topology.router.workers == 1
     assert topology.groups["scores"].source.concurrency == 16
     assert topology.groups["scores"].source.queue == 256
@@ -364,13 +365,13 @@ def test_security_files_are_taken_from_the_topology_directory(tmp_path):
 def test_limits_are_read(tmp_path):
     doc = edited(setitem("limits", {"max_connections": 10, "idle_timeout": "5m",
                                     "command_timeout": "2s", "output_buffer": "1MiB", "input_buffer": "8MiB",
-                                    "reloads_per_minute": 3}))
+                                    "reloads_per_minute": 3, "backlog": 4096}))
     doc["groups"]["scores"]["source"].update(concurrency=2, queue=5)
     doc["router"]["workers"] = 4
     topology = load_topology(write(tmp_path, doc))
     assert topology.limits == LimitsConfig(max_connections=10, idle_timeout=300.0,
                                            command_timeout=2.0, output_buffer=1 << 20, input_buffer=8 << 20,
-                                           reloads_per_minute=3)
+                                           reloads_per_minute=3, backlog=4096)
     assert (topology.groups["scores"].source.concurrency, topology.groups["scores"].source.queue) == (2, 5)
     assert topology.router.workers == 4
 
@@ -394,6 +395,12 @@ BAD_SECURITY = [
      "limits.max_connections: expected a positive integer, got 0"),
     ("idle negative", setitem("limits", {"idle_timeout": -1}),
      "limits.idle_timeout: duration must not be negative, got -1"),
+    ("backlog zero", setitem("limits", {"backlog": 0}),
+     "limits.backlog: expected a whole number from 1 to 65535, got 0"),
+    ("backlog huge", setitem("limits", {"backlog": 1 << 31}),
+     "limits.backlog: expected a whole number from 1 to 65535, got 2147483648"),
+    ("backlog text", setitem("limits", {"backlog": "1k"}),
+     "limits.backlog: expected a whole number from 1 to 65535, got '1k'"),
     ("workers zero", setitem("router", "workers", 0),
      "router.workers: expected auto or a whole number from 1 to 64, got 0"),
     ("workers many", setitem("router", "workers", 65), "router.workers: expected auto or a whole number"),

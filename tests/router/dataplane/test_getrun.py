@@ -164,6 +164,10 @@ def test_batches_are_get_many_bodies_per_node_and_group(impl):
         got[node, request.group] = list(request.keys)
     assert got == wanted
     assert run.left == len(run.batches)
+    # Each batch's group and number of keys, for the per-group hit counts.
+    sizes = [(GROUPS[group], n) for group, n in run.batch_sizes()]
+    assert sizes == [(pb.Request.FromString(body).group, len(pb.Request.FromString(body).keys))
+                     for _, body in run.batches]
 
 
 def fill_all(run, store: dict, as_list: bool):

@@ -4,6 +4,8 @@ answer, and what goes to the slow path."""
 
 from __future__ import annotations
 
+import pytest
+
 from router.cluster.errors import NodeTimeout
 from shared import entry
 from shared import ringcache_pb2 as pb
@@ -26,6 +28,7 @@ def test_hits_are_served_from_one_get_many_per_node_and_group():
     assert client.turn() == (b"VALUE a 3 1\r\nA\r\nEND\r\n"
                                b"VALUE sessions:s 0 1\r\nS\r\nVALUE a 3 1\r\nA\r\nEND\r\n")
     assert client.router.stats.hits == 2
+    assert client.router.stats.group_hits == {"scores": 1, "sessions": 1}
     assert client.node().sent == []  # nothing went the slow way
 
 
@@ -68,6 +71,22 @@ def test_a_miss_reads_through_the_source_and_a_plain_miss_is_end():
     fill.answer(cas=7)
     assert client.turn() == b"VALUE missing 0 6\r\nloaded\r\nEND\r\n"
     assert (client.router.stats.misses, client.router.stats.loads) == (2, 1)
+    stats = client.router.stats
+    assert (stats.group_misses, stats.group_loads) == ({"scores": 1, "sessions": 1}, {"scores": 1})
+    # Two keys asked, neither cached: the loaded one is a miss too.
+    assert stats.requests == {("memcache", "get", "miss"): 2}
+
+
+def test_a_run_is_timed_from_its_read_to_its_answer():
+    client = PlaneConn()
+    client.send(b"get a\r\nget b\r\n")
+    client.router.reactor.advance(0.002)
+    client.node().answer_prepared(store({b"a": entry.pack(b"A"), b"b": entry.pack(b"B")}))
+    client.turn()
+    [(labels, (counts, seconds))] = client.router.stats.latency.series.items()
+    assert labels == ("memcache", "get")
+    assert (sum(counts), seconds) == (2, pytest.approx(0.004))
+    assert counts[client.router.stats.latency.bounds.index(0.0025)] == 2
 
 
 def test_a_node_without_get_many_is_asked_key_by_key():

@@ -19,6 +19,7 @@ from router.cluster.errors import (
 from router.cluster.loads import LoadLimiter
 from router.cluster.router import Item
 from router.config.topology import TopologyError
+from router.http import metrics
 from tests.fakes import CONFIG, RING, FakeHTTPRouter, HTTPConn, Response
 
 
@@ -48,6 +49,16 @@ def test_get_hit_answers_the_raw_value(router, client):
     assert r.headers["content-type"] == "application/octet-stream"
     assert r.headers["content-length"] == "5"
     assert router.stats.requests == {("http", "get", "hit"): 1}
+
+
+def test_gets_name_their_connection_so_its_loads_queue_apart(router, client):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time.
+    call(client, "GET", "/v1/scores/a")
+    call(client, "GET", "/v1/scores/b")
+    call(HTTPConn(router), "GET", "/v1/scores/c")
+    first, again, other = router.conns
+    assert first is again and first is not None
+    assert other is not first and other is not None
 
 
 def test_get_miss_is_404_not_found(router, client):
@@ -200,6 +211,17 @@ def test_a_value_path_without_group_or_key_is_404(client, path):
 
 # -- health, metrics, admin --------------------------------------------------------------
 
+def test_the_status_page_is_one_self_contained_document(client):
+    r = call(client, "GET", "/")
+    assert (r.code, r.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    page = r.body.decode()
+    assert page.startswith("<!doctype html>") and "/*SCRIPT*/" not in page
+    assert "const SECTIONS = [" in page and "grid-template-columns" in page
+    # Offline: nothing fetched from anywhere but the router itself.
+    assert "://" not in page.replace("http://www.w3.org/2000/svg", "") and "url(" not in page
+    assert 'src="' not in page
+
+
 def test_healthz(client):
     r = call(client, "GET", "/healthz")
     assert (r.code, r.body, r.headers["content-type"]) == (200, b"ok\n",
@@ -207,22 +229,58 @@ def test_healthz(client):
 
 
 def test_metrics_export_the_router_registry(router, client):
-    router.stats.attach(router)
+    metrics.attach(router)
     router.items["scores", b"k"] = b"v"
+    router.items["scores", b"loaded"] = b"v"
+    router.loaded.add(b"loaded")
     call(client, "GET", "/v1/scores/k")
+    router.reactor.advance(0.003)  # a get answered 3 ms after it came in
+    router.pending = Deferred()
+    client.send("GET", "/v1/scores/slow")
+    router.reactor.advance(0.003)
+    router.pending.callback(None)
+    client.response()
+    router.pending = None
+    call(client, "GET", "/v1/scores/loaded")
     r = call(client, "GET", "/metrics")
     assert r.code == 200
     assert r.headers["content-type"] == CONTENT_TYPE_LATEST
     lines = r.body.decode().splitlines()
-    assert 'ringcache_requests_total{op="get",protocol="http",result="hit"} 1.0' in lines
+    assert 'ringcache_requests_total{command="get",protocol="http",result="hit"} 1.0' in lines
+    # A read-through load answered a value, but the cache did not have it: a miss.
+    assert 'ringcache_requests_total{command="get",protocol="http",result="miss"} 2.0' in lines
     assert "ringcache_singleflight_inflight 0.0" in lines
+    latency = 'ringcache_request_duration_seconds_bucket{command="get",le="%s",protocol="http"} %s'
+    assert latency % ("0.001", "2.0") in lines
+    assert latency % ("0.005", "3.0") in lines
+    assert 'ringcache_request_duration_seconds_count{command="get",protocol="http"} 3.0' in lines
+    # The nodes' figures, from the node that answered its STATS.
+    assert 'ringcache_group_items{group="scores",node="node-a"} 3.0' in lines
+    assert 'ringcache_group_bytes{group="scores",node="node-a"} 30.0' in lines
+    assert 'ringcache_group_evictions_total{group="scores",node="node-a"} 0.0' in lines
+    assert 'ringcache_node_max_memory_bytes{node="node-a"} 4096.0' in lines
+    assert not [line for line in lines if 'node="node-b"' in line]
+
+
+def test_every_series_of_the_table_is_exported(router, client):
+    metrics.attach(router)
+    r = call(client, "GET", "/metrics")
+    names = {line.split()[2] for line in r.body.decode().splitlines()
+             if line.startswith("# TYPE")}
+    table = {s.name + ("_total" if s.kind == metrics.COUNTER else "")
+             for s in (*metrics.ROUTER_SERIES, *metrics.NODE_SERIES)}
+    assert table | {metrics.REQUEST_LATENCY} <= names
 
 
 def test_stats_reports_router_counters_nodes_and_config(router, client):
-    router.stats.hits, router.stats.misses, router.stats.loads = 5, 2, 1
-    router.stats.node_errors, router.stats.failovers = 3, 4
-    router.stats.warmup_hits, router.stats.negative_hits, router.stats.replica_errors = 8, 9, 10
-    router.stats.count("memcache", "get", "hit", 5)
+    stats = router.stats
+    stats.group_hits["scores"], stats.group_misses["scores"] = 5, 2
+    stats.group_loads["scores"] = 1
+    stats.observe_load("scores", 0.25, None)
+    stats.node_errors_by["node-b"], stats.failovers = 3, 4
+    stats.warmup_hits, stats.negative_hits, stats.replica_errors = 8, 9, 10
+    stats.count("memcache", "get", "hit", 5)
+    stats.observe("memcache", "get", 0.002, 5)
     router.flight.coalesced = 6
     router.flight.do("inflight", Deferred)
     loads = router.groups["scores"].loads = LoadLimiter("s", concurrency=1, queue=1)
@@ -236,6 +294,12 @@ def test_stats_reports_router_counters_nodes_and_config(router, client):
         "router": {"hits": 5, "misses": 2, "loads": 1, "coalesced": 6, "inflight": 1,
                    "node_errors": 3, "failovers": 4, "warmup_hits": 8, "negative_hits": 9,
                    "replica_errors": 10, "health": {}, "requests": {"memcache/get/hit": 5},
+                   "latency": {"memcache/get": {"count": 5, "seconds": 0.01}},
+                   "groups": {
+                       "scores": {"hits": 5, "misses": 2, "loads": 1, "load_results": {"ok": 1},
+                                  "load_seconds": 0.25},
+                       "sessions": {"hits": 0, "misses": 0, "loads": 0, "load_results": {},
+                                    "load_seconds": 0}},
                    "source_loads": {"scores": {"running": 1, "waiting": 1, "refused": 2}}},
         "config": CONFIG,
         "nodes": {
@@ -353,7 +417,7 @@ def test_wrong_method_is_405_with_allow(router, client, method, path, allow):
     assert router.sets == [] and router.plans == []
 
 
-@pytest.mark.parametrize("path", ["/", "/nope", "/v2/scores/k", "/healthz/x", "/v1"])
+@pytest.mark.parametrize("path", ["/nope", "/v2/scores/k", "/healthz/x", "/v1", "//"])
 def test_unknown_path_is_404(client, path):
     r = call(client, "GET", path)
     assert r.code == 404

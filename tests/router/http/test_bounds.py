@@ -3,6 +3,8 @@ through the real Site over StringTransport with a fake clock (no sockets, no sle
 
 from __future__ import annotations
 
+import base64
+
 import copy
 
 import pytest
@@ -146,6 +148,23 @@ def test_reads_are_open_unless_protect_reads(router, tmp_path):
     assert send(HTTPConn(router), "GET", "/healthz").code == 200
 
 
+def test_the_status_page_follows_the_read_rules_and_lets_a_browser_ask_for_the_token(
+        router, tmp_path):
+    configure(router, tmp_path)
+    assert send(HTTPConn(router), "GET", "/").code == 200
+    configure(router, tmp_path, {"protect_reads": True})
+    r = send(HTTPConn(router), "GET", "/")
+    assert r.code == 401
+    assert r.headers["www-authenticate"] == 'Basic realm="ringcache", charset="UTF-8"'
+    basic = {"Authorization": "Basic " + base64.b64encode(f"me:{TOKEN}".encode()).decode()}
+    r = send(HTTPConn(router), "GET", "/", headers=basic)
+    assert (r.code, r.headers["content-type"]) == (200, "text/html; charset=utf-8")
+    # The page's own requests carry the same credentials.
+    assert send(HTTPConn(router), "GET", "/v1/stats", headers=basic).code == 200
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"me:guess").decode()}
+    assert send(HTTPConn(router), "GET", "/", headers=wrong).code == 401
+
+
 def test_the_environment_gives_the_token_when_no_file_does(router, tmp_path):
     environ = {"RINGCACHE_ADMIN_TOKEN": " from-env\n"}
     assert send(HTTPConn(router, environ), "POST", "/v1/reload").code == 401
@@ -195,7 +214,9 @@ def test_bearer_and_matches():
     assert bearer(b"Bearer abc") == b"abc"
     assert bearer(b"bearer   abc  ") == b"abc"
     assert bearer(b"Bearer") is None
-    assert bearer(b"Basic abc") is None
+    assert bearer(b"Basic abc") is None  # not base64 of user:password
+    assert bearer(b"Basic " + base64.b64encode(b"anyone:abc")) == b"abc"
+    assert bearer(b"Basic " + base64.b64encode(b"anyone:")) is None
     assert bearer(None) is None
     assert AdminToken.matches(b"abc", b"Bearer abc")
     assert not AdminToken.matches(b"abc", b"Bearer abd")

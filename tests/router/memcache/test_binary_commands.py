@@ -184,3 +184,9 @@ def test_an_oversized_value_is_refused_and_the_connection_goes_on(conn):
     conn.send(big[100:] + packet(mb.NOOP))
     assert [a[:2] for a in answers(conn.turn())] == [(mb.SET, mb.E2BIG), (mb.NOOP, 0)]
     assert conn.router.calls == []
+
+
+def test_gets_name_their_connection(conn):
+    conn.send(packet(mb.GET, b"a", opaque=1) + packet(mb.GAT, b"b", extras=b"\0\0\0\0",
+                                                      opaque=2))
+    assert conn.router.conns == [conn.protocol, conn.protocol]

@@ -124,6 +124,48 @@ def test_multi_get_failure_answers_the_first_error():
     assert plane.turn() == b"SERVER_ERROR source python:m:f failed: database is on fire\r\n"
 
 
+def test_a_get_answered_by_a_load_counts_as_a_miss():
+    plane = PlaneConn()  # "scores" reads through its source on a miss
+    plane.send(b"get a b\r\nget c\r\n")
+    plane.node().answer_prepared(values(a=entry.pack(b"1")))
+    for recheck in plane.node().take():  # b and c, looked at again inside their flights
+        recheck.answer(pb.NOT_FOUND)
+    for _, load in plane.router.groups["scores"].source.loads:
+        load.callback(b"loaded")
+    for fill in plane.node().take():
+        fill.answer(cas=1)
+    assert plane.turn() == (b"VALUE a 0 1\r\n1\r\nVALUE b 0 6\r\nloaded\r\nEND\r\n"
+                            b"VALUE c 0 6\r\nloaded\r\nEND\r\n")
+    requests = plane.router.stats.requests
+    assert (requests[("memcache", "get", "hit")], requests[("memcache", "get", "miss")]) == (1, 2)
+
+
+def test_a_get_after_another_command_is_timed_as_a_get(plane):
+    plane.send(b"delete b\r\n")
+    plane.node().take()[0].answer()
+    plane.turn()
+    plane.send(b"get a\r\n")
+    plane.answer({})
+    plane.turn()
+    counts = {labels: sum(c) for labels, (c, _) in plane.router.stats.latency.series.items()}
+    assert counts == {("memcache", "delete"): 1, ("memcache", "get"): 1}
+
+
+def test_requests_are_timed_by_command_from_read_to_answer(plane):
+    plane.send(b"get a\r\ndelete b\r\nversion\r\n")
+    [delete] = plane.node().take()
+    plane.clock.advance(0.02)
+    delete.answer()
+    plane.answer({})
+    plane.turn()
+    latency = plane.router.stats.latency
+    assert sorted(latency.series) == [("memcache", "delete"), ("memcache", "get"),
+                                      ("memcache", "version")]
+    buckets, count, seconds = latency.cumulative(("memcache", "delete"))
+    assert (count, seconds) == (1, pytest.approx(0.02))
+    assert dict(buckets)["0.01"] == 0 and dict(buckets)["0.025"] == 1
+
+
 def test_gets_answers_the_items_cas_unique(plane):
     plane.send(b"gets k\r\n")
     plane.node().answer_prepared(values(k=entry.pack(b"v", 0, 77)))
@@ -472,3 +514,13 @@ def test_answers_after_the_connection_closed_are_dropped(plane):
     assert plane.factory.connections == 0
     plane.node().answer_prepared(values(a=entry.pack(b"A")))
     assert plane.turn() == b""
+
+
+def test_every_read_names_its_connection_so_its_loads_queue_apart(conn):
+    # router/cluster/loads.py serves a group's waiting loads a connection at a time; the
+    # data plane's gets pass it on too (tests/router/cluster/test_loads.py).
+    conn.send(b"gat 0 f g\r\nmg h v\r\n")
+    other = MemcacheConn()
+    other.send(b"mg i v\r\n")
+    assert conn.router.conns == [conn.protocol] * 3
+    assert other.router.conns == [other.protocol]

@@ -79,14 +79,49 @@ def test_a_dying_child_restarts_with_doubling_delays_capped_and_reset_after_10s(
     assert next_restart_delay(clock) == 0.5
     assert lines[:3] == [
         "ringcache up: started node-a (pid 1000)",
-        "ringcache up: node-a (pid 1000) killed by signal 9 (SIGKILL); restarting in 0.5s",
+        "ringcache up: node-a (pid 1000) killed by signal 9 (SIGKILL) after running 1s; "
+        "restarting in 0.5s",
         "ringcache up: started node-a (pid 1001)",
     ]
     assert lines[-3:] == [
-        "ringcache up: node-a (pid 1009) exited with status 1; restarting in 30s",
+        "ringcache up: node-a (pid 1009) exited with status 1 after running 10s; restarting in 30s",
         "ringcache up: started node-a (pid 1010)",
-        "ringcache up: node-a (pid 1010) exited with status 0; restarting in 0.5s",
+        "ringcache up: node-a (pid 1010) exited with status 0 after running 10s; "
+        "restarting in 0.5s",
     ]
+
+
+def test_a_child_that_ends_before_it_served_is_reported_not_restarted():
+    clock = SpawningClock()
+    lines, failed = [], []
+    spec = ChildSpec("router", ("rc", "router"), ready="ringcache router: memcached on")
+    child = Child(spec, clock, lines.append, {}, on_failed_start=lambda *args: failed.append(args))
+    child.start()
+    protocol = clock.runs[-1][0]
+    protocol.childDataReceived(2, b"ringcache router: cannot start: Couldn't listen on "
+                                  b"127.0.0.1:8080: [Errno 98] Address already in use.\n")
+    clock.end(ProcessTerminated(exitCode=1))
+    assert failed == [(child, "exited with status 1", 1)]
+    assert child.last_line.endswith("[Errno 98] Address already in use.")
+    assert clock.getDelayedCalls() == []  # no restart
+
+
+def test_a_child_that_crashes_after_it_served_is_restarted():
+    clock = SpawningClock()
+    lines, failed = [], []
+    spec = ChildSpec("node-a", ("rc", "node"), ready="ringcache node listening on")
+    child = Child(spec, clock, lines.append, {}, on_failed_start=lambda *args: failed.append(args))
+    child.start()
+    assert not child.ready
+    clock.runs[-1][0].childDataReceived(1, b"ringcache node listening on 127.0.0.1:7001\n")
+    assert child.ready
+    clock.advance(3)
+    clock.end(KILLED)
+    assert failed == []
+    assert lines[-1] == ("ringcache up: node-a (pid 1000) killed by signal 9 (SIGKILL) after "
+                         "running 3s; restarting in 0.5s")
+    clock.advance(0.5)
+    assert len(clock.runs) == 2 and not child.ready  # each run proves itself again
 
 
 def test_backoff_alone():

@@ -83,7 +83,7 @@ def reactor():
 
 
 def source(reactor, function: str, timeout: float = 3.0) -> PythonSource:
-    return PythonSource(f"{HERE}:{function}", reactor, "", timeout)
+    return PythonSource(f"{HERE}:{function}", reactor, "", timeout, make_pool=reactor.pool.make)
 
 
 def load(src: PythonSource, key: str = "k"):
@@ -164,7 +164,7 @@ def test_timeout(function):
 ])
 def test_import_problems_are_value_errors_naming_the_source(reactor, target, problem):
     with pytest.raises(ValueError) as info:
-        PythonSource(target, reactor, "", 3.0)
+        PythonSource(target, reactor, "", 3.0, make_pool=reactor.pool.make)
     assert str(info.value) == f"source python:{target}: {problem}"
 
 
@@ -173,10 +173,12 @@ def test_base_dir_is_put_on_sys_path(reactor, tmp_path, monkeypatch):
     (tmp_path / "ringcache_test_users.py").write_text("def lookup(key):\n    return key[::-1]\n")
     monkeypatch.delitem(sys.modules, "ringcache_test_users", raising=False)
     try:
-        src = PythonSource("ringcache_test_users:lookup", reactor, str(tmp_path), 3.0)
+        src = PythonSource("ringcache_test_users:lookup", reactor, str(tmp_path), 3.0,
+                           make_pool=reactor.pool.make)
         assert sys.path[0] == str(tmp_path)
         assert load(src, "abc") == [b"cba"]
-        PythonSource("ringcache_test_users:lookup", reactor, str(tmp_path), 3.0)
+        PythonSource("ringcache_test_users:lookup", reactor, str(tmp_path), 3.0,
+                     make_pool=reactor.pool.make)
         assert sys.path.count(str(tmp_path)) == 1
     finally:
         sys.modules.pop("ringcache_test_users", None)
@@ -190,10 +192,58 @@ def test_check_and_close(reactor):
     assert src.close() is None
 
 
+# -- the source's own threads: as many as its group's concurrency --------------------------
+
+def test_a_plain_function_gets_a_pool_of_its_own_sized_to_the_concurrency(reactor):
+    src = PythonSource(f"{HERE}:plain", reactor, "", 3.0, concurrency=7,
+                       make_pool=reactor.pool.make)
+    assert reactor.pool.sizes == []  # no thread until the first load
+    assert load(src) == [b"plain:k"] and load(src) == [b"plain:k"]
+    assert (reactor.pool.sizes, reactor.pool.started, reactor.pool.calls) == (
+        [7], 1, ["plain", "plain"])
+
+
+def test_async_functions_need_no_pool(reactor):
+    src = PythonSource(f"{HERE}:coroutine", reactor, "", 3.0, make_pool=reactor.pool.make)
+    load(src)
+    src.close()
+    assert (reactor.pool.sizes, reactor.triggers) == ([], {})
+
+
+def test_closing_stops_the_pool_once_its_running_calls_return():
+    reactor = FakeReactor(SyncPool(hold=True))
+    src = source(reactor, "plain")
+    got = load(src)
+    src.close()
+    assert reactor.pool.stopped == 0  # a thread cannot be stopped: it runs to its end
+    reactor.pool.run_held()
+    assert (got, reactor.pool.stopped, reactor.triggers) == ([b"plain:k"], 1, {})
+    # A load that waited under the old topology of a reload still runs, on a new pool.
+    assert load(src) == []
+    reactor.pool.run_held()
+    assert (reactor.pool.started, reactor.pool.stopped) == (2, 2)
+
+
+def test_the_reactor_shutting_down_stops_the_pool_for_good(reactor):
+    src = source(reactor, "plain")
+    load(src)
+    reactor.fire("shutdown")
+    assert reactor.pool.stopped == 1
+    # A load that was waiting starts no thread that would keep the process alive.
+    [failure] = load(src)
+    assert str(failure.value) == (f"source python:{HERE}:plain failed: "
+                                  "RuntimeError: the router is shutting down")
+    src.close()
+    assert (reactor.pool.started, reactor.pool.stopped) == (1, 1)
+
+
 def test_build_source(reactor):
     spec = SourceSpec("python", f"{HERE}:plain", MappingProxyType({"timeout": 0.25}))
     src = build_source(spec, reactor, "")
     assert (type(src), src.name, src.timeout) == (PythonSource, f"python:{HERE}:plain", 0.25)
+    assert src.threads.size == 16  # SourceSpec's default concurrency
+    spec = SourceSpec("python", f"{HERE}:plain", MappingProxyType({}), concurrency=3)
+    assert build_source(spec, reactor, "").threads.size == 3
     spec = SourceSpec("python", f"{HERE}:plain", MappingProxyType({}))
     assert build_source(spec, reactor, "").timeout == DEFAULT_TIMEOUT
     with pytest.raises(ValueError, match="source kind 'carrier-pigeon' is not supported"):
