@@ -35,6 +35,12 @@ def payload(entry: bytes | Expiring) -> bytes:
     return entry.value if type(entry) is Expiring else entry
 
 
+# A churning table's bytes per entry at most (see oversized): a dict's 6 slots with 24-byte
+# entries, and for an OrderedDict its 56-byte node and 8-byte pointer per slot too.
+DICT_BYTES = 128
+ORDERED_DICT_BYTES = 256
+
+
 def oversized(table: dict, entry_bytes: int) -> bool:
     """Whether a dict (or OrderedDict) keeps a table far larger than its entries need.
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 
-from storage_node.cores.base import CoreBase, Expiring, OrderWalk, oversized, stored
+from storage_node.cores.base import (DICT_BYTES, ORDERED_DICT_BYTES, CoreBase, Expiring,
+                                     OrderWalk, oversized, stored)
 
 # Counts stop here, as Caffeine's 4-bit counters do: past a few reads "hot" is hot enough,
 # and a small cap keeps the aging hand's round (below) short.
 MAX_FREQUENCY = 15
-# A churning table's bytes per entry at most (see base.oversized): a dict's 6 slots with
-# 24-byte entries, and for an OrderedDict its 56-byte node and 8-byte pointer per slot too.
-DICT_BYTES = 128
-ORDERED_DICT_BYTES = 256
 
 
 class LFUCore(CoreBase):
