@@ -21,6 +21,7 @@ from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
 from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.metadump import metadump
+from router.memcache.numbers import strtoul32
 from router.memcache.order import Slot
 from router.memcache.stats import VERSION
 
@@ -40,11 +41,13 @@ OK = b"OK\r\n"
 DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
 _DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
 # What the router answers for memcached's commands it will not carry out (README).
-REFUSED = {
-    "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
-    "cache_memlimit": mc.server_error(
-        "cache_memlimit is not supported by ringcache: node budgets are set in topology.yaml"),
-}
+SHUTDOWN_REFUSED = b"ERROR: shutdown not enabled\r\n"  # memcached's words without -A
+# cache_memlimit: memcached's answers to a limit it would refuse; one it would take is OK,
+# though the router changes nothing (node budgets are topology.yaml's: docs/memcached.md).
+MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+RESET = b"RESET\r\n"
+CACHEDUMP_USAGE = mc.client_error("bad command line")
 # A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.
 RESULTS = {STORED: "ok", NOT_STORED_: "not_stored", EXISTS: "exists", MISSING: "miss",
            NON_NUMERIC: "error"}
@@ -192,8 +195,14 @@ class TextCommands:
             count("memcache", "flush_all", "ok")
             self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
         elif kind is mc.Admin:
+            line = self._admin(event)
             if not event.noreply:
-                answer(REFUSED.get(event.command, OK))  # verbosity: OK, as memcached
+                answer(line)
+        elif kind is mc.Close:
+            count("memcache", "unknown", "error")
+            log.info("closed a memcached connection whose command line looks like HTTP "
+                     "(a cross-protocol request, as memcached closes it)")
+            self.connection.quitting = True
         elif kind is mc.Version:
             answer(mc.version_line(VERSION))
         elif kind is mc.Stats:
@@ -222,6 +231,21 @@ class TextCommands:
             d = self.router.delete(*self.router.resolve(event.key))
             d.addBoth(lambda _: line)
             self._later(d, bytes, event.noreply)
+
+    def _admin(self, event) -> bytes:
+        """verbosity: OK (the router's logging is its own); shutdown refused, as memcached
+        without -A; cache_memlimit in memcached's words, without changing anything."""
+        if event.command == "shutdown":
+            return SHUTDOWN_REFUSED
+        if event.command != "cache_memlimit":
+            return OK
+        if event.value < 8:
+            return MEMLIMIT_TOO_SMALL
+        if event.value > 1_000_000_000:
+            return MEMLIMIT_NOT_BYTES
+        log.info("cache_memlimit {mb} answered OK and ignored: node budgets are set in "
+                 "topology.yaml", mb=event.value)
+        return OK
 
     def _store(self, event) -> None:
         command = event.command
@@ -308,12 +332,30 @@ class TextCommands:
         self.answers.fill(error_line(failure), slot)
 
     def _stats(self, event):
-        """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
-        (and noreply, which stats does not take) are memcached's ERROR."""
+        """A Deferred of the answer to ``stats [SUBCOMMAND ...]`` (router/memcache/stats.py);
+        subcommands memcached does not know (and noreply, which stats does not take)
+        are memcached's ERROR."""
         args = event.args
-        if args[:1] == (b"detail",):  # per-prefix stats: none kept, as memcached by default
-            return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
         connection = self.connection
+        which = args[0] if args else b""
+        if which == b"detail":  # per-prefix stats: none kept (docs/memcached.md)
+            answer = _DETAIL.get(args[1:2], DETAIL_USAGE) if len(args) > 1 else DETAIL_USAGE
+            if args[1:2] in ((b"on",), (b"off",)):
+                connection.factory.detail = args[1] == b"on"
+            return succeed(answer)
+        if which == b"reset":
+            memcache_stats.reset(self.router, connection.factory)
+            return succeed(RESET)
+        if which == b"cachedump":
+            if len(args) < 3:
+                return succeed(CACHEDUMP_USAGE)
+            number, limit = strtoul32(args[1]), strtoul32(args[2])
+            if number is None or limit is None:
+                return succeed(mc.client_error(mc.BAD_FORMAT))
+            if number >= memcache_stats.MAX_CLASSES:
+                return succeed(mc.client_error("Illegal slab id"))
+            return memcache_stats.cachedump(self.router, number, limit,
+                                            connection.reactor.seconds())
         d = memcache_stats.pairs(self.router, connection.factory, args,
                                  connection.reactor.seconds())
         return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
@@ -333,4 +375,4 @@ def _command_name(event) -> str:
 _COMMAND_NAMES = {mc.Delete: "delete", mc.Touch: "touch", mc.GetAndTouch: "gat",
                   mc.FlushAll: "flush_all", mc.Version: "version", mc.Stats: "stats",
                   mc.Quit: "quit", mc.Unknown: "unknown", mc.ClientError: "invalid",
-                  mc.ServerError: "invalid", mc.Get: "get"}
+                  mc.ServerError: "invalid", mc.Get: "get", mc.Close: "unknown"}
