@@ -339,9 +339,8 @@ class MemcacheParser:
         return Get(tuple(keys), tokens[0] == b"gets")
 
     def _store(self, tokens: list[bytes]) -> Event | None:
-        """memcached's order: noreply, the key's length, the numbers (all refused with
-        the data block left unread, so that memcached reads it as a command line), then
-        the key's bytes (the router's own rule: swallowed) and the size (swallowed)."""
+        """In memcached's order; a too long key or bad number leaves the data block
+        unread (read as a command line, as memcached does), the rest swallow it."""
         command = tokens[0].decode()
         is_cas = command == "cas"
         args = 6 if is_cas else 5
@@ -466,9 +465,6 @@ class MemcacheParser:
     def _stats(self, tokens: list[bytes]) -> Event:
         return Stats(tuple(tokens[1:]))
 
-    def _quit(self, tokens: list[bytes]) -> Event:
-        return Quit()
-
     def _lru_crawler(self, tokens: list[bytes]) -> Event:
         # Only metadump (router/memcache/metadump.py): every key, as memcached lists them.
         if len(tokens) == 3 and tokens[1] == b"metadump":
@@ -503,7 +499,7 @@ _HANDLERS = {
     b"me": MemcacheParser._meta,
     b"version": MemcacheParser._version,
     b"stats": MemcacheParser._stats,
-    b"quit": MemcacheParser._quit,
+    b"quit": lambda parser, tokens: Quit(),
     b"lru_crawler": MemcacheParser._lru_crawler,
 }
 
