@@ -21,11 +21,12 @@ import re
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.harness import BUILD, Memcached, RingcacheCluster  # noqa: E402
+from bench.harness import BUILD, Servers, RingcacheCluster, free_port  # noqa: E402
 
 VERSION = "1.6.18"
 SUITE = BUILD / f"memcached-{VERSION}"
@@ -36,7 +37,7 @@ Suites: bookworm
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
-FILE_TIMEOUT = 90
+FILE_TIMEOUT = 120
 
 
 def fetch_suite() -> Path:
@@ -56,6 +57,30 @@ def fetch_suite() -> Path:
     # The files ask "memcached-debug -h" what the build supports (sasl, tls, extstore...).
     (SUITE / "memcached-debug").symlink_to(shutil.which("memcached") or "/usr/bin/memcached")
     return SUITE
+
+
+class Memcached(Servers):
+    """memcached as Debian's package runs it (/etc/memcached.conf: -m 64, -c 1024), on
+    loopback without UDP."""
+
+    name = "memcached"
+
+    def _start(self) -> int:
+        port = free_port()
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self._spawn(["memcached", *user, "-l", "127.0.0.1", "-p", str(port), "-U", "0",
+                     "-m", "64", "-c", "1024"], port)
+        return port
+
+
+class Router(RingcacheCluster):
+    """A router and one node configured as that memcached: 1,024 connections, 64 MiB."""
+
+    def _topology(self):
+        port, topology = super()._topology()
+        text = topology.read_text().replace("max_bytes: 512MiB", "max_bytes: 64MiB")
+        topology.write_text(text + "limits:\n  max_connections: 1024\n")
+        return port, topology
 
 
 def run_file(suite: Path, name: str, port: int) -> dict:
@@ -84,14 +109,20 @@ def main() -> None:
     parser.add_argument("files", nargs="*", help="t/*.t names (default: every file)")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the router's failures")
     parser.add_argument("--router-only", action="store_true")
+    parser.add_argument("-j", "--jobs", type=int, default=4,
+                        help="files run at once (each against servers of its own)")
     args = parser.parse_args()
     suite = fetch_suite()
     names = args.files or sorted(p.name for p in (suite / "t").glob("*.t"))
     totals = {"memcached": [0, 0], "router": [0, 0]}
-    print(f"{'file':28} {'memcached':>16} {'router':>16}")
-    for name in names:
+
+    def both(name):
         theirs = None if args.router_only else against(Memcached, suite, name)
-        ours = against(RingcacheCluster, suite, name)
+        return theirs, against(Router, suite, name)
+
+    print(f"{'file':28} {'memcached':>16} {'router':>16}")
+    pool = ThreadPoolExecutor(args.jobs)
+    for name, (theirs, ours) in zip(names, pool.map(both, names)):
         for who, r in (("memcached", theirs), ("router", ours)):
             if r is not None:
                 totals[who][0] += r["passed"]
