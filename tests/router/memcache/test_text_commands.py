@@ -416,6 +416,22 @@ def test_quit_closes_after_earlier_answers(plane):
     assert plane.transport.disconnecting
 
 
+@pytest.mark.parametrize("request_line", [
+    b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"POST /x HTTP/1.0\r\n",
+    b"PUT / HTTP/1.1\r\n", b"DELETE /k HTTP/1.1\r\n"])
+def test_a_request_line_of_http_closes_the_connection_unanswered(conn, request_line):
+    conn.send(request_line + b"version\r\n")
+    assert conn.transport.disconnecting
+    assert conn.turn() == b""  # neither the request nor what follows it is answered
+    assert conn.router.ops() == []
+
+
+def test_a_bad_store_line_leaves_its_data_to_be_read_as_a_command(conn):
+    conn.send(b"set k 0 x 1\r\nversion\r\n")
+    assert conn.turn() == b"CLIENT_ERROR bad command line format\r\n" + b"VERSION " + \
+        VERSION.encode() + b"\r\n"
+
+
 def test_quit_alone_closes_at_once(conn):
     conn.send(b"quit\r\n")
     assert conn.transport.disconnecting
