@@ -185,7 +185,10 @@ def slabs(router, nodes: dict) -> list[tuple[str, object]]:
         total += sum(g.max_bytes for g in found)
         if not held:
             continue
-        lines += [(f"{number}:used_chunks", held),
+        # A group takes items of every size up to item_size_max: one "chunk" each.
+        lines += [(f"{number}:chunk_size", router.item_size_max),
+                  (f"{number}:chunks_per_page", 1),
+                  (f"{number}:used_chunks", held),
                   (f"{number}:free_chunks", 0),
                   (f"{number}:mem_requested", sum(g.bytes for g in found)),
                   (f"{number}:total_pages", len(found)),
