@@ -155,10 +155,11 @@ class BinaryCommands:
             pairs = succeed([])
         elif key.startswith(b"detail"):
             mode = key[6:]
+            prefixes = connection.factory.prefixes
             if mode.startswith(b" dump"):
-                pairs = succeed([("detailed", "END\r\n")])  # no prefixes kept
+                pairs = succeed([("detailed", prefixes.dump().decode("latin-1"))])
             elif mode.startswith((b" on", b" off")):
-                connection.factory.detail = mode.startswith(b" on")
+                prefixes.enabled = mode.startswith(b" on")
                 pairs = succeed([])
         else:
             args = () if not key else (b"settings",) if key.startswith(b"settings") else (key,)

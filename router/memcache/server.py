@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from router.config.topology import LimitsConfig
 from router.memcache import text as mc
 from router.memcache.connection import MemcacheConnection
+from router.memcache.detail import PrefixStats
 from shared.connections import ConnectionBounds, Refusal
 
 log = Logger()
@@ -33,6 +34,7 @@ class MemcacheFactory(Factory):
         self.fd_limit = fd_limit
         self.held = 0  # bytes of unfinished commands over every connection
         self.starved: set[MemcacheConnection] = set()
+        self.prefixes = PrefixStats()  # stats detail on|off|dump
         self.bounds = ConnectionBounds(reactor, 0, what="memcached clients",
                                    log=lambda text: log.warn("{text}", text=text))
         self.apply_limits(limits)

@@ -7,8 +7,8 @@ out, and ``nodes_up`` says how many did). ``stats items``, ``stats slabs`` and `
 slab class per group, numbered in topology order, since a group is what holds items of
 one kind here; ``stats settings`` shows the limits the router enforces; ``stats conns``
 this listener's client connections; ``stats sizes`` is "disabled", as in memcached by
-default. ``stats reset`` starts the router's request counters (and total_connections)
-from zero for these answers only: /metrics keeps counting, and the nodes' counters of
+default. ``stats reset`` starts the router's request counters (and total_connections,
+and router/memcache/detail.py's per-prefix counters) from zero for these answers only: /metrics keeps counting, and the nodes' counters of
 items (evictions, total_items) are theirs and go on too.
 """
 
@@ -62,6 +62,7 @@ def pairs(router, factory, args: tuple[bytes, ...], now: float):
 def reset(router, factory) -> None:
     """``stats reset``: the counters these answers show start from zero again."""
     factory.stats_base = Counter(router.stats.requests)
+    factory.prefixes.clear()
     factory.connections_base = factory.total_connections
 
 
@@ -263,7 +264,7 @@ def settings(router, factory) -> list[tuple[str, object]]:
         ("shutdown_command", "no"),
         ("num_threads", 1),
         ("stat_key_prefix", ":"),
-        ("detail_enabled", "yes" if getattr(factory, "detail", False) else "no"),
+        ("detail_enabled", "yes" if factory.prefixes.enabled else "no"),
         ("cas_enabled", "yes"),
         ("tcp_backlog", getattr(limits, "backlog", 1024)),
         ("binding_protocol", "auto-negotiate"),

@@ -501,7 +501,30 @@ _HANDLERS = {
     b"stats": MemcacheParser._stats,
     b"quit": lambda parser, tokens: Quit(),
     b"lru_crawler": MemcacheParser._lru_crawler,
+    b"slabs": lambda parser, tokens: _slabs(tokens),
 }
+
+
+def _slabs(tokens: list[bytes]) -> Event:
+    """slabs reassign SRC DST and slabs automove LEVEL|ratio R, read as memcached reads
+    them (their Admin names: slabs_reassign, slabs_automove); the router has no slabs."""
+    n = len(tokens)
+    if n == 4 and tokens[1] == b"reassign":
+        return Admin("slabs_reassign", False)
+    if n < 3 or tokens[1] != b"automove":
+        return Unknown(tokens[0])
+    noreply = tokens[-1] == b"noreply"
+    if tokens[2] == b"ratio":
+        ratio = tokens[3] if n > 3 else b""
+        try:
+            float(ratio)
+        except ValueError:
+            return Unknown(tokens[0], noreply)
+        return Admin("slabs_automove", noreply)
+    level = strtoul32(tokens[2])
+    if level is None:
+        return ClientError(BAD_FORMAT, noreply)
+    return Admin("slabs_automove", noreply, level) if level <= 2 else Unknown(tokens[0], noreply)
 
 
 def _key_error(keys: list[bytes]) -> str | None:

@@ -9,6 +9,9 @@ their keys. The other commands call the router through router/memcache/commands.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
+
 from twisted.internet.defer import gatherResults, succeed
 from twisted.logger import Logger
 
@@ -20,6 +23,7 @@ from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
 from router.memcache.keys import MAX_KEYS_PER_GET
+from router.memcache.detail import hits_of
 from router.memcache.metadump import metadump
 from router.memcache.numbers import strtoul32
 from router.memcache.order import Slot
@@ -39,7 +43,6 @@ STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXIST
 NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
 OK = b"OK\r\n"
 DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
-_DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
 # What the router answers for memcached's commands it will not carry out (README).
 SHUTDOWN_REFUSED = b"ERROR: shutdown not enabled\r\n"  # memcached's words without -A
 # cache_memlimit: memcached's answers to a limit it would refuse; one it would take is OK,
@@ -47,6 +50,7 @@ SHUTDOWN_REFUSED = b"ERROR: shutdown not enabled\r\n"  # memcached's words witho
 MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
 MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
 RESET = b"RESET\r\n"
+SLAB_REASSIGN_DISABLED = mc.client_error("slab reassignment disabled")
 CACHEDUMP_USAGE = mc.client_error("bad command line")
 # A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.
 RESULTS = {STORED: "ok", NOT_STORED_: "not_stored", EXISTS: "exists", MISSING: "miss",
@@ -109,8 +113,10 @@ class TextCommands:
         answers = self.answers
         get = mc.Get
         gets = []  # consecutive gets the parser split itself, served as one run
+        # Per-prefix counting (stats detail on) needs each get's keys: the parser splits them.
+        prefixes = connection.factory.prefixes
         while not connection.quitting:
-            if not gets:
+            if not gets and not prefixes.enabled:
                 # The hot path: every plain get line at the head of the buffer, at once.
                 run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
@@ -136,10 +142,23 @@ class TextCommands:
 
     # -- gets: the data plane ---------------------------------------------------------------
 
-    def _serve(self, run, routes) -> None:
+    def _serve(self, run, routes, events) -> None:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
-        serve(self.router, run, routes, self._served, slot, error_line, self.connection)
+        served = self._served
+        if self.connection.factory.prefixes.enabled:
+            served = partial(self._served_detail, [k for event in events for k in event.keys])
+        serve(self.router, run, routes, served, slot, error_line, self.connection)
+
+    def _served_detail(self, keys: list, answer: bytes, run, slot: Slot, loaded: int) -> None:
+        """_served, counting each key's get and hit for ``stats detail``."""
+        hits = Counter(hits_of(answer))
+        record = self.connection.factory.prefixes.record_get
+        for key in keys:
+            hit = hits[key] > 0
+            hits[key] -= hit
+            record(key, hit)
+        self._served(answer, run, slot, loaded)
 
     def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
         """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
@@ -162,12 +181,13 @@ class TextCommands:
             if len(keys) > MAX_KEYS_PER_GET and len(set(keys)) > MAX_KEYS_PER_GET:
                 if start < i:
                     self._serve(route_gets(events[start:i], routes.table, MAX_GET_ANSWER),
-                                routes)
+                                routes, events[start:i])
                 self.router.stats.count("memcache", "get", "error")
                 self.answers.answer(TOO_MANY_KEYS)
                 start = i + 1
         if start < len(events):
-            self._serve(route_gets(events[start:], routes.table, MAX_GET_ANSWER), routes)
+            self._serve(route_gets(events[start:], routes.table, MAX_GET_ANSWER), routes,
+                        events[start:])
 
     # -- every other command ----------------------------------------------------------------
 
@@ -233,10 +253,13 @@ class TextCommands:
             self._later(d, bytes, event.noreply)
 
     def _admin(self, event) -> bytes:
-        """verbosity: OK (the router's logging is its own); shutdown refused, as memcached
-        without -A; cache_memlimit in memcached's words, without changing anything."""
+        """verbosity and slabs automove: OK (the router's logging is its own, it has no
+        slabs); shutdown refused, as memcached without -A; slabs reassign as memcached
+        with slab_reassign off; cache_memlimit in memcached's words, changing nothing."""
         if event.command == "shutdown":
             return SHUTDOWN_REFUSED
+        if event.command == "slabs_reassign":  # no slabs to move pages between
+            return SLAB_REASSIGN_DISABLED
         if event.command != "cache_memlimit":
             return OK
         if event.value < 8:
@@ -249,6 +272,8 @@ class TextCommands:
 
     def _store(self, event) -> None:
         command = event.command
+        if self.connection.factory.prefixes.enabled:
+            self.connection.factory.prefixes.record_set(event.key)
         d = commands.store(self.router, command, event.key, event.value, event.flags,
                            event.exptime, event.cas_unique or 0)
 
@@ -259,6 +284,8 @@ class TextCommands:
         self._later(d, stored, event.noreply)
 
     def _delete(self, event) -> None:
+        if self.connection.factory.prefixes.enabled:
+            self.connection.factory.prefixes.record_delete(event.key)
         group, key = self.router.resolve(event.key)
 
         def deleted(found: bool) -> bytes:
@@ -316,7 +343,10 @@ class TextCommands:
             return
         parts = []
         hits = 0
+        prefixes = self.connection.factory.prefixes
         for key, item in zip(keys, items):
+            if prefixes.enabled:
+                prefixes.record_get(key, item is not None)
             if item is not None:
                 cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
@@ -338,11 +368,12 @@ class TextCommands:
         args = event.args
         connection = self.connection
         which = args[0] if args else b""
-        if which == b"detail":  # per-prefix stats: none kept (docs/memcached.md)
-            answer = _DETAIL.get(args[1:2], DETAIL_USAGE) if len(args) > 1 else DETAIL_USAGE
+        if which == b"detail":  # per-prefix counters (router/memcache/detail.py)
+            prefixes = connection.factory.prefixes
             if args[1:2] in ((b"on",), (b"off",)):
-                connection.factory.detail = args[1] == b"on"
-            return succeed(answer)
+                prefixes.enabled = args[1] == b"on"
+                return succeed(OK)
+            return succeed(prefixes.dump() if args[1:2] == (b"dump",) else DETAIL_USAGE)
         if which == b"reset":
             memcache_stats.reset(self.router, connection.factory)
             return succeed(RESET)

@@ -313,11 +313,18 @@ def test_flush_all_flushes_every_node_now_or_later(conn, line, delay):
     (b"cache_memlimit 1000000001",
      b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"),
     (b"cache_memlimit x", b"ERROR\r\n"),
+    (b"slabs automove 1", b"OK\r\n"),
 ])
 def test_server_commands(conn, line, answer):
     conn.send(line + b"\r\n" + line + b" noreply\r\nversion\r\n")
     assert conn.turn() == answer + b"VERSION %b\r\n" % VERSION.encode()
     assert conn.router.calls == []
+
+
+def test_slabs_reassign_is_refused_as_memcached_without_slab_reassign(conn):
+    # With noreply it has a word too many: memcached's ERROR.
+    conn.send(b"slabs reassign 1 2\r\nslabs reassign 1 2 noreply\r\n")
+    assert conn.turn() == b"CLIENT_ERROR slab reassignment disabled\r\nERROR\r\n"
 
 
 def test_version_is_one_libmemcached_parses_and_names_ringcache(conn):
