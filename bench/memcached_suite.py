@@ -115,6 +115,9 @@ def main() -> None:
     suite = fetch_suite()
     names = args.files or sorted(p.name for p in (suite / "t").glob("*.t"))
     totals = {"memcached": [0, 0], "router": [0, 0]}
+    # Over the files memcached passes: their assertions, and the router's in them.
+    kept = {"memcached": 0, "router": 0}
+    lost = []  # files memcached passes and the router does not
 
     def both(name):
         theirs = None if args.router_only else against(Memcached, suite, name)
@@ -130,6 +133,11 @@ def main() -> None:
 
         def cell(r):
             return "-" if r is None else f"{'pass' if r['passed'] else 'FAIL'} {r['ok']:>6} ok"
+        if theirs and theirs["passed"]:
+            kept["memcached"] += theirs["ok"]
+            kept["router"] += min(ours["ok"], theirs["ok"])
+            if not ours["passed"]:
+                lost.append(name)
         mark = "  <--" if theirs and theirs["passed"] and not ours["passed"] else ""
         print(f"{name:28} {cell(theirs):>16} {cell(ours):>16}{mark}", flush=True)
         if args.verbose and not ours["passed"]:
@@ -139,6 +147,11 @@ def main() -> None:
                 print("    " + ours["tail"].replace("\n", "\n    "))
     print(f"{'files passed':28} {totals['memcached'][0]:>16} {totals['router'][0]:>16}")
     print(f"{'assertions passed':28} {totals['memcached'][1]:>16} {totals['router'][1]:>16}")
+    if not args.router_only:
+        share = kept["router"] / kept["memcached"] if kept["memcached"] else 0.0
+        print(f"in the {totals['memcached'][0]} files memcached passes: the router passes "
+              f"{totals['memcached'][0] - len(lost)}, and {kept['router']} of their "
+              f"{kept['memcached']} assertions ({share:.2%}); not: {' '.join(lost) or '-'}")
 
 
 if __name__ == "__main__":
