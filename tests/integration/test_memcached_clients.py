@@ -375,3 +375,14 @@ def test_a_request_line_of_http_closes_the_connection_as_on_memcached(
         memcached_port, router_port, request_line):
     data = request_line + b"\r\nversion\r\n"
     assert closed_unanswered(router_port, data) == closed_unanswered(memcached_port, data) == b""
+
+
+def test_mg_t_answers_the_seconds_left_as_on_memcached(memcached_port, router_port):
+    # The seconds left of a key set with a ttl of 3600 (not -1): read from either
+    # server, a second may tick between the set and the mg.
+    for port in (memcached_port, router_port):
+        answer = session(port, b"set ttl3600 0 3600 1\r\nx\r\nmg ttl3600 t v\r\n"
+                               b"set forever 0 0 1\r\nx\r\nmg forever t\r\n")
+        ttl = re.search(rb"^VA 1 t(\d+)\r\nx\r\n", answer.split(b"STORED\r\n")[1], re.M)
+        assert ttl and 3598 <= int(ttl.group(1)) <= 3600, answer
+        assert answer.endswith(b"STORED\r\nHD t-1\r\nMN\r\n"), answer
