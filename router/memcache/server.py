@@ -13,6 +13,7 @@ from router.memcache import text as mc
 from router.memcache.connection import MemcacheConnection
 from router.memcache.detail import PrefixStats
 from shared.connections import ConnectionBounds, Refusal
+from shared.throttle import LogThrottle
 
 log = Logger()
 
@@ -35,6 +36,9 @@ class MemcacheFactory(Factory):
         self.held = 0  # bytes of unfinished commands over every connection
         self.starved: set[MemcacheConnection] = set()
         self.prefixes = PrefixStats()  # stats detail on|off|dump
+        # What a client may repeat at will (cache_memlimit, HTTP request lines): one line
+        # per interval (shared/throttle.py).
+        self.notice = LogThrottle(lambda text: log.info("{text}", text=text), reactor.seconds)
         self.bounds = ConnectionBounds(reactor, 0, what="memcached clients",
                                    log=lambda text: log.warn("{text}", text=text))
         self.apply_limits(limits)

@@ -22,8 +22,8 @@ from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
 from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
-from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.detail import hits_of
+from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.metadump import metadump
 from router.memcache.numbers import strtoul32
 from router.memcache.order import Slot
@@ -79,6 +79,26 @@ def write_error_line(failure) -> bytes:
         return mc.server_error(f"node {exc.node} timed out ({exc.reason}): the outcome "
                                "is unknown, the write may yet be applied")
     return error_line(failure)
+
+
+def admin_line(event, notice) -> bytes:
+    """verbosity and slabs automove: OK (the router's logging is its own, it has no
+    slabs); shutdown refused, as memcached without -A; slabs reassign as memcached with
+    slab_reassign off; cache_memlimit in memcached's words, changing nothing (``notice``
+    logs that)."""
+    if event.command == "shutdown":
+        return SHUTDOWN_REFUSED
+    if event.command == "slabs_reassign":  # no slabs to move pages between
+        return SLAB_REASSIGN_DISABLED
+    if event.command != "cache_memlimit":
+        return OK
+    if event.value < 8:
+        return MEMLIMIT_TOO_SMALL
+    if event.value > 1_000_000_000:
+        return MEMLIMIT_NOT_BYTES
+    notice(f"cache_memlimit {event.value} answered OK and ignored: node budgets are set in "
+           "topology.yaml")
+    return OK
 
 
 def _spread(results: list, distinct: list, keys) -> list:
@@ -215,13 +235,14 @@ class TextCommands:
             count("memcache", "flush_all", "ok")
             self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
         elif kind is mc.Admin:
-            line = self._admin(event)
+            line = admin_line(event, self.connection.factory.notice)
             if not event.noreply:
                 answer(line)
         elif kind is mc.Close:
             count("memcache", "unknown", "error")
-            log.info("closed a memcached connection whose command line looks like HTTP "
-                     "(a cross-protocol request, as memcached closes it)")
+            self.connection.factory.notice(
+                "closed a memcached connection whose command line looks like HTTP (a "
+                "cross-protocol request: memcached closes it too)")
             self.connection.quitting = True
         elif kind is mc.Version:
             answer(mc.version_line(VERSION))
@@ -251,24 +272,6 @@ class TextCommands:
             d = self.router.delete(*self.router.resolve(event.key))
             d.addBoth(lambda _: line)
             self._later(d, bytes, event.noreply)
-
-    def _admin(self, event) -> bytes:
-        """verbosity and slabs automove: OK (the router's logging is its own, it has no
-        slabs); shutdown refused, as memcached without -A; slabs reassign as memcached
-        with slab_reassign off; cache_memlimit in memcached's words, changing nothing."""
-        if event.command == "shutdown":
-            return SHUTDOWN_REFUSED
-        if event.command == "slabs_reassign":  # no slabs to move pages between
-            return SLAB_REASSIGN_DISABLED
-        if event.command != "cache_memlimit":
-            return OK
-        if event.value < 8:
-            return MEMLIMIT_TOO_SMALL
-        if event.value > 1_000_000_000:
-            return MEMLIMIT_NOT_BYTES
-        log.info("cache_memlimit {mb} answered OK and ignored: node budgets are set in "
-                 "topology.yaml", mb=event.value)
-        return OK
 
     def _store(self, event) -> None:
         command = event.command
