@@ -10,6 +10,7 @@ meta protocols.
 
 from __future__ import annotations
 
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from router.cluster.errors import AnswerTooLarge, NodeUnavailable, RingcacheError, TooLarge
@@ -143,10 +144,29 @@ class BinaryCommands:
         self._reply(r, commands.flush(self.router, delay), lambda _: done)
 
     def _do_stat(self, r: mb.Request) -> None:
+        """memcached's binary STAT: no key is ``stats``; ``reset``, ``settings`` and
+        ``detail on|off|dump`` are read by their prefix, as memcached reads them;
+        ``items``, ``slabs`` and ``sizes`` whole; any other key is "Not found"."""
         connection = self.connection
-        d = memcache_stats.pairs(self.router, connection.factory, (r.key,) if r.key else (),
-                                 connection.reactor.seconds())
-        if d is None:
+        key = r.key
+        pairs = None
+        if key.startswith(b"reset"):
+            memcache_stats.reset(self.router, connection.factory)
+            pairs = succeed([])
+        elif key.startswith(b"detail"):
+            mode = key[6:]
+            prefixes = connection.factory.prefixes
+            if mode.startswith(b" dump"):
+                pairs = succeed([("detailed", prefixes.dump().decode("latin-1"))])
+            elif mode.startswith((b" on", b" off")):
+                prefixes.enabled = mode.startswith(b" on")
+                pairs = succeed([])
+        else:
+            args = () if not key else (b"settings",) if key.startswith(b"settings") else (key,)
+            if args[:1] not in ((b"conns",),):  # a text-protocol subcommand only
+                pairs = memcache_stats.pairs(self.router, connection.factory, args,
+                                             connection.reactor.seconds())
+        if pairs is None:
             self.answers.answer(mb.error(r.opcode, r.opaque, mb.KEY_ENOENT))
             return
 
@@ -155,7 +175,7 @@ class BinaryCommands:
                    for name, value in pairs]
             return b"".join(out) + mb.response(r.opcode, r.opaque)  # the empty one ends it
 
-        self._reply(r, d, packets)
+        self._reply(r, pairs, packets)
 
     def _do_simple(self, r: mb.Request) -> None:
         """noop, version, verbosity, quit: answered at once, in order."""

@@ -19,10 +19,10 @@ import binascii
 from dataclasses import dataclass
 
 from router.memcache.keys import KEY_MAX_LENGTH, has_illegal_byte
+from router.memcache.numbers import strtol32, strtoul32, strtoull
 
 OPAQUE_MAX = 32
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-_UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
+_INT32_MAX = (1 << 31) - 1
 
 # The flags each command takes, and the kind of token each flag carries: None for none,
 # "int" a 32-bit signed number, "u32"/"u64" unsigned, "text" any token, "mode" one letter.
@@ -36,6 +36,7 @@ _FLAGS = {
            "N": "int", "J": "u64", "D": "u64", "T": "int", "M": "mode"},
     "me": {},
 }
+_NUMBERS = {"int": strtol32, "u32": strtoul32, "u64": strtoull}
 MODES = {"ms": {"E": "add", "A": "append", "P": "prepend", "R": "replace", "S": "set"},
          "ma": {"I": "incr", "i": "incr", "+": "incr", "D": "decr", "d": "decr", "-": "decr"}}
 
@@ -86,9 +87,10 @@ def parse(tokens: list[bytes]) -> tuple[Meta, int | None]:
     nbytes = None
     rest = tokens[2:]
     if command == "ms":
-        if len(tokens) < 3 or not tokens[2].isdigit() or int(tokens[2]) > _INT32_MAX - 2:
+        # memcached refuses these before it knows the data block's size: none is skipped.
+        nbytes = strtol32(tokens[2]) if len(tokens) > 2 else None
+        if len(tokens[1]) > KEY_MAX_LENGTH or nbytes is None or not 0 <= nbytes <= _INT32_MAX - 2:
             raise MetaError("bad command line format")
-        nbytes = int(tokens[2])
         rest = tokens[3:]
     try:
         flags, order = _flags(command, rest)
@@ -140,10 +142,9 @@ def _token(command: str, flag: str, kind: str, arg: bytes, strict: bool):
         if mode is None or len(arg) != 1:
             raise MetaError(f"invalid mode for {command} M token")
         return mode
-    digits = arg[1:] if kind == "int" and arg[:1] == b"-" else arg
-    limit = {"int": _INT32_MAX, "u32": _UINT32_MAX, "u64": _UINT64_MAX}[kind]
-    if digits.isdigit() and int(digits) <= limit:
-        return int(arg)
+    value = _NUMBERS[kind](arg)
+    if value is not None:
+        return value
     if strict:
         raise MetaError("invalid or duplicate flag")
     if command == "ms" and flag in "FC":

@@ -11,7 +11,9 @@ from twisted.logger import Logger
 from router.config.topology import LimitsConfig
 from router.memcache import text as mc
 from router.memcache.connection import MemcacheConnection
+from router.memcache.detail import PrefixStats
 from shared.connections import ConnectionBounds, Refusal
+from shared.throttle import LogThrottle
 
 log = Logger()
 
@@ -33,6 +35,10 @@ class MemcacheFactory(Factory):
         self.fd_limit = fd_limit
         self.held = 0  # bytes of unfinished commands over every connection
         self.starved: set[MemcacheConnection] = set()
+        self.prefixes = PrefixStats()  # stats detail on|off|dump
+        # What a client may repeat at will (cache_memlimit, HTTP request lines): one line
+        # per interval (shared/throttle.py).
+        self.notice = LogThrottle(lambda text: log.info("{text}", text=text), reactor.seconds)
         self.bounds = ConnectionBounds(reactor, 0, what="memcached clients",
                                    log=lambda text: log.warn("{text}", text=text))
         self.apply_limits(limits)

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator, Literal, NamedTuple
 from router.memcache import meta as memcache_meta
 from router.memcache.keys import KEY_MAX_LENGTH, MAX_KEYS_PER_GET, has_illegal_byte
 from router.memcache.meta import Meta, MetaError
+from router.memcache.numbers import strtol32, strtoul32, strtoull
 
 ITEM_SIZE_MAX = 1024 * 1024
 # A command line longer than this (without its line end) is refused. memcached closes the
@@ -28,8 +29,7 @@ REALTIME_MAXDELTA = 60 * 60 * 24 * 30
 
 BAD_FORMAT = "bad command line format"
 _DELETE_USAGE = "bad command line format.  Usage: delete <key> [noreply]"
-_INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
-_UINT32_MAX, _UINT64_MAX = (1 << 32) - 1, (1 << 64) - 1
+_INT32_MAX = (1 << 31) - 1
 _GET_PREFIXES = (b"get ", b"gets ")
 
 
@@ -102,6 +102,14 @@ class Admin:
 
     command: str
     noreply: bool
+    value: int = 0  # cache_memlimit's megabytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """A line that looks like an HTTP request (its last word starts with ``HTTP/``) where
+    memcached takes no command: memcached closes the connection unanswered, so that a
+    browser tricked into posting to the port cannot drive it (a cross-protocol attack)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +157,7 @@ class ServerError:
 
 
 Event = (Get | Store | Delete | Touch | Arith | GetAndTouch | FlushAll | Admin | Version | Stats
-         | Quit | Meta | Metadump | Unknown | ClientError | ServerError)
+         | Quit | Meta | Metadump | Unknown | ClientError | ServerError | Close)
 
 
 class _StoreHeader(NamedTuple):
@@ -317,6 +325,8 @@ class MemcacheParser:
                 return Unknown(b"")
         handler = _HANDLERS.get(tokens[0])
         if handler is None:
+            if tokens[-1].startswith(b"HTTP/") and _takes_http(tokens[0]):
+                return Close()
             return Unknown(tokens[0])
         return handler(self, tokens)
 
@@ -329,6 +339,8 @@ class MemcacheParser:
         return Get(tuple(keys), tokens[0] == b"gets")
 
     def _store(self, tokens: list[bytes]) -> Event | None:
+        """In memcached's order; a too long key or bad number leaves the data block
+        unread (read as a command line, as memcached does), the rest swallow it."""
         command = tokens[0].decode()
         is_cas = command == "cas"
         args = 6 if is_cas else 5
@@ -336,18 +348,16 @@ class MemcacheParser:
             return Unknown(tokens[0])
         # memcached honours noreply in the last place even before it validates the rest.
         noreply = tokens[-1] == b"noreply"
-        nbytes = _unsigned(tokens[4], _INT32_MAX - 2)
-        if nbytes is None:
-            return ClientError(BAD_FORMAT, noreply)  # no length: nothing we could swallow
-        flags = _unsigned(tokens[2], _UINT32_MAX)
-        exptime = _int32(tokens[3])
-        cas_unique = _unsigned(tokens[5], _UINT64_MAX) if is_cas else None
-        error = _key_error(tokens[1:2])
-        if error is None and (flags is None or exptime is None or (is_cas and cas_unique is None)):
-            error = BAD_FORMAT
-        if error is not None:
+        if len(tokens[1]) > KEY_MAX_LENGTH:
+            return ClientError(BAD_FORMAT, noreply)
+        flags, exptime, nbytes = strtoul32(tokens[2]), strtol32(tokens[3]), strtol32(tokens[4])
+        cas_unique = strtoull(tokens[5]) if is_cas else None
+        if (flags is None or exptime is None or nbytes is None or (is_cas and cas_unique is None)
+                or not 0 <= nbytes <= _INT32_MAX - 2):
+            return ClientError(BAD_FORMAT, noreply)
+        if has_illegal_byte(tokens[1]):
             self._swallow = nbytes + 2
-            return ClientError(error, noreply)
+            return ClientError("invalid key", noreply)
         if nbytes > self.item_size_max:
             self._swallow = nbytes + 2
             return ServerError("object too large for cache", noreply, tokens[1])
@@ -375,19 +385,19 @@ class MemcacheParser:
         noreply = tokens[-1] == b"noreply"
         if error := _key_error(tokens[1:2]):
             return ClientError(error, noreply)
-        exptime = _int32(tokens[2])
+        exptime = strtol32(tokens[2])
         if exptime is None:
             return ClientError("invalid exptime argument", noreply)
         return Touch(tokens[1], exptime, noreply)
 
     def _arith(self, tokens: list[bytes]) -> Event:
         n = len(tokens)
-        if n not in (3, 4) or (n == 4 and tokens[3] != b"noreply"):
+        if n not in (3, 4):
             return Unknown(tokens[0])
-        noreply = n == 4
+        noreply = tokens[-1] == b"noreply"  # a fourth word that is not is ignored
         if error := _key_error(tokens[1:2]):
             return ClientError(error, noreply)
-        delta = _unsigned(tokens[2], _UINT64_MAX)
+        delta = strtoull(tokens[2])
         if delta is None:
             return ClientError("invalid numeric delta argument", noreply)
         return Arith(tokens[1], tokens[0] == b"incr", delta, noreply)
@@ -395,7 +405,7 @@ class MemcacheParser:
     def _gat(self, tokens: list[bytes]) -> Event:
         if len(tokens) < 2:
             return Unknown(tokens[0])
-        exptime = _int32(tokens[1])
+        exptime = strtol32(tokens[1])
         if exptime is None:
             return ClientError("invalid exptime argument")
         keys = tokens[2:]
@@ -410,7 +420,7 @@ class MemcacheParser:
             return Unknown(tokens[0])
         if n - noreply == 1:
             return FlushAll(0, noreply)
-        delay = _int32(tokens[1])
+        delay = strtol32(tokens[1])
         if delay is None:
             return ClientError("invalid exptime argument", noreply)
         return FlushAll(delay, noreply)
@@ -424,11 +434,12 @@ class MemcacheParser:
             return Admin(command, noreply)
         if not 2 <= len(tokens) <= 3:
             return Unknown(tokens[0])
-        if not tokens[1].isdigit():
+        value = strtoul32(tokens[1])
+        if value is None:
             if command == "cache_memlimit":
                 return Unknown(tokens[0], noreply)
             return ClientError(BAD_FORMAT, noreply)
-        return Admin(command, noreply)
+        return Admin(command, noreply, value)
 
     def _meta(self, tokens: list[bytes]) -> Event | None:
         """mg ms md ma mn me (router/memcache/meta.py); an ms waits for its data block."""
@@ -454,14 +465,11 @@ class MemcacheParser:
     def _stats(self, tokens: list[bytes]) -> Event:
         return Stats(tuple(tokens[1:]))
 
-    def _quit(self, tokens: list[bytes]) -> Event:
-        return Quit()
-
     def _lru_crawler(self, tokens: list[bytes]) -> Event:
         # Only metadump (router/memcache/metadump.py): every key, as memcached lists them.
         if len(tokens) == 3 and tokens[1] == b"metadump":
             return Metadump(tokens[2])
-        return ClientError("bad command line format")
+        return Unknown(tokens[0])  # memcached's ERROR for what it does not take either
 
 
 _HANDLERS = {
@@ -491,32 +499,56 @@ _HANDLERS = {
     b"me": MemcacheParser._meta,
     b"version": MemcacheParser._version,
     b"stats": MemcacheParser._stats,
-    b"quit": MemcacheParser._quit,
+    b"quit": lambda parser, tokens: Quit(),
     b"lru_crawler": MemcacheParser._lru_crawler,
+    b"slabs": lambda parser, tokens: _slabs(tokens),
 }
 
 
+def _slabs(tokens: list[bytes]) -> Event:
+    """slabs reassign SRC DST and slabs automove LEVEL|ratio R, read as memcached reads
+    them (their Admin names: slabs_reassign, slabs_automove); the router has no slabs."""
+    n = len(tokens)
+    if n == 4 and tokens[1] == b"reassign":
+        return Admin("slabs_reassign", False)
+    if n < 3 or tokens[1] != b"automove":
+        return Unknown(tokens[0])
+    noreply = tokens[-1] == b"noreply"
+    if tokens[2] == b"ratio":
+        ratio = tokens[3] if n > 3 else b""
+        try:
+            float(ratio)
+        except ValueError:
+            return Unknown(tokens[0], noreply)
+        return Admin("slabs_automove", noreply)
+    level = strtoul32(tokens[2])
+    if level is None:
+        return ClientError(BAD_FORMAT, noreply)
+    return Admin("slabs_automove", noreply, level) if level <= 2 else Unknown(tokens[0], noreply)
+
+
 def _key_error(keys: list[bytes]) -> str | None:
-    """What is wrong with these keys, if anything (checked together: C loops, not Python)."""
+    """What is wrong with these keys, if anything (checked together: C loops, not Python).
+    Too long is memcached's own refusal; a control byte is the router's (README)."""
     if max(map(len, keys)) > KEY_MAX_LENGTH:
-        return "key too long"
+        return BAD_FORMAT
     if has_illegal_byte(b"".join(keys)):
         return "invalid key"
     return None
 
 
-def _unsigned(token: bytes, limit: int) -> int | None:
-    # isdigit() first: int() would also take "1_000" and "+1".
-    if token.isdigit() and (value := int(token)) <= limit:
-        return value
-    return None
+# The commands memcached 1.6.18 dispatches on their first letter (proto_text.c), and the
+# others it knows: a line that names none of them and ends in HTTP/... closes the
+# connection there (Close); any other unknown line is ERROR.
+_LETTERS = frozenset(b"gsacidt")
+_KNOWN = frozenset((b"replace", b"prepend", b"bget", b"flush_all", b"version", b"quit",
+                    b"lru_crawler", b"watch", b"verbosity", b"lru", b"misbehave",
+                    b"extstore", b"refresh_certs", b"debugtime"))
 
 
-def _int32(token: bytes) -> int | None:
-    digits = token[1:] if token[0] in b"+-" else token  # strtol takes a sign
-    if digits.isdigit() and _INT32_MIN <= (value := int(token)) <= _INT32_MAX:
-        return value
-    return None
+def _takes_http(command: bytes) -> bool:
+    return (len(command) >= 2 and command[0] not in _LETTERS and command not in _KNOWN
+            and not (command[0] == 0x6D and len(command) == 2))  # m?: a meta command
 
 
 # Answers. Each is whole bytes, ready for one transport.write per client turn.

@@ -9,6 +9,9 @@ their keys. The other commands call the router through router/memcache/commands.
 
 from __future__ import annotations
 
+from collections import Counter
+from functools import partial
+
 from twisted.internet.defer import gatherResults, succeed
 from twisted.logger import Logger
 
@@ -19,8 +22,10 @@ from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
 from router.memcache import commands, meta_commands
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
+from router.memcache.detail import hits_of
 from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.metadump import metadump
+from router.memcache.numbers import strtoul32
 from router.memcache.order import Slot
 from router.memcache.stats import VERSION
 
@@ -38,13 +43,15 @@ STORE_ANSWERS = {STORED: mc.STORED, NOT_STORED_: mc.NOT_STORED, EXISTS: mc.EXIST
 NON_NUMERIC_ANSWER = mc.client_error("cannot increment or decrement non-numeric value")
 OK = b"OK\r\n"
 DETAIL_USAGE = mc.client_error("usage: stats detail on|off|dump")
-_DETAIL = {(b"dump",): mc.END, (b"on",): OK, (b"off",): OK}
 # What the router answers for memcached's commands it will not carry out (README).
-REFUSED = {
-    "shutdown": b"ERROR: shutdown not enabled\r\n",  # memcached's words without -A
-    "cache_memlimit": mc.server_error(
-        "cache_memlimit is not supported by ringcache: node budgets are set in topology.yaml"),
-}
+SHUTDOWN_REFUSED = b"ERROR: shutdown not enabled\r\n"  # memcached's words without -A
+# cache_memlimit: memcached's answers to a limit it would refuse; one it would take is OK,
+# though the router changes nothing (node budgets are topology.yaml's: docs/memcached.md).
+MEMLIMIT_TOO_SMALL = b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+MEMLIMIT_NOT_BYTES = b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+RESET = b"RESET\r\n"
+SLAB_REASSIGN_DISABLED = mc.client_error("slab reassignment disabled")
+CACHEDUMP_USAGE = mc.client_error("bad command line")
 # A write's outcome as counted in RouterStats (ok, miss, ...), per memcached's stats names.
 RESULTS = {STORED: "ok", NOT_STORED_: "not_stored", EXISTS: "exists", MISSING: "miss",
            NON_NUMERIC: "error"}
@@ -72,6 +79,26 @@ def write_error_line(failure) -> bytes:
         return mc.server_error(f"node {exc.node} timed out ({exc.reason}): the outcome "
                                "is unknown, the write may yet be applied")
     return error_line(failure)
+
+
+def admin_line(event, notice) -> bytes:
+    """verbosity and slabs automove: OK (the router's logging is its own, it has no
+    slabs); shutdown refused, as memcached without -A; slabs reassign as memcached with
+    slab_reassign off; cache_memlimit in memcached's words, changing nothing (``notice``
+    logs that)."""
+    if event.command == "shutdown":
+        return SHUTDOWN_REFUSED
+    if event.command == "slabs_reassign":  # no slabs to move pages between
+        return SLAB_REASSIGN_DISABLED
+    if event.command != "cache_memlimit":
+        return OK
+    if event.value < 8:
+        return MEMLIMIT_TOO_SMALL
+    if event.value > 1_000_000_000:
+        return MEMLIMIT_NOT_BYTES
+    notice(f"cache_memlimit {event.value} answered OK and ignored: node budgets are set in "
+           "topology.yaml")
+    return OK
 
 
 def _spread(results: list, distinct: list, keys) -> list:
@@ -106,8 +133,10 @@ class TextCommands:
         answers = self.answers
         get = mc.Get
         gets = []  # consecutive gets the parser split itself, served as one run
+        # Per-prefix counting (stats detail on) needs each get's keys: the parser splits them.
+        prefixes = connection.factory.prefixes
         while not connection.quitting:
-            if not gets:
+            if not gets and not prefixes.enabled:
                 # The hot path: every plain get line at the head of the buffer, at once.
                 run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
@@ -133,10 +162,23 @@ class TextCommands:
 
     # -- gets: the data plane ---------------------------------------------------------------
 
-    def _serve(self, run, routes) -> None:
+    def _serve(self, run, routes, events) -> None:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
-        serve(self.router, run, routes, self._served, slot, error_line, self.connection)
+        served = self._served
+        if self.connection.factory.prefixes.enabled:
+            served = partial(self._served_detail, [k for event in events for k in event.keys])
+        serve(self.router, run, routes, served, slot, error_line, self.connection)
+
+    def _served_detail(self, keys: list, answer: bytes, run, slot: Slot, loaded: int) -> None:
+        """_served, counting each key's get and hit for ``stats detail``."""
+        hits = Counter(hits_of(answer))
+        record = self.connection.factory.prefixes.record_get
+        for key in keys:
+            hit = hits[key] > 0
+            hits[key] -= hit
+            record(key, hit)
+        self._served(answer, run, slot, loaded)
 
     def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
         """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
@@ -159,12 +201,13 @@ class TextCommands:
             if len(keys) > MAX_KEYS_PER_GET and len(set(keys)) > MAX_KEYS_PER_GET:
                 if start < i:
                     self._serve(route_gets(events[start:i], routes.table, MAX_GET_ANSWER),
-                                routes)
+                                routes, events[start:i])
                 self.router.stats.count("memcache", "get", "error")
                 self.answers.answer(TOO_MANY_KEYS)
                 start = i + 1
         if start < len(events):
-            self._serve(route_gets(events[start:], routes.table, MAX_GET_ANSWER), routes)
+            self._serve(route_gets(events[start:], routes.table, MAX_GET_ANSWER), routes,
+                        events[start:])
 
     # -- every other command ----------------------------------------------------------------
 
@@ -192,8 +235,15 @@ class TextCommands:
             count("memcache", "flush_all", "ok")
             self._later(commands.flush(self.router, event.delay), lambda _: OK, event.noreply)
         elif kind is mc.Admin:
+            line = admin_line(event, self.connection.factory.notice)
             if not event.noreply:
-                answer(REFUSED.get(event.command, OK))  # verbosity: OK, as memcached
+                answer(line)
+        elif kind is mc.Close:
+            count("memcache", "unknown", "error")
+            self.connection.factory.notice(
+                "closed a memcached connection whose command line looks like HTTP (a "
+                "cross-protocol request: memcached closes it too)")
+            self.connection.quitting = True
         elif kind is mc.Version:
             answer(mc.version_line(VERSION))
         elif kind is mc.Stats:
@@ -225,6 +275,8 @@ class TextCommands:
 
     def _store(self, event) -> None:
         command = event.command
+        if self.connection.factory.prefixes.enabled:
+            self.connection.factory.prefixes.record_set(event.key)
         d = commands.store(self.router, command, event.key, event.value, event.flags,
                            event.exptime, event.cas_unique or 0)
 
@@ -235,6 +287,8 @@ class TextCommands:
         self._later(d, stored, event.noreply)
 
     def _delete(self, event) -> None:
+        if self.connection.factory.prefixes.enabled:
+            self.connection.factory.prefixes.record_delete(event.key)
         group, key = self.router.resolve(event.key)
 
         def deleted(found: bool) -> bytes:
@@ -292,7 +346,10 @@ class TextCommands:
             return
         parts = []
         hits = 0
+        prefixes = self.connection.factory.prefixes
         for key, item in zip(keys, items):
+            if prefixes.enabled:
+                prefixes.record_get(key, item is not None)
             if item is not None:
                 cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
@@ -308,12 +365,31 @@ class TextCommands:
         self.answers.fill(error_line(failure), slot)
 
     def _stats(self, event):
-        """A Deferred of the answer to ``stats [items|slabs|settings]``; other arguments
-        (and noreply, which stats does not take) are memcached's ERROR."""
+        """A Deferred of the answer to ``stats [SUBCOMMAND ...]`` (router/memcache/stats.py);
+        subcommands memcached does not know (and noreply, which stats does not take)
+        are memcached's ERROR."""
         args = event.args
-        if args[:1] == (b"detail",):  # per-prefix stats: none kept, as memcached by default
-            return succeed(_DETAIL.get(args[1:], DETAIL_USAGE))
         connection = self.connection
+        which = args[0] if args else b""
+        if which == b"detail":  # per-prefix counters (router/memcache/detail.py)
+            prefixes = connection.factory.prefixes
+            if args[1:2] in ((b"on",), (b"off",)):
+                prefixes.enabled = args[1] == b"on"
+                return succeed(OK)
+            return succeed(prefixes.dump() if args[1:2] == (b"dump",) else DETAIL_USAGE)
+        if which == b"reset":
+            memcache_stats.reset(self.router, connection.factory)
+            return succeed(RESET)
+        if which == b"cachedump":
+            if len(args) < 3:
+                return succeed(CACHEDUMP_USAGE)
+            number, limit = strtoul32(args[1]), strtoul32(args[2])
+            if number is None or limit is None:
+                return succeed(mc.client_error(mc.BAD_FORMAT))
+            if number >= memcache_stats.MAX_CLASSES:
+                return succeed(mc.client_error("Illegal slab id"))
+            return memcache_stats.cachedump(self.router, number, limit,
+                                            connection.reactor.seconds())
         d = memcache_stats.pairs(self.router, connection.factory, args,
                                  connection.reactor.seconds())
         return succeed(mc.ERROR) if d is None else d.addCallback(mc.stat_lines)
@@ -333,4 +409,4 @@ def _command_name(event) -> str:
 _COMMAND_NAMES = {mc.Delete: "delete", mc.Touch: "touch", mc.GetAndTouch: "gat",
                   mc.FlushAll: "flush_all", mc.Version: "version", mc.Stats: "stats",
                   mc.Quit: "quit", mc.Unknown: "unknown", mc.ClientError: "invalid",
-                  mc.ServerError: "invalid", mc.Get: "get"}
+                  mc.ServerError: "invalid", mc.Get: "get", mc.Close: "unknown"}

@@ -150,6 +150,29 @@ def test_version_stat_and_unknown_commands(conn):
     assert (b"cas_enabled", b"yes") in [(s[2], s[4]) for s in stats]
 
 
+END_OF_STATS = (mb.STAT, 0, b"", b"", b"", 0xDEADBEEF, 0)
+
+
+@pytest.mark.parametrize("key, stats", [
+    (b"detail on", []), (b"detail off", []), (b"reset", []), (b"resetting", []),
+    (b"detail dump", [(b"detailed", b"END\r\n")]), (b"sizes", [(b"sizes_status", b"disabled")]),
+])
+def test_stats_that_take_a_key_are_answered_and_the_connection_goes_on(conn, key, stats):
+    # memcached reads reset, settings and detail by their prefix; each ends in the empty
+    # answer, and the next request is served (it once was "Not found" for good).
+    conn.send(packet(mb.STAT, key) + packet(mb.NOOP, opaque=9))
+    got = answers(conn.turn())
+    assert [(s[2], s[4]) for s in got[:-2]] == stats
+    assert got[-2:] == [END_OF_STATS, (mb.NOOP, 0, b"", b"", b"", 9, 0)]
+
+
+@pytest.mark.parametrize("key", [b"detail", b"detail x", b"conns", b"cachedump 1 1", b"item"])
+def test_stats_memcached_does_not_answer_in_binary_are_not_found(conn, key):
+    conn.send(packet(mb.STAT, key) + packet(mb.NOOP, opaque=9))
+    got = answers(conn.turn())
+    assert [g[:2] for g in got] == [(mb.STAT, mb.KEY_ENOENT), (mb.NOOP, 0)]
+
+
 @pytest.mark.parametrize("error, status", [
     (NodeUnavailable("node-a", "down"), mb.ETMPFAIL),
     (TooLarge("too big"), mb.E2BIG),

@@ -62,6 +62,23 @@ PARSED = {
 }
 
 
+# Refused before memcached knows the data block's size: the block is read as a command.
+UNSWALLOWED = {
+    "ms key too long": (b"ms " + b"k" * 251 + b" 2\r\nhi\r\n",
+                        [ClientError("bad command line format"), Unknown(b"hi")]),
+    "ms negative length": (b"ms k -1\r\nhi\r\n",
+                           [ClientError("bad command line format"), Unknown(b"hi")]),
+}
+
+
+@pytest.mark.parametrize("name", UNSWALLOWED)
+def test_ms_refused_before_its_length_leaves_the_data_unread(name):
+    data, events = UNSWALLOWED[name]
+    assert parse([data]) == events
+    assert parse([data[i:i + 1] for i in range(len(data))]) == events
+    assert parse([data + b"version\r\n"]) == [*events, Version()]
+
+
 def parse(chunks) -> list:
     parser = MemcacheParser(item_size_max=1024)
     events = []

@@ -307,13 +307,24 @@ def test_flush_all_flushes_every_node_now_or_later(conn, line, delay):
 @pytest.mark.parametrize("line, answer", [
     (b"verbosity 1", b"OK\r\n"),
     (b"shutdown", b"ERROR: shutdown not enabled\r\n"),
-    (b"cache_memlimit 100", b"SERVER_ERROR cache_memlimit is not supported by ringcache: "
-                            b"node budgets are set in topology.yaml\r\n"),
+    # The router cannot change a budget the topology owns; it answers as memcached does.
+    (b"cache_memlimit 100", b"OK\r\n"),
+    (b"cache_memlimit 7", b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"),
+    (b"cache_memlimit 1000000001",
+     b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"),
+    (b"cache_memlimit x", b"ERROR\r\n"),
+    (b"slabs automove 1", b"OK\r\n"),
 ])
 def test_server_commands(conn, line, answer):
     conn.send(line + b"\r\n" + line + b" noreply\r\nversion\r\n")
     assert conn.turn() == answer + b"VERSION %b\r\n" % VERSION.encode()
     assert conn.router.calls == []
+
+
+def test_slabs_reassign_is_refused_as_memcached_without_slab_reassign(conn):
+    # With noreply it has a word too many: memcached's ERROR.
+    conn.send(b"slabs reassign 1 2\r\nslabs reassign 1 2 noreply\r\n")
+    assert conn.turn() == b"CLIENT_ERROR slab reassignment disabled\r\nERROR\r\n"
 
 
 def test_version_is_one_libmemcached_parses_and_names_ringcache(conn):
@@ -412,6 +423,22 @@ def test_quit_closes_after_earlier_answers(plane):
     assert plane.transport.disconnecting
 
 
+@pytest.mark.parametrize("request_line", [
+    b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", b"POST /x HTTP/1.0\r\n",
+    b"PUT / HTTP/1.1\r\n", b"DELETE /k HTTP/1.1\r\n"])
+def test_a_request_line_of_http_closes_the_connection_unanswered(conn, request_line):
+    conn.send(request_line + b"version\r\n")
+    assert conn.transport.disconnecting
+    assert conn.turn() == b""  # neither the request nor what follows it is answered
+    assert conn.router.ops() == []
+
+
+def test_a_bad_store_line_leaves_its_data_to_be_read_as_a_command(conn):
+    conn.send(b"set k 0 x 1\r\nversion\r\n")
+    assert conn.turn() == b"CLIENT_ERROR bad command line format\r\n" + b"VERSION " + \
+        VERSION.encode() + b"\r\n"
+
+
 def test_quit_alone_closes_at_once(conn):
     conn.send(b"quit\r\n")
     assert conn.transport.disconnecting
@@ -449,10 +476,13 @@ def test_stats(conn):
 
 def test_stats_items_slabs_and_settings_show_one_class_per_group(conn):
     conn.send(b"stats items\r\n")
-    assert stat_dict(conn.turn()) == {
-        b"items:1:number": b"2", b"items:1:mem_requested": b"300", b"items:1:evicted": b"4",
-        b"items:1:reclaimed": b"1", b"items:2:number": b"0", b"items:2:mem_requested": b"0",
-        b"items:2:evicted": b"0", b"items:2:reclaimed": b"0"}
+    items = stat_dict(conn.turn())
+    # memcached lists only the classes that hold items, each with the same fields.
+    assert {name.split(b":")[1] for name in items} == {b"1"}
+    assert len(items) == 28
+    assert (items[b"items:1:number"], items[b"items:1:mem_requested"],
+            items[b"items:1:evicted"], items[b"items:1:reclaimed"],
+            items[b"items:1:evicted_unfetched"]) == (b"2", b"300", b"4", b"1", b"0")
     conn.send(b"stats slabs\r\n")
     slabs = stat_dict(conn.turn())
     assert (slabs[b"1:used_chunks"], slabs[b"1:get_hits"], slabs[b"active_slabs"],
@@ -463,10 +493,18 @@ def test_stats_items_slabs_and_settings_show_one_class_per_group(conn):
 
 
 @pytest.mark.parametrize("line, answer", [
-    (b"stats noreply", b"ERROR\r\n"), (b"stats items x", b"ERROR\r\n"),
-    (b"stats reset", b"ERROR\r\n"), (b"stats detail dump", b"END\r\n"),
-    (b"stats detail on", b"OK\r\n"),
-    (b"stats detail", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n")])
+    (b"stats noreply", b"ERROR\r\n"), (b"stats foo", b"ERROR\r\n"),
+    (b"stats reset", b"RESET\r\n"), (b"stats reset x", b"RESET\r\n"),
+    (b"stats detail dump", b"END\r\n"), (b"stats detail on", b"OK\r\n"),
+    (b"stats detail off", b"OK\r\n"),
+    (b"stats detail", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+    (b"stats detail x", b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
+    (b"stats sizes", b"STAT sizes_status disabled\r\nEND\r\n"),
+    (b"stats cachedump 1", b"CLIENT_ERROR bad command line\r\n"),
+    (b"stats cachedump x 1", b"CLIENT_ERROR bad command line format\r\n"),
+    (b"stats cachedump 64 1", b"CLIENT_ERROR Illegal slab id\r\n"),
+    (b"stats cachedump 9 1", b"END\r\n"),  # a class the topology lacks holds nothing
+])
 def test_stats_with_other_arguments_answers_as_memcached(conn, line, answer):
     conn.send(line + b"\r\n")
     assert conn.turn() == answer
