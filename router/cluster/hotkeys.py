@@ -1,0 +1,137 @@
+"""A group's hot keys: a sampled heavy-hitter tracker over a sliding window, Pelikan's way.
+
+One get in ``every`` (on average: the gap to the next sample is drawn at random, so a
+client cycling through a few keys is not sampled in step with them) hands its key to the
+group's HotKeys. That keeps the last ``window`` samples in a ring and a count per key
+over the ring: a sample costs a dict update and one ring slot, whatever the traffic, and
+the counts are exact over the window. A key with ``hot_samples`` or more samples in the
+window is hot: at the defaults (one get in 8, 2,048 samples, 4 of them) a key is hot when
+it draws about 0.2% of the group's last ~16,000 gets. Samples older than ``horizon``
+seconds leave the window too, so a key that stops being read stops being hot.
+
+Why not a count-min sketch with a top-k heap (NetCache, CoT) or HeavyKeeper: they count
+every get to find heavy hitters in streams far larger than their memory; here the stream
+is already sampled down to a few thousand keys a second, and exact counts over the last
+``window`` of them need no hashing, no decay and no heap on the hot path
+(bench/hot_tracker.py puts the two side by side). Memory is the ring's keys and one
+counter per distinct key in it: at most ``window`` keys of at most 250 bytes (memcached's
+key limit), about 0.7 MB at the defaults (tests/router/cluster/test_hotkeys.py measures it).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from array import array
+
+EVERY = 8  # one get in EVERY is sampled, on average
+WINDOW = 2048  # samples counted
+HOT_SAMPLES = 4  # samples in the window that make a key hot
+HORIZON = 60.0  # seconds a sample counts at most
+
+
+class Sampler:
+    """Which gets are sampled: one in ``every`` on average, the gaps drawn from ``rng``.
+    The data plane subtracts each run's keys from ``left`` and samples while it is spent."""
+
+    __slots__ = ("every", "left", "_rng")
+
+    def __init__(self, every: int = EVERY, rng: random.Random | None = None):
+        self.every = every
+        self._rng = rng or random.Random()
+        self.left = self.gap()
+
+    def gap(self) -> int:
+        """Gets until the next sample: uniform over 1 .. 2*every-1 (mean ``every``)."""
+        return self._rng.randint(1, 2 * self.every - 1) if self.every > 1 else 1
+
+    def due(self, n: int = 1) -> int:
+        """Count ``n`` gets; answers how many of them are sampled."""
+        self.left -= n
+        taken = 0
+        while self.left <= 0:
+            taken += 1
+            self.left += self.gap()
+        return taken
+
+    def pick(self, n: int) -> int:
+        """Which of ``n`` gets (0 .. n-1) a sample takes."""
+        return self._rng.randrange(n) if n > 1 else 0
+
+
+class HotKeys:
+    """The sampled gets of one group over a window: counts per key, hot keys, rates."""
+
+    def __init__(self, clock, every: int = EVERY, window: int = WINDOW,
+                 hot_samples: int = HOT_SAMPLES, horizon: float = HORIZON):
+        self.clock = clock  # seconds, monotonic enough (reactor.seconds)
+        self.every = every
+        self.window = window
+        self.hot_samples = hot_samples
+        self.horizon = horizon
+        self._keys: list = [None] * window  # the ring of sampled keys; None: a free slot
+        self._times = array("d", bytes(8 * window))  # when each slot was sampled
+        self._next = 0  # the slot the next sample takes (the oldest sample's)
+        self._counts: dict[bytes, int] = {}
+        self.hot: set[bytes] = set()  # keys with hot_samples or more in the window
+        self.samples = 0  # taken since start
+
+    def add(self, key: bytes) -> None:
+        """One sampled get of ``key``."""
+        keys, counts = self._keys, self._counts
+        at = self._next
+        old = keys[at]
+        if old is not None:
+            self._forget(old)
+        n = counts.get(key, 0) + 1
+        if n == 1:
+            key = bytes(key)  # the window keeps its own copy, not a slice of a client's buffer
+        counts[key] = n
+        if n >= self.hot_samples:
+            self.hot.add(key)
+        keys[at] = key
+        self._times[at] = self.clock()
+        self._next = at + 1 if at + 1 < self.window else 0
+        self.samples += 1
+
+    def _forget(self, key: bytes) -> None:
+        n = self._counts[key] - 1
+        if n:
+            self._counts[key] = n
+            if n < self.hot_samples:
+                self.hot.discard(key)
+        else:
+            del self._counts[key]
+            self.hot.discard(key)
+
+    def expire(self) -> None:
+        """Drop the samples older than ``horizon`` (oldest first)."""
+        cutoff = self.clock() - self.horizon
+        keys, times = self._keys, self._times
+        at = self._next
+        for _ in range(self.window):
+            if keys[at] is None:
+                at = at + 1 if at + 1 < self.window else 0
+                continue
+            if times[at] > cutoff:
+                return
+            self._forget(keys[at])
+            keys[at] = None
+            at = at + 1 if at + 1 < self.window else 0
+
+    def __len__(self) -> int:
+        """Samples in the window."""
+        return len(self._keys) - self._keys.count(None)
+
+    def span(self) -> float:
+        """Seconds the window covers: from its oldest sample to now (at least 1)."""
+        times = [t for k, t in zip(self._keys, self._times) if k is not None]
+        return max(1.0, self.clock() - min(times)) if times else 1.0
+
+    def top(self, n: int = 10) -> list[tuple[bytes, float, bool]]:
+        """The ``n`` keys with most samples in the window, hottest first: (key, estimated
+        gets per second, hot). A rate is the key's samples times ``every`` over the span."""
+        self.expire()
+        scale = self.every / self.span()
+        best = heapq.nlargest(n, self._counts.items(), key=lambda kv: (kv[1], kv[0]))
+        return [(key, count * scale, count >= self.hot_samples) for key, count in best]
