@@ -53,6 +53,11 @@ class NearCache:
         self.hits += 1
         return found[0]
 
+    def holds(self, key: bytes, now: float) -> bool:
+        """Whether a get of ``key`` would be answered here now (not counted as a hit)."""
+        found = self._entries.get(key)
+        return found is not None and found[1] > now
+
     def offer(self, key: bytes, stored, epoch: int) -> None:
         """A node answered ``stored`` for ``key`` to a get asked under ``epoch``: kept when
         the key is hot, the entry a plain value, and nothing was written since."""
