@@ -20,7 +20,7 @@ from shared.entry import bits, positive
 
 # Bytes charged per entry besides its key and entry: the dict slot, the tuple, the
 # float and the objects' headers, as CPython 3.11 allocates them (tests measure it).
-OVERHEAD = 160
+OVERHEAD = 200
 
 
 class NearCache:

@@ -1,0 +1,148 @@
+"""The near cache of hot keys (router/dataplane/near.py, router/cluster/nearpath.py) behind
+the real memcached front end and Router, on fake node clients: a hot key is answered
+without a node hop for at most its ttl, a write through the router is read back at once,
+and a reload that changes the group forgets what it held."""
+
+from __future__ import annotations
+
+from router.cluster.hotkeys import Sampler
+from shared import entry
+from shared import ringcache_pb2 as pb
+from tests.fakes import SCORES, PlaneConn, topology
+
+NEAR = {"max_bytes": "1MiB", "ttl": "2s"}
+GROUPS = {"scores": {**SCORES, "near_cache": NEAR}, "sessions": {}}
+
+
+def hot_client(*hot: bytes, nodes=("node-a",)) -> PlaneConn:
+    client = PlaneConn(nodes=nodes, groups=GROUPS)
+    client.router.sampler = Sampler(every=10**9)  # the test says which keys are hot
+    tracker = client.router.groups["scores"].hot
+    for key in hot:
+        for _ in range(tracker.hot_samples):
+            tracker.add(key)
+    return client
+
+
+def held_from_node(client: PlaneConn, values: dict, name="node-a") -> None:
+    client.node(name).answer_prepared(
+        lambda r: pb.Response(values=[values.get(k, b"") for k in r.keys]))
+
+
+def test_a_hot_key_is_answered_without_a_node_hop_until_its_ttl():
+    client = hot_client(b"h")
+    client.send(b"gets h\r\n")
+    held_from_node(client, {b"h": entry.pack(b"V", 3, 41)})
+    assert client.turn() == b"VALUE h 3 1 41\r\nV\r\nEND\r\n"
+    for line in (b"get h\r\n", b"gets h\r\n"):  # the CAS unique is the node's, kept with it
+        client.send(line)
+        assert client.node().prepared == []
+    assert client.turn() == b"VALUE h 3 1\r\nV\r\nEND\r\nVALUE h 3 1 41\r\nV\r\nEND\r\n"
+    near = client.router.groups["scores"].near
+    assert near.hits == 2 and client.router.stats.group_hits["scores"] == 3
+    client.router.reactor.advance(2.0)  # its ttl is over: the node is asked again
+    client.send(b"get h\r\n")
+    [(request, _)] = client.node().prepared
+    assert list(request.keys) == [b"h"]
+
+
+def test_a_key_that_is_not_hot_always_goes_to_its_node():
+    client = hot_client()
+    for _ in range(2):
+        client.send(b"get cold\r\n")
+        held_from_node(client, {b"cold": entry.pack(b"C")})
+        assert client.turn() == b"VALUE cold 0 1\r\nC\r\nEND\r\n"
+    assert len(client.router.groups["scores"].near) == 0
+
+
+def test_a_multi_get_asks_its_node_only_for_the_keys_not_held():
+    client = hot_client(b"h1", b"h2")
+    client.send(b"get h1 h2\r\n")
+    held_from_node(client, {b"h1": entry.pack(b"1"), b"h2": entry.pack(b"2")})
+    client.turn()
+    client.send(b"get a h2 b h1 sessions:s\r\n")
+    requests = {r.group: list(r.keys) for r, _ in client.node().prepared}
+    assert requests == {"scores": [b"a", b"b"], "sessions": [b"s"]}
+    held_from_node(client, {b"a": entry.pack(b"A"), b"b": entry.pack(b"B"),
+                            b"s": entry.pack(b"S")})
+    assert client.turn() == (b"VALUE a 0 1\r\nA\r\nVALUE h2 0 1\r\n2\r\nVALUE b 0 1\r\nB\r\n"
+                             b"VALUE h1 0 1\r\n1\r\nVALUE sessions:s 0 1\r\nS\r\nEND\r\n")
+
+
+def test_a_write_through_the_router_is_read_back_at_once():
+    client = hot_client(b"h")
+    client.send(b"get h\r\n")
+    held_from_node(client, {b"h": entry.pack(b"old", 0, 1)})
+    client.turn()
+    client.send(b"set h 0 0 3\r\nnew\r\n")
+    [write] = client.node().take()
+    assert (write.op, write.key) == (pb.SET, b"h")
+    write.answer(cas=2)
+    assert client.turn() == b"STORED\r\n"
+    client.send(b"gets h\r\n")  # no longer held: its node answers the new value
+    held_from_node(client, {b"h": entry.pack(b"new", 0, 2)})
+    assert client.turn() == b"VALUE h 0 3 2\r\nnew\r\nEND\r\n"
+
+
+def test_an_answer_read_before_a_write_is_not_kept_after_it():
+    client = hot_client(b"h")
+    client.send(b"get h\r\n")  # out to the node...
+    client.send(b"delete h\r\n")  # ...and a delete after it
+    [delete] = client.node().take()
+    held_from_node(client, {b"h": entry.pack(b"old")})  # the get's answer, from before
+    delete.answer()
+    assert client.turn() == b"VALUE h 0 3\r\nold\r\nEND\r\nDELETED\r\n"
+    assert len(client.router.groups["scores"].near) == 0
+    client.send(b"get h\r\n")
+    assert len(client.node().prepared) == 1
+
+
+def test_every_kind_of_write_drops_the_key():
+    writes = [b"set h 0 0 1\r\nx\r\n", b"add h 0 0 1\r\nx\r\n", b"replace h 0 0 1\r\nx\r\n",
+              b"append h 0 0 1\r\nx\r\n", b"prepend h 0 0 1\r\nx\r\n", b"cas h 0 0 1 5\r\nx\r\n",
+              b"incr h 1\r\n", b"decr h 1\r\n", b"delete h\r\n", b"touch h 10\r\n",
+              b"gat 10 h\r\n", b"ms h 1\r\nx\r\n", b"md h\r\n", b"ma h\r\n", b"flush_all\r\n"]
+    for write in writes:
+        client = hot_client(b"h")
+        client.send(b"get h\r\n")
+        held_from_node(client, {b"h": entry.pack(b"1")})
+        client.turn()
+        near = client.router.groups["scores"].near
+        assert len(near) == 1
+        client.send(write)
+        assert len(near) == 0, write
+
+
+def test_item_gets_of_http_and_binary_are_answered_from_it_too():
+    client = hot_client(b"h")
+    router = client.router
+    got = []
+    router.get("scores", b"h").addCallback(got.append)
+    [read] = client.node().take()
+    read.answer(value=b"V", flags=2, cas=9)
+    router.get("scores", b"h").addCallback(got.append)
+    assert client.node().take() == []
+    assert [(i.value, i.flags, i.cas, i.near) for i in got] == [(b"V", 2, 9, False),
+                                                                (b"V", 2, 9, True)]
+    # What an item get kept answers a text gets too, with the same CAS unique.
+    client.send(b"gets h\r\n")
+    assert client.node().prepared == []
+    assert client.turn() == b"VALUE h 2 1 9\r\nV\r\nEND\r\n"
+
+
+def test_a_reload_that_changes_the_group_forgets_what_it_held():
+    client = hot_client(b"h")
+    client.send(b"get h\r\n")
+    held_from_node(client, {b"h": entry.pack(b"1")})
+    client.turn()
+    router = client.router
+    held = router.groups["scores"].near
+    router.reload(topology(("node-a",), GROUPS))  # the same topology: kept
+    assert router.groups["scores"].near is held and len(held) == 1
+    changed = {**GROUPS, "scores": {**GROUPS["scores"], "near_cache": {"ttl": "1s"}}}
+    router.reload(topology(("node-a",), changed))
+    assert router.groups["scores"].near is not held
+    assert len(router.groups["scores"].near) == 0
+    assert router.groups["scores"].hot.hot == {b"h"}  # what is hot is kept
+    router.reload(topology(("node-a",), {"scores": SCORES, "sessions": {}}))
+    assert router.groups["scores"].near is None and not router.routes.near
