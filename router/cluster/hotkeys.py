@@ -26,7 +26,7 @@ from array import array
 
 EVERY = 8  # one get in EVERY is sampled, on average
 WINDOW = 2048  # samples counted
-HOT_SAMPLES = 4  # samples in the window that make a key hot
+HOT_SAMPLES = 2  # samples in the window that make a key hot
 HORIZON = 60.0  # seconds a sample counts at most
 
 

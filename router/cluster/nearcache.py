@@ -53,6 +53,18 @@ class NearCache:
         self.hits += 1
         return found[0]
 
+    def every(self, keys: list, now: float) -> list | None:
+        """The entries of ``keys`` when every one is held, else None (looking no further
+        than the first that is not). Not counted as hits: the caller counts what it answers."""
+        entries = self._entries
+        found = []
+        for key in keys:
+            held = entries.get(key)
+            if held is None or held[1] <= now:
+                return None
+            found.append(held[0])
+        return found
+
     def holds(self, key: bytes, now: float) -> bool:
         """Whether a get of ``key`` would be answered here now (not counted as a hit)."""
         found = self._entries.get(key)

@@ -3,21 +3,15 @@ keys a group's near cache holds without a node hop.
 
 A run's batches of a group with a near cache are looked up there first
 (router/cluster/nearcache.py): a batch whose every key is held is filled at once and never
-sent; one with some keys held is sent for the others only, and the node's answer is
-spliced with what was held, in the order the run fills. Every answer of such a batch is
-offered to the near cache, which keeps the hot keys' entries. Groups without a near cache
-are sent as serve.py sends them.
+sent (a single get of a hot key: no node hop); any other is sent whole, and the answers of
+its hot keys not held are offered to the near cache. Groups without a near cache are sent
+as serve.py sends them.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from router.cluster.hotkeys import Sampler
 from shared import ringcache_pb2 as pb
-from shared.wire import Tag, encode_request, len_field
-
-_GET_MANY = encode_request(0, pb.GET_MANY)
 
 
 def sample(sampler: Sampler, run, groups: list) -> None:
@@ -28,42 +22,27 @@ def sample(sampler: Sampler, run, groups: list) -> None:
         groups[group].hot.add(key)
 
 
-class _Answer(NamedTuple):
-    """A batch's answer as the run is filled with it: held entries and the node's, spliced."""
-
-    status: int
-    values: list
-
-
 class NearWaiter:
-    """Waits for a node's answer to the keys of a batch its near cache did not hold."""
+    """Waits for a node's answer to a batch its near cache did not wholly hold, and offers
+    the answers of the hot keys not held to the near cache."""
 
-    __slots__ = ("inner", "near", "keys", "found", "missing", "epoch")
+    __slots__ = ("inner", "near", "keys", "epoch")
 
-    def __init__(self, inner, near, keys: list, found: list, missing: list):
+    def __init__(self, inner, near, keys: list):
         self.inner = inner  # the run's waiter for this batch (serve.py's _BatchWaiter)
         self.near = near
-        self.keys, self.found, self.missing = keys, found, missing
+        self.keys = keys
         self.epoch = near.epoch  # a write dropped after this makes the answer too old to keep
 
     def callback(self, response) -> None:
-        if response.status != pb.OK or len(response.values) != len(self.missing):
-            self.inner.callback(response)  # the run's waiter says what went wrong
-            return
-        near, keys, hot, epoch = self.near, self.keys, self.near.hot, self.epoch
         values = response.values
-        if len(self.missing) == len(keys):  # nothing was held: the node's answer as it is
-            for key, stored in zip(keys, values):
-                if key in hot:
+        if response.status == pb.OK and len(values) == len(self.keys):
+            near, hot, epoch = self.near, self.near.hot, self.epoch
+            now = near.clock()
+            for key, stored in zip(self.keys, values):
+                if key in hot and not near.holds(key, now):
                     near.offer(key, stored, epoch)
-            self.inner.callback(response)
-            return
-        merged = self.found
-        for i, stored in zip(self.missing, values):
-            merged[i] = stored
-            if keys[i] in hot:
-                near.offer(keys[i], stored, epoch)
-        self.inner.callback(_Answer(pb.OK, merged))
+        self.inner.callback(response)
 
     def errback(self, error) -> None:
         self.inner.errback(error)
@@ -83,19 +62,15 @@ def send_batches(state, router, waiter, unavailable) -> None:
         near = groups[sizes[batch][0]].near
         if near is not None:
             keys = run.batch_keys(batch)
-            found = [near.get(key, now) for key in keys]
-            missing = [i for i, stored in enumerate(found) if stored is None]
-            if not missing:
+            found = near.every(keys, now)
+            if found is not None:
+                near.hits += len(keys)
                 run.fill(batch, found)
                 continue
-            if len(missing) < len(keys):
-                body = _body(groups[sizes[batch][0]].name, [keys[i] for i in missing])
-            waits = NearWaiter(waits, near, keys, found, missing)
+            # A batch that needs its node anyway asks it for every key: one key more in a
+            # GET_MANY costs the node little, and the router then fills the run straight
+            # from the node's answer.
+            waits = NearWaiter(waits, near, keys)
         if not clients[node].send_prepared(body, waits):
             unavailable(state, batch, clients[node])
 
-
-def _body(group: str, keys: list) -> bytes:
-    """A GET_MANY request body (no id: the client adds it) for ``keys`` of ``group``."""
-    return (_GET_MANY + len_field(Tag.GROUP, group.encode())
-            + b"".join(len_field(Tag.KEYS, key) for key in keys))
