@@ -42,9 +42,9 @@ def test_the_top_keys_of_a_zipf_stream_are_found_in_order_with_their_rates():
     key, rate, _ = top[0]
     true_rate = truth[key] / 16
     assert abs(rate - true_rate) / true_rate < 0.15
-    # Hot means 2 samples of 2,048 (~0.1% of gets): 141 keys drawing 74% of the gets, not
+    # Hot means 2 samples of 2,048 (~0.1% of gets): 138 keys drawing 74% of the gets, not
     # the long tail.
-    assert len(tracker.hot) == 141
+    assert len(tracker.hot) == 138
     assert sum(truth[key] for key in tracker.hot) / 16_000 > 0.7
     assert b"key-19999" not in tracker.hot
 
