@@ -1,7 +1,7 @@
 """A group's near cache: the entries of its hot keys, kept in the router process.
 
-A get of a key the group's HotKeys (router/cluster/hotkeys.py) counts hot is answered by
-its node as usual, and the node's entry (value, flags, CAS unique) is kept here for at
+A get of a key the group's HotKeys (router/cluster/hotkeys.py) sampled in its window is
+answered by its node as usual, and the node's entry (value, flags, CAS unique) is kept here for at
 most ``ttl`` seconds; gets of it in that time are answered from here, with no node hop.
 Entries cost their key, their entry and OVERHEAD bytes, and the oldest go first to keep
 ``nbytes`` within ``max_bytes`` (every entry lives the same ttl, so the oldest is also the
@@ -26,12 +26,14 @@ OVERHEAD = 200
 class NearCache:
     """Entries of hot keys by key, each until its expiry; at most ``max_bytes`` charged."""
 
-    def __init__(self, spec, clock, hot: set):
+    def __init__(self, spec, clock, admits):
         self.spec = spec  # router.config.topology.NearCacheSpec
         self.max_bytes = spec.max_bytes
         self.ttl = spec.ttl
         self.clock = clock  # seconds (reactor.seconds)
-        self.hot = hot  # the group's HotKeys.hot: which answers are worth keeping
+        # Which keys' answers are worth keeping (``key in admits``): the group's HotKeys.counts,
+        # the keys sampled in its window.
+        self.admits = admits
         self._entries: dict[bytes, tuple[bytes, float]] = {}  # key -> (entry, expires at)
         self.nbytes = 0
         self.epoch = 0  # drops so far: an answer is kept only under the epoch it was asked in
@@ -72,8 +74,8 @@ class NearCache:
 
     def offer(self, key: bytes, stored, epoch: int) -> None:
         """A node answered ``stored`` for ``key`` to a get asked under ``epoch``: kept when
-        the key is hot, the entry a plain value, and nothing was written since."""
-        if epoch != self.epoch or key not in self.hot or not positive(stored) or bits(stored):
+        the key is admitted, the entry a plain value, and nothing was written since."""
+        if epoch != self.epoch or key not in self.admits or not positive(stored) or bits(stored):
             return
         key, stored = bytes(key), bytes(stored)
         size = len(key) + len(stored) + OVERHEAD

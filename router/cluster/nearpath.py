@@ -28,9 +28,9 @@ def held(g: Group, key: bytes, now: float) -> Item | None:
 
 def kept(d: Deferred, g: Group, key: bytes) -> Deferred:
     """``d`` (a read's Item or None) with its answer offered to ``g``'s near cache: a node's
-    value of a hot key, not one answered stale or loaded."""
+    value of a key it admits, not one answered stale or loaded."""
     near = g.near
-    if near is None or key not in near.hot:
+    if near is None or key not in near.admits:
         return d
     epoch = near.epoch
 

@@ -173,7 +173,7 @@ class Router(Reads, Writes):
             if old is not None and old.spec == spec and old.near is not None:
                 near = old.near
             else:
-                near = NearCache(spec.near_cache, self.reactor.seconds, hot.hot)
+                near = NearCache(spec.near_cache, self.reactor.seconds, hot.counts)
         return Group(spec, source, loads, hot, near)
 
     def reload(self, topology=None) -> dict:

@@ -4,7 +4,7 @@ keys a group's near cache holds without a node hop.
 A run's batches of a group with a near cache are looked up there first
 (router/cluster/nearcache.py): a batch whose every key is held is filled at once and never
 sent (a single get of a hot key: no node hop); any other is sent whole, and the answers of
-its hot keys not held are offered to the near cache. Groups without a near cache are sent
+its admitted keys not held are offered to the near cache. Groups without a near cache are sent
 as serve.py sends them.
 """
 
@@ -24,7 +24,7 @@ def sample(sampler: Sampler, run, groups: list) -> None:
 
 class NearWaiter:
     """Waits for a node's answer to a batch its near cache did not wholly hold, and offers
-    the answers of the hot keys not held to the near cache."""
+    the answers of the keys it admits and does not hold to the near cache."""
 
     __slots__ = ("inner", "near", "keys", "epoch")
 
@@ -37,10 +37,10 @@ class NearWaiter:
     def callback(self, response) -> None:
         values = response.values
         if response.status == pb.OK and len(values) == len(self.keys):
-            near, hot, epoch = self.near, self.near.hot, self.epoch
+            near, admits, epoch = self.near, self.near.admits, self.epoch
             now = near.clock()
             for key, stored in zip(self.keys, values):
-                if key in hot and not near.holds(key, now):
+                if key in admits and not near.holds(key, now):
                     near.offer(key, stored, epoch)
         self.inner.callback(response)
 
