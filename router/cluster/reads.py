@@ -61,18 +61,23 @@ class Reads:
         """``replicas[i]`` failed to answer for ``key``: the next replica, or the source."""
         return self._read_failed(failure, g, key, replicas, i, conn)
 
+    def read_near(self, g: Group, key: bytes, conn=None) -> Deferred:
+        """``read``, answered by the group's near cache when it holds the key (the data
+        plane's gets of a group with replicas, which it leaves to this path)."""
+        item = held(g, key, self.reactor.seconds())
+        if item is not None:
+            return succeed(item)
+        return kept(self._read(g, key, self._replicas(g, key), 0, conn), g, key)
+
     def get(self, group: str, key: bytes, conn=None) -> Deferred:
         """Item or None; reads through the group's source on a miss. A hot key of a group
         with a near cache is answered from it (router/cluster/nearpath.py)."""
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
-        item = held(g, key, self.reactor.seconds())
-        if item is not None:
-            return succeed(item)
         if self.sampler.due():
             g.hot.add(key)
-        return kept(self._read(g, key, self._replicas(g, key), 0, conn), g, key)
+        return self.read_near(g, key, conn)
 
     def gat(self, group: str, key: bytes, ttl: float | None, conn=None) -> Deferred:
         """memcached's gat: Item or None, the item given ``ttl`` (None: no expiry). A miss

@@ -160,7 +160,7 @@ def _slow(state: InFlight, router, group: int, node: int, batch: int, key: bytes
     """One key the fast path could not answer: an Item, None, a Deferred of one, or raises."""
     g, conn = state.routes.groups[group], state.conn
     if node < 0:  # a group with replicas: the router reads it copy by copy
-        return router.read(g, key, conn=conn)
+        return router.read_near(g, key, conn)
     client = state.routes.clients[node]
     if stored is not None:  # a miss, or a cached absence
         return router.missed(g, key, client, stored == entry.NEGATIVE, conn)

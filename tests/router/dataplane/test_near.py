@@ -151,3 +151,17 @@ def test_a_reload_that_changes_the_group_forgets_what_it_held():
     assert router.groups["scores"].hot.hot == {b"h"}  # what is hot is kept
     router.reload(topology(("node-a",), {"scores": SCORES, "sessions": {}}))
     assert router.groups["scores"].near is None and not router.routes.near
+
+
+def test_a_replicated_groups_hot_key_is_answered_from_it_too():
+    groups = {"scores": SCORES, "sessions": {"replicas": 2, "near_cache": NEAR}}
+    client = PlaneConn(nodes=("node-a", "node-b"), groups=groups)
+    client.router.sampler = Sampler(every=10**9)
+    client.router.groups["sessions"].hot.add(b"h")
+    client.send(b"get sessions:h\r\n")
+    [read] = [s for name in ("node-a", "node-b") for s in client.node(name).take()]
+    read.answer(value=b"R", cas=3)
+    assert client.turn() == b"VALUE sessions:h 0 1\r\nR\r\nEND\r\n"
+    client.send(b"gets sessions:h\r\n")
+    assert [s for name in ("node-a", "node-b") for s in client.node(name).take()] == []
+    assert client.turn() == b"VALUE sessions:h 0 1 3\r\nR\r\nEND\r\n"
