@@ -5,15 +5,17 @@ client cycling through a few keys is not sampled in step with them) hands its ke
 group's HotKeys. That keeps the last ``window`` samples in a ring and a count per key
 over the ring: a sample costs a dict update and one ring slot, whatever the traffic, and
 the counts are exact over the window. A key with ``hot_samples`` or more samples in the
-window is hot: at the defaults (one get in 8, 2,048 samples, 2 of them) a key is hot when
-it draws about 0.1% of the group's last ~16,000 gets (Zipf(1.2) over 20,000 keys: the
-~140 hottest, three quarters of the gets; a higher bar left more of the skew on the nodes). Samples older than ``horizon``
+window is hot: at the defaults (one get in 32, 2,048 samples, 2 of them) a key is hot when
+it draws about 0.1% of the group's last ~65,000 gets (Zipf(1.2) over 20,000 keys: the
+~140 hottest, three quarters of the gets). One get in 8 cost the pipelined get path a
+third more Python time per key (bench/hotpath.py, 0.60 -> 0.90 us), one in 32 a tenth. Samples older than ``horizon``
 seconds leave the window too, so a key that stops being read stops being hot.
 
 A group's near cache (router/cluster/nearcache.py) admits every key in the window (one
 sample is enough): caching a key costs its bytes, bounded by the cache's max_bytes, while
 each key left out costs a node hop per get (bench/README.md: with a bar of 2 samples a
-serial client of Zipf(1.2) keys saw 0.8x twemproxy, with 1 sample 1.0x). "Hot" in
+serial client of Zipf(1.2) keys saw 0.8x twemproxy, with 1 sample 1.0x, both at one
+get in 8). "Hot" in
 /v1/hot is the higher bar.
 
 Why not a count-min sketch with a top-k heap (NetCache, CoT) or HeavyKeeper: they count
@@ -31,7 +33,7 @@ import heapq
 import random
 from array import array
 
-EVERY = 8  # one get in EVERY is sampled, on average
+EVERY = 32  # one get in EVERY is sampled, on average
 WINDOW = 2048  # samples counted
 HOT_SAMPLES = 2  # samples in the window that make a key hot
 HORIZON = 60.0  # seconds a sample counts at most
@@ -81,7 +83,7 @@ class HotKeys:
         self._times = array("d", bytes(8 * window))  # when each slot was sampled
         self._next = 0  # the slot the next sample takes (the oldest sample's)
         # Samples per key in the window: every key here was drawn by about one get in
-        # 16,000 lately (at the defaults), and a near cache admits these (nearcache.py).
+        # 65,000 lately (at the defaults), and a near cache admits these (nearcache.py).
         self.counts: dict[bytes, int] = {}
         self.hot: set[bytes] = set()  # keys with hot_samples or more in the window
         self.samples = 0  # taken since start

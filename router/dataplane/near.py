@@ -15,11 +15,15 @@ from shared import ringcache_pb2 as pb
 
 
 def sample(sampler: Sampler, run, groups: list) -> None:
-    """Hand the keys the sampler picks among ``run``'s to their groups' trackers."""
+    """Hand the keys of ``run`` the sampler's countdown lands on to their groups' trackers
+    (the caller saw it land within the run: ``sampler.left <= run.nslots``)."""
     n = run.nslots
-    for _ in range(sampler.due(n)):
-        group, key = run.slot(sampler.pick(n))
+    at = sampler.left - 1  # the slot on which the countdown reaches zero
+    while at < n:
+        group, key = run.slot(at)
         groups[group].hot.add(key)
+        at += sampler.gap()
+    sampler.left = at - n + 1
 
 
 class NearWaiter:

@@ -101,8 +101,8 @@ def test_v1_hot_adds_up_every_workers_view(cluster):
     sessions = cluster.http_json("GET", "/v1/hot")["groups"]["sessions"]
     assert sessions["keys"][0]["key"] == "hot"  # the key within its group
     assert sessions["keys"][0]["hot"]
-    # About 1,200 gets at one in 8: ~150 samples, and the control process served none.
-    assert 100 <= sessions["samples"] <= 200
+    # About 1,200 gets at one in 32: ~38 samples over the workers (the control served none).
+    assert 15 <= sessions["samples"] <= 70
 
 
 def test_a_reload_reaches_every_worker(cluster):

@@ -32,7 +32,7 @@ def test_the_top_keys_of_a_zipf_stream_are_found_in_order_with_their_rates():
     clock, rng = Clock(), random.Random(7)
     stream = zipf_stream(20_000, 1.2, 30_000, rng)
     sampler = Sampler(every=8, rng=random.Random(8))
-    tracker = HotKeys(clock.seconds)
+    tracker = HotKeys(clock.seconds, every=8)
     feed(tracker, sampler, stream, clock, per_second=1000)
     truth = Counter(stream[-16_000:])  # about what the window of 2,048 samples covers
     top = tracker.top(5)

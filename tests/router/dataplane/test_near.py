@@ -165,3 +165,24 @@ def test_a_replicated_groups_hot_key_is_answered_from_it_too():
     client.send(b"gets sessions:h\r\n")
     assert [s for name in ("node-a", "node-b") for s in client.node(name).take()] == []
     assert client.turn() == b"VALUE sessions:h 0 1 3\r\nR\r\nEND\r\n"
+
+
+def test_a_runs_keys_are_sampled_where_the_countdown_lands():
+    from types import SimpleNamespace
+
+    from router.cluster.hotkeys import HotKeys
+    from router.dataplane.near import sample
+
+    run = SimpleNamespace(nslots=10, slot=lambda i: (0, b"k%d" % i))
+    class EveryFourth(Sampler):
+        def gap(self):
+            return 4  # every fourth key, counted across runs
+
+    tracker = HotKeys(lambda: 0.0, every=4)
+    sampler = EveryFourth(every=4)
+    sampler.left = 3
+    sample(sampler, run, [SimpleNamespace(hot=tracker)])
+    assert sorted(tracker.counts) == [b"k2", b"k6"]
+    assert sampler.left == 1  # the next run's first key is the next sample
+    sample(sampler, run, [SimpleNamespace(hot=tracker)])
+    assert sorted(tracker.counts) == [b"k0", b"k2", b"k4", b"k6", b"k8"]
