@@ -62,9 +62,10 @@ def send_batches(state, router, waiter, unavailable) -> None:
     now = router.reactor.seconds()
     sizes = run.batch_sizes()
     for batch, (node, body) in enumerate(run.batches):
-        waits = waiter(state, batch, router)
         near = groups[sizes[batch][0]].near
-        if near is not None:
+        if near is None:
+            waits = waiter(state, batch, router)
+        else:
             keys = run.batch_keys(batch)
             found = near.every(keys, now)
             if found is not None:
@@ -74,7 +75,7 @@ def send_batches(state, router, waiter, unavailable) -> None:
             # A batch that needs its node anyway asks it for every key: one key more in a
             # GET_MANY costs the node little, and the router then fills the run straight
             # from the node's answer.
-            waits = NearWaiter(waits, near, keys)
+            waits = NearWaiter(waiter(state, batch, router), near, keys)
         if not clients[node].send_prepared(body, waits):
             unavailable(state, batch, clients[node])
 
