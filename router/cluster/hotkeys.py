@@ -14,8 +14,9 @@ seconds leave the window too, so a key that stops being read stops being hot.
 A group's near cache (router/cluster/nearcache.py) admits every key in the window (one
 sample is enough): caching a key costs its bytes, bounded by the cache's max_bytes, while
 each key left out costs a node hop per get (bench/README.md: with a bar of 2 samples a
-serial client of Zipf(1.2) keys saw 0.8x twemproxy, with 1 sample 1.0x, both at one
-get in 8). "Hot" in
+serial client of Zipf(1.2) keys saw 0.82x twemproxy in the run made, with 1 sample
+1.07x and 1.15x in the runs beside it, all at one get in 8; 8 nodes kept 9,040 reads of
+30,000 against 7,370). "Hot" in
 /v1/hot is the higher bar.
 
 Why not a count-min sketch with a top-k heap (NetCache, CoT) or HeavyKeeper: they count
