@@ -137,9 +137,11 @@ class RingcacheCluster(Servers):
 
     name = "ringcache"
 
-    def __init__(self, nodes: int = 1, workers: int = 1):
+    def __init__(self, nodes: int = 1, workers: int = 1, near_cache: str | None = None):
+        """``near_cache``: the bench group's near_cache block as YAML (None: off)."""
         self.nodes = nodes
         self.workers = workers
+        self.near_cache = near_cache
         super().__init__()
 
     def _start(self) -> int:
@@ -152,6 +154,9 @@ class RingcacheCluster(Servers):
         """Write the bench topology (group ``bench``, ``nodes`` nodes on free ports); its memcache port and path."""
         self.node_ports = [free_port() for _ in range(self.nodes)]
         memcache_port, http_port = free_port(), free_port()
+        self.http_port = http_port
+        near = getattr(self, "near_cache", None)
+        group = "{max_bytes: 512MiB" + (f", near_cache: {near}" if near else "") + "}"
         node_lines = "\n".join(f"  - {{name: node-{i}, address: 127.0.0.1:{p}}}"
                                for i, p in enumerate(self.node_ports))
         (self.dir / "topology.yaml").write_text(
@@ -159,7 +164,7 @@ class RingcacheCluster(Servers):
             f"  http: 127.0.0.1:{http_port}\n  default_group: bench\n"
             f"  workers: {getattr(self, 'workers', 1)}\n"
             f"nodes:\n{node_lines}\n"
-            "groups:\n  bench: {max_bytes: 512MiB}\n")
+            f"groups:\n  bench: {group}\n")
         return memcache_port, self.dir / "topology.yaml"
 
     def _start_nodes(self) -> None:
@@ -316,18 +321,21 @@ def build_loadgen() -> Path:
     binary = BUILD / "loadgen"
     if not binary.exists() or binary.stat().st_mtime < LOADGEN_SOURCE.stat().st_mtime:
         BUILD.mkdir(exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(LOADGEN_SOURCE)],
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(LOADGEN_SOURCE), "-lm"],
                        check=True)
     return binary
 
 
 def loadgen(port: int, *, conns: int = 4, depth: int = 1, multi: int = 1, seconds: float = 3.0,
             keys: int = 10000, rate: float = 0.0, preload: bool = False,
-            value_size: int = 100) -> dict:
-    """Run the load generator once against 127.0.0.1:``port``; its JSON result."""
+            value_size: int = 100, zipf: float = 0.0) -> dict:
+    """Run the load generator once against 127.0.0.1:``port``; its JSON result. ``zipf``
+    S > 0 draws the keys Zipf(S) (key 0 the hottest) instead of in turn."""
     args = [str(build_loadgen()), "--port", str(port), "--conns", str(conns), "--depth",
             str(depth), "--multi", str(multi), "--seconds", str(seconds), "--keys", str(keys),
             "--prefix", KEY_PREFIX, "--rate", str(rate), "--value-size", str(value_size)]
+    if zipf > 0 and not preload:
+        args += ["--zipf", str(zipf)]
     if preload:
         args.append("--set")
     done = subprocess.run(args, check=True, capture_output=True, text=True,

@@ -10,13 +10,15 @@
  * The value of key <prefix><k> is "<k>:" then 'v's, and every hit is checked against it:
  * a value of the wrong size or of another key counts as an error, not a hit.
  *
- * Build: gcc -O2 -pthread -o loadgen bench/loadgen.c
+ * Build: gcc -O2 -pthread -o loadgen bench/loadgen.c -lm
  * Run:   loadgen --port P [--conns 4] [--depth 1] [--multi 1] [--seconds 5]
  *                 [--keys 10000] [--prefix bench:key-] [--rate R] [--set] [--value-size 100]
+ *                 [--zipf S]  (keys drawn Zipf(S), key 0 the hottest; default: in turn)
  * Prints one JSON object: ops are keys asked for, requests are commands sent.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <math.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -34,6 +36,31 @@
 static int port, conns = 4, depth = 1, multi = 1, nkeys = 10000, value_size = 100, do_set;
 static double seconds = 5, rate;
 static const char *prefix = "bench:key-";
+static double zipf_s;       /* > 0: keys drawn Zipf(zipf_s) */
+static double *zipf_cdf;    /* cumulative probability of keys 0..nkeys-1 */
+static __thread uint64_t rng_state;  /* xorshift64, per connection thread */
+
+static void zipf_table(void) {
+    zipf_cdf = malloc((size_t)nkeys * sizeof(double));
+    double total = 0;
+    for (int k = 0; k < nkeys; k++) total += 1.0 / pow(k + 1, zipf_s);
+    double run = 0;
+    for (int k = 0; k < nkeys; k++) { run += 1.0 / pow(k + 1, zipf_s) / total; zipf_cdf[k] = run; }
+    zipf_cdf[nkeys - 1] = 1.0;
+}
+
+/* The next key: in turn from *next, or Zipf-drawn (a binary search of the CDF). */
+static uint64_t next_key(uint64_t *next) {
+    if (!zipf_cdf) return (*next)++ % nkeys;
+    if (!rng_state) rng_state = (*next + 1) * 0x9E3779B97F4A7C15ull;
+    uint64_t x = rng_state;
+    x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+    rng_state = x;
+    double u = (x >> 11) * (1.0 / 9007199254740992.0);
+    int lo = 0, hi = nkeys - 1;
+    while (lo < hi) { int mid = (lo + hi) / 2; if (zipf_cdf[mid] < u) lo = mid + 1; else hi = mid; }
+    return (uint64_t)lo;
+}
 static pthread_barrier_t barrier;
 static uint64_t start_ns, end_ns;
 
@@ -147,8 +174,7 @@ static int read_answers(conn_t *c, int want) {
 static size_t build(char *out, const char *cmd, uint64_t *next) {
     size_t n = sprintf(out, "%s", cmd);
     for (int j = 0; j < multi; j++) {
-        n += sprintf(out + n, " %s%llu", prefix, (unsigned long long)(*next % nkeys));
-        (*next)++;
+        n += sprintf(out + n, " %s%llu", prefix, (unsigned long long)next_key(next));
     }
     n += sprintf(out + n, "\r\n");
     return n;
@@ -255,7 +281,7 @@ static double pct(samples *s, double q) {
 
 static void usage(void) {
     fprintf(stderr, "usage: loadgen --port P [--conns N] [--depth N] [--multi N] [--seconds S]"
-                    " [--keys N] [--prefix P] [--rate R] [--set] [--value-size N]\n");
+                    " [--keys N] [--prefix P] [--rate R] [--set] [--value-size N] [--zipf S]\n");
     exit(2);
 }
 
@@ -273,10 +299,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefix")) prefix = v;
         else if (!strcmp(a, "--rate")) rate = atof(v);
         else if (!strcmp(a, "--value-size")) value_size = atoi(v);
+        else if (!strcmp(a, "--zipf")) zipf_s = atof(v);
         else usage();
         i++;
     }
-    if (!port || conns < 1 || depth < 1 || multi < 1 || nkeys < 1 || rate < 0) usage();
+    if (!port || conns < 1 || depth < 1 || multi < 1 || nkeys < 1 || rate < 0 || zipf_s < 0) usage();
+    if (zipf_s > 0) zipf_table();
     int open = rate > 0 && !do_set, threads = open ? 2 : 1;
     conn_t *cs = calloc(conns, sizeof *cs);
     pthread_t *ts = calloc((size_t)conns * threads, sizeof *ts);

@@ -4,6 +4,7 @@
 Usage: bench/vs_twemproxy.py [--rounds 3] [--seconds 3] [--nodes 1,3] [--workers 1]
                               [--value-size 100] [--depth 32] [--conns 4] [--floor]
                               [--one-hop] [--epoll-floor] [--lean] [--json FILE]
+                              [--zipf S] [--near-cache]
 
 Installs Debian's memcached and nutcracker when missing (as root), compiles
 bench/loadgen.c into bench/build/, and for each topology (ringcache router + N nodes
@@ -13,6 +14,8 @@ pipelined 32 deep, and multi-gets of 10 keys. It prints ops/s (keys fetched per 
 per side, the median of the per-round ratios ours/theirs, the CPU seconds the servers
 spend per 100k keys (router + nodes against nutcracker + memcached), and p50/p99 latency
 of single gets sent open-loop at a fixed moderate rate, with memcached alone as the floor.
+With --zipf S every get draws its keys Zipf(S) (key 0 the hottest) on both sides instead
+of in turn; --near-cache turns on ours' near cache of hot keys (near_cache: NEAR_CACHE).
 Every server runs on 127.0.0.1 and is stopped on exit.
 """
 
@@ -45,6 +48,7 @@ def scenarios(args) -> list:
 
 
 CPU_GOAL = 2.0  # ours may spend at most this many times their CPU per key
+NEAR_CACHE = "{max_bytes: 16MiB, ttl: 2s}"  # --near-cache
 ADDED_P99_GOAL_US = 500.0
 LATENCY = {"conns": 4, "depth": 1, "multi": 1}
 # Extra sides of the throughput rounds (lean ones in every topology, the rest with 1 node):
@@ -90,12 +94,13 @@ def compare(ours, theirs, extras: dict, args) -> dict:
     size = args.value_size
     for name, options, goal in scenarios(args):
         for side in sides.values():  # warm-up: connections, caches, branch predictors
-            loadgen(side.port, seconds=1, keys=args.keys, value_size=size, **options)
+            loadgen(side.port, seconds=1, keys=args.keys, value_size=size, zipf=args.zipf,
+                    **options)
         rounds = {side: [] for side in sides}
         for _ in range(args.rounds):
             for side, servers in sides.items():
                 rounds[side].append(measure(servers, args.seconds, args.keys,
-                                            value_size=size, **options))
+                                            value_size=size, zipf=args.zipf, **options))
         ratios = [a["ops_per_s"] / b["ops_per_s"] for a, b in zip(rounds["ours"], rounds["theirs"])]
         cpu_ratio = median(rounds["ours"], "cpu_s_per_100k") / median(rounds["theirs"], "cpu_s_per_100k")
         out["scenarios"][name] = {"options": options, "goal": goal, "rounds": rounds,
@@ -110,7 +115,8 @@ def compare(ours, theirs, extras: dict, args) -> dict:
         for _ in range(args.rounds):
             for side, servers in sides.items():
                 runs[side].append(measure(servers, args.latency_seconds, args.keys,
-                                          rate=args.rate, value_size=size, **LATENCY))
+                                          rate=args.rate, value_size=size, zipf=args.zipf,
+                                          **LATENCY))
     for side, side_runs in runs.items():
         out["latency"][side] = {"runs": side_runs, "p50_us": median(side_runs, "p50_us"),
                                 "p99_us": median(side_runs, "p99_us"),
@@ -206,6 +212,10 @@ def main() -> None:
                         help="also measure bench/lean_router.py, a router data plane on a bare "
                              "epoll loop, in front of ringcache nodes and of bench/lean_node.py "
                              "nodes (every topology)")
+    parser.add_argument("--zipf", type=float, default=0.0, metavar="S",
+                        help="draw each get's keys Zipf(S), key 0 the hottest (default: in turn)")
+    parser.add_argument("--near-cache", action="store_true",
+                        help=f"ours with the near cache of hot keys on: near_cache: {NEAR_CACHE}")
     args = parser.parse_args()
 
     ensure_packages()
@@ -218,6 +228,8 @@ def main() -> None:
           "are what to read.")
     print(f"{args.keys} keys of {args.value_size} bytes, {args.conns} connections, "
           f"{args.rounds} rounds of {args.seconds:g}s per side, alternating; ops = keys fetched; "
+          f"keys {'drawn Zipf(%g)' % args.zipf if args.zipf else 'in turn'}; near cache "
+          f"{'on: ' + NEAR_CACHE if args.near_cache else 'off'}; "
           f"CPU = server processes' user+sys in microseconds per key; ours: {args.workers} "
           f"router worker(s); memcached: {' '.join(memcached_command(0)[-4:])}, else Debian's "
           f"defaults (4 threads)")
@@ -227,7 +239,8 @@ def main() -> None:
         print(f"  {'scenario':<18} {'ours ops/s':>11} {'theirs':>11} {'ratio':>6} {'goal':>5} {'':<6}"
               f" {'us/key':>8} {'theirs':>8} {'x':>6} (goal <= {CPU_GOAL:g}x)")
         with ExitStack() as stack:
-            ours = stack.enter_context(RingcacheCluster(n, workers=args.workers))
+            ours = stack.enter_context(RingcacheCluster(
+                n, workers=args.workers, near_cache=NEAR_CACHE if args.near_cache else None))
             theirs = stack.enter_context(TwemproxyCluster(n))
             extras = {}
             if n == 1 and args.floor:

@@ -27,7 +27,7 @@ tools:
 clients of the router's HTTP port (router, TLS and token from -c topology.yaml,
 or --router URL; --json for scripts; --timeout DURATION, default 5s):
   get GROUP KEY | set GROUP KEY VALUE [--ttl S] | delete GROUP KEY
-  stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY
+  stats | ring | where GROUP KEY | reload | plan NEW_TOPOLOGY | hot [GROUP] [--top N]
   backup FILE [--group G] | restore FILE [--group G] | keys GROUP [--prefix P] [--limit N]
 
 ringcache --version
@@ -40,7 +40,7 @@ ROLE_MODULES = {
     "certs": "shared.certs",
     "topology": "router.cli.topology",
 }
-CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan"}
+CLIENT_COMMANDS = {"get", "set", "delete", "stats", "ring", "where", "reload", "plan", "hot"}
 TRANSFER_COMMANDS = {"backup", "restore", "keys"}  # every entry, streamed: router.cli.backup
 
 

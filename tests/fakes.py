@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
 from router.cluster.hints import Hints
+from router.cluster.hotkeys import HotKeys
 from router.cluster.metaget import UNANSWERED
 from router.cluster.router import Group, Item, Router
 from router.cluster.singleflight import SingleFlight
@@ -455,7 +456,8 @@ class FakeHTTPRouter:
         self.hints = Hints(lambda: [])
         self.clients = {}
         self.workers = None  # router workers: tests/integration/test_workers.py
-        self.groups = {"scores": Group(None, None), "sessions": Group(None, None)}
+        self.groups = {name: Group(None, None, hot=HotKeys(self.reactor.seconds))
+                       for name in ("scores", "sessions")}
         self.items: dict[tuple[str, bytes], bytes] = {}
         self.loaded: set[bytes] = set()  # keys get() answers as read through (misses)
         self.failures: dict[bytes, Exception] = {}  # key -> what get() fails with

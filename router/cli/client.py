@@ -88,10 +88,21 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("value", metavar="VALUE", help="the value, or - to read stdin")
         parser.add_argument("--ttl", metavar="SECONDS", type=_duration,
                             help="expiry: seconds, or a duration like 500ms, 30s, 5m, 1h")
+    if command == "hot":
+        parser.add_argument("group", metavar="GROUP", nargs="?",
+                            help="one group (default: every group)")
+        parser.add_argument("--top", metavar="N", type=_top, default=10,
+                            help="keys per group (default 10)")
     if command == "plan":
         parser.add_argument("topology", metavar="NEW_TOPOLOGY",
                             help="the topology file to compare with the router's")
     return parser
+
+
+def _top(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 200:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 200, got {text!r}")
+    return int(text)
 
 
 def _duration(text: str) -> str:
@@ -360,6 +371,16 @@ def _ring(target: Target, args) -> int:
     return _show(_ok(*_call("GET", target, "/v1/ring")), args, tables.ring)
 
 
+def _hot(target: Target, args) -> int:
+    document = json.loads(_ok(*_call("GET", target, f"/v1/hot?top={args.top}")))
+    if args.group is not None:
+        groups = document["groups"]
+        if args.group not in groups:
+            raise UsageError(f"no group {args.group!r} (the router has: {', '.join(groups)})")
+        document = {"groups": {args.group: groups[args.group]}}
+    return _show(json.dumps(document).encode(), args, tables.hot)
+
+
 def _reload(target: Target, args) -> int:
     code, body = _call("POST", target, "/v1/reload", b"")
     if code == 400:
@@ -389,6 +410,7 @@ COMMANDS = {
     "delete": _delete,
     "stats": _stats,
     "ring": _ring,
+    "hot": _hot,
     "where": _where,
     "reload": _reload,
     "plan": _plan,

@@ -114,6 +114,27 @@ def ring(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hot(document: dict) -> str:
+    """Per group, its hottest keys with their estimated rates, hottest first."""
+    lines = []
+    for name, view in document["groups"].items():
+        near = view.get("near_cache")
+        head = (f"group {name}: {view['samples']} samples (1 get in {view['sampled_every']}) "
+                f"over {view['window_seconds']:.1f}s")
+        if near is not None:
+            head += (f"; near cache {size(near['bytes'])} of {size(near['max_bytes'])}, "
+                     f"{near['keys']} keys, {near['hits']} hits")
+        lines.append(head)
+        if not view["keys"]:
+            lines.append("  (no gets sampled yet)")
+            continue
+        rows = [("KEY", "GETS/S", "HOT", "NEAR")]
+        rows += [(shorten(e["key"]), f"{e['rate']:.1f}", "yes" if e["hot"] else "-",
+                  "yes" if e["near"] else "-") for e in view["keys"]]
+        lines += ["  " + line for line in table(rows, right={1})]
+    return "\n".join(lines) + "\n"
+
+
 def plan(document: dict) -> str:
     lines = [f"{percent(document['moved'])} of the keys would move "
              f"(ring {document['digest']} -> {document['new_digest']})"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from router.cluster.hotkeys import HotKeys
 from router.cluster.loads import LoadLimiter
+from router.cluster.nearcache import NearCache
 
 
 class Item(NamedTuple):
@@ -20,6 +22,7 @@ class Item(NamedTuple):
     stale: str | None = None
     # memcached's item bits of a meta get's answer (shared/ringcache.proto's Meta: ITEM_*)
     meta: int = 0
+    near: bool = False  # answered from the router's near cache (router/cluster/nearcache.py)
 
 
 @dataclass
@@ -29,6 +32,8 @@ class Group:
     spec: object  # router.topology.GroupSpec
     source: object | None  # router.sources.base.Source
     loads: LoadLimiter | None = None  # bounds the source's loads (router/cluster/loads.py)
+    hot: HotKeys | None = None  # its sampled gets (router/cluster/hotkeys.py)
+    near: NearCache | None = None  # its hot keys' entries, when near_cache is configured
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 
 from router.cluster.batcher import RequestBatcher
 from shared import ringcache_pb2 as pb
-from shared.framing import FrameDecoder, FrameError
+from shared.framing import HEADER_SIZE, FrameDecoder, FrameError
 from shared.net import cancel_call, whole_answers
 
 log = Logger()
@@ -56,6 +56,7 @@ class _NodeProtocol(Protocol):
     def __init__(self, client: NodeClient):
         self.client = client
         self.decoder = FrameDecoder()
+        self.recent = 0  # bytes of the recent large answers, decaying by 1/8 a read
 
     def connectionMade(self):
         whole_answers(self.transport)
@@ -66,11 +67,18 @@ class _NodeProtocol(Protocol):
         decoder.receive_data(data)
         try:
             answered = self.client.batcher.answered
+            biggest = 0
             for payload in decoder.frames():
                 answered(payload)
+                if len(payload) > biggest:
+                    biggest = len(payload)
             # Twisted reads bufferSize bytes at a time, and allocates that much for each
-            # read: 64 KiB while answers are small, more while a large one is arriving.
-            self.transport.bufferSize = min(max(decoder.missing, READ_SIZE), READ_MAX)
+            # read: 64 KiB while answers are small, more while a large one is arriving,
+            # and as much as the recent large answers while they keep coming (a 100 KB
+            # value then arrives in one read, handed on without being gathered first).
+            self.recent = max(biggest + HEADER_SIZE, self.recent - (self.recent >> 3))
+            self.transport.bufferSize = min(max(decoder.missing, READ_SIZE, self.recent),
+                                            READ_MAX)
         except FrameError as exc:  # WireError too: a payload that is not a Frame
             log.error("node {node}: {problem}; closing the connection",
                       node=self.client.name, problem=exc)

@@ -16,11 +16,12 @@ module and hands it what the nodes did not answer: ``missed``, ``read_failed``, 
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from router.cluster.errors import NodeError, NodeUnavailable, SourceError, UnknownGroup
 from router.cluster.items import Group, Item
+from router.cluster.nearpath import held, kept, written
 from router.cluster.nodeclient import UP, NodeClient
 from router.cluster.ring import routing_key
 from router.sources.base import start_load
@@ -60,12 +61,23 @@ class Reads:
         """``replicas[i]`` failed to answer for ``key``: the next replica, or the source."""
         return self._read_failed(failure, g, key, replicas, i, conn)
 
+    def read_near(self, g: Group, key: bytes, conn=None) -> Deferred:
+        """``read``, answered by the group's near cache when it holds the key (the data
+        plane's gets of a group with replicas, which it leaves to this path)."""
+        item = held(g, key, self.reactor.seconds())
+        if item is not None:
+            return succeed(item)
+        return kept(self._read(g, key, self._replicas(g, key), 0, conn), g, key)
+
     def get(self, group: str, key: bytes, conn=None) -> Deferred:
-        """Item or None; reads through the group's source on a miss."""
+        """Item or None; reads through the group's source on a miss. A hot key of a group
+        with a near cache is answered from it (router/cluster/nearpath.py)."""
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
-        return self._read(g, key, self._replicas(g, key), 0, conn)
+        if self.sampler.due():
+            g.hot.add(key)
+        return self.read_near(g, key, conn)
 
     def gat(self, group: str, key: bytes, ttl: float | None, conn=None) -> Deferred:
         """memcached's gat: Item or None, the item given ``ttl`` (None: no expiry). A miss
@@ -73,6 +85,9 @@ class Reads:
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
+        return written(lambda: self._gat(g, key, ttl, conn), g, key)
+
+    def _gat(self, g: Group, key: bytes, ttl: float | None, conn) -> Deferred:
         replicas = self._replicas(g, key)
         d = replicas[0].request(pb.GAT, g.name, key, ttl=ttl or 0.0)
         d.addCallbacks(self._gatted, self._read_failed, (g, key, replicas[0], ttl, conn), None,

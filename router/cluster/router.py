@@ -17,6 +17,9 @@ from twisted.logger import Logger
 from router.dataplane.serve import Routes
 from router.cluster.errors import UnknownGroup
 from router.cluster.hints import Hints
+from router.cluster.hotkeys import HotKeys, Sampler
+from router.cluster.nearcache import NearCache
+from router.cluster.nearpath import written
 from router.dataplane.getrun import RouteTable
 from router.cluster.items import Group, Item
 from router.cluster.leases import LeasedReads
@@ -53,6 +56,7 @@ class Router(Reads, Writes):
         self._node_client = node_client
         self._build_source = build_source
         self.flight = SingleFlight()
+        self.sampler = Sampler()  # which gets the groups' hot-key trackers see
         self.leased = LeasedReads(self)
         self.stats = RouterStats()
         self.topology = None
@@ -104,7 +108,7 @@ class Router(Reads, Writes):
                     loads = LoadLimiter(source.name, spec.source.concurrency, spec.source.queue)
                 else:
                     source = loads = None
-                groups[name] = Group(spec, source, loads)
+                groups[name] = self._group(spec, source, loads, old)
         except Exception:
             for source in built:
                 source.close()
@@ -158,6 +162,19 @@ class Router(Reads, Writes):
             "nodes_changed": sorted(set(clients) & set(old_clients) - kept),
             "groups_reconfigured": configs_changed,
         }
+
+    def _group(self, spec, source, loads, old: Group | None) -> Group:
+        """A group as this topology serves it: its tracker kept across reloads, its near
+        cache kept only while the group's configuration is unchanged."""
+        hot = old.hot if old is not None else HotKeys(self.reactor.seconds,
+                                                      every=self.sampler.every)
+        near = None
+        if spec.near_cache is not None:
+            if old is not None and old.spec == spec and old.near is not None:
+                near = old.near
+            else:
+                near = NearCache(spec.near_cache, self.reactor.seconds, hot.counts)
+        return Group(spec, source, loads, hot, near)
 
     def reload(self, topology=None) -> dict:
         """Read the topology again from its origin (or apply ``topology``) and swap atomically.
@@ -246,9 +263,14 @@ class Router(Reads, Writes):
 
     def meta_get(self, group: str, key: bytes, meta: int, ttl=None, vivify_ttl=None,
                  recache: float = 0.0, conn=None) -> Deferred:
-        """memcached's mg with its flags, on the key's owner (router/cluster/metaget.py)."""
-        return Deferred.fromCoroutine(meta_get(self, group, key, meta, ttl, vivify_ttl,
-                                               recache, conn))
+        """memcached's mg with its flags, on the key's owner (router/cluster/metaget.py).
+        One that touches or creates the item is a write to the near cache."""
+        d_of = lambda: Deferred.fromCoroutine(meta_get(self, group, key, meta, ttl,  # noqa: E731
+                                                       vivify_ttl, recache, conn))
+        g = self.groups.get(group)
+        if g is None or not meta & (pb.MG_TOUCH | pb.MG_VIVIFY):
+            return d_of()
+        return written(d_of, g, key)
 
     def owner(self, group: str, key: bytes) -> str:
         return self.ring.owner(routing_key(group, key))
@@ -319,4 +341,5 @@ def _routes(topology, ring: HashRing, groups: dict, clients: dict) -> Routes:
                        names.index(topology.router.default_group), names,
                        [groups[name].spec.replicas == 1 for name in names],
                        hashes, [index[owner] for owner in owners])
-    return Routes(table, [clients[name] for name in nodes], [groups[name] for name in names])
+    return Routes(table, [clients[name] for name in nodes], [groups[name] for name in names],
+                  any(g.near is not None for g in groups.values()))

@@ -166,7 +166,12 @@ async def restore(router, read, only: str | None, wall: float,
                     await send(router.clients[owner], name, batch)
     for (owner, name), batch in pending.items():
         await send(router.clients[owner], name, batch)
-    for ok, result in await DeferredList(window, consumeErrors=True):
+    results = await DeferredList(window, consumeErrors=True)
+    # Restored entries may replace what the near caches hold: they forget every key.
+    for g in router.groups.values():
+        if g.near is not None and (only is None or g.name == only):
+            g.near.clear()
+    for ok, result in results:
         if not ok:
             result.raiseException()
     return summary

@@ -13,6 +13,7 @@ from typing import NamedTuple
 from twisted.internet.defer import Deferred, DeferredList, fail
 
 from router.cluster.errors import NodeUnavailable, TooLarge, UnknownGroup
+from router.cluster.nearpath import flushed, written
 from router.cluster.reads import node_failed
 from shared import ringcache_pb2 as pb
 
@@ -65,7 +66,7 @@ class Writes:
                              f"of {self.item_size_max}")
             return self._keyed(pb.DELETE, group, key).addBoth(lambda _: fail(error))
         request = (op, g.name, key, value, ttl or 0.0, flags, cas, delta, meta)
-        return self._decide(request, self._replicas(g, key))
+        return written(lambda: self._decide(request, self._replicas(g, key)), g, key)
 
     def _decide(self, request: tuple, replicas: list) -> Deferred:
         op, group, key, value, ttl, flags, cas, delta, meta = request
@@ -128,10 +129,13 @@ class Writes:
         g = self.groups.get(group)
         if g is None:
             return fail(UnknownGroup(group))
+        return written(lambda: self._keyed_on(op, g, key, ttl), g, key)
+
+    def _keyed_on(self, op: int, g, key: bytes, ttl: float) -> Deferred:
         replicas = self._replicas(g, key)
         if len(replicas) == 1:
-            return replicas[0].request(op, group, key, ttl=ttl).addCallback(self._found)
-        d = self._on_all(replicas, op, group, key, ttl=ttl)
+            return replicas[0].request(op, g.name, key, ttl=ttl).addCallback(self._found)
+        d = self._on_all(replicas, op, g.name, key, ttl=ttl)
         return d.addCallback(lambda responses: any(self._found(r) for r in responses))
 
     @staticmethod
@@ -153,6 +157,9 @@ class Writes:
         """memcached's flush_all: every group on every node, now or ``delay`` seconds from
         now (each node applies the delay on its own clock). Fires with None once every
         node answered, or with the first failure."""
+        return flushed(lambda: self._flush(delay), self.groups.values())
+
+    def _flush(self, delay: float) -> Deferred:
         sent = [(client, group) for client in self.clients.values() for group in self.groups]
         ds = [client.request(pb.FLUSH_GROUP, group, ttl=delay) for client, group in sent]
 

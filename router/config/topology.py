@@ -136,6 +136,15 @@ class SourceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class NearCacheSpec:
+    """A group's near cache: the hot keys each router process keeps, up to ``max_bytes``
+    (keys, values and overhead charged) for at most ``ttl`` seconds each."""
+
+    max_bytes: int = 16 << 20
+    ttl: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     name: str
     policy: str = "adaptive"  # storage_node/node.py DEFAULT_POLICY, the measured best core
@@ -148,6 +157,8 @@ class GroupSpec:
     # refresh behind it (stale_while_revalidate) or when its load fails (stale_if_error).
     stale_while_revalidate: float | None = None
     stale_if_error: float | None = None
+    # Hot keys kept in each router process (router/cluster/nearcache.py); None: off.
+    near_cache: NearCacheSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +192,8 @@ _LIMITS_KEYS = ("max_connections", "idle_timeout", "command_timeout", "output_bu
 _TLS_KEYS = ("cert", "key", "ca")
 _NODE_KEYS = ("name", "address", "weight")
 _GROUP_KEYS = ("policy", "max_bytes", "ttl", "negative_ttl", "replicas", "source",
-               "stale_while_revalidate", "stale_if_error")
+               "stale_while_revalidate", "stale_if_error", "near_cache")
+_NEAR_CACHE_KEYS = ("max_bytes", "ttl")
 _LOAD_KEYS = ("timeout", "concurrency", "queue")
 _SOURCE_KEYS = {
     "python": ("python", *_LOAD_KEYS),
@@ -198,6 +210,7 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://.*")
 
 # /v1/where/{group}/{key} would shadow a group named "where".
 RESERVED_GROUP_NAMES = frozenset({"where"})
+MAX_NEAR_CACHE_TTL = 60.0  # seconds: the longest a router may answer a hot key unasked
 
 
 class _Problem(Exception):
@@ -480,11 +493,27 @@ def _group(name: str, block: Any, node_count: int) -> GroupSpec:
         kwargs["replicas"] = replicas
     if "source" in block:
         kwargs["source"] = _source(block["source"], f"{where}.source")
+    if block.get("near_cache") is not None:
+        kwargs["near_cache"] = _near_cache(block["near_cache"], f"{where}.near_cache")
     for key in ("stale_while_revalidate", "stale_if_error"):
         if key in kwargs and "source" not in kwargs:
             raise _Problem(f"{where}.{key}", "needs a source: a stale value is answered while "
                                               "the source refreshes it")
     return GroupSpec(**kwargs)
+
+
+def _near_cache(block: Any, where: str) -> NearCacheSpec:
+    block = _mapping(block, where, _NEAR_CACHE_KEYS)
+    kwargs: dict[str, Any] = {}
+    if "max_bytes" in block:
+        kwargs["max_bytes"] = _positive(parse_size, block["max_bytes"], f"{where}.max_bytes")
+    if "ttl" in block:
+        ttl = _positive(parse_duration, block["ttl"], f"{where}.ttl")
+        if ttl > MAX_NEAR_CACHE_TTL:
+            # The near cache is a bounded-staleness promise: minutes of stale reads are not one.
+            raise _Problem(f"{where}.ttl", f"expected at most {MAX_NEAR_CACHE_TTL:g}s, got {ttl:g}s")
+        kwargs["ttl"] = ttl
+    return NearCacheSpec(**kwargs)
 
 
 def _source(block: Any, where: str) -> SourceSpec:

@@ -721,7 +721,36 @@ static PyObject *run_batch_sizes(GetRunObject *r, PyObject *unused) {
     return out;
 }
 
+/* slot(i) -> (group, key): the key (within its group) of a slot, for the hot-key sampler. */
+static PyObject *run_slot(GetRunObject *r, PyObject *index) {
+    Py_ssize_t i = PyLong_AsSsize_t(index);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= r->nslots) { PyErr_SetString(PyExc_IndexError, "no such slot"); return NULL; }
+    const slot_t *s = &r->slots[i];
+    return Py_BuildValue("(iy#)", s->group, text_of(r) + s->key_at, s->key_len);
+}
+
+/* batch_keys(b) -> [key]: a batch's keys (within its group) in the order fill takes them. */
+static PyObject *run_batch_keys(GetRunObject *r, PyObject *batch) {
+    Py_ssize_t b = PyLong_AsSsize_t(batch);
+    if (b == -1 && PyErr_Occurred()) return NULL;
+    if (b < 0 || b >= r->nbatches) { PyErr_SetString(PyExc_IndexError, "no such batch"); return NULL; }
+    const batch_t *bt = &r->batches[b];
+    PyObject *out = PyList_New(bt->n);
+    if (!out) return NULL;
+    const char *text = text_of(r);
+    for (Py_ssize_t j = 0; j < bt->n; j++) {
+        const slot_t *s = &r->slots[bt->slots[j]];
+        PyObject *key = PyBytes_FromStringAndSize(text + s->key_at, s->key_len);
+        if (!key) { Py_DECREF(out); return NULL; }
+        PyList_SET_ITEM(out, j, key);
+    }
+    return out;
+}
+
 static PyMethodDef run_methods[] = {
+    {"slot", (PyCFunction)run_slot, METH_O, "(group, key) of a slot."},
+    {"batch_keys", (PyCFunction)run_batch_keys, METH_O, "A batch's keys, in fill's order."},
     {"fill", (PyCFunction)(void (*)(void))run_fill, METH_FASTCALL,
      "Node answered a batch with one entry per key; batches left."},
     {"fail", (PyCFunction)run_fail, METH_O, "A batch got no usable answer; batches left."},

@@ -120,6 +120,15 @@ class GetRun:
         """``slot`` failed: each command naming it answers ``line`` instead."""
         self.errors[slot] = line
 
+    def slot(self, i: int) -> tuple[int, bytes]:
+        """(group, key within it) of slot ``i``: what the hot-key sampler records."""
+        group, _, key, _, _ = self.slots[i]
+        return group, key
+
+    def batch_keys(self, batch: int) -> list[bytes]:
+        """The keys (within their group) of ``batch``, in the order ``fill`` takes them."""
+        return list(self._bodies[batch][2])
+
     def batch_sizes(self) -> list[tuple[int, int]]:
         """(group, keys) per batch, for the per-group hit counts."""
         return [(group, len(keys)) for _, group, keys, _ in self._bodies]

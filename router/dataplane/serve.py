@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
 from router.cluster.errors import AnswerTooLarge, NodeError, NodeUnavailable
+from router.dataplane import near
 from router.dataplane.getrun import RouteTable
 from shared import entry
 from shared import ringcache_pb2 as pb
@@ -30,6 +31,7 @@ class Routes:
     table: RouteTable
     clients: list  # NodeClient per node index of the table
     groups: list  # router.cluster.items.Group per group index
+    near: bool = False  # whether any group has a near cache (router/dataplane/near.py)
 
 
 def gather(ds: list, results) -> Deferred:
@@ -103,14 +105,25 @@ def serve(router, run, routes: Routes, done, token, error_line, conn=None) -> No
     once every key has its answer. ``error_line(failure)`` words a key's failure; ``conn``
     is the client connection the run is for (router/cluster/reads.py)."""
     state = InFlight(run, routes, done, token, error_line, conn)
-    clients = routes.clients
-    for batch, (node, body) in enumerate(run.batches):
-        if not clients[node].send_prepared(body, _BatchWaiter(state, batch, router)):
-            client = clients[node]
-            state.failures[batch] = Failure(NodeUnavailable(client.name, client.down_reason))
-            run.fail(batch)
+    sampler = router.sampler
+    if sampler.left > run.nslots:
+        sampler.left -= run.nslots  # most runs: none of their keys is sampled
+    else:
+        near.sample(sampler, run, routes.groups)
+    if routes.near:
+        near.send_batches(state, router, _BatchWaiter, _unavailable)
+    else:
+        clients = routes.clients
+        for batch, (node, body) in enumerate(run.batches):
+            if not clients[node].send_prepared(body, _BatchWaiter(state, batch, router)):
+                _unavailable(state, batch, clients[node])
     if run.left == 0:
         finish(state, router)
+
+
+def _unavailable(state: InFlight, batch: int, client) -> None:
+    state.failures[batch] = Failure(NodeUnavailable(client.name, client.down_reason))
+    state.run.fail(batch)
 
 
 def finish(state: InFlight, router) -> None:
@@ -147,7 +160,7 @@ def _slow(state: InFlight, router, group: int, node: int, batch: int, key: bytes
     """One key the fast path could not answer: an Item, None, a Deferred of one, or raises."""
     g, conn = state.routes.groups[group], state.conn
     if node < 0:  # a group with replicas: the router reads it copy by copy
-        return router.read(g, key, conn=conn)
+        return router.read_near(g, key, conn)
     client = state.routes.clients[node]
     if stored is not None:  # a miss, or a cached absence
         return router.missed(g, key, client, stored == entry.NEGATIVE, conn)

@@ -20,7 +20,7 @@ from router.http.admin_token import AdminToken, TokenUnavailable, bearer
 from router.http import transfer as http_transfer
 from router.cluster.errors import (NodeError, NodeTimeout, NodeUnavailable, SourceBusy, SourceError,
                            TooLarge, UnknownGroup)
-from router.http import metrics, status_page
+from router.http import hot, metrics, status_page
 from router.http.bounds import BodyLimit, BoundedSite, HTTPError, error_body
 from router.http.rate_limit import TokenBucket
 from router.config.topology import MAX_YAML_BYTES, TopologyError, parse_topology_text
@@ -96,7 +96,8 @@ def protection(method: bytes, path: bytes) -> str:
 def _is_value(path: bytes) -> bool:
     """Whether ``path`` is /v1/{group}/{key} (or an attempt at it), as RouterResource routes."""
     return (path.startswith(b"/v1/") and not path.startswith(b"/v1/where/")
-            and path not in (b"/v1/stats", b"/v1/ring", b"/v1/keys", *RATED, *TRANSFERS))
+            and path not in (b"/v1/stats", b"/v1/ring", b"/v1/hot", b"/v1/keys", *RATED,
+                             *TRANSFERS))
 
 
 class Admission:
@@ -182,6 +183,7 @@ class RouterResource(Resource):
             b"/metrics": {b"GET": self._metrics},
             b"/v1/stats": {b"GET": self._stats},
             b"/v1/ring": {b"GET": self._ring},
+            b"/v1/hot": {b"GET": self._hot},
             b"/v1/reload": {b"POST": self._reload},
             b"/v1/plan": {b"POST": self._plan},
             b"/v1/backup": {b"GET": lambda request: self._transfer(http_transfer.backup, request)},
@@ -289,6 +291,15 @@ class RouterResource(Resource):
 
         return router.node_stats().addCallback(with_nodes)
 
+    def _hot(self, request):
+        """Per group, the hottest keys: this process's view, and its workers' added in."""
+        top = _top(request)
+        own = hot.hot_document(self.router, top)
+        if self.router.workers is None:
+            return json_reply(200, own)
+        return self.router.workers.stats().addCallback(lambda workers: json_reply(
+            200, hot.merged([own, *(doc["hot"] for doc in workers if "hot" in doc)], top)))
+
     def _ring(self, request):
         info = self.router.ring_info()
         if self.router.workers is not None:
@@ -383,14 +394,25 @@ def _posted_topology(document: bytes, name: str):
 # or past its ttl from the group's grace (RFC 5861): at once while a refresh runs behind
 # it, or because its load failed.
 CACHE_HIT, CACHE_MISS = b"ringcache; hit", b"ringcache; fwd=miss"
+CACHE_NEAR = b"ringcache; hit; detail=near-cache"  # answered by this router, no node asked
 CACHE_STALE = {"revalidate": b"ringcache; hit; detail=stale-while-revalidate",
                "if_error": b"ringcache; fwd=stale; detail=stale-if-error"}
+
+
+def _top(request) -> int:
+    """?top=N of /v1/hot: keys per group (default hot.TOP)."""
+    raw = request.args.get(b"top", [b"%d" % hot.TOP])[0]
+    if not raw.isdigit() or not 1 <= int(raw) <= hot.MAX_TOP:
+        raise HTTPError(400, f"top must be a whole number from 1 to {hot.MAX_TOP}, "
+                             f"got {_text(raw)!r}")
+    return int(raw)
 
 
 def _item_reply(item) -> Reply:
     if item is None:
         return Reply(404, error_body("not found"), JSON, hit=False)
-    status = CACHE_STALE.get(item.stale) or (CACHE_HIT if item.hit else CACHE_MISS)
+    status = (CACHE_NEAR if item.near else CACHE_STALE.get(item.stale)
+              or (CACHE_HIT if item.hit else CACHE_MISS))
     return Reply(200, item.value, OCTETS, ((b"cache-status", status),), hit=item.hit)
 
 

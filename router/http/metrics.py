@@ -47,6 +47,14 @@ def _counted(attribute: str):
     return read
 
 
+def _near(read):
+    """A figure of each group's near cache, for the groups that have one."""
+    return lambda router: [((name,), read(g.near)) for name, g in sorted(router.groups.items())
+                           if g.near is not None]
+
+
+HOT_KEYS_SHOWN = 10  # per group in ringcache_hot_key_rate
+
 ROUTER_SERIES = (
     Series("ringcache_requests", COUNTER,
            "Client requests by protocol, command and result (a get answered by a load is a miss)",
@@ -122,6 +130,22 @@ ROUTER_SERIES = (
            _per_node(lambda c: c.marked_down)),
     Series("ringcache_config_age_seconds", GAUGE, "Seconds since the topology was loaded", (),
            _one(lambda r: r.config_status()["age_seconds"])),
+    Series("ringcache_near_cache_hits", COUNTER,
+           "Gets answered from the router's near cache of hot keys, per group", ("group",),
+           _near(lambda near: near.hits)),
+    Series("ringcache_near_cache_bytes", GAUGE,
+           "Bytes the near cache charges (keys, entries, overhead), per group", ("group",),
+           _near(lambda near: near.nbytes)),
+    Series("ringcache_near_cache_max_bytes", GAUGE,
+           "The near cache's budget (near_cache.max_bytes; per router process)", ("group",),
+           _near(lambda near: near.max_bytes)),
+    Series("ringcache_near_cache_keys", GAUGE, "Keys in the near cache, per group", ("group",),
+           _near(len)),
+    Series("ringcache_hot_key_rate", GAUGE,
+           "Estimated gets per second of each group's hottest keys (sampled)", ("group", "key"),
+           lambda r: [((name, key.decode("utf-8", "replace")), rate)
+                      for name, g in sorted(r.groups.items())
+                      for key, rate, _ in g.hot.top(HOT_KEYS_SHOWN)]),
 )
 
 
@@ -288,6 +312,9 @@ def router_document(router) -> dict:
             "lease_fills_dropped": stats.lease_fills_dropped[name],
             "stale_answers": {kind: n for (group, kind), n in stats.stale_answers.items()
                               if group == name},
+            **({"near_cache": {"hits": g.near.hits, "bytes": g.near.nbytes, "keys": len(g.near),
+                               "max_bytes": g.near.max_bytes}}
+               if g.near is not None else {}),
         }
     latency = {}
     for (protocol, command), (counts, total) in sorted(stats.latency.series.items()):

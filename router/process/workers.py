@@ -246,6 +246,7 @@ def worker_stats(process) -> dict:
     """What the control adds up for /v1/stats and /metrics: this worker's /v1/stats
     router section, and its Prometheus samples (counters and histograms are summed over
     the workers)."""
+    from router.http.hot import hot_document
     from router.http.metrics import router_document
 
     router = process.router
@@ -255,6 +256,7 @@ def worker_stats(process) -> dict:
         "pid": os.getpid(),
         "digest": router.ring.digest,
         "router": router_document(router),
+        "hot": hot_document(router),
         "connections": memcache.connections if memcache is not None else 0,
         "total_connections": memcache.total_connections if memcache is not None else 0,
         "metrics": [

@@ -184,6 +184,7 @@ def test_the_demo_as_pasted(scratch):
     assert out.startswith("630\n")
     assert re.search(r"^scores/Tom is on node-[abc] \(127\.0\.0\.1:\d+, up\)$", out, re.M)
     assert re.search(r"^node-a +127\.0\.0\.1:\d+ +1 +[\d.]+% +up +0 +0$", out, re.M)
+    assert re.search(r"^group scores: \d+ samples \(1 get in 32\)", out, re.M)  # ringcache hot
     assert re.search(r"^scores +\d+\.\d% ", out, re.M)  # the stats table, with a hit ratio
     assert json.loads(out[out.index("\n{") + 1:])["router"]["hits"] >= 2
     stderr = scratch.stop()

@@ -49,8 +49,17 @@ def cluster(tmp_path):
 
 
 def node_state(driver, name: str) -> str | None:
-    cells = driver.find_elements("css selector", f'#section-nodes tr[data-node="{name}"] [data-state]')
-    return cells[0].text if cells else None
+    # Read in one script: the page redraws every poll, and found elements go stale.
+    return driver.execute_script(
+        "const cell = document.querySelector("
+        "`#section-nodes tr[data-node=\"${arguments[0]}\"] [data-state]`);"
+        "return cell ? cell.textContent : null", name)
+
+
+def hot_keys(driver) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#section-hot tr[data-hot-key]')]"
+        ".map((row) => row.dataset.hotKey)")
 
 
 def console_errors(driver) -> list[str]:
@@ -73,6 +82,11 @@ def test_the_page_names_every_node_and_shows_a_stopped_one_down_while_open(brows
     assert "scores" in groups and "sessions" in groups
     # 40 of 80 gets were hits: the ratio since start, until the next poll shows a rate.
     assert "50.0%" in browser.find_element("id", "section-overview").text
+    # One key read far more than the others leads the hot keys, as /v1/hot ranks them.
+    for _ in range(300):
+        mc.get("k7")
+    assert wait_for(lambda: hot_keys(browser)[:1] == ["k7"], timeout=15)
+    assert cluster.http_json("GET", "/v1/hot")["groups"]["scores"]["keys"][0]["key"] == "k7"
 
     cluster.nodes["node-1"].terminate()
     cluster.nodes["node-1"].wait(10)

@@ -91,6 +91,20 @@ def test_stats_and_metrics_add_up_every_worker(cluster):
     assert 'ringcache_node_up{node="node-0"} 1.0' in lines
 
 
+def test_v1_hot_adds_up_every_workers_view(cluster):
+    clients = [cluster.memcache() for _ in range(12)]  # spread over the three workers
+    clients[0].set("sessions:hot", b"v", noreply=False)
+    for client in clients:
+        for _ in range(100):
+            assert client.get("sessions:hot") == b"v"
+        client.get("sessions:cold")
+    sessions = cluster.http_json("GET", "/v1/hot")["groups"]["sessions"]
+    assert sessions["keys"][0]["key"] == "hot"  # the key within its group
+    assert sessions["keys"][0]["hot"]
+    # About 1,200 gets at one in 32: ~38 samples over the workers (the control served none).
+    assert 15 <= sessions["samples"] <= 70
+
+
 def test_a_reload_reaches_every_worker(cluster):
     cluster.add_node_name("node-2")
     cluster.start_node("node-2")

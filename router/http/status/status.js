@@ -1,4 +1,4 @@
-// The router's status page: polls /v1/stats and /v1/ring and draws SECTIONS from them.
+// The router's status page: polls /v1/stats, /v1/ring and /v1/hot and draws SECTIONS from them.
 // Each section is one entry of SECTIONS: a title and a render(view) that returns nodes
 // (or null to hide the section). To show a new figure, add an entry (or a column).
 "use strict";
@@ -71,7 +71,7 @@ function state(s) {
 
 // -- the view: one poll's documents, with the previous one for rates --------------------
 
-function view(stats, ring, previous, seconds) {
+function view(stats, ring, hot, previous, seconds) {
   const router = stats.router;
   const groups = {};
   for (const name of Object.keys(router.groups || {})) {
@@ -86,7 +86,7 @@ function view(stats, ring, previous, seconds) {
       t.evictions += g.evictions; t.expirations += g.expirations; t.nodes += 1;
     }
   }
-  return {stats, ring, router, groups, previous, seconds,
+  return {stats, ring, hot, router, groups, previous, seconds,
           colors: Object.fromEntries(ring.nodes.map((n, i) => [n.name, COLORS[i % COLORS.length]]))};
 }
 
@@ -196,6 +196,24 @@ function requestsSection(v) {
   return rows.length ? [table(["command", "total", "/s", "mean"], rows)] : null;
 }
 
+function hotSection(v) {
+  const rows = [];
+  for (const [name, g] of Object.entries(v.hot.groups || {})) {
+    for (const k of g.keys.slice(0, 10)) {
+      rows.push(h("tr", {"data-hot-key": k.key},
+        h("td", {class: "text"}, name), h("td", {class: "text"}, k.key),
+        h("td", {}, k.rate.toFixed(1)), h("td", {}, k.hot ? "yes" : "–"),
+        h("td", {}, k.near ? "yes" : "–")));
+    }
+  }
+  const nears = Object.entries(v.hot.groups || {}).filter(([, g]) => g.near_cache).map(([name, g]) =>
+    h("p", {class: "muted", "data-near-cache": name},
+      `near cache of ${name}: ${bytes(g.near_cache.bytes)} / ${bytes(g.near_cache.max_bytes)}, ` +
+      `${num(g.near_cache.keys)} keys, ${num(g.near_cache.hits)} hits, ttl ${g.near_cache.ttl} s`));
+  if (!rows.length) return [h("p", {class: "muted"}, "no gets sampled yet"), ...nears];
+  return [table(["group", "key", "gets/s", "hot", "near cache"], rows), ...nears];
+}
+
 function workersSection(v) {
   const workers = v.stats.workers || v.ring.workers;
   if (!workers) return [h("p", {class: "muted"}, "one process serves every port (router.workers: 1)")];
@@ -231,6 +249,7 @@ const SECTIONS = [
   {id: "workers", title: "Workers", render: workersSection},
   {id: "nodes", title: "Nodes", render: nodesSection, wide: true},
   {id: "groups", title: "Groups", render: groupsSection, wide: true},
+  {id: "hot", title: "Hot keys", render: hotSection, wide: true},
   {id: "reloads", title: "Last reloads", render: reloadsSection, wide: true},
 ];
 
@@ -269,9 +288,9 @@ function draw(v) {
 
 async function poll() {
   try {
-    const [stats, ring] = await Promise.all([get("v1/stats"), get("v1/ring")]);
+    const [stats, ring, hot] = await Promise.all([get("v1/stats"), get("v1/ring"), get("v1/hot")]);
     const now = performance.now() / 1000;
-    draw(view(stats, ring, previous, previous ? now - previousAt : 0));
+    draw(view(stats, ring, hot, previous, previous ? now - previousAt : 0));
     previous = stats; previousAt = now;
     live("live · " + new Date().toLocaleTimeString(), true);
   } catch (err) {

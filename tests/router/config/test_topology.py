@@ -13,6 +13,7 @@ from router.config.topology import (
     AUTO_WORKERS_CAP,
     Address,
     LimitsConfig,
+    NearCacheSpec,
     NodeSpec,
     RouterConfig,
     SecurityConfig,
@@ -139,6 +140,7 @@ class TestValidDocuments:
                 "pages": {"policy": "python:my.cores:Arc", "max_bytes": "1GiB", "ttl": 30,
                           "negative_ttl": "500ms", "replicas": 2,
                           "stale_while_revalidate": "30s", "stale_if_error": "10m",
+                          "near_cache": {"max_bytes": "16MiB", "ttl": "2s"},
                           "source": {"http": "https://origin/p/{key}", "timeout": "3s"}},
                 "kv": {"source": {"redis": "redis://localhost:6379/0", "key": "app:{key}"}},
                 "rows": {"policy": "lfu", "source": {"sql": "sqlite:///rows.db", "query": "SELECT v FROM t WHERE k = ?"}},
@@ -159,6 +161,8 @@ class TestValidDocuments:
         )
         assert (pages.stale_while_revalidate, pages.stale_if_error) == (30.0, 600.0)
         assert topology.groups["kv"].stale_while_revalidate is None
+        assert pages.near_cache == NearCacheSpec(max_bytes=16 << 20, ttl=2.0)
+        assert topology.groups["kv"].near_cache is None
         assert pages.source == SourceSpec("http", "https://origin/p/{key}", {"timeout": 3.0})
         assert topology.groups["kv"].source == SourceSpec("redis", "redis://localhost:6379/0", {"key": "app:{key}"})
         assert topology.groups["rows"].source == SourceSpec(
@@ -240,10 +244,10 @@ BAD = [
      "groups.where: 'where' is reserved by the HTTP API (/v1/where/...); choose another group name"),
     ("group not mapping", setitem("groups", "sessions", "lru"),
      "groups.sessions: expected a mapping with keys policy, max_bytes, ttl, negative_ttl, replicas, "
-     "source, stale_while_revalidate, stale_if_error, got str 'lru'"),
+     "source, stale_while_revalidate, stale_if_error, near_cache, got str 'lru'"),
     ("unknown group key", setitem("groups", "sessions", "warmup", "1s"),
      "groups.sessions.warmup: unknown key (allowed: policy, max_bytes, ttl, negative_ttl, replicas, "
-     "source, stale_while_revalidate, stale_if_error)"),
+     "source, stale_while_revalidate, stale_if_error, near_cache)"),
     ("bad policy", setitem("groups", "sessions", "policy", "fifo"),
      "groups.sessions.policy: expected adaptive, lru, lfu or python:module:Class, got 'fifo'"),
     ("bad python policy", setitem("groups", "sessions", "policy", "python:mod"),
@@ -251,6 +255,16 @@ BAD = [
     ("max bytes words", setitem("groups", "sessions", "max_bytes", "lots"),
      "groups.sessions.max_bytes: expected a size like 512KiB, 64MiB or 1GiB, got 'lots'"),
     ("max bytes zero", setitem("groups", "sessions", "max_bytes", 0), "groups.sessions.max_bytes: must be greater than zero, got 0"),
+    ("near cache not mapping", setitem("groups", "sessions", "near_cache", "16MiB"),
+     "groups.sessions.near_cache: expected a mapping with keys max_bytes, ttl, got str '16MiB'"),
+    ("near cache unknown key", setitem("groups", "sessions", "near_cache", {"keys": 10}),
+     "groups.sessions.near_cache.keys: unknown key (allowed: max_bytes, ttl)"),
+    ("near cache size words", setitem("groups", "sessions", "near_cache", {"max_bytes": "big"}),
+     "groups.sessions.near_cache.max_bytes: expected a size like 512KiB, 64MiB or 1GiB, got 'big'"),
+    ("near cache ttl zero", setitem("groups", "sessions", "near_cache", {"ttl": 0}),
+     "groups.sessions.near_cache.ttl: must be greater than zero, got 0"),
+    ("near cache ttl long", setitem("groups", "sessions", "near_cache", {"ttl": "5m"}),
+     "groups.sessions.near_cache.ttl: expected at most 60s, got 300s"),
     ("ttl words", setitem("groups", "sessions", "ttl", "forever"),
      "groups.sessions.ttl: expected a duration like 500ms, 30s, 5m or 1h, got 'forever'"),
     ("ttl zero", setitem("groups", "sessions", "ttl", 0), "groups.sessions.ttl: must be greater than zero, got 0"),

@@ -170,6 +170,21 @@ def test_batches_are_get_many_bodies_per_node_and_group(impl):
                      for _, body in run.batches]
 
 
+def test_a_runs_keys_are_told_by_slot_and_by_batch(impl):
+    # What the hot-key sampler and the near cache read: (group, key) of each distinct key,
+    # and each batch's keys in the order fill takes their answers.
+    ks = [b"k%d" % i for i in range(12)] + [b"sessions:s1", b"k3", b"replicated:r"]
+    pos, run = run_of(impl, b"get " + b" ".join(ks) + b"\r\n")
+    distinct = list(dict.fromkeys(ks))
+    assert [run.slot(i) for i in range(run.nslots)] == [expected_place(k)[:2] for k in distinct]
+    for batch, (node, body) in enumerate(run.batches):
+        assert run.batch_keys(batch) == list(pb.Request.FromString(body).keys)
+    with pytest.raises(IndexError):
+        run.slot(run.nslots)
+    with pytest.raises(IndexError):
+        run.batch_keys(len(run.batches))
+
+
 def fill_all(run, store: dict, as_list: bool):
     """Answer every batch from ``store`` (group, key) -> entry, as a node would."""
     for i, (node, body) in enumerate(run.batches):
