@@ -289,16 +289,27 @@ static PyObject *append_response(PyObject *self, PyObject *args, PyObject *kw) {
     Py_RETURN_NONE;
 }
 
-/* append_get_many(buf, rid, get, keys, room) -> (hits, bytes added) | None
+/* append_get_many(buf, rid, get, keys, room, pieces=None, large=0) -> (hits, bytes added) | None
  *
  * A GET_MANY answered straight from ``get(key) -> entry | None``: one call per key and no
  * list of entries in between. None, adding nothing, when the entries (with their field
- * headers) would take more than ``room`` bytes. */
+ * headers) would take more than ``room`` bytes. With a list ``pieces`` and ``large`` > 0,
+ * an entry of at least ``large`` bytes is left out of ``buf`` (its field's tag and length
+ * are written) and ``(offset in buf, entry)`` appended to ``pieces`` instead: the answer
+ * is ``buf`` with each such entry put back at its offset. Bytes added count them too. */
 static PyObject *append_get_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyByteArray_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "append_get_many(buf, rid, get, keys, room)");
+    if ((nargs != 5 && nargs != 7) || !PyByteArray_Check(args[0])
+            || (nargs == 7 && args[5] != Py_None && !PyList_Check(args[5]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "append_get_many(buf, rid, get, keys, room, pieces=None, large=0)");
         return NULL;
     }
+    PyObject *pieces = nargs == 7 && args[5] != Py_None ? args[5] : NULL;
+    Py_ssize_t large = 0;
+    if (pieces && (large = PyLong_AsSsize_t(args[6])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (large <= 0)
+        pieces = NULL;
     PyObject *buf = args[0], *get = args[2];
     uint64_t rid;
     if (get_u64(args[1], &rid, "rid") < 0)
@@ -344,13 +355,37 @@ static PyObject *append_get_many(PyObject *self, PyObject *const *args, Py_ssize
     r.rid = rid;
     r.value.data = r.error.data = r.stats.data = "";
     Py_ssize_t size = response_size(&r, entries);
-    Py_ssize_t total = 1 + varint_size(size) + size;
-    char *p = grow(buf, total);
+    Py_ssize_t total = 1 + varint_size(size) + size, apart = 0;
+    for (Py_ssize_t i = 0; pieces && i < n; i++) {
+        Py_ssize_t len = PyBytes_GET_SIZE(PyTuple_GET_ITEM(entries, i));
+        if (len >= large) apart += len;
+    }
+    char *p = grow(buf, total - apart);
     if (p == NULL) {
         Py_DECREF(entries);
         return NULL;
     }
-    put_response(p, &r, entries, size);
+    if (!apart) {
+        put_response(p, &r, entries, size);
+    } else {  /* put_response's fields (an id, the entries), the large entries left out */
+        *p++ = 0x12;
+        p = put_varint(p, size);
+        if (r.rid) { *p++ = 0x08; p = put_varint(p, r.rid); }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *e = PyTuple_GET_ITEM(entries, i);
+            Py_ssize_t len = PyBytes_GET_SIZE(e);
+            if (len < large) { p = put_bytes_field(p, 0x42, PyBytes_AS_STRING(e), len); continue; }
+            *p++ = 0x42;
+            p = put_varint(p, len);
+            PyObject *piece = Py_BuildValue("(nO)", (Py_ssize_t)(p - PyByteArray_AS_STRING(buf)), e);
+            if (piece == NULL || PyList_Append(pieces, piece) < 0) {
+                Py_XDECREF(piece);
+                Py_DECREF(entries);
+                return NULL;
+            }
+            Py_DECREF(piece);
+        }
+    }
     Py_DECREF(entries);
     return Py_BuildValue("(nn)", hits, total);
 fail:

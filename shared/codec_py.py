@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from shared import ringcache_pb2 as pb
 from shared.framing import decode_payload
-from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, request_id
+from shared.wire import REQUESTS, RESPONSES, encode_request, len_field, request_id, varint
+
+_VALUES = 0x42  # Response.values (field 8), length-delimited
 
 COMPILED = False
 
@@ -44,16 +46,38 @@ def append_response(buf: bytearray, rid: int, status: int = 0, value: bytes = b"
     buf += len_field(RESPONSES, message)
 
 
-def append_get_many(buf: bytearray, rid: int, get, keys, room: int):
+def append_get_many(buf: bytearray, rid: int, get, keys, room: int, pieces: list | None = None,
+                    large: int = 0):
     """Answer a GET_MANY from ``get(key) -> entry | None`` into ``buf``: (hits, bytes
-    added), or None, adding nothing, when the entries would take more than ``room``."""
+    added), or None, adding nothing, when the entries would take more than ``room``.
+
+    With a list ``pieces`` and ``large`` > 0, an entry of at least ``large`` bytes is left
+    out of ``buf`` (its field's tag and length are written) and ``(offset in buf, entry)``
+    appended to ``pieces`` instead: the answer is ``buf`` with each such entry put back at
+    its offset. Bytes added count them too."""
     values = [get(key) or b"" for key in keys]
     size = sum(map(len, values))
     if size > room:
         return None
     start = len(buf)
-    append_response(buf, rid, values=values)
-    return len(values) - values.count(b""), len(buf) - start
+    hits = len(values) - values.count(b"")
+    if pieces is None or large <= 0 or not any(len(v) >= large for v in values):
+        append_response(buf, rid, values=values)
+        return hits, len(buf) - start
+    # What append_response writes for these fields (the id, then each entry as field 8),
+    # by hand so that the large entries can be left out.
+    head = request_id(rid) if rid else b""
+    size = len(head) + sum(1 + len(varint(len(v))) + len(v) for v in values)
+    buf += bytes((RESPONSES,)) + varint(size) + head
+    apart = 0
+    for v in values:
+        if len(v) < large:
+            buf += len_field(_VALUES, v)
+            continue
+        buf += bytes((_VALUES,)) + varint(len(v))
+        pieces.append((len(buf), v))
+        apart += len(v)
+    return hits, len(buf) - start + apart
 
 
 def decode_requests(payload: bytes) -> list:

@@ -57,26 +57,51 @@ def whole_answers(transport) -> None:
         transport.SEND_LIMIT = SEND_LIMIT
 
 
-def write_now(transport, data: bytes | bytearray) -> None:
+def write_now(transport, data: bytes | bytearray | list) -> None:
     """Write ``data`` to a Twisted transport, sending it at once when nothing is queued.
 
     ``transport.write`` only queues: the bytes leave on the next reactor turn, after an
     epoll_ctl to watch for writability, one more poll and another epoll_ctl to stop.
     Router and node write whole answers once per turn, so a connection that keeps up
     takes them now; whatever the socket does not take is queued behind, in order.
-    Any other transport (TLS, whose wrapper would hand out the raw socket beneath it;
-    tests' StringTransport) just gets ``write``.
+    ``data`` may be a list of pieces (bytes-like: an answer whose large values are views
+    of what a node sent): they go out in one sendmsg, never joined, when the socket takes
+    them all. Any other transport (TLS, whose wrapper would hand out the raw socket
+    beneath it; tests' StringTransport) just gets ``write``.
     """
     if (isinstance(transport, Connection) and transport.connected
             and not transport.disconnecting and not transport.dataBuffer
             and not transport._tempDataLen):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int):  # else the connection is lost; write() lets Twisted see it
-            if sent == len(data):
+        if type(data) is list:
+            data = _send_pieces(transport, data)
+            if data is None:
                 return
-            data = memoryview(data)[sent:]
+        else:
+            sent = transport.writeSomeData(data)
+            if isinstance(sent, int):  # else the connection is lost; write() lets Twisted see it
+                if sent == len(data):
+                    return
+                data = memoryview(data)[sent:]
+    elif type(data) is list:
+        data = b"".join(data)
     # Twisted's write() takes bytes only; a bytearray or the unsent rest is copied once.
     transport.write(data if type(data) is bytes else bytes(data))
+
+
+def _send_pieces(transport, pieces: list):
+    """Send ``pieces`` in one sendmsg: None when the socket took them all, else what is
+    left of them, joined (a failed send leaves them all, for write() to meet the error)."""
+    try:
+        sent = transport.socket.sendmsg(pieces)
+    except OSError:  # EAGAIN: all of it waits; anything worse, Twisted's write finds out
+        sent = 0
+    total = 0
+    for i, piece in enumerate(pieces):
+        total += len(piece)
+        if total > sent:
+            rest = memoryview(piece)[len(piece) - (total - sent):]
+            return b"".join([rest, *pieces[i + 1:]])
+    return None
 
 
 def cancel_call(call) -> None:

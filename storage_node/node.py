@@ -93,10 +93,13 @@ class Node:
         self.counters.connections = value
 
     def handle_payload(self, payload: bytes, max_frame: int = MAX_FRAME,
-                       peer=None) -> bytearray:
+                       peer=None, pieces: bool = False) -> bytearray | list:
         """One request frame's payload in, its answer frame out (length prefix first).
         ``peer`` (``deliver(frame)``) is the connection it came from: a LEASE_GET that
-        waits is answered there later, in a frame of its own (``flush_answers``).
+        waits is answered there later, in a frame of its own (``flush_answers``). With
+        ``pieces``, a frame holding large GET_MANY entries comes out as a list of pieces
+        (bytes-like, the frame once put together) that leaves those entries uncopied, for
+        one sendmsg (shared/net.py write_now).
 
         Requests are handled in order and each is answered once. The answers' values may
         fill the frame up to ``max_frame``; a GET or GET_MANY past that is answered
@@ -107,7 +110,22 @@ class Node:
         requests = decode_requests(payload)
         self.counters.frames += 1
         self.lease_ops.peer = peer
-        return self._answer(requests, max_frame)
+        if not pieces:
+            return self._answer(requests, max_frame)
+        ops = self.ops
+        ops.pieces = apart = []
+        try:
+            out = self._answer(requests, max_frame, apart)
+        finally:
+            ops.pieces = None
+        if not apart:
+            return out
+        view, frame, at = memoryview(out), [], 0
+        for offset, stored in apart:
+            frame += (view[at:offset], stored)
+            at = offset
+        frame.append(view[at:])
+        return frame
 
     def handle(self, request: pb.Request, peer=None) -> pb.Response | None:
         """Answer one request (for tests and tools; the wire path is handle_payload):
@@ -130,14 +148,17 @@ class Node:
         """Hold exactly ``specs`` (GroupTable.configure); raises ConfigError, changing nothing."""
         self.groups.configure(specs)
 
-    def _answer(self, requests: list, max_frame: int) -> bytearray:
+    def _answer(self, requests: list, max_frame: int, apart=()) -> bytearray:
+        """The answer frame; without the entries in ``apart`` ((offset, entry) each, left
+        out of it by GET_MANY), which its length prefix counts."""
         out = bytearray(HEADER_SIZE)
         # A generous bound on each answer's own fields (id, status, an error text).
         self.ops.room = max_frame - HEADER_SIZE - _ANSWER_OVERHEAD * len(requests)
         for request in requests:
             self._handle(request, out)
         self.ops.journal.sync()  # what the frame changed is on record before it is answered
-        _HEADER.pack_into(out, 0, len(out) - HEADER_SIZE)
+        _HEADER.pack_into(out, 0, len(out) - HEADER_SIZE
+                          + sum([len(stored) for _, stored in apart]))
         return out
 
     def _handle(self, request, out: bytearray) -> None:
@@ -167,6 +188,9 @@ class Node:
             # A broken user core must cost one answer, not the connection and with it
             # every other request of the frame.
             del out[start:]
+            apart = self.ops.pieces
+            if apart and apart[-1][0] > start:  # entries of this answer, left out of it
+                apart[:] = [piece for piece in apart if piece[0] <= start]
             self.log(f"{_op_name(op)} on group {request.group!r} failed: {exc!r}")
             response = error(request, pb.ERROR, f"internal error: {exc!r}")
         # The hot ops append their answer themselves and return None; the rest answer a

@@ -17,6 +17,10 @@ from storage_node.groups import Group
 # Error texts are cut to this many characters.
 ERROR_MAX = 200
 TOO_BIG = "the answers of this frame exceed one frame; ask for fewer keys at once"
+# A GET_MANY entry this large is sent from where the core keeps it, not copied into the
+# answer frame, when the frame goes out in pieces (Node.handle_payload); below it,
+# copying is cheaper than a piece.
+UNCOPIED = 32 * 1024
 
 
 class GroupOps:
@@ -33,6 +37,9 @@ class GroupOps:
         self.clock = clock
         self.cas = 0  # the last CAS unique given out: every store gets the next one
         self.room = 0
+        # Where GET_MANY leaves its large entries, uncopied (shared/codec.py
+        # append_get_many), while the node builds a frame sent in pieces; else None.
+        self.pieces = None
         self.journal = NoJournal()
 
     def changed(self, group: Group, key: bytes | None) -> None:
@@ -98,7 +105,8 @@ class GroupOps:
         # The multi-get hot path: entries go back as stored (never empty), b"" for a
         # miss, so the loop is the core's get and nothing else.
         keys = request.keys
-        answered = append_get_many(out, request.id, group.core.get, keys, self.room)
+        answered = append_get_many(out, request.id, group.core.get, keys, self.room,
+                                   self.pieces, UNCOPIED)
         if answered is None:
             append_response(out, request.id, pb.TOO_LARGE, error=TOO_BIG)
             return

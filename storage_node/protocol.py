@@ -101,7 +101,8 @@ class NodeProtocol(Protocol):
         try:
             node = self.node
             while not self._paused and (payload := decoder.next_frame()) is not None:
-                write_now(self.transport, node.handle_payload(payload, self.max_frame, self))
+                write_now(self.transport,
+                          node.handle_payload(payload, self.max_frame, self, pieces=True))
                 node.flush_answers()
         except FrameError as exc:  # WireError too: a payload that is not a Frame
             # Nothing after a framing error can be trusted: drop this connection now,

@@ -6,7 +6,8 @@
  * binary search over the ring's points) and builds one GET_MANY body per node and group.
  * The GetRun it returns is filled with the nodes' answers -- a shared._codec ValueList is
  * read in place, its entries never copied -- and renders the whole answer into one bytes
- * object. Nothing here allocates a Python object per key on the all-hits path.
+ * object (or, for large values, into pieces that leave the values where they are).
+ * Nothing here allocates a Python object per key on the all-hits path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -664,17 +665,70 @@ static Py_ssize_t command_size(GetRunObject *r, command_t *c, slot_t **error, Py
     return size + 5;  /* END\r\n */
 }
 
-static PyObject *run_render(GetRunObject *r, PyObject *unused) {
-    Py_ssize_t total = 0, hits = 0, misses = 0;
+/* A view of ``len`` bytes at ``ptr`` inside slot ``s``'s owner, holding the owner's buffer:
+ * a large value handed to the socket without being copied into the answer. */
+static PyObject *entry_view(slot_t *s, const unsigned char *ptr, Py_ssize_t len) {
+    PyObject *exporter = s->owner;
+    const unsigned char *base;
+    if (ValueListType && Py_IS_TYPE(exporter, ValueListType)) {
+        ValueListObject *vl = (ValueListObject *)exporter;
+        exporter = vl->view.obj;
+        base = (const unsigned char *)vl->view.buf;
+    } else {
+        base = (const unsigned char *)PyBytes_AS_STRING(exporter);
+    }
+    PyObject *whole = exporter ? PyMemoryView_FromObject(exporter) : NULL;
+    if (!whole) {  /* no exporter to view (never expected): the value copied */
+        PyErr_Clear();
+        return PyBytes_FromStringAndSize((const char *)ptr, len);
+    }
+    Py_ssize_t at = ptr - base;
+    PyObject *view = PySequence_GetSlice(whole, at, at + len);
+    Py_DECREF(whole);
+    return view;
+}
+
+/* The answers to every command, in order: one bytes object; or, with ``large`` > 0 and a
+ * value of at least that many bytes among them, a list of pieces in which each such value
+ * is a view of the node's answer, not copied (the socket takes the pieces as they are). */
+static PyObject *run_render(GetRunObject *r, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t large = 0;
+    if (nargs > 1) { PyErr_SetString(PyExc_TypeError, "render(large=0)"); return NULL; }
+    if (nargs == 1 && (large = PyLong_AsSsize_t(args[0])) == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t total = 0, hits = 0, misses = 0, big = 0;
     for (Py_ssize_t i = 0; i < r->ncommands; i++) {
         slot_t *err;
         Py_ssize_t h, size = command_size(r, &r->commands[i], &err, &h);
         total += size < 0 ? PyBytes_GET_SIZE(answer_too_big) : size;
         if (!err) { hits += h; misses += r->commands[i].count - h; }
     }
-    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
-    if (!out) return NULL;
-    char *w = PyBytes_AS_STRING(out);
+    if (large > 0) {  /* the bytes of the values left uncopied */
+        for (Py_ssize_t i = 0; i < r->ncommands; i++) {
+            command_t *c = &r->commands[i];
+            slot_t *err;
+            Py_ssize_t h;
+            if (command_size(r, c, &err, &h) < 0 || err) continue;
+            for (Py_ssize_t j = c->first; j < c->first + c->count; j++) {
+                slot_t *s = &r->slots[r->occ[j].slot];
+                if (s->state != FILLED || !positive(s->ptr, s->len)) continue;
+                uint32_t flags; uint64_t cas; const unsigned char *v; Py_ssize_t vlen;
+                unpack(s->ptr, s->len, &flags, &cas, &v, &vlen);
+                if (vlen >= large) big += vlen;
+            }
+        }
+    }
+    PyObject *out = NULL, *pieces = NULL;
+    char *w, *piece;
+    if (big) {
+        pieces = PyList_New(0);
+        w = piece = PyMem_Malloc((size_t)(total - big) + 1);
+        if (!pieces || !w) { Py_XDECREF(pieces); PyMem_Free(w); return PyErr_NoMemory(); }
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, total);
+        if (!out) return NULL;
+        w = piece = PyBytes_AS_STRING(out);
+    }
+    char *start = w;
     const char *text = text_of(r);
     for (Py_ssize_t i = 0; i < r->ncommands; i++) {
         command_t *c = &r->commands[i];
@@ -698,14 +752,30 @@ static PyObject *run_render(GetRunObject *r, PyObject *unused) {
             *w++ = ' '; w = put_uint(w, (uint64_t)vlen);
             if (c->with_cas) { *w++ = ' '; w = put_uint(w, cas); }
             *w++ = '\r'; *w++ = '\n';
-            memcpy(w, v, (size_t)vlen); w += vlen;
+            if (big && vlen >= large) {
+                PyObject *head = PyBytes_FromStringAndSize(piece, w - piece);
+                PyObject *value = head ? entry_view(s, v, vlen) : NULL;
+                int bad = !value || PyList_Append(pieces, head) < 0 || PyList_Append(pieces, value) < 0;
+                Py_XDECREF(head);
+                Py_XDECREF(value);
+                if (bad) { Py_DECREF(pieces); PyMem_Free(start); return NULL; }
+                piece = w;
+            } else {
+                memcpy(w, v, (size_t)vlen); w += vlen;
+            }
             *w++ = '\r'; *w++ = '\n';
         }
         memcpy(w, "END\r\n", 5); w += 5;
     }
     r->hits = hits;
     r->misses = misses;
-    return out;
+    if (!big)
+        return out;
+    PyObject *tail = PyBytes_FromStringAndSize(piece, w - piece);
+    PyMem_Free(start);
+    if (!tail || PyList_Append(pieces, tail) < 0) { Py_XDECREF(tail); Py_DECREF(pieces); return NULL; }
+    Py_DECREF(tail);
+    return pieces;
 }
 
 static PyObject *run_batches(GetRunObject *r, void *c) { return Py_NewRef(r->py_batches); }
@@ -759,7 +829,8 @@ static PyMethodDef run_methods[] = {
     {"resolve", (PyCFunction)(void (*)(void))run_resolve, METH_FASTCALL, "The slow path's entry for a slot."},
     {"resolve_error", (PyCFunction)(void (*)(void))run_resolve_error, METH_FASTCALL,
      "A slot failed: commands naming it answer this line."},
-    {"render", (PyCFunction)run_render, METH_NOARGS, "The answers to every command, in order."},
+    {"render", (PyCFunction)(void (*)(void))run_render, METH_FASTCALL,
+     "The answers to every command, in order (pieces, values of ``large`` bytes or more uncopied)."},
     {"batch_sizes", (PyCFunction)run_batch_sizes, METH_NOARGS, "(group, keys) per batch."},
     {NULL},
 };

@@ -133,11 +133,15 @@ class GetRun:
         """(group, keys) per batch, for the per-group hit counts."""
         return [(group, len(keys)) for _, group, keys, _ in self._bodies]
 
-    def render(self) -> bytes:
-        """The answers to every command of the run, in order."""
+    def render(self, large: int = 0) -> bytes | list:
+        """The answers to every command of the run, in order: one bytes object; or, with
+        ``large`` and a value of at least that many bytes among them, a list of pieces in
+        which each such value is a piece of its own (the compiled twin leaves it where the
+        node's answer holds it, uncopied, for the socket to take as it is)."""
         out = []
         entries, errors = self.entries, self.errors
         hits = misses = 0
+        pieces = None  # the pieces before ``out``, once a value is left apart
         for slots, keys, with_cas in self.commands:
             error = next((errors[s] for s in slots if s in errors), None)
             if error is not None:
@@ -145,6 +149,7 @@ class GetRun:
                 continue
             parts = []
             size = 0
+            apart = []  # (index in parts, value) of the values left apart
             for slot, key in zip(slots, keys):
                 stored = entries[slot]
                 if not positive(stored):
@@ -153,7 +158,12 @@ class GetRun:
                 hits += 1
                 value, flags, cas = unpack_cas(stored)
                 size += len(value)
-                if with_cas:
+                if large and len(value) >= large:
+                    parts.append(b"VALUE %b %d %d %d\r\n" % (key, flags, len(value), cas)
+                                 if with_cas else b"VALUE %b %d %d\r\n" % (key, flags, len(value)))
+                    apart.append((len(parts), value))
+                    parts.append(b"\r\n")
+                elif with_cas:
                     parts.append(b"VALUE %b %d %d %d\r\n%b\r\n"
                                  % (key, flags, len(value), cas, value))
                 else:
@@ -162,9 +172,22 @@ class GetRun:
                 out.append(ANSWER_TOO_BIG)
                 continue
             parts.append(END)
-            out.append(b"".join(parts))
+            if not apart:
+                out.append(b"".join(parts))
+                continue
+            pieces = pieces or []
+            at = 0
+            for index, value in apart:
+                out.append(b"".join(parts[at:index]))
+                pieces.append(b"".join(out))
+                pieces.append(value)
+                out, at = [], index
+            out.append(b"".join(parts[at:]))
         self.hits, self.misses = hits, misses
-        return b"".join(out)
+        if pieces is None:
+            return b"".join(out)
+        pieces.append(b"".join(out))
+        return pieces
 
 
 def take_gets(buf: bytearray, pos: int, table: RouteTable, max_line: int, max_keys: int,

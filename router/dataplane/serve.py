@@ -23,6 +23,12 @@ from shared import entry
 from shared import ringcache_pb2 as pb
 
 
+# Values at least this large are not copied into the client's answer: it is rendered as
+# pieces, each such value a view of the node's answer, and the pieces go to the socket in
+# one sendmsg (shared/net.py write_now). Below it, copying is cheaper than the pieces.
+UNCOPIED = 32 * 1024
+
+
 @dataclass(frozen=True)
 class Routes:
     """A ring and its groups as the data plane routes them: a snapshot taken per topology,
@@ -191,4 +197,4 @@ def _resolved(result, state: InFlight, slot: int) -> None:
 
 
 def _render(state: InFlight) -> None:
-    state.done(state.run.render(), state.run, state.token, state.loaded)
+    state.done(state.run.render(UNCOPIED), state.run, state.token, state.loaded)

@@ -20,7 +20,8 @@ from shared.reactor import end_of_turn
 
 class Slot:
     """A place in the answer order for one command, or for the ``commands`` of a run the
-    data plane serves at once; ``data`` is None until it is answered. ``command`` and
+    data plane serves at once; ``data`` is None until it is answered (bytes, or a list of
+    pieces when large values are left uncopied: router/dataplane/serve.py). ``command`` and
     ``read_at`` time it for the request latency histogram, when it is written."""
 
     __slots__ = ("data", "commands", "command", "read_at")
@@ -32,7 +33,7 @@ class Slot:
 
 class AnswerQueue:
     """One connection's slots. ``deliver(data)`` is called by a flush that found answers
-    ready at the head of the queue, so the connection writes them and looks again at its
+    ready at the head of the queue (bytes, or a list of pieces when one was in pieces), so the connection writes them and looks again at its
     bounds. ``observe(command, seconds, n)`` is told, as each slot is written, how long
     after its read it was answered."""
 
@@ -113,14 +114,22 @@ class AnswerQueue:
         self._flush_call = None
         slots = self.slots
         out = []
+        pieces = False
         now = self.reactor.seconds()
         observe = self._observe
         while slots and slots[0].data is not None:
             slot = slots.popleft()
             self.outstanding -= slot.commands
             observe(slot.command, now - slot.read_at, slot.commands)
-            out.append(slot.data)
-        if out:
+            data = slot.data
+            if type(data) is list:  # an answer in pieces (large values): kept apart
+                out.extend(data)
+                pieces = True
+            else:
+                out.append(data)
+        if pieces:
+            self._deliver(out)
+        elif out:
             self._deliver(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self) -> None:

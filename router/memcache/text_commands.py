@@ -172,6 +172,8 @@ class TextCommands:
 
     def _served_detail(self, keys: list, answer: bytes, run, slot: Slot, loaded: int) -> None:
         """_served, counting each key's get and hit for ``stats detail``."""
+        if type(answer) is list:  # in pieces (large values): read as one
+            answer = b"".join(answer)
         hits = Counter(hits_of(answer))
         record = self.connection.factory.prefixes.record_get
         for key in keys:
@@ -180,9 +182,10 @@ class TextCommands:
             record(key, hit)
         self._served(answer, run, slot, loaded)
 
-    def _served(self, answer: bytes, run, slot: Slot, loaded: int) -> None:
-        """The data plane's answer to a run of gets (router/dataplane/serve.py); ``loaded``
-        of the keys it found were not cached (read through): misses."""
+    def _served(self, answer: bytes | list, run, slot: Slot, loaded: int) -> None:
+        """The data plane's answer to a run of gets (router/dataplane/serve.py: bytes, or
+        pieces when its values are large); ``loaded`` of the keys it found were not cached
+        (read through): misses."""
         count = self.router.stats.count
         if run.hits > loaded:
             count("memcache", "get", "hit", run.hits - loaded)

@@ -177,6 +177,29 @@ def test_append_get_many_over_its_room_adds_nothing(codec):
     assert codec.append_get_many(buf, 9, core.get, [b"a"], 150) is not None
 
 
+@pytest.mark.parametrize("rid", [9, 0])
+def test_append_get_many_leaves_large_entries_apart_in_pieces(codec, rid):
+    # The node sends such an answer without copying its large entries into the frame:
+    # put back at their offsets, they make exactly the answer written whole.
+    big, bigger = b"\x00" + b"B" * 300, b"\x00" + b"C" * 20000
+    core = Core({b"a": b"\x00A", b"b": big, b"c": bigger})
+    keys = [b"b", b"a", b"missing", b"c", b"b"]
+    whole = bytearray(b"x")
+    expected = codec.append_get_many(whole, rid, core.get, keys, 100000)
+    buf, pieces = bytearray(b"x"), []
+    assert codec.append_get_many(buf, rid, core.get, keys, 100000, pieces, 300) == expected
+    assert [entry for _, entry in pieces] == [big, bigger, big]
+    joined, at = b"", 0
+    for offset, entry in pieces:
+        joined += bytes(buf[at:offset]) + entry
+        at = offset
+    assert joined + bytes(buf[at:]) == bytes(whole)
+    # Nothing that large, or no list: written whole.
+    small, none = bytearray(), []
+    codec.append_get_many(small, rid, core.get, keys, 100000, none, 30000)
+    assert (bytes(small), none) == (bytes(whole[1:]), [])
+
+
 def test_append_get_many_lets_a_core_error_through_adding_nothing(codec):
     def broken(key):
         if key == b"b":

@@ -747,3 +747,25 @@ def test_a_get_many_too_big_for_one_frame_becomes_one_error(clock):
         req(pb.GET_MANY, keys=[b"k%d" % i for i in range(6)] * 2, id=3), req(pb.PING, id=4)]))
     (responses,) = response_frames(transport)
     assert responses == [pb.Response(id=3, status=pb.TOO_LARGE, error=TOO_BIG), pb.Response(id=4)]
+
+
+def test_a_frame_with_large_entries_comes_out_in_pieces_that_make_the_same_frame(node):
+    # What the node's connection sends in one sendmsg, the large entries left where the
+    # core keeps them: put together, the frame the node would have written whole.
+    big = b"v" * (64 * 1024)
+    node.handle(req(pb.SET, b"big", big))
+    node.handle(req(pb.SET, b"small", b"s"))
+    payload = encode_batch(requests=[
+        req(pb.GET_MANY, keys=[b"big", b"small", b"none", b"big"], id=3), req(pb.PING, id=4),
+        req(pb.GET_MANY, keys=[b"small"], id=5)])[4:]
+    whole = node.handle_payload(payload)
+    pieces = node.handle_payload(payload, pieces=True)
+    assert isinstance(pieces, list) and len(pieces) == 5
+    assert b"".join(pieces) == bytes(whole)
+    decoder = FrameDecoder()
+    decoder.receive_data(b"".join(pieces))
+    (frame,) = [decode_payload(p).responses for p in decoder.frames()]
+    assert [entry.unpack(v)[0] for v in frame[0].values if v] == [big, b"s", big]
+    # Nothing that large: the frame as one bytearray, as without pieces.
+    small = encode_batch(requests=[req(pb.GET_MANY, keys=[b"small"], id=6)])[4:]
+    assert node.handle_payload(small, pieces=True) == node.handle_payload(small)

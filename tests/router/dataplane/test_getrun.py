@@ -225,6 +225,38 @@ def test_entries_with_memcacheds_item_bits_render_as_their_values(impl, as_list)
     assert run.render() == b"VALUE a 4 1 7\r\nA\r\nVALUE b 0 0 8\r\n\r\nEND\r\n"
 
 
+@pytest.mark.parametrize("as_list", [True, False], ids=["bytes", "valuelist"])
+def test_large_values_render_as_pieces_that_make_the_same_answer(impl, as_list):
+    # Values of ``large`` bytes or more are pieces of their own (the compiled twin leaves
+    # them in the node's answer); together the pieces are exactly the answer.
+    big, bigger = b"x" * 5000, b"y" * 7000
+    store = {("scores", b"a"): entry.pack(big, 3, 7), ("scores", b"b"): entry.pack(b"BB", 5, 8),
+             ("sessions", b"s"): entry.pack(bigger, 0, 9)}
+    text = b"get a b\r\nget nothing\r\ngets sessions:s a\r\nget b\r\n"
+    _, whole = run_of(impl, text)
+    fill_all(whole, store, as_list)
+    for u in whole.unresolved():
+        whole.resolve(u[0], b"")
+    answer = whole.render()
+    _, run = run_of(impl, text)
+    fill_all(run, store, as_list)
+    for u in run.unresolved():
+        run.resolve(u[0], b"")
+    pieces = run.render(5000)
+    assert isinstance(pieces, list)
+    assert b"".join(pieces) == answer
+    assert [bytes(p) for p in pieces if len(p) >= 5000] == [big, bigger, big]
+    assert (run.hits, run.misses) == (whole.hits, whole.misses) == (5, 1)
+    assert run.render(7001) == answer  # no value that large: one bytes object, as before
+
+
+def test_a_large_value_resolved_by_the_slow_path_renders_as_a_piece(impl):
+    _, run = run_of(impl, b"get a\r\n")
+    fill_all(run, {}, True)
+    run.resolve(run.unresolved()[0][0], entry.pack(b"v" * 100, 1))
+    assert run.render(100) == [b"VALUE a 1 100\r\n", b"v" * 100, b"\r\nEND\r\n"]
+
+
 def test_misses_negatives_failures_and_other_groups_are_unresolved(impl):
     store = {("scores", b"n"): entry.NEGATIVE, ("scores", b"bad"): b"\x07junk"}
     pos, run = run_of(impl, b"get n m bad replicated:r\r\n")
