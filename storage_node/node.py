@@ -157,8 +157,10 @@ class Node:
         for request in requests:
             self._handle(request, out)
         self.ops.journal.sync()  # what the frame changed is on record before it is answered
-        _HEADER.pack_into(out, 0, len(out) - HEADER_SIZE
-                          + sum([len(stored) for _, stored in apart]))
+        size = len(out) - HEADER_SIZE
+        if apart:
+            size += sum([len(stored) for _, stored in apart])
+        _HEADER.pack_into(out, 0, size)
         return out
 
     def _handle(self, request, out: bytearray) -> None:

@@ -646,7 +646,8 @@ static inline char *put_uint(char *p, uint64_t v) {
 }
 
 /* A command's answer: its first error line's slot, else the size of its VALUE lines. */
-static Py_ssize_t command_size(GetRunObject *r, command_t *c, slot_t **error, Py_ssize_t *hits) {
+static Py_ssize_t command_size(GetRunObject *r, command_t *c, slot_t **error, Py_ssize_t *hits,
+                               Py_ssize_t large, Py_ssize_t *big) {
     Py_ssize_t size = 0, values = 0;
     *error = NULL;
     *hits = 0;
@@ -659,6 +660,7 @@ static Py_ssize_t command_size(GetRunObject *r, command_t *c, slot_t **error, Py
         size += 6 + r->occ[j].len + 1 + digits(flags) + 1 + digits((uint64_t)vlen) + 2 + vlen + 2;
         if (c->with_cas) size += 1 + digits(cas);
         values += vlen;
+        if (large > 0 && vlen >= large) *big += vlen;
         (*hits)++;
     }
     if (values > r->answer_max) return -1;
@@ -698,24 +700,10 @@ static PyObject *run_render(GetRunObject *r, PyObject *const *args, Py_ssize_t n
     Py_ssize_t total = 0, hits = 0, misses = 0, big = 0;
     for (Py_ssize_t i = 0; i < r->ncommands; i++) {
         slot_t *err;
-        Py_ssize_t h, size = command_size(r, &r->commands[i], &err, &h);
+        Py_ssize_t h, was = big, size = command_size(r, &r->commands[i], &err, &h, large, &big);
+        if (size < 0 || err) big = was;  /* refused or failed whole: its values are not sent */
         total += size < 0 ? PyBytes_GET_SIZE(answer_too_big) : size;
         if (!err) { hits += h; misses += r->commands[i].count - h; }
-    }
-    if (large > 0) {  /* the bytes of the values left uncopied */
-        for (Py_ssize_t i = 0; i < r->ncommands; i++) {
-            command_t *c = &r->commands[i];
-            slot_t *err;
-            Py_ssize_t h;
-            if (command_size(r, c, &err, &h) < 0 || err) continue;
-            for (Py_ssize_t j = c->first; j < c->first + c->count; j++) {
-                slot_t *s = &r->slots[r->occ[j].slot];
-                if (s->state != FILLED || !positive(s->ptr, s->len)) continue;
-                uint32_t flags; uint64_t cas; const unsigned char *v; Py_ssize_t vlen;
-                unpack(s->ptr, s->len, &flags, &cas, &v, &vlen);
-                if (vlen >= large) big += vlen;
-            }
-        }
     }
     PyObject *out = NULL, *pieces = NULL;
     char *w, *piece;
@@ -733,7 +721,7 @@ static PyObject *run_render(GetRunObject *r, PyObject *const *args, Py_ssize_t n
     for (Py_ssize_t i = 0; i < r->ncommands; i++) {
         command_t *c = &r->commands[i];
         slot_t *err;
-        Py_ssize_t h, size = command_size(r, c, &err, &h);
+        Py_ssize_t h, unused, size = command_size(r, c, &err, &h, 0, &unused);
         if (size < 0) {
             memcpy(w, PyBytes_AS_STRING(answer_too_big), (size_t)PyBytes_GET_SIZE(answer_too_big));
             w += PyBytes_GET_SIZE(answer_too_big);

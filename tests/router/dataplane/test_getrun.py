@@ -348,3 +348,16 @@ def test_codec_and_getrun_twins_serve_a_whole_round_trip(impl):
     (response,) = codec_py.decode_responses(bytes(out))
     run.fill(0, response.values)
     assert run.render() == b"VALUE a 0 1\r\nv\r\nEND\r\n"
+
+
+def test_a_failed_command_leaves_no_piece_of_its_large_values(impl):
+    # Its answer is its error line: the value it found is not sent, in pieces or whole.
+    big = b"x" * 5000
+    _, run = run_of(impl, b"get a bad\r\nget a\r\n")
+    fill_all(run, {("scores", b"a"): entry.pack(big)}, True)
+    (bad,) = [u[0] for u in run.unresolved()]
+    run.resolve_error(bad, b"SERVER_ERROR source down\r\n")
+    pieces = run.render(5000)
+    assert b"".join(pieces) == run.render() == (
+        b"SERVER_ERROR source down\r\nVALUE a 0 5000\r\n" + big + b"\r\nEND\r\n")
+    assert sum(len(p) >= 5000 for p in pieces) == 1
