@@ -183,7 +183,10 @@ def test_the_demo_as_pasted(scratch):
     out = scratch.run(demo["demo-cli"])
     assert out.startswith("630\n")
     assert re.search(r"^scores/Tom is on node-[abc] \(127\.0\.0\.1:\d+, up\)$", out, re.M)
-    assert re.search(r"^node-a +127\.0\.0\.1:\d+ +1 +[\d.]+% +up +0 +0$", out, re.M)
+    # The ring table's row: node-a, its address, weight, share and state. Its DOWNS and
+    # TIMEOUTS columns count since start: on a loaded CI box a first request may take
+    # longer than the demo's 500 ms timeout, which is not the README's to promise.
+    assert re.search(r"^node-a +127\.0\.0\.1:\d+ +1 +[\d.]+% +up +\d+ +\d+$", out, re.M), out
     assert re.search(r"^group scores: \d+ samples \(1 get in 32\)", out, re.M)  # ringcache hot
     assert re.search(r"^scores +\d+\.\d% ", out, re.M)  # the stats table, with a hit ratio
     assert json.loads(out[out.index("\n{") + 1:])["router"]["hits"] >= 2
