@@ -121,10 +121,16 @@ def remove_before(directory: Path, seq: int) -> None:
 def read(file: Path) -> Iterator[tuple[int, str, bytes | None]]:
     """(CAS counter, group, key or None for a flush) of every note in a journal file.
 
-    A block cut short at the end is what a write stopped by the process's death leaves:
-    its frame was never answered, so it is dropped. Any other damage raises SnapshotError.
+    What a write stopped by the process's death leaves is no damage: a block cut short at
+    the end (its frame was never answered, so it is dropped), or a file cut inside its
+    magic, empty included (the death came between creating the journal and its first
+    write: it notes nothing). Any other damage raises SnapshotError naming the file.
     """
     with open(file, "rb") as f:
+        start = f.read(len(MAGIC))
+        if len(start) < len(MAGIC) and MAGIC.startswith(start):
+            return
+        f.seek(0)
         blocks = read_blocks(f.read, MAGIC)
         while True:
             try:
@@ -133,6 +139,8 @@ def read(file: Path) -> Iterator[tuple[int, str, bytes | None]]:
                 return
             except CutShort:
                 return
+            except SnapshotError as exc:
+                raise SnapshotError(f"{file.name}: {exc}") from None
             if kind != JOURNAL:
                 raise SnapshotError(f"{file.name}: unknown block kind {kind!r}")
             yield from _records(payload, file.name)

@@ -12,7 +12,7 @@ import pytest
 from shared import entry
 from shared import ringcache_pb2 as pb
 from storage_node.node import Node
-from storage_node.snapshot import files
+from storage_node.snapshot import files, journal
 from storage_node.snapshot.service import Snapshots
 from tests.fakes import FakeClock, FakeReactor
 from tests.storage_node.cores.core_contract import walk_all
@@ -222,6 +222,41 @@ def test_writes_after_the_last_snapshot_are_forgotten_after_a_crash(setup):
         pb.NOT_FOUND, pb.NOT_FOUND, pb.OK, pb.NOT_FOUND]
     assert len(after.groups.get("h").core) == 0
     assert put(after, b"later") > cas  # no CAS unique given out before is given again
+
+
+@pytest.mark.parametrize("left", [0, 3])
+def test_a_death_just_after_a_journal_is_created_costs_nothing(setup, left):
+    # A snapshot begins by creating the next journal, then writes its magic: a kill -9
+    # between the two leaves a journal empty or cut inside its magic. It noted no write,
+    # so the snapshot in force loads whole.
+    node = setup.start()
+    configure(node, ("g", "lru", MiB))
+    put(node, b"a", b"kept")
+    assert run_periodic(node) == [True]
+    (newest,) = journal.sequences(setup.directory)
+    with open(journal.path(setup.directory, newest), "r+b") as f:
+        f.truncate(left)
+    after = setup.start()
+    assert node_stats(after).snapshot.restored == "loaded"
+    assert get(after, b"a").value == b"kept"
+
+
+def test_a_damaged_journal_refuses_the_snapshot_and_says_which_file(setup):
+    node = setup.start()
+    configure(node, ("g", "lru", MiB))
+    put(node, b"a")
+    assert run_periodic(node) == [True]
+    put(node, b"b")  # noted in the journal
+    (newest,) = journal.sequences(setup.directory)
+    path = journal.path(setup.directory, newest)
+    data = bytearray(path.read_bytes())
+    data[-2] ^= 0x01
+    path.write_bytes(bytes(data))
+    setup.logged.clear()
+    after = setup.start()
+    assert node_stats(after).snapshot.restored == "refused"
+    assert get(after, b"a").status == pb.NOT_FOUND  # b may have changed: nothing is trusted
+    assert len(setup.logged) == 1 and path.name in setup.logged[0]
 
 
 def test_a_snapshot_cut_short_leaves_the_previous_one_in_force(setup):
