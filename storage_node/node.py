@@ -10,6 +10,7 @@ write of a key, and every flush, voids the key's lease here, after the write is 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Collection
@@ -33,6 +34,10 @@ __all__ = ["DEFAULT_GROUP_BYTES", "DEFAULT_POLICY", "ConfigError", "GroupSpec", 
 # Bytes an answer may take beyond its values: the frame field's tag and length, the id,
 # the status and an error text such as ops.TOO_BIG (error texts are cut to ops.ERROR_MAX).
 _ANSWER_OVERHEAD = 256
+# An answer frame sent in pieces (one holding large values) is ended after the request
+# that brings it to this many bytes, and the frame's other answers follow in frames of
+# their own: the first answers need not wait for the last values to cross the socket.
+SPLIT_BYTES = 64 << 10
 
 # The writes that void the key's lease, whatever their outcome (a lease is out only while
 # the key is missing or stale, so most of them change it); META_GET voids it when it
@@ -113,19 +118,21 @@ class Node:
         if not pieces:
             return self._answer(requests, max_frame)
         ops = self.ops
-        ops.pieces = apart = []
+        ops.pieces = []
         try:
-            out = self._answer(requests, max_frame, apart)
+            frames = self._frames(requests, max_frame)
         finally:
             ops.pieces = None
-        if not apart:
-            return out
-        view, frame, at = memoryview(out), [], 0
-        for offset, stored in apart:
-            frame += (view[at:offset], stored)
-            at = offset
-        frame.append(view[at:])
-        return frame
+        if len(frames) == 1 and not frames[0][1]:
+            return frames[0][0]
+        out = []
+        for frame, apart in frames:
+            view, at = memoryview(frame), 0
+            for offset, stored in apart:
+                out += (view[at:offset], stored)
+                at = offset
+            out.append(view[at:])
+        return out
 
     def handle(self, request: pb.Request, peer=None) -> pb.Response | None:
         """Answer one request (for tests and tools; the wire path is handle_payload):
@@ -148,20 +155,36 @@ class Node:
         """Hold exactly ``specs`` (GroupTable.configure); raises ConfigError, changing nothing."""
         self.groups.configure(specs)
 
-    def _answer(self, requests: list, max_frame: int, apart=()) -> bytearray:
-        """The answer frame; without the entries in ``apart`` ((offset, entry) each, left
-        out of it by GET_MANY), which its length prefix counts."""
-        out = bytearray(HEADER_SIZE)
+    def _answer(self, requests: list, max_frame: int) -> bytearray:
+        """The answer frame (length prefix first) of ``requests``, in one piece."""
+        return self._frames(requests, max_frame, math.inf)[0][0]
+
+    def _frames(self, requests: list, max_frame: int,
+                split: float = SPLIT_BYTES) -> list[tuple[bytearray, list]]:
+        """The answers as frames, each with the GET_MANY entries left out of it ((offset,
+        entry) each, which its length prefix counts; only while ``ops.pieces`` is a list).
+        A frame is ended once it holds ``split`` bytes and requests remain, so the router
+        can hand on the first answers while the rest cross the socket: answers are matched
+        by id, and each request's answer is in one frame."""
+        ops = self.ops
+        frames = []
+        out, apart = bytearray(HEADER_SIZE), ops.pieces
         # A generous bound on each answer's own fields (id, status, an error text).
-        self.ops.room = max_frame - HEADER_SIZE - _ANSWER_OVERHEAD * len(requests)
-        for request in requests:
+        ops.room = max_frame - HEADER_SIZE - _ANSWER_OVERHEAD * len(requests)
+        last = len(requests) - 1
+        for i, request in enumerate(requests):
             self._handle(request, out)
-        self.ops.journal.sync()  # what the frame changed is on record before it is answered
-        size = len(out) - HEADER_SIZE
-        if apart:
-            size += sum([len(stored) for _, stored in apart])
-        _HEADER.pack_into(out, 0, size)
-        return out
+            size = len(out) + _left_out(apart) if apart else len(out)
+            if size >= split and i < last:
+                frames.append((out, apart))
+                out = bytearray(HEADER_SIZE)
+                if apart is not None:
+                    apart = ops.pieces = []
+        ops.journal.sync()  # what the frames changed is on record before any is answered
+        frames.append((out, apart))
+        for frame, left_out in frames:
+            _HEADER.pack_into(frame, 0, len(frame) - HEADER_SIZE + _left_out(left_out))
+        return frames
 
     def _handle(self, request, out: bytearray) -> None:
         self.counters.requests += 1
@@ -250,3 +273,8 @@ def _op_name(op: int) -> str:
 
 def _unknown_group(name: str) -> str:
     return f"unknown group {name!r}" if name else "the request names no group"
+
+
+def _left_out(apart) -> int:
+    """Bytes of the entries left out of a frame (Node._frames)."""
+    return sum([len(stored) for _, stored in apart]) if apart else 0

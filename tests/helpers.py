@@ -139,7 +139,8 @@ def wait_for(probe, timeout: float = 15.0):
 
 
 class NodeConnection:
-    """A blocking client of a storage node: one frame of requests out, one frame back."""
+    """A blocking client of a storage node: one frame of requests out, and their answers
+    back (in one frame, or more past 64 KiB of answers)."""
 
     def __init__(self, port: int):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -147,11 +148,14 @@ class NodeConnection:
 
     def call(self, *requests: pb.Request) -> list[pb.Response]:
         self.sock.sendall(encode_batch(requests=requests))
-        while (payload := self.decoder.next_frame()) is None:
-            data = self.sock.recv(65536)
-            assert data, "the node closed the connection"
-            self.decoder.receive_data(data)
-        return list(decode_payload(payload).responses)
+        answers: list[pb.Response] = []
+        while len(answers) < len(requests):
+            while (payload := self.decoder.next_frame()) is None:
+                data = self.sock.recv(65536)
+                assert data, "the node closed the connection"
+                self.decoder.receive_data(data)
+            answers += decode_payload(payload).responses
+        return answers
 
     def close(self) -> None:
         self.sock.close()

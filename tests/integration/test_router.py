@@ -249,3 +249,24 @@ def test_add_with_an_expired_exptime_is_still_conditional(cluster):
     assert client.get("sessions:keep") == b"kept"
     assert client.add("sessions:fresh", b"gone", expire=-1, noreply=False) is True
     assert client.get("sessions:fresh") is None
+
+
+def test_pipelined_large_gets_come_back_whole_and_in_order(cluster):
+    # Thirty gets of 90 KB values in one send: each node's answer frame is ended past
+    # 64 KiB and the rest follow in frames of their own; every answer comes back whole,
+    # in the order asked, and a multi-get of them all too.
+    client = cluster.memcache()
+    values = {f"sessions:big-{i}": bytes([65 + i % 26]) * (90_000 + i) for i in range(30)}
+    assert client.set_many(values, noreply=False) == []  # stored before the gets are sent
+    names = list(values)
+    with socket.create_connection(("127.0.0.1", cluster.memcache_port), timeout=10) as sock:
+        sock.sendall(b"".join(b"get %s\r\n" % k.encode() for k in names))
+        expected = b"".join(b"VALUE %s 0 %d\r\n%s\r\nEND\r\n" % (k.encode(), len(v), v)
+                            for k, v in values.items())
+        got = b""
+        while len(got) < len(expected):
+            data = sock.recv(1 << 20)
+            assert data, "the router closed the connection"
+            got += data
+    assert got == expected
+    assert client.get_many(names) == values

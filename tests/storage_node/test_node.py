@@ -749,9 +749,32 @@ def test_a_get_many_too_big_for_one_frame_becomes_one_error(clock):
     assert responses == [pb.Response(id=3, status=pb.TOO_LARGE, error=TOO_BIG), pb.Response(id=4)]
 
 
-def test_a_frame_with_large_entries_comes_out_in_pieces_that_make_the_same_frame(node):
+def frames_of(data: bytes) -> list:
+    decoder = FrameDecoder()
+    decoder.receive_data(data)
+    return [bytes(p) for p in decoder.frames()]
+
+
+def test_answers_past_split_bytes_leave_in_frames_of_their_own_each_answer_whole(node):
+    # The router can hand on the first answers while the rest cross the socket.
+    value = b"x" * 40_000
+    for i in range(5):
+        node.handle(req(pb.SET, b"k%d" % i, value))
+    gets = [req(pb.GET_MANY, keys=[b"k%d" % i], id=10 + i) for i in range(5)]
+    payload = encode_batch(requests=[*gets, req(pb.PING, id=20)])[4:]
+    frames = [decode_payload(p).responses
+              for p in frames_of(b"".join(node.handle_payload(payload, pieces=True)))]
+    # 40 KB, then 80 KB >= 64 KiB: two gets a frame, the last frame the rest.
+    assert [[r.id for r in f] for f in frames] == [[10, 11], [12, 13], [14, 20]]
+    assert all(entry.unpack(r.values[0])[0] == value for f in frames for r in f if r.values)
+    # Without pieces (tools, tests): one frame, as before.
+    assert len(frames_of(bytes(node.handle_payload(payload)))) == 1
+
+
+def test_a_frame_with_large_entries_comes_out_in_pieces_that_make_the_same_answers(node):
     # What the node's connection sends in one sendmsg, the large entries left where the
-    # core keeps them: put together, the frame the node would have written whole.
+    # core keeps them: put together, the answers the node would have written whole, the
+    # frame ended after the request that brought it past SPLIT_BYTES.
     big = b"v" * (64 * 1024)
     node.handle(req(pb.SET, b"big", big))
     node.handle(req(pb.SET, b"small", b"s"))
@@ -760,12 +783,12 @@ def test_a_frame_with_large_entries_comes_out_in_pieces_that_make_the_same_frame
         req(pb.GET_MANY, keys=[b"small"], id=5)])[4:]
     whole = node.handle_payload(payload)
     pieces = node.handle_payload(payload, pieces=True)
-    assert isinstance(pieces, list) and len(pieces) == 5
-    assert b"".join(pieces) == bytes(whole)
-    decoder = FrameDecoder()
-    decoder.receive_data(b"".join(pieces))
-    (frame,) = [decode_payload(p).responses for p in decoder.frames()]
-    assert [entry.unpack(v)[0] for v in frame[0].values if v] == [big, b"s", big]
+    assert isinstance(pieces, list) and len(pieces) == 6
+    (expected,) = [decode_payload(p).responses for p in frames_of(bytes(whole))]
+    got = [decode_payload(p).responses for p in frames_of(b"".join(pieces))]
+    assert [[r.id for r in frame] for frame in got] == [[3], [4, 5]]
+    assert [r for frame in got for r in frame] == list(expected)
+    assert [entry.unpack(v)[0] for v in got[0][0].values if v] == [big, b"s", big]
     # Nothing that large: the frame as one bytearray, as without pieces.
     small = encode_batch(requests=[req(pb.GET_MANY, keys=[b"small"], id=6)])[4:]
     assert node.handle_payload(small, pieces=True) == node.handle_payload(small)

@@ -193,6 +193,23 @@ def test_answers_out_of_order_are_matched_by_id(reactor, connected):
     peer.answer(pb.Response(id=99, value=b"?"))
 
 
+def test_a_batch_answered_in_several_frames_fails_only_what_is_left_at_its_deadline(
+        reactor, connected):
+    # A node ends an answer frame past 64 KiB and sends the rest in frames of their own:
+    # each answer is handed on as its frame arrives, and the batch's deadline fails only
+    # the requests still unanswered.
+    client, peer = connected
+    got = [outcomes(client.request(pb.GET, "scores", k)) for k in (b"a", b"b", b"c")]
+    reactor.advance(0)
+    assert len(peer.frames()) == 1
+    peer.answer(pb.Response(id=1, value=b"A"))
+    assert [len(g) for g in got] == [1, 0, 0]
+    peer.answer(pb.Response(id=2, value=b"B"))
+    reactor.advance(0.5)
+    assert got[1][0].value == b"B" and got[2][0].check(NodeUnavailable)
+    assert client.timeouts == 1
+
+
 def test_answers_split_across_reads(reactor, connected):
     client, peer = connected
     got = outcomes(client.request(pb.GET, "scores", b"a"))
