@@ -108,7 +108,9 @@ static void write_all(int fd, const char *p, size_t n) {
     }
 }
 
-#define RBUF (1 << 20)
+/* A connection's read buffer: it must hold one whole answer (a multi-get of large values
+   is multi values in one answer), and a read's worth beyond it. */
+static size_t rbuf_size = 1 << 20;
 
 /* Whether a hit's data is what --set stored under this key: "<k>:" then 'v's. */
 static int value_matches(const char *key, size_t key_len, const char *data, long n) {
@@ -163,7 +165,7 @@ static int read_answers(conn_t *c, int want) {
             c->rlen -= n; got++;
         }
         if (got == want) break;
-        ssize_t r = read(c->fd, c->rbuf + c->rlen, RBUF - c->rlen);
+        ssize_t r = read(c->fd, c->rbuf + c->rlen, rbuf_size - c->rlen);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) return 0;
         c->rlen += r;
@@ -310,9 +312,11 @@ int main(int argc, char **argv) {
     pthread_t *ts = calloc((size_t)conns * threads, sizeof *ts);
     pthread_barrier_init(&barrier, NULL, conns * threads + 1);
     size_t max_sent = open ? (size_t)(seconds * rate / conns) + 2 : 0;
+    size_t answer_max = (size_t)multi * ((size_t)value_size + 320) + 16;
+    if (2 * answer_max > rbuf_size) rbuf_size = 2 * answer_max;
     for (int i = 0; i < conns; i++) {
         cs[i].id = i; cs[i].fd = connect_to();
-        cs[i].rbuf = malloc(RBUF);
+        cs[i].rbuf = malloc(rbuf_size);
         if (open) cs[i].sched = malloc(max_sent * sizeof(uint64_t));
         if (open) {
             pthread_create(&ts[2 * i], NULL, open_sender, &cs[i]);
