@@ -31,13 +31,26 @@ from bench.harness import BUILD, Servers, RingcacheCluster, free_port  # noqa: E
 VERSION = "1.6.18"
 SUITE = BUILD / f"memcached-{VERSION}"
 APT = BUILD / "apt"
-DEB_SRC = """Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-"""
+SOURCES = Path("/etc/apt/sources.list.d")
 FILE_TIMEOUT = 120
+
+
+def deb_src() -> str:
+    """A deb-src list of the archive this machine's own bookworm packages come from (its
+    apt sources), so that the source package is fetched from wherever they are."""
+    for path in sorted(SOURCES.glob("*.sources")):
+        for stanza in path.read_text().split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                name, colon, value = line.partition(":")
+                if colon and not line.startswith("#"):
+                    fields[name.strip()] = value.strip()
+            if "deb" in fields.get("Types", "").split() and "bookworm" in fields.get("Suites", "").split():
+                return (f"Types: deb-src\nURIs: {fields['URIs']}\nSuites: bookworm\n"
+                        f"Components: {fields.get('Components', 'main')}\n"
+                        + (f"Signed-By: {fields['Signed-By']}\n" if "Signed-By" in fields else ""))
+    raise SystemExit(f"no Debian bookworm archive in {SOURCES}/*.sources: memcached's source "
+                     "package cannot be fetched")
 
 
 def fetch_suite() -> Path:
@@ -46,7 +59,7 @@ def fetch_suite() -> Path:
         return SUITE
     (APT / "parts").mkdir(parents=True, exist_ok=True)
     (APT / "lists" / "partial").mkdir(parents=True, exist_ok=True)
-    (APT / "parts" / "bookworm-src.sources").write_text(DEB_SRC)
+    (APT / "parts" / "bookworm-src.sources").write_text(deb_src())
     options = ["-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={APT}/parts",
                "-o", f"Dir::State::Lists={APT}/lists", "-o", "Debug::NoDropPrivs=1"]
     subprocess.run(["apt-get", *options, "update", "-qq"], check=True)

@@ -54,6 +54,7 @@ class MemcacheConnection(Protocol):
         # For the listener's timeout sweep (shared/connections.py).
         self.last_active = self.reactor.seconds()
         self.partial_since: float | None = None
+        self.watching = False  # a watch command made it a sink of log lines
 
     def connectionMade(self):
         whole_answers(self.transport)
@@ -62,11 +63,15 @@ class MemcacheConnection(Protocol):
         self.factory.bounds.opened(self)
 
     def connectionLost(self, reason):
+        if self.watching:
+            self.factory.watchers.remove(self)
         self.factory.bounds.closed(self)
         self.factory.hold(self, 0)
         self.answers.close()
 
     def dataReceived(self, data: bytes):
+        if self.watching:
+            return  # a watcher is read no more, as in memcached
         commands = self.commands
         if commands is None:
             kind = BinaryCommands if data[:1] == BINARY_MAGIC else TextCommands
@@ -78,7 +83,7 @@ class MemcacheConnection(Protocol):
     def _read_done(self, parser, now: float) -> None:
         """After a read's commands are dispatched: the bounds (a command left half sent,
         bytes held, answers outstanding) and this turn's answers."""
-        if parser.mid_command and not self.quitting:
+        if parser.mid_command and not self.quitting and not self.watching:
             if self.partial_since is None:
                 self.partial_since = now
         else:
@@ -92,6 +97,31 @@ class MemcacheConnection(Protocol):
         elif answers.outstanding > MAX_OUTSTANDING and not self._paused:
             self._paused = True
             self._update_reading()
+
+    # -- a watcher (router/memcache/watch.py) ---------------------------------------------
+
+    def watch(self, flags: frozenset[str]) -> None:
+        """What was answered so far is written; from now on the connection is sent log lines."""
+        self.answers.flush()
+        self.watching = True
+        self.partial_since = None
+        self.factory.watchers.add(self, flags)
+
+    @property
+    def number(self) -> int:
+        """This client's number in ``stats conns`` and watch lines: its socket's file
+        descriptor, as in memcached."""
+        fileno = getattr(self.transport, "fileno", None)
+        return fileno() if fileno else id(self) % 100000
+
+    def unsent(self) -> int:
+        """Bytes written to the transport that it has not sent yet."""
+        transport = self.transport
+        return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+
+    def send_log(self, line: bytes) -> None:
+        self.last_active = self.reactor.seconds()
+        write_now(self.transport, line)
 
     def _observe(self, command: str, seconds: float, n: int) -> None:
         self.router.stats.observe("memcache", command, seconds, n)

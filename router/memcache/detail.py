@@ -55,14 +55,26 @@ class PrefixStats:
                         for prefix, counts in self._counts.items()) + b"END\r\n"
 
 
-def hits_of(answer: bytes) -> list[bytes]:
-    """The keys of the VALUE lines of a get answer (bytes or a bytearray), in order
-    (read by their byte counts, so that a value holding "VALUE" is not taken for one)."""
-    keys = []
-    pos = 0
-    while answer.startswith(b"VALUE ", pos):
+def values_of(answer: bytes) -> list[tuple[bytes, int]]:
+    """(key, value bytes) of each VALUE line of the answer to a run of gets (bytes or a
+    bytearray), in order, across the END of each get (read by their byte counts, so that
+    a value holding "VALUE" is not taken for one)."""
+    out = []
+    pos, size = 0, len(answer)
+    while pos < size:
+        if answer.startswith(b"END\r\n", pos):
+            pos += 5
+            continue
+        if not answer.startswith(b"VALUE ", pos):
+            break  # an error line: what follows is no get's
         end = answer.index(b"\r\n", pos)
         fields = answer[pos:end].split(b" ")
-        keys.append(bytes(fields[1]))
-        pos = end + 2 + int(fields[3]) + 2
-    return keys
+        nbytes = int(fields[3])
+        out.append((bytes(fields[1]), nbytes))
+        pos = end + 2 + nbytes + 2
+    return out
+
+
+def hits_of(answer: bytes) -> list[bytes]:
+    """The keys of the VALUE lines of a run of gets' answer, in order (values_of)."""
+    return [key for key, _ in values_of(answer)]

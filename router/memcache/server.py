@@ -12,6 +12,7 @@ from router.config.topology import LimitsConfig
 from router.memcache import text as mc
 from router.memcache.connection import MemcacheConnection
 from router.memcache.detail import PrefixStats
+from router.memcache.watch import Watchers
 from shared.connections import ConnectionBounds, Refusal
 from shared.throttle import LogThrottle
 
@@ -36,6 +37,7 @@ class MemcacheFactory(Factory):
         self.held = 0  # bytes of unfinished commands over every connection
         self.starved: set[MemcacheConnection] = set()
         self.prefixes = PrefixStats()  # stats detail on|off|dump
+        self.watchers = Watchers()  # watch (router/memcache/watch.py)
         # What a client may repeat at will (cache_memlimit, HTTP request lines): one line
         # per interval (shared/throttle.py).
         self.notice = LogThrottle(lambda text: log.info("{text}", text=text), reactor.seconds)

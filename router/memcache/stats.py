@@ -199,18 +199,17 @@ def slabs(router, nodes: dict) -> list[tuple[str, object]]:
 
 
 def conns(factory, now: float) -> list[tuple[str, object]]:
-    """One client connection of this listener per ``N:`` (its file descriptor)."""
+    """One client connection of this listener per ``N:`` (its file descriptor), in their
+    order, as memcached lists them."""
     lines = []
-    for conn in sorted(factory.bounds.open, key=id):
-        transport = conn.transport
-        fileno = getattr(transport, "fileno", None)
-        number = fileno() if fileno else id(conn) % 100000
+    for conn in sorted(factory.bounds.open, key=lambda c: c.number):
+        transport, number = conn.transport, conn.number
         peer, host = transport.getPeer(), transport.getHost()
         lines += [(f"{number}:addr", f"tcp:{getattr(peer, 'host', '?')}:{getattr(peer, 'port', 0)}"),
                   (f"{number}:listen_addr",
                    f"tcp:{getattr(host, 'host', '?')}:{getattr(host, 'port', 0)}"),
-                  (f"{number}:state",
-                   "conn_nread" if conn.partial_since is not None else "conn_parse_cmd"),
+                  (f"{number}:state", "conn_watch" if getattr(conn, "watching", False)
+                   else "conn_nread" if conn.partial_since is not None else "conn_parse_cmd"),
                   (f"{number}:secs_since_last_cmd", int(now - conn.last_active))]
     return lines
 

@@ -16,6 +16,7 @@ from router.memcache import meta as memcache_meta
 from router.memcache.keys import KEY_MAX_LENGTH, MAX_KEYS_PER_GET, has_illegal_byte
 from router.memcache.meta import Meta, MetaError
 from router.memcache.numbers import strtol32, strtoul32, strtoull
+from router.memcache.watch import FLAGS as WATCH_FLAGS
 
 ITEM_SIZE_MAX = 1024 * 1024
 # A command line longer than this (without its line end) is refused. memcached closes the
@@ -128,6 +129,14 @@ class Quit:
 
 
 @dataclass(frozen=True, slots=True)
+class Watch:
+    """``watch [FLAG ...]``: the connection becomes a sink of log lines (router/memcache/
+    watch.py); no flag means fetchers, as in memcached."""
+
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class Unknown:
     """A command memcached does not know, or a known one with the wrong number of arguments
     (answered ``ERROR``, unless the line ended in noreply where memcached honours it)."""
@@ -157,7 +166,7 @@ class ServerError:
 
 
 Event = (Get | Store | Delete | Touch | Arith | GetAndTouch | FlushAll | Admin | Version | Stats
-         | Quit | Meta | Metadump | Unknown | ClientError | ServerError | Close)
+         | Quit | Watch | Meta | Metadump | Unknown | ClientError | ServerError | Close)
 
 
 class _StoreHeader(NamedTuple):
@@ -501,8 +510,16 @@ _HANDLERS = {
     b"stats": MemcacheParser._stats,
     b"quit": lambda parser, tokens: Quit(),
     b"lru_crawler": MemcacheParser._lru_crawler,
+    b"watch": lambda parser, tokens: _watch(tokens),
     b"slabs": lambda parser, tokens: _slabs(tokens),
 }
+
+
+def _watch(tokens: list[bytes]) -> Event:
+    names = [t.decode("latin-1") for t in tokens[1:] if t != b"noreply"]
+    if any(name not in WATCH_FLAGS for name in names):
+        return Unknown(tokens[0])  # memcached's ERROR for a flag it does not know
+    return Watch(frozenset(names or ("fetchers",)))
 
 
 def _slabs(tokens: list[bytes]) -> Event:

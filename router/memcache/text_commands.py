@@ -9,7 +9,6 @@ their keys. The other commands call the router through router/memcache/commands.
 
 from __future__ import annotations
 
-from collections import Counter
 from functools import partial
 
 from twisted.internet.defer import gatherResults, succeed
@@ -19,10 +18,10 @@ from router.cluster.errors import AnswerTooLarge, NodeTimeout, RingcacheError, T
 from router.cluster.writes import EXISTS, MISSING, NON_NUMERIC, NOT_STORED_, STORED
 from router.dataplane.serve import serve
 from router.dataplane.getrun import ANSWER_TOO_BIG, route_gets, take_gets
-from router.memcache import commands, meta_commands
+from router.memcache import commands, meta_commands, watch
 from router.memcache import stats as memcache_stats
 from router.memcache import text as mc
-from router.memcache.detail import hits_of
+from router.memcache.detail import values_of
 from router.memcache.keys import MAX_KEYS_PER_GET
 from router.memcache.metadump import metadump
 from router.memcache.numbers import strtoul32
@@ -111,6 +110,25 @@ def _first_failure(failure):
     return failure.value.subFailure  # gatherResults' FirstError -> the first key's failure
 
 
+def _record_gets(connection, keys: list, answer: bytes) -> None:
+    """Each key of a run of gets, hit or not by its answer, for ``stats detail`` and the
+    watchers of fetches (a key asked twice is answered twice)."""
+    sizes: dict[bytes, list[int]] = {}
+    for key, nbytes in values_of(answer):
+        sizes.setdefault(key, []).append(nbytes)
+    factory = connection.factory
+    record = factory.prefixes.record_get if factory.prefixes.enabled else None
+    watchers = factory.watchers if factory.watchers.fetching else None
+    for key in keys:
+        found = sizes.get(key)
+        size = found.pop(0) if found else None
+        if record is not None:
+            record(key, size is not None)
+        if watchers is not None:
+            watchers.item_get(key, size is not None, watch.class_of(connection.router, key),
+                              connection.number, size or 0)
+
+
 class TextCommands:
     """The text protocol of one MemcacheConnection (router/memcache/connection.py)."""
 
@@ -135,8 +153,9 @@ class TextCommands:
         gets = []  # consecutive gets the parser split itself, served as one run
         # Per-prefix counting (stats detail on) needs each get's keys: the parser splits them.
         prefixes = connection.factory.prefixes
-        while not connection.quitting:
-            if not gets and not prefixes.enabled:
+        watchers = connection.factory.watchers
+        while not connection.quitting and not connection.watching:
+            if not gets and not prefixes.enabled and not watchers.fetching:
                 # The hot path: every plain get line at the head of the buffer, at once.
                 run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
@@ -166,20 +185,17 @@ class TextCommands:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
         served = self._served
-        if self.connection.factory.prefixes.enabled:
+        factory = self.connection.factory
+        if factory.prefixes.enabled or factory.watchers.fetching:
             served = partial(self._served_detail, [k for event in events for k in event.keys])
         serve(self.router, run, routes, served, slot, error_line, self.connection)
 
     def _served_detail(self, keys: list, answer: bytes, run, slot: Slot, loaded: int) -> None:
-        """_served, counting each key's get and hit for ``stats detail``."""
+        """_served, counting each key's get and hit for ``stats detail`` and telling the
+        watchers of fetches."""
         if type(answer) is list:  # in pieces (large values): read as one
             answer = b"".join(answer)
-        hits = Counter(hits_of(answer))
-        record = self.connection.factory.prefixes.record_get
-        for key in keys:
-            hit = hits[key] > 0
-            hits[key] -= hit
-            record(key, hit)
+        _record_gets(self.connection, keys, answer)
         self._served(answer, run, slot, loaded)
 
     def _served(self, answer: bytes | list, run, slot: Slot, loaded: int) -> None:
@@ -256,6 +272,12 @@ class TextCommands:
                                 self.connection.drained, error_line)
         elif kind is mc.Quit:
             self.connection.quitting = True
+        elif kind is mc.Watch:
+            if self.answers.slots:  # memcached's refusal too: answers still owed come first
+                answer(b"ERROR cannot pipeline other commands before watch\r\n")
+            else:
+                answer(OK)
+                self.connection.watch(event.flags)
         elif kind is mc.Unknown:
             count("memcache", "unknown", "error")
             if not event.noreply:
@@ -278,13 +300,21 @@ class TextCommands:
 
     def _store(self, event) -> None:
         command = event.command
-        if self.connection.factory.prefixes.enabled:
-            self.connection.factory.prefixes.record_set(event.key)
+        factory = self.connection.factory
+        if factory.prefixes.enabled:
+            factory.prefixes.record_set(event.key)
+        watchers = factory.watchers
+        number = self.connection.number
+        looked_up = (watch.look_up(self.router, watchers, event.key, number)
+                     if watchers.fetching else None)
         d = commands.store(self.router, command, event.key, event.value, event.flags,
                            event.exptime, event.cas_unique or 0)
 
         def stored(written) -> bytes:
             self.router.stats.count("memcache", command, RESULTS[written.outcome])
+            if watchers.mutating:
+                watch.log_store(self.router, watchers, looked_up, event, written.outcome,
+                                number)
             return STORE_ANSWERS[written.outcome]
 
         self._later(d, stored, event.noreply)
@@ -349,10 +379,7 @@ class TextCommands:
             return
         parts = []
         hits = 0
-        prefixes = self.connection.factory.prefixes
         for key, item in zip(keys, items):
-            if prefixes.enabled:
-                prefixes.record_get(key, item is not None)
             if item is not None:
                 cas = item.cas if with_cas else None
                 parts.append(mc.value_line(key, item.flags, item.value, cas))
@@ -362,7 +389,11 @@ class TextCommands:
         if hits < len(keys):
             count("memcache", "gat", "miss", len(keys) - hits)
         parts.append(mc.END)
-        self.answers.fill(b"".join(parts), slot)
+        answer = b"".join(parts)
+        factory = self.connection.factory
+        if factory.prefixes.enabled or factory.watchers.fetching:
+            _record_gets(self.connection, keys, answer)
+        self.answers.fill(answer, slot)
 
     def _failed(self, failure, slot: Slot) -> None:
         self.answers.fill(error_line(failure), slot)

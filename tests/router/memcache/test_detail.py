@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.memcache.detail import PrefixStats, hits_of
+from router.memcache.detail import PrefixStats, hits_of, values_of
 from router.memcache.text import value_line
 from shared import entry
 from shared import ringcache_pb2 as pb
@@ -28,6 +28,14 @@ def test_hits_are_read_by_byte_counts():
     assert hits_of(answer) == [b"a", b"c"]
     assert hits_of(b"END\r\n") == []
     assert hits_of(b"SERVER_ERROR node down\r\n") == []
+
+
+def test_a_run_of_gets_is_read_across_each_get_s_end():
+    # "get a\r\nget b c\r\n" answered at once: every get's hits, with their sizes.
+    answer = (value_line(b"a", 0, b"xy") + b"END\r\n" + b"END\r\n"
+              + value_line(b"c", 1, b"END\r\nVALUE") + b"END\r\n")
+    assert values_of(answer) == [(b"a", 2), (b"c", 10)]
+    assert hits_of(answer) == [b"a", b"c"]
 
 
 def test_stats_detail_on_counts_until_off_and_reset_clears():
