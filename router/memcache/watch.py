@@ -81,7 +81,7 @@ class Watchers:
         self._gid += 1
         now = self._clock()
         line = b"ts=%d.%d gid=%d " % (int(now), int(now % 1 * 1_000_000), self._gid) + event
-        for connection, flags in self._watching.items():
+        for connection, flags in list(self._watching.items()):  # a write may close one
             if flag not in flags:
                 continue
             if connection.unsent() > MAX_BUFFERED:
