@@ -117,7 +117,8 @@ class MemcacheConnection(Protocol):
     def unsent(self) -> int:
         """Bytes written to the transport that it has not sent yet."""
         transport = self.transport
-        return len(getattr(transport, "dataBuffer", b"")) + getattr(transport, "_tempDataLen", 0)
+        return (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+                + getattr(transport, "_tempDataLen", 0))
 
     def send_log(self, line: bytes) -> None:
         self.last_active = self.reactor.seconds()
@@ -202,10 +203,7 @@ class MemcacheConnection(Protocol):
             await d
 
     def _check_output(self) -> None:
-        transport = self.transport
-        queued = (len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
-                  + getattr(transport, "_tempDataLen", 0))
-        blocked = queued > self.factory.limits.output_buffer
+        blocked = self.unsent() > self.factory.limits.output_buffer
         if blocked != self._blocked:
             self._blocked = blocked
             self._update_reading()

@@ -73,8 +73,3 @@ def values_of(answer: bytes) -> list[tuple[bytes, int]]:
         out.append((bytes(fields[1]), nbytes))
         pos = end + 2 + nbytes + 2
     return out
-
-
-def hits_of(answer: bytes) -> list[bytes]:
-    """The keys of the VALUE lines of a run of gets' answer, in order (values_of)."""
-    return [key for key, _ in values_of(answer)]

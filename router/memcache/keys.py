@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import TypeVar
+from urllib.parse import quote_from_bytes
 
 KEY_MAX_LENGTH = 250
 
@@ -29,6 +30,17 @@ def split_group(key: bytes, groups: Mapping[bytes, Group], default: Group) -> tu
     if group is None:
         return default, key
     return group, rest
+
+
+def client_key(group: str, key: bytes, default: str) -> bytes:
+    """The client key that reads ``key`` of ``group`` (split_group's inverse): GROUP:KEY,
+    or the key alone in the default group."""
+    return key if group == default else group.encode() + b":" + key
+
+
+def uri_encoded(key: bytes) -> bytes:
+    """A key as memcached's listings print it (metadump, cachedump, watch): %-encoded."""
+    return quote_from_bytes(key, safe="").encode()
 
 
 def has_illegal_byte(data: bytes) -> bool:

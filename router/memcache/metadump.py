@@ -12,9 +12,8 @@ whatever the classes asked (``all``, ``hash`` or numbers).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote_from_bytes
-
 from router.cluster import transfer
+from router.memcache.keys import client_key, uri_encoded
 from shared import entry
 
 
@@ -25,13 +24,12 @@ async def metadump(router, write: Callable[[bytes], Awaitable]) -> bytes:
 
     async def emit(entries, index):
         name = groups[index].name
-        prefix = b"" if name == default else name.encode() + b":"
         lines = []
         for key, stored, deadline, _ in entries:
             cas = entry.unpack_cas(stored)[2] if entry.present(stored) else 0
             exp = -1 if deadline is None else int(deadline)
             lines.append(b"key=%s exp=%d la=0 cas=%d fetch=no cls=1 size=%d\n" % (
-                quote_from_bytes(prefix + key, safe="").encode(), exp, cas,
+                uri_encoded(client_key(name, key, default)), exp, cas,
                 len(key) + len(stored)))
         await write(b"".join(lines))
 

@@ -46,6 +46,12 @@ class MemcacheFactory(Factory):
         self.apply_limits(limits)
 
     @property
+    def reads_each_key(self) -> bool:
+        """Whether gets must be told of key by key (``stats detail on``, or a watcher of
+        fetches): they then leave the data plane's one-call path."""
+        return self.prefixes.enabled or self.watchers.fetching
+
+    @property
     def connections(self) -> int:
         """Client connections open now (its bounds count them for the cap)."""
         return len(self.bounds)

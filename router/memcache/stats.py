@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import resource
 from collections import Counter
-from urllib.parse import quote_from_bytes
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from router.cluster import transfer
+from router.memcache.keys import client_key, uri_encoded
 from shared import entry
 
 # memcached's version, for clients that read one (libmemcached parses major.minor.patch);
@@ -223,7 +223,6 @@ def cachedump(router, number: int, limit: int, now: float) -> Deferred:
         return succeed(b"END\r\n")
     group = groups[number - 1]
     default = router.topology.router.default_group
-    prefix = b"" if group.name == default else group.name.encode() + b":"
     lines: list[bytes] = []
 
     class Enough(Exception):
@@ -235,7 +234,7 @@ def cachedump(router, number: int, limit: int, now: float) -> Deferred:
                 continue
             value = entry.unpack(stored)[0]
             lines.append(b"ITEM %s [%d b; %d s]\r\n" % (
-                quote_from_bytes(prefix + key, safe="").encode(), len(value),
+                uri_encoded(client_key(group.name, key, default)), len(value),
                 0 if deadline is None else int(deadline)))
             if limit and len(lines) >= limit:
                 raise Enough()

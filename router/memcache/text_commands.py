@@ -151,11 +151,10 @@ class TextCommands:
         answers = self.answers
         get = mc.Get
         gets = []  # consecutive gets the parser split itself, served as one run
-        # Per-prefix counting (stats detail on) needs each get's keys: the parser splits them.
-        prefixes = connection.factory.prefixes
-        watchers = connection.factory.watchers
+        # Per-prefix counting and watchers need each get's keys: the parser splits them.
+        factory = connection.factory
         while not connection.quitting and not connection.watching:
-            if not gets and not prefixes.enabled and not watchers.fetching:
+            if not gets and not factory.reads_each_key:
                 # The hot path: every plain get line at the head of the buffer, at once.
                 run = parser.lend(take_gets, routes.table, MAX_KEYS_PER_GET, MAX_GET_ANSWER)
                 if run is not None:
@@ -185,8 +184,7 @@ class TextCommands:
         slot = Slot(None, run.ncommands)
         self.answers.queue(slot)
         served = self._served
-        factory = self.connection.factory
-        if factory.prefixes.enabled or factory.watchers.fetching:
+        if self.connection.factory.reads_each_key:
             served = partial(self._served_detail, [k for event in events for k in event.keys])
         serve(self.router, run, routes, served, slot, error_line, self.connection)
 
@@ -390,8 +388,7 @@ class TextCommands:
             count("memcache", "gat", "miss", len(keys) - hits)
         parts.append(mc.END)
         answer = b"".join(parts)
-        factory = self.connection.factory
-        if factory.prefixes.enabled or factory.watchers.fetching:
+        if self.connection.factory.reads_each_key:
             _record_gets(self.connection, keys, answer)
         self.answers.fill(answer, slot)
 

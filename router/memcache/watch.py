@@ -25,11 +25,11 @@ its lines are dropped and counted, and it is told ``skipped=N`` once it has drai
 from __future__ import annotations
 
 import time
-from urllib.parse import quote_from_bytes
 
 from twisted.logger import Logger
 
 from router.cluster.errors import RingcacheError
+from router.memcache.keys import uri_encoded
 from shared import ringcache_pb2 as pb
 
 log = Logger()
@@ -63,13 +63,13 @@ class Watchers:
 
     def item_get(self, key: bytes, found: bool, clsid: int, cfd: int, size: int) -> None:
         self._emit("fetchers", b"type=item_get key=%s status=%s clsid=%d cfd=%d size=%d\n" % (
-            _uri(key), b"found" if found else b"not_found", clsid, cfd, size))
+            uri_encoded(key), b"found" if found else b"not_found", clsid, cfd, size))
 
     def item_store(self, key: bytes, outcome: str, command: str, ttl: int, clsid: int,
                    cfd: int, size: int) -> None:
         """``outcome``: a write's (router/cluster/writes.py), memcached's status words."""
         self._emit("mutations", b"type=item_store key=%s status=%s cmd=%s ttl=%d clsid=%d "
-                                b"cfd=%d size=%d\n" % (_uri(key), outcome.encode(),
+                                b"cfd=%d size=%d\n" % (uri_encoded(key), outcome.encode(),
                                                         command.encode(), ttl, clsid, cfd, size))
 
     def _update(self) -> None:
@@ -129,8 +129,3 @@ def log_store(router, watchers: Watchers, looked_up, event, outcome: str, number
         send()
     else:
         looked_up.addCallback(send)
-
-
-def _uri(key: bytes) -> bytes:
-    """A key as memcached's watcher prints it: URI-encoded."""
-    return quote_from_bytes(key, safe="").encode()
