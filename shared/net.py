@@ -49,6 +49,12 @@ def is_loopback(host: str) -> bool:
 SEND_LIMIT = 4 << 20
 
 
+# Values at least this large are sent from where they lie rather than copied into their
+# answer: the node's GET_MANY entries from the core, the router's values from the node's
+# answer, as pieces of one sendmsg (write_now). Below it, copying is cheaper than a piece.
+UNCOPIED = 32 * 1024
+
+
 def whole_answers(transport) -> None:
     """Set a TCP transport up for whole answers written once per turn: no Nagle (which
     would hold an answer until the peer's delayed ACK, up to 40 ms), large sends."""

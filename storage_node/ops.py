@@ -12,15 +12,12 @@ from collections.abc import Callable
 from shared import entry
 from shared import ringcache_pb2 as pb
 from shared.codec import append_get_many, append_response
+from shared.net import UNCOPIED
 from storage_node.groups import Group
 
 # Error texts are cut to this many characters.
 ERROR_MAX = 200
 TOO_BIG = "the answers of this frame exceed one frame; ask for fewer keys at once"
-# A GET_MANY entry this large is sent from where the core keeps it, not copied into the
-# answer frame, when the frame goes out in pieces (Node.handle_payload); below it,
-# copying is cheaper than a piece.
-UNCOPIED = 32 * 1024
 
 
 class GroupOps:

@@ -21,12 +21,7 @@ from router.dataplane import near
 from router.dataplane.getrun import RouteTable
 from shared import entry
 from shared import ringcache_pb2 as pb
-
-
-# Values at least this large are not copied into the client's answer: it is rendered as
-# pieces, each such value a view of the node's answer, and the pieces go to the socket in
-# one sendmsg (shared/net.py write_now). Below it, copying is cheaper than the pieces.
-UNCOPIED = 32 * 1024
+from shared.net import UNCOPIED
 
 
 @dataclass(frozen=True)
