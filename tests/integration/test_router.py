@@ -17,13 +17,6 @@ from tests.integration.cluster import Cluster
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("cluster")).start()
-    yield c
-    c.stop()
-
-
 def node_items(cluster, group: str) -> dict[str, int]:
     stats = cluster.http_json("GET", "/v1/stats")
     out = {}

@@ -9,16 +9,8 @@ import socket
 
 import pytest
 
-from tests.integration.cluster import Cluster
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = Cluster(tmp_path_factory.mktemp("watch")).start()
-    yield c
-    c.stop()
 
 
 class Client:
